@@ -1,0 +1,25 @@
+# OPNP reproduction workflow: regenerates the paper's tables and figures for the
+# benchmark described by the active config (default: the embedded digits benchmark).
+# Run: snakemake --cores 2        Config keys: config/README.md
+
+
+report: "workflow/report/workflow.rst"
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/datasets.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/features.smk"
+include: "workflow/rules/sensitivity.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/ablations.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        final_outputs(),

@@ -1,0 +1,100 @@
+"""Reading and writing the workflow's intermediate files (formats: docs/architecture.md)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .io import save_npz_atomic, write_parquet_atomic
+
+MANIFEST_SUFFIX = ".manifest.json"
+
+
+def feature_stem(manifest_path: str | Path) -> str:
+    """``.../digits-test.manifest.json`` -> ``.../digits-test`` (the stem of the arrays)."""
+    path = str(manifest_path)
+    if not path.endswith(MANIFEST_SUFFIX):
+        raise ValueError(f"feature manifest path must end with {MANIFEST_SUFFIX!r}: {path}")
+    return path[: -len(MANIFEST_SUFFIX)]
+
+
+def load_feature_set(manifest_path: str | Path, mmap: bool = True):
+    """Cached features, logits, labels and manifest of one (model, dataset)."""
+    from .features import load_features
+
+    return load_features(feature_stem(manifest_path), mmap=mmap)
+
+
+def load_feature_sets(manifest_paths: Iterable[str | Path], names: Iterable[str], mmap: bool = True) -> dict:
+    """Name -> feature set, names in the given order (one per manifest)."""
+    paths = list(manifest_paths)
+    names = list(names)
+    if len(paths) != len(names):
+        raise ValueError(f"{len(paths)} feature manifests but {len(names)} names: {names}")
+    return {n: load_feature_set(p, mmap=mmap) for n, p in zip(names, paths, strict=True)}
+
+
+def load_fc(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """FC head (weight (C, D), bias (C,)) saved by the model rules."""
+    with np.load(path) as data:
+        return np.asarray(data["weight"]), np.asarray(data["bias"])
+
+
+def save_sensitivity(path, param: np.ndarray, neurons: dict[str, np.ndarray], **meta) -> None:
+    arrays = {"param": param, **{f"neuron_{k}": v for k, v in neurons.items()}}
+    arrays.update({k: np.asarray(v) for k, v in meta.items()})
+    save_npz_atomic(path, **arrays)
+
+
+def load_sensitivity(path: str | Path, statistic: str | None = None):
+    """Parameter sensitivity (C, D) and, when ``statistic`` is given, that neuron statistic."""
+    with np.load(path) as data:
+        param = np.asarray(data["param"])
+        if statistic is None:
+            return param
+        key = f"neuron_{statistic}"
+        if key not in data:
+            raise ValueError(f"{path} has no neuron statistic {statistic!r} (has {sorted(data.files)})")
+        return param, np.asarray(data[key])
+
+
+def read_json(path: str | Path) -> dict:
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def write_results(frame: pd.DataFrame, path: str | Path) -> None:
+    write_parquet_atomic(frame, path)
+
+
+def save_model(model, spec: dict, path: str | Path) -> None:
+    """Save the model's state and its spec atomically (a plain dict: loads with weights_only)."""
+    import torch
+
+    from .io import atomic_write
+
+    state = {"spec": spec, "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    with atomic_write(path, "wb") as handle:
+        torch.save(state, handle)
+
+
+def load_model(path: str | Path, map_location: str = "cpu"):
+    """Rebuild a model saved by :func:`save_model` (``torch.load(weights_only=True)``)."""
+    import torch
+
+    from .models import build_model
+
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(state, dict) or "spec" not in state or "state_dict" not in state:
+        raise ValueError(f"{path} is not a model file written by opnp (needs 'spec' and 'state_dict')")
+    spec = dict(state["spec"])
+    spec.pop("checkpoint", None)  # the weights are in this file, not at the original path
+    spec["pretrained"] = False
+    model = build_model(spec)
+    model.load_state_dict(state["state_dict"])
+    model.eval()
+    return model

@@ -1,0 +1,394 @@
+"""Evaluation glue shared by the workflow's scripts: hyperparameter grids, metric rows in
+the results schema, and selection on the validation split.
+
+Results schema (one row per method x params x OOD set x split x seed), see
+docs/architecture.md: metrics are in percent, ``params`` is JSON with sorted keys.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import metrics as _metrics
+
+METRIC_COLUMNS = ["fpr95", "auroc", "aupr_in", "aupr_out"]
+RESULT_COLUMNS = [
+    "benchmark",
+    "model",
+    "experiment",
+    "method",
+    "variant",
+    "params",
+    "ood_set",
+    "split",
+    "seed",
+    *METRIC_COLUMNS,
+    "id_accuracy",
+    "n_id",
+    "n_ood",
+    "config_hash",
+    "opnp_version",
+    "git_commit",
+]
+# Methods whose result depends on a random draw: run once per configured seed.
+RANDOM_METHODS = frozenset({"rpp", "rnp"})
+# Methods whose hyperparameters are percentages of the OPNP sensitivity masks.
+SENSITIVITY_METHODS = frozenset({"opp", "onp", "opnp", "opnp+react", "opnp+msp"})
+# Methods that need class labels of the training features.
+LABELLED_METHODS = frozenset({"mahalanobis", "line"})
+
+
+def expand_grid(grid: Mapping[str, Iterable] | None, fixed: Mapping[str, Any] | None = None):
+    """Cartesian product of a grid, each config merged with the fixed values.
+
+    The order is deterministic (keys sorted, values in the given order), so that ties in
+    the selection are broken the same way in every run.
+    """
+    grid = dict(grid or {})
+    fixed = dict(fixed or {})
+    overlap = set(grid) & set(fixed)
+    if overlap:
+        raise ValueError(f"hyperparameters {sorted(overlap)} appear in both grid and fixed")
+    keys = sorted(grid)
+    for key in keys:
+        if not isinstance(grid[key], list | tuple) or len(grid[key]) == 0:
+            raise ValueError(f"grid[{key!r}] must be a non-empty list, got {grid[key]!r}")
+    return [{**fixed, **dict(zip(keys, values, strict=True))} for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def params_json(params: Mapping[str, Any]) -> str:
+    """Canonical JSON of a hyperparameter dict (sorted keys): the ``params`` column."""
+    return json.dumps(_plain(dict(params)), sort_keys=True)
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def metric_values(id_scores, ood_scores, convention: str = "paper") -> dict[str, float]:
+    """FPR95, AUROC, AUPR-In, AUPR-Out in percent (ID is the positive class)."""
+    values = _metrics.evaluate(id_scores, ood_scores, convention=convention)
+    return {k: 100.0 * float(values[k]) for k in METRIC_COLUMNS}
+
+
+def score_rows(
+    id_scores,
+    ood_scores: Mapping[str, np.ndarray],
+    *,
+    method: str,
+    params: Mapping[str, Any],
+    split: str,
+    seed: int = 0,
+    experiment: str = "main",
+    variant: str = "",
+    id_accuracy: float | None = None,
+) -> list[dict]:
+    """One row per OOD set for the scores of one (method, params, seed)."""
+    rows = []
+    for name, scores in ood_scores.items():
+        rows.append(
+            {
+                "experiment": experiment,
+                "method": method,
+                "variant": variant,
+                "params": params_json(params),
+                "ood_set": name,
+                "split": split,
+                "seed": int(seed),
+                **metric_values(id_scores, scores),
+                "id_accuracy": np.nan if id_accuracy is None else float(id_accuracy),
+                "n_id": int(len(id_scores)),
+                "n_ood": int(len(scores)),
+            }
+        )
+    return rows
+
+
+def accuracy(logits, labels) -> float:
+    """Top-1 accuracy in percent of logits (N, C) against integer labels (N,)."""
+    logits = np.asarray(logits)
+    labels = np.asarray(labels)
+    if len(logits) != len(labels):
+        raise ValueError(f"logits has {len(logits)} rows but labels has {len(labels)}")
+    return 100.0 * float(np.mean(np.argmax(logits, axis=1) == labels))
+
+
+def results_frame(rows: list[dict], *, benchmark: str, model: str, config_hash: str, provenance: Mapping[str, Any]) -> pd.DataFrame:
+    """Rows -> DataFrame with the results schema's columns, in its order and dtypes."""
+    if not rows:
+        raise ValueError("no result rows to write")
+    frame = pd.DataFrame(rows)
+    frame["benchmark"] = benchmark
+    frame["model"] = model
+    frame["config_hash"] = config_hash
+    frame["opnp_version"] = str(provenance.get("opnp_version", "unknown"))
+    frame["git_commit"] = str(provenance.get("git_commit", "unknown"))
+    for column in RESULT_COLUMNS:
+        if column not in frame:
+            frame[column] = np.nan if column == "id_accuracy" else ""
+    frame = frame[RESULT_COLUMNS]
+    # Rows about an OOD set must have every metric; rows that are not (ood_set "", e.g.
+    # Table 3's pruned-layer accuracy) carry NaN metrics by design.
+    bad = (frame["ood_set"] != "") & frame[METRIC_COLUMNS].isna().any(axis=1)
+    if bad.any():
+        first = frame.loc[bad].iloc[0]
+        raise ValueError(
+            f"{int(bad.sum())} result rows have NaN metrics, e.g. method {first['method']!r} "
+            f"params {first['params']} on {first['ood_set']!r}"
+        )
+    return frame.astype({"seed": "int64", "n_id": "int64", "n_ood": "int64", "id_accuracy": "float64"})
+
+
+def select_best(val_results: pd.DataFrame, metric: str = "fpr95") -> dict:
+    """The hyperparameters with the best mean validation metric over OOD sets and seeds.
+
+    ``metric="fpr95"`` picks the lowest mean FPR95, ties broken by the highest mean
+    AUROC; ``metric="auroc"`` the highest AUROC, ties broken by the lowest FPR95. Remaining
+    ties go to the first config in grid order (``expand_grid`` is deterministic).
+    """
+    if metric not in ("fpr95", "auroc"):
+        raise ValueError(f"selection metric must be 'fpr95' or 'auroc', got {metric!r}")
+    val = val_results[val_results["split"] == "val"]
+    if val.empty:
+        raise ValueError("no validation rows to select hyperparameters from")
+    order = {p: i for i, p in enumerate(dict.fromkeys(val["params"]))}
+    means = val.groupby("params", sort=False)[["fpr95", "auroc"]].mean().reset_index()
+    means["order"] = means["params"].map(order)
+    if metric == "fpr95":
+        means = means.sort_values(["fpr95", "auroc", "order"], ascending=[True, False, True])
+    else:
+        means = means.sort_values(["auroc", "fpr95", "order"], ascending=[False, True, True])
+    return json.loads(means.iloc[0]["params"])
+
+
+def mark_selected(val_results: pd.DataFrame, metric: str = "fpr95") -> pd.DataFrame:
+    """Add a boolean ``selected`` column to validation rows: True for the chosen params."""
+    chosen = params_json(select_best(val_results, metric))
+    out = val_results.copy()
+    out["selected"] = out["params"] == chosen
+    return out
+
+
+def selected_params(selection: pd.DataFrame) -> dict:
+    """The chosen params recorded by :func:`mark_selected` in a selection Parquet file."""
+    chosen = selection.loc[selection["selected"], "params"].unique()
+    if len(chosen) != 1:
+        raise ValueError(f"selection table must mark exactly one params value, found {len(chosen)}")
+    return json.loads(chosen[0])
+
+
+def build_detector(
+    method: str,
+    params: Mapping[str, Any],
+    *,
+    weight,
+    bias,
+    train_features,
+    train_labels=None,
+    sensitivity=None,
+    statistic: str = "mean",
+    seed: int = 0,
+):
+    """Create and fit one detector of the registry with the workflow's conventions:
+    sensitivity methods get the precomputed (C, D) sensitivity, random methods a seed."""
+    from .detectors import create_detector
+
+    kwargs = dict(params)
+    if method in SENSITIVITY_METHODS:
+        if sensitivity is None:
+            raise ValueError(f"method {method!r} needs a parameter sensitivity matrix")
+        kwargs["param_sensitivity"] = sensitivity
+        kwargs["neuron_statistic"] = statistic
+    if method in RANDOM_METHODS:
+        kwargs["seed"] = int(seed)
+    detector = create_detector(method, weight=weight, bias=bias, **kwargs)
+    return detector.fit(train_features, train_labels)
+
+
+def evaluate_configs(
+    method: str,
+    configs: list[dict],
+    *,
+    weight,
+    bias,
+    train_features,
+    train_labels,
+    id_features,
+    ood_features: Mapping[str, Any],
+    split: str,
+    sensitivity=None,
+    statistic: str = "mean",
+    seeds: Iterable[int] = (0,),
+    experiment: str = "main",
+    variant: str = "",
+    keep_scores: bool = False,
+):
+    """Score every config (and seed, for random methods) on ID and each OOD set.
+
+    Returns ``(rows, scores)``: result rows in the schema, and when ``keep_scores`` a dict
+    ``(params_json, seed) -> {"ID": scores, <ood name>: scores}``.
+    """
+    seeds = list(seeds) if method in RANDOM_METHODS else [0]
+    rows: list[dict] = []
+    kept: dict = {}
+    fast = _grid_scores(method, configs, weight, bias, id_features, ood_features, sensitivity, statistic, train_features)
+    for params in configs:
+        for seed in seeds:
+            if fast is not None:
+                id_scores, ood_scores = fast(params)
+            else:
+                detector = build_detector(
+                    method,
+                    params,
+                    weight=weight,
+                    bias=bias,
+                    train_features=train_features,
+                    train_labels=train_labels,
+                    sensitivity=sensitivity,
+                    statistic=statistic,
+                    seed=seed,
+                )
+                id_scores = detector.score(id_features)
+                ood_scores = {name: detector.score(f) for name, f in ood_features.items()}
+            rows += score_rows(
+                id_scores,
+                ood_scores,
+                method=method,
+                params=params,
+                split=split,
+                seed=seed,
+                experiment=experiment,
+                variant=variant,
+            )
+            if keep_scores:
+                kept[(params_json(params), seed)] = {"ID": np.asarray(id_scores), **{k: np.asarray(v) for k, v in ood_scores.items()}}
+    return rows, kept
+
+
+def _grid_scores(method, configs, weight, bias, id_features, ood_features, sensitivity, statistic, train_features):
+    """Vectorised scorer for large pruning grids (None: use the per-config detector path)."""
+    return None
+
+
+def dataset_scores(score_batch, dataset, *, batch_size: int = 256, num_workers: int = 0) -> np.ndarray:
+    """Apply ``score_batch(inputs) -> (B,) scores`` to every image of a dataset, in order.
+
+    For methods that need the network itself (ODIN, pruned networks in Table 7).
+    """
+    import torch
+
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    out = []
+    for inputs, _ in loader:
+        scores = score_batch(inputs)
+        out.append(np.asarray(scores.detach().cpu() if hasattr(scores, "detach") else scores, dtype=np.float64))
+    if not out:
+        raise ValueError(f"dataset {dataset!r} has no images")
+    return np.concatenate(out)
+
+
+def evaluate_network_configs(
+    method: str,
+    configs: list[dict],
+    make_scorer,
+    id_dataset,
+    ood_datasets: Mapping[str, Any],
+    *,
+    split: str,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    experiment: str = "main",
+    variant: str = "",
+):
+    """Like :func:`evaluate_configs` for methods that run the network on images.
+
+    ``make_scorer(params)`` returns a function from an input batch to scores. Returns
+    ``(rows, scores)`` with ``scores[i]`` = {"ID": ..., <ood name>: ...} of ``configs[i]``.
+    """
+    rows: list[dict] = []
+    all_scores = []
+    for params in configs:
+        score_batch = make_scorer(params)
+        kw = {"batch_size": batch_size, "num_workers": num_workers}
+        id_scores = dataset_scores(score_batch, id_dataset, **kw)
+        ood_scores = {name: dataset_scores(score_batch, ds, **kw) for name, ds in ood_datasets.items()}
+        rows += score_rows(id_scores, ood_scores, method=method, params=params, split=split, experiment=experiment, variant=variant)
+        all_scores.append({"ID": id_scores, **ood_scores})
+    return rows, all_scores
+
+
+def pruned_accuracy_rows(
+    grid: Mapping[str, Iterable[float]],
+    *,
+    weight,
+    bias,
+    features,
+    labels,
+    sensitivity,
+    statistic: str = "mean",
+) -> list[dict]:
+    """Table 3: ID accuracy of the OPNP-pruned FC layer with no pruning and with each
+    percentage of ``grid`` on its own (the others at 0)."""
+    configs = [{}] + [{name: value} for name, values in grid.items() for value in values]
+    rows = []
+    for params in configs:
+        detector = build_detector(
+            "opnp", params, weight=weight, bias=bias, train_features=None, sensitivity=sensitivity, statistic=statistic
+        )
+        rows.append(
+            {
+                "experiment": "table3",
+                "method": "opnp",
+                "variant": next(iter(params), "none"),
+                "params": params_json(params),
+                "ood_set": "",
+                "split": "test",
+                "seed": 0,
+                **dict.fromkeys(METRIC_COLUMNS, np.nan),
+                "id_accuracy": accuracy(detector.logits(features), labels),
+                "n_id": len(labels),
+                "n_ood": 0,
+            }
+        )
+    return rows
+
+
+def calibration_frame(method: str, logits, labels, n_bins: int = 15) -> pd.DataFrame:
+    """Reliability curve (per confidence bin) and ECE of softmax(logits) against labels."""
+    logits = np.asarray(logits, dtype=np.float64)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    probs = np.exp(shifted)
+    probs /= probs.sum(axis=1, keepdims=True)
+    curve = _metrics.reliability_curve(probs, labels, n_bins=n_bins)
+    frame = pd.DataFrame(curve)
+    frame.insert(0, "method", method)
+    frame["ece"] = 100.0 * float(_metrics.expected_calibration_error(probs, labels, n_bins=n_bins))
+    return frame
+
+
+def concat_results(paths: Iterable[str]) -> pd.DataFrame:
+    """Concatenate result Parquet files; ``selected`` (validation rows) defaults to False."""
+    frames = [pd.read_parquet(p) for p in paths]
+    if not frames:
+        raise ValueError("no result files to aggregate")
+    for path, frame in zip(paths, frames, strict=True):
+        missing = [c for c in RESULT_COLUMNS if c not in frame]
+        if missing:
+            raise ValueError(f"{path} lacks result columns {missing}")
+    frame = pd.concat(frames, ignore_index=True)
+    if "selected" not in frame:
+        frame["selected"] = False
+    frame["selected"] = frame["selected"].fillna(False).astype(bool)
+    return frame

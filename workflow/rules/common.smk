@@ -1,0 +1,339 @@
+import hashlib
+import json
+import os
+import re
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+# Scripts import the package from this checkout, also inside conda envs and on
+# cluster nodes (jobs inherit the environment).
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(
+        p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p
+    )
+)
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+
+class ConfigError(ValueError):
+    """A config value that the JSON schema cannot express is wrong."""
+
+
+def _check_config(cfg):
+    """Cross-key checks run before any job: each error names the key and the allowed values."""
+    datasets = cfg["datasets"]
+    for key in ("train", "val", "test"):
+        name = cfg["id"][key]
+        if name not in datasets:
+            raise ConfigError(
+                f"config key id.{key}: dataset {name!r} is not defined under 'datasets' "
+                f"(defined: {sorted(datasets)})"
+            )
+    for split in ("test", "val"):
+        for name in cfg["ood"][split]:
+            if name not in datasets:
+                raise ConfigError(
+                    f"config key ood.{split}: dataset {name!r} is not defined under "
+                    f"'datasets' (defined: {sorted(datasets)})"
+                )
+    shared = set(cfg["ood"]["val"]) & set(cfg["ood"]["test"])
+    if shared:
+        raise ConfigError(
+            f"config keys ood.val and ood.test share {sorted(shared)}: the validation OOD "
+            "sets must be disjoint from every test OOD set"
+        )
+    id_names = {cfg["id"][k] for k in ("train", "val", "test")}
+    if len(id_names) < 3:
+        raise ConfigError(
+            f"config key id: train, val and test must be three different datasets, got {cfg['id']}"
+        )
+    for name, spec in datasets.items():
+        source = spec["source"]
+        needed = {
+            "builtin": ["builder"],
+            "link": ["path"],
+            "download": ["name", "path"],
+        }[source]
+        for key in needed:
+            if key not in spec:
+                raise ConfigError(
+                    f"config key datasets.{name}.{key} is required for source {source!r}"
+                )
+    for name, spec in cfg["models"].items():
+        has_train = "train" in spec
+        has_weights = "checkpoint" in spec or "pretrained" in spec
+        if has_train == has_weights:
+            raise ConfigError(
+                f"config key models.{name}: give exactly one of 'train' (train it here) or "
+                f"'checkpoint' or 'pretrained' (load weights)"
+            )
+    for method, spec in cfg["methods"].items():
+        values = {**spec.get("fixed", {}), **spec.get("grid", {})}
+        for low, high in (("weight_low", "weight_high"), ("neuron_low", "neuron_high")):
+            lows = _as_list(values.get(low, 0))
+            highs = _as_list(values.get(high, 0))
+            for key, vals in ((low, lows), (high, highs)):
+                for v in vals:
+                    if not isinstance(v, (int, float)) or not 0 <= v < 100:
+                        raise ConfigError(
+                            f"config key methods.{method}.{key}: {v!r} is not a percentage "
+                            "in [0, 100)"
+                        )
+            if max(lows) + max(highs) >= 100:
+                raise ConfigError(
+                    f"config keys methods.{method}.{low}/{high}: {max(lows)} + {max(highs)} "
+                    ">= 100 would prune everything; the sum must stay below 100"
+                )
+    fig9 = cfg.get("ablations", {}).get("fig9_ood")
+    if fig9 is not None and fig9 not in cfg["ood"]["test"]:
+        raise ConfigError(
+            f"config key ablations.fig9_ood: {fig9!r} is not one of ood.test {cfg['ood']['test']}"
+        )
+
+
+def _as_list(value):
+    return value if isinstance(value, list) else [value]
+
+
+_check_config(config)
+
+BENCHMARK = config["benchmark"]
+RESULTS = f"results/{BENCHMARK}"
+RESOURCES = f"resources/{BENCHMARK}"
+LOGS = f"logs/{BENCHMARK}"
+BENCHMARKS = f"benchmarks/{BENCHMARK}"
+
+MODELS = list(config["models"])
+METHODS = list(config["methods"])
+SEEDS = list(config["seeds"])
+ID_TRAIN = config["id"]["train"]
+ID_VAL = config["id"]["val"]
+ID_TEST = config["id"]["test"]
+OOD_TEST = list(config["ood"]["test"])
+OOD_VAL = list(config["ood"]["val"])
+FRACTIONS = list(config["sensitivity"]["fractions"])
+ABLATIONS = config.get("ablations", {})
+# Threads of each compute job; torch and BLAS follow it (no oversubscription).
+THREADS_PER_JOB = config["resources"]["threads_per_job"]
+# GPUs requested by jobs that run the network (extraction, training, ODIN, Table 7):
+# 0 on CPU machines; 1 on a GPU cluster so SLURM schedules them on GPU nodes.
+GPUS_PER_NETWORK_JOB = config["resources"]["gpus_per_network_job"]
+
+# Methods that need the network (input perturbation) rather than cached features.
+NETWORK_METHODS = {"odin"}
+FEATURE_METHODS = [m for m in METHODS if m not in NETWORK_METHODS]
+# Methods whose hyperparameters are pruning percentages of the sensitivity masks.
+SENSITIVITY_METHODS = {"opp", "onp", "opnp", "opnp+react", "opnp+msp"}
+
+
+def _names_regex(names):
+    return "|".join(re.escape(n) for n in names) or "^$"
+
+
+def datasets_by_source(source):
+    return [n for n, s in config["datasets"].items() if s["source"] == source]
+
+
+wildcard_constraints:
+    model=_names_regex(MODELS),
+    method=_names_regex(METHODS),
+    dataset=_names_regex(config["datasets"]),
+    fraction=r"\d+(\.\d+)?",
+    seed=r"\d+",
+
+
+def stable_hash(obj):
+    """Short hash of a JSON-serialisable object: recorded in every result row and used
+    as a param, so that changing one method's settings re-runs only that method's jobs.
+    """
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def fraction_label(fraction):
+    """1 -> '1', 0.5 -> '0.5': the string used in sensitivity file names."""
+    return f"{float(fraction):g}"
+
+
+def sensitivity_seeds(fraction):
+    """A subset of 100 % is the whole set: one seed is enough."""
+    return [SEEDS[0]] if float(fraction) >= 100 else SEEDS
+
+
+# ---------------------------------------------------------------- paths
+
+
+def dataset_manifest(name):
+    return f"{RESOURCES}/datasets/{name}.json"
+
+
+def features_of(model, dataset):
+    """The four cached arrays and the manifest of one (model, dataset)."""
+    stem = f"{RESULTS}/features/{model}/{dataset}"
+    return {
+        "features": f"{stem}.features.npy",
+        "logits": f"{stem}.logits.npy",
+        "labels": f"{stem}.labels.npy",
+        "manifest": f"{stem}.manifest.json",
+    }
+
+
+def feature_manifests(model, datasets):
+    return [features_of(model, d)["manifest"] for d in datasets]
+
+
+def full_sensitivity(model):
+    return f"{RESULTS}/sensitivity/{model}/fraction100_seed{SEEDS[0]}.npz"
+
+
+def subset_sensitivities(model):
+    return [
+        f"{RESULTS}/sensitivity/{model}/fraction{fraction_label(f)}_seed{s}.npz"
+        for f in FRACTIONS
+        for s in sensitivity_seeds(f)
+    ]
+
+
+def method_settings(method):
+    spec = config["methods"][method]
+    return {"grid": spec.get("grid", {}), "fixed": spec.get("fixed", {})}
+
+
+# ---------------------------------------------------------------- input functions
+
+
+def trained_models():
+    return [m for m, s in config["models"].items() if "train" in s]
+
+
+def loaded_models():
+    return [m for m, s in config["models"].items() if "train" not in s]
+
+
+def model_fc(wildcards):
+    return f"{RESULTS}/models/{wildcards.model}/fc.npz"
+
+
+def selection_inputs(wildcards):
+    """Validation data only: test OOD sets never reach the hyperparameter choice."""
+    m = wildcards.model
+    inputs = {
+        "fc": f"{RESULTS}/models/{m}/fc.npz",
+        "train": features_of(m, ID_TRAIN)["manifest"],
+        "id_val": features_of(m, ID_VAL)["manifest"],
+        "ood_val": feature_manifests(m, OOD_VAL),
+    }
+    if wildcards.method in SENSITIVITY_METHODS:
+        inputs["sensitivity"] = full_sensitivity(m)
+    return inputs
+
+
+def evaluation_inputs(wildcards):
+    m = wildcards.model
+    inputs = {
+        "selection": f"{RESULTS}/selection/{m}/{wildcards.method}.parquet",
+        "fc": f"{RESULTS}/models/{m}/fc.npz",
+        "train": features_of(m, ID_TRAIN)["manifest"],
+        "id_test": features_of(m, ID_TEST)["manifest"],
+        "ood_test": feature_manifests(m, OOD_TEST),
+    }
+    if wildcards.method in SENSITIVITY_METHODS:
+        inputs["sensitivity"] = full_sensitivity(m)
+    return inputs
+
+
+# ---------------------------------------------------------------- final targets
+
+
+def has_methods(*names):
+    return all(n in METHODS for n in names)
+
+
+TABLE4_METHODS = ["rpp", "tpp", "opp", "rnp", "tnp", "onp"]
+WITH_WITHOUT_METHODS = ["msp", "opnp+msp", "energy", "opnp", "react", "opnp+react"]
+
+
+def layer_ablation_enabled():
+    return bool(ABLATIONS.get("layers", {}).get("enabled", False))
+
+
+def table_specs():
+    """Table file stem -> what it shows; each stem starts with the paper's id."""
+    specs = {}
+    for m in MODELS:
+        main = config["models"][m]["main_table"]
+        specs[f"{main}_main_results_{m}"] = {"kind": "main", "model": m}
+        specs[f"selected_hyperparameters_{m}"] = {"kind": "selected", "model": m}
+        if has_methods(*WITH_WITHOUT_METHODS):
+            stem = f"{config['report']['with_without_table']}_with_without_opnp_{m}"
+            specs[stem] = {"kind": "with_without", "model": m}
+        if "pruned_accuracy" in ABLATIONS:
+            specs[f"table3_pruned_accuracy_{m}"] = {"kind": "table3", "model": m}
+        if has_methods(*TABLE4_METHODS):
+            specs[f"table4_pruning_methods_{m}"] = {"kind": "table4", "model": m}
+        if layer_ablation_enabled():
+            specs[f"table7_layers_{m}"] = {"kind": "table7", "model": m}
+        if has_methods("opp", "energy"):
+            specs[f"table8_subsets_{m}"] = {"kind": "table8", "model": m}
+        if "statistics" in ABLATIONS and has_methods("onp"):
+            specs[f"table9_statistics_{m}"] = {"kind": "table9", "model": m}
+    return specs
+
+
+TABLE_SPECS = table_specs()
+
+
+def figure_ids(model):
+    ids = [f"fig2_pruning_before_after_{model}"]
+    if "sweep" in ABLATIONS:
+        ids.append(f"fig3_percentage_sweep_{model}")
+    if has_methods("opnp"):
+        ids += [
+            f"fig4_reliability_{model}",
+            f"fig5_score_distributions_{model}",
+            f"fig9_pruned_weight_sensitivity_{model}",
+        ]
+    if layer_ablation_enabled():
+        ids.append(f"fig6_layer_sensitivity_{model}")
+    return ids
+
+
+def final_tables():
+    return [
+        f"{RESULTS}/tables/{t}.{ext}"
+        for t in TABLE_SPECS
+        for ext in ("md", "tex", "csv")
+    ]
+
+
+def final_figures():
+    figures = [
+        f"{RESULTS}/figures/{config['report']['sensitivity_figure']}_sensitivity_distribution.png"
+    ]
+    figures += [f"{RESULTS}/figures/{f}.png" for m in MODELS for f in figure_ids(m)]
+    return figures
+
+
+def final_outputs():
+    return [f"{RESULTS}/results.parquet", *final_tables(), *final_figures()]
+
+
+def result_parquets():
+    files = [f"{RESULTS}/selection/{m}/{x}.parquet" for m in MODELS for x in METHODS]
+    files += [f"{RESULTS}/evaluation/{m}/{x}.parquet" for m in MODELS for x in METHODS]
+    for m in MODELS:
+        if "pruned_accuracy" in ABLATIONS:
+            files.append(f"{RESULTS}/ablations/{m}/table3_pruned_accuracy.parquet")
+        if layer_ablation_enabled():
+            files.append(f"{RESULTS}/ablations/{m}/table7_layers.parquet")
+        if has_methods("opp", "energy"):
+            files.append(f"{RESULTS}/ablations/{m}/table8_subsets.parquet")
+        if "statistics" in ABLATIONS and has_methods("onp"):
+            files.append(f"{RESULTS}/ablations/{m}/table9_statistics.parquet")
+        if "sweep" in ABLATIONS:
+            files.append(f"{RESULTS}/ablations/{m}/fig3_sweep.parquet")
+    return files

@@ -1,0 +1,58 @@
+# Datasets: built from bundled data (default), linked from local folders, or
+# downloaded with checksum verification. Each yields a manifest JSON that records
+# where the images are, how many, and how they were made.
+
+
+rule build_builtin_dataset:
+    output:
+        manifest=f"{RESOURCES}/datasets/{{dataset}}.json",
+        images=directory(f"{RESOURCES}/datasets/{{dataset}}"),
+    log:
+        f"{LOGS}/datasets/{{dataset}}.log",
+    benchmark:
+        f"{BENCHMARKS}/datasets/{{dataset}}.tsv"
+    wildcard_constraints:
+        dataset=_names_regex(datasets_by_source("builtin")),
+    conda:
+        "../envs/pytorch.yaml"
+    params:
+        spec=lambda wc: config["datasets"][wc.dataset],
+        builtin=config["builtin"],
+    script:
+        "../scripts/build_builtin_dataset.py"
+
+
+rule link_dataset:
+    output:
+        manifest=f"{RESOURCES}/datasets/{{dataset}}.json",
+    log:
+        f"{LOGS}/datasets/{{dataset}}.log",
+    benchmark:
+        f"{BENCHMARKS}/datasets/{{dataset}}.tsv"
+    wildcard_constraints:
+        dataset=_names_regex(datasets_by_source("link")),
+    conda:
+        "../envs/pytorch.yaml"
+    params:
+        spec=lambda wc: config["datasets"][wc.dataset],
+        on_bad_image=config["extraction"]["on_bad_image"],
+    script:
+        "../scripts/link_dataset.py"
+
+
+rule download_dataset:
+    output:
+        manifest=f"{RESOURCES}/datasets/{{dataset}}.json",
+    log:
+        f"{LOGS}/datasets/{{dataset}}.log",
+    benchmark:
+        f"{BENCHMARKS}/datasets/{{dataset}}.tsv"
+    wildcard_constraints:
+        dataset=_names_regex(datasets_by_source("download")),
+    conda:
+        "../envs/pytorch.yaml"
+    params:
+        spec=lambda wc: config["datasets"][wc.dataset],
+        on_bad_image=config["extraction"]["on_bad_image"],
+    script:
+        "../scripts/download_dataset.py"

@@ -1,0 +1,114 @@
+# Main comparison. Each method's hyperparameters are chosen on the validation
+# split (ID held-out images + validation OOD sets disjoint from every test OOD
+# set; paper section 4.1); the chosen values are then scored once on the test sets.
+
+
+rule select_hyperparameters:
+    input:
+        unpack(selection_inputs),
+    output:
+        f"{RESULTS}/selection/{{model}}/{{method}}.parquet",
+    log:
+        f"{LOGS}/selection/{{model}}/{{method}}.log",
+    benchmark:
+        f"{BENCHMARKS}/selection/{{model}}/{{method}}.tsv"
+    wildcard_constraints:
+        method=_names_regex(FEATURE_METHODS),
+    conda:
+        "../envs/analysis.yaml"
+    threads: THREADS_PER_JOB
+    params:
+        settings=lambda wc: method_settings(wc.method),
+        seeds=SEEDS,
+        metric=config["selection"]["metric"],
+        statistic=config["sensitivity"]["statistic"],
+        config_hash=lambda wc: stable_hash(
+            [method_settings(wc.method), SEEDS, config["selection"]]
+        ),
+        benchmark=BENCHMARK,
+        ood_names=OOD_VAL,
+    script:
+        "../scripts/select_hyperparameters.py"
+
+
+rule evaluate_method:
+    input:
+        unpack(evaluation_inputs),
+    output:
+        results=f"{RESULTS}/evaluation/{{model}}/{{method}}.parquet",
+        scores=f"{RESULTS}/scores/{{model}}/{{method}}.npz",
+    log:
+        f"{LOGS}/evaluation/{{model}}/{{method}}.log",
+    benchmark:
+        f"{BENCHMARKS}/evaluation/{{model}}/{{method}}.tsv"
+    wildcard_constraints:
+        method=_names_regex(FEATURE_METHODS),
+    conda:
+        "../envs/analysis.yaml"
+    threads: THREADS_PER_JOB
+    params:
+        seeds=SEEDS,
+        statistic=config["sensitivity"]["statistic"],
+        config_hash=lambda wc: stable_hash([method_settings(wc.method), SEEDS]),
+        benchmark=BENCHMARK,
+        ood_names=OOD_TEST,
+    script:
+        "../scripts/evaluate_method.py"
+
+
+rule select_odin:
+    input:
+        model=f"{RESULTS}/models/{{model}}/model.pt",
+        id_val=dataset_manifest(ID_VAL),
+        ood_val=[dataset_manifest(d) for d in OOD_VAL],
+    output:
+        f"{RESULTS}/selection/{{model}}/odin.parquet",
+    log:
+        f"{LOGS}/selection/{{model}}/odin.log",
+    benchmark:
+        f"{BENCHMARKS}/selection/{{model}}/odin.tsv"
+    conda:
+        "../envs/pytorch.yaml"
+    threads: THREADS_PER_JOB
+    resources:
+        gpu=GPUS_PER_NETWORK_JOB,
+    params:
+        spec=lambda wc: config["models"][wc.model],
+        settings=lambda wc: method_settings("odin"),
+        metric=config["selection"]["metric"],
+        extraction=config["extraction"],
+        config_hash=lambda wc: stable_hash(
+            [method_settings("odin"), config["selection"]]
+        ),
+        benchmark=BENCHMARK,
+        ood_names=OOD_VAL,
+    script:
+        "../scripts/odin.py"
+
+
+rule evaluate_odin:
+    input:
+        model=f"{RESULTS}/models/{{model}}/model.pt",
+        selection=f"{RESULTS}/selection/{{model}}/odin.parquet",
+        id_test=dataset_manifest(ID_TEST),
+        ood_test=[dataset_manifest(d) for d in OOD_TEST],
+    output:
+        results=f"{RESULTS}/evaluation/{{model}}/odin.parquet",
+        scores=f"{RESULTS}/scores/{{model}}/odin.npz",
+    log:
+        f"{LOGS}/evaluation/{{model}}/odin.log",
+    benchmark:
+        f"{BENCHMARKS}/evaluation/{{model}}/odin.tsv"
+    conda:
+        "../envs/pytorch.yaml"
+    threads: THREADS_PER_JOB
+    resources:
+        gpu=GPUS_PER_NETWORK_JOB,
+    params:
+        spec=lambda wc: config["models"][wc.model],
+        extraction=config["extraction"],
+        config_hash=lambda wc: stable_hash(method_settings("odin")),
+        benchmark=BENCHMARK,
+        ood_names=OOD_TEST,
+    script:
+        "../scripts/odin.py"

@@ -1,0 +1,52 @@
+# Models: trained here (default, CIFAR from scratch) or loaded from a checkpoint /
+# the local torchvision or timm cache. Both write the same files: the full model
+# state (for ODIN and the in-network ablation) and the FC head every detector uses.
+
+
+rule train_model:
+    input:
+        train=dataset_manifest(ID_TRAIN),
+        test=dataset_manifest(ID_TEST),
+    output:
+        model=f"{RESULTS}/models/{{model}}/model.pt",
+        fc=f"{RESULTS}/models/{{model}}/fc.npz",
+        summary=f"{RESULTS}/models/{{model}}/summary.json",
+    log:
+        f"{LOGS}/models/{{model}}.log",
+    benchmark:
+        f"{BENCHMARKS}/models/{{model}}.tsv"
+    wildcard_constraints:
+        model=_names_regex(trained_models()),
+    conda:
+        "../envs/pytorch.yaml"
+    threads: THREADS_PER_JOB
+    resources:
+        gpu=GPUS_PER_NETWORK_JOB,
+    params:
+        spec=lambda wc: config["models"][wc.model],
+    script:
+        "../scripts/train_model.py"
+
+
+rule load_model:
+    input:
+        test=dataset_manifest(ID_TEST),
+    output:
+        model=f"{RESULTS}/models/{{model}}/model.pt",
+        fc=f"{RESULTS}/models/{{model}}/fc.npz",
+        summary=f"{RESULTS}/models/{{model}}/summary.json",
+    log:
+        f"{LOGS}/models/{{model}}.log",
+    benchmark:
+        f"{BENCHMARKS}/models/{{model}}.tsv"
+    wildcard_constraints:
+        model=_names_regex(loaded_models()),
+    conda:
+        "../envs/pytorch.yaml"
+    threads: THREADS_PER_JOB
+    resources:
+        gpu=GPUS_PER_NETWORK_JOB,
+    params:
+        spec=lambda wc: config["models"][wc.model],
+    script:
+        "../scripts/load_model.py"

@@ -1,0 +1,202 @@
+# Aggregation: every table and figure is derived from the Parquet results and the
+# cached arrays, never by re-running a model.
+
+
+rule aggregate_results:
+    input:
+        result_parquets(),
+    output:
+        f"{RESULTS}/results.parquet",
+    log:
+        f"{LOGS}/aggregate_results.log",
+    benchmark:
+        f"{BENCHMARKS}/aggregate_results.tsv"
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../scripts/aggregate_results.py"
+
+
+rule make_table:
+    input:
+        results=f"{RESULTS}/results.parquet",
+    output:
+        md=f"{RESULTS}/tables/{{table}}.md",
+        tex=f"{RESULTS}/tables/{{table}}.tex",
+        csv=report(
+            f"{RESULTS}/tables/{{table}}.csv",
+            caption="../report/tables.rst",
+            category="Tables",
+            labels={"table": "{table}"},
+        ),
+    log:
+        f"{LOGS}/tables/{{table}}.log",
+    benchmark:
+        f"{BENCHMARKS}/tables/{{table}}.tsv"
+    wildcard_constraints:
+        table=_names_regex(TABLE_SPECS),
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        spec=lambda wc: TABLE_SPECS[wc.table],
+        ood_names=OOD_TEST,
+        methods=METHODS,
+        table4_methods=TABLE4_METHODS,
+        with_without_methods=WITH_WITHOUT_METHODS,
+    script:
+        "../scripts/make_table.py"
+
+
+rule figure_sensitivity_distribution:
+    input:
+        sensitivities=[full_sensitivity(m) for m in MODELS],
+    output:
+        report(
+            f"{RESULTS}/figures/{{fig}}_sensitivity_distribution.png",
+            caption="../report/fig_sensitivity_distribution.rst",
+            category="Figures",
+            labels={"figure": "{fig} sensitivity distribution"},
+        ),
+    log:
+        f"{LOGS}/figures/{{fig}}_sensitivity_distribution.log",
+    benchmark:
+        f"{BENCHMARKS}/figures/{{fig}}_sensitivity_distribution.tsv"
+    wildcard_constraints:
+        fig="fig1|fig7|fig8",
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        models=MODELS,
+    script:
+        "../scripts/figure_sensitivity_distribution.py"
+
+
+rule figure_pruning_before_after:
+    input:
+        sensitivity=full_sensitivity("{model}"),
+        selection=f"{RESULTS}/selection/{{model}}/opnp.parquet",
+    output:
+        report(
+            f"{RESULTS}/figures/fig2_pruning_before_after_{{model}}.png",
+            caption="../report/fig2.rst",
+            category="Figures",
+            labels={"figure": "fig2", "model": "{model}"},
+        ),
+    log:
+        f"{LOGS}/figures/fig2_{{model}}.log",
+    benchmark:
+        f"{BENCHMARKS}/figures/fig2_{{model}}.tsv"
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        statistic=config["sensitivity"]["statistic"],
+    script:
+        "../scripts/figure_pruning_before_after.py"
+
+
+rule figure_percentage_sweep:
+    input:
+        f"{RESULTS}/ablations/{{model}}/fig3_sweep.parquet",
+    output:
+        report(
+            f"{RESULTS}/figures/fig3_percentage_sweep_{{model}}.png",
+            caption="../report/fig3.rst",
+            category="Figures",
+            labels={"figure": "fig3", "model": "{model}"},
+        ),
+    log:
+        f"{LOGS}/figures/fig3_{{model}}.log",
+    benchmark:
+        f"{BENCHMARKS}/figures/fig3_{{model}}.tsv"
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../scripts/figure_percentage_sweep.py"
+
+
+rule figure_reliability:
+    input:
+        f"{RESULTS}/ablations/{{model}}/fig4_calibration.parquet",
+    output:
+        report(
+            f"{RESULTS}/figures/fig4_reliability_{{model}}.png",
+            caption="../report/fig4.rst",
+            category="Figures",
+            labels={"figure": "fig4", "model": "{model}"},
+        ),
+    log:
+        f"{LOGS}/figures/fig4_{{model}}.log",
+    benchmark:
+        f"{BENCHMARKS}/figures/fig4_{{model}}.tsv"
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../scripts/figure_reliability.py"
+
+
+rule figure_score_distributions:
+    input:
+        energy=f"{RESULTS}/scores/{{model}}/energy.npz",
+        opnp=f"{RESULTS}/scores/{{model}}/opnp.npz",
+    output:
+        report(
+            f"{RESULTS}/figures/fig5_score_distributions_{{model}}.png",
+            caption="../report/fig5.rst",
+            category="Figures",
+            labels={"figure": "fig5", "model": "{model}"},
+        ),
+    log:
+        f"{LOGS}/figures/fig5_{{model}}.log",
+    benchmark:
+        f"{BENCHMARKS}/figures/fig5_{{model}}.tsv"
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../scripts/figure_score_distributions.py"
+
+
+rule figure_layer_sensitivity:
+    input:
+        f"{RESULTS}/ablations/{{model}}/fig6_layer_sensitivity.parquet",
+    output:
+        report(
+            f"{RESULTS}/figures/fig6_layer_sensitivity_{{model}}.png",
+            caption="../report/fig6.rst",
+            category="Figures",
+            labels={"figure": "fig6", "model": "{model}"},
+        ),
+    log:
+        f"{LOGS}/figures/fig6_{{model}}.log",
+    benchmark:
+        f"{BENCHMARKS}/figures/fig6_{{model}}.tsv"
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../scripts/figure_layer_sensitivity.py"
+
+
+rule figure_pruned_weight_sensitivity:
+    input:
+        fc=model_fc,
+        sensitivity=full_sensitivity("{model}"),
+        selection=f"{RESULTS}/selection/{{model}}/opnp.parquet",
+        id_test=features_of("{model}", ID_TEST)["manifest"],
+        ood=features_of("{model}", ABLATIONS.get("fig9_ood", OOD_TEST[0]))["manifest"],
+    output:
+        report(
+            f"{RESULTS}/figures/fig9_pruned_weight_sensitivity_{{model}}.png",
+            caption="../report/fig9.rst",
+            category="Figures",
+            labels={"figure": "fig9", "model": "{model}"},
+        ),
+    log:
+        f"{LOGS}/figures/fig9_{{model}}.log",
+    benchmark:
+        f"{BENCHMARKS}/figures/fig9_{{model}}.tsv"
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        statistic=config["sensitivity"]["statistic"],
+        ood_name=ABLATIONS.get("fig9_ood", OOD_TEST[0]),
+    script:
+        "../scripts/figure_pruned_weight_sensitivity.py"

@@ -1,0 +1,23 @@
+# OPNP sensitivities (paper Eq. 6 and 8) from cached training features: the
+# closed form S = P^T |H| / N on a seeded subset of the training set.
+
+
+rule compute_sensitivity:
+    input:
+        fc=f"{RESULTS}/models/{{model}}/fc.npz",
+        train=features_of("{model}", ID_TRAIN)["manifest"],
+    output:
+        f"{RESULTS}/sensitivity/{{model}}/fraction{{fraction}}_seed{{seed}}.npz",
+    log:
+        f"{LOGS}/sensitivity/{{model}}/fraction{{fraction}}_seed{{seed}}.log",
+    benchmark:
+        f"{BENCHMARKS}/sensitivity/{{model}}/fraction{{fraction}}_seed{{seed}}.tsv"
+    conda:
+        "../envs/analysis.yaml"
+    threads: THREADS_PER_JOB
+    params:
+        fraction=lambda wc: float(wc.fraction),
+        seed=lambda wc: int(wc.seed),
+        reduction=config["sensitivity"]["reduction"],
+    script:
+        "../scripts/compute_sensitivity.py"

@@ -1,0 +1,10 @@
+"""Concatenate every Parquet result file of the benchmark into one table."""
+
+from opnp.artifacts import write_results
+from opnp.evaluation import concat_results
+from opnp.runtime import setup_job
+
+log = setup_job(snakemake.log[0])
+frame = concat_results(snakemake.input)
+log.info("%d rows from %d files", len(frame), len(snakemake.input))
+write_results(frame, snakemake.output[0])

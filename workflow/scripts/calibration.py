@@ -1,0 +1,34 @@
+"""Fig. 4 data: reliability curve and ECE of the original layer and the OPNP-pruned layer
+on the ID test set."""
+
+import pandas as pd
+
+from opnp.artifacts import load_fc, load_feature_set, load_sensitivity, write_results
+from opnp.evaluation import build_detector, calibration_frame, selected_params
+from opnp.runtime import setup_job
+
+log = setup_job(snakemake.log[0], threads=snakemake.threads)
+weight, bias = load_fc(snakemake.input.fc)
+sensitivity = load_sensitivity(snakemake.input.sensitivity)
+id_test = load_feature_set(snakemake.input.id_test)
+params = selected_params(pd.read_parquet(snakemake.input.selection))
+opnp = build_detector(
+    "opnp",
+    params,
+    weight=weight,
+    bias=bias,
+    train_features=None,
+    sensitivity=sensitivity,
+    statistic=snakemake.params.statistic,
+)
+frame = pd.concat(
+    [
+        calibration_frame("energy", id_test.logits, id_test.labels, n_bins=snakemake.params.n_bins),
+        calibration_frame("opnp", opnp.logits(id_test.features), id_test.labels, n_bins=snakemake.params.n_bins),
+    ],
+    ignore_index=True,
+)
+frame.insert(0, "model", snakemake.wildcards.model)
+frame.insert(0, "benchmark", snakemake.params.benchmark)
+log.info("ECE: %s", frame.groupby("method")["ece"].first().to_dict())
+write_results(frame, snakemake.output[0])

@@ -1,0 +1,14 @@
+"""Download a public dataset with checksum verification (only when the config asks)."""
+
+from opnp.datasets import download_dataset
+from opnp.io import write_json_atomic
+from opnp.runtime import setup_job
+
+log = setup_job(snakemake.log[0])
+manifest = download_dataset(
+    name=snakemake.wildcards.dataset,
+    spec=snakemake.params.spec,
+    on_bad_image=snakemake.params.on_bad_image,
+)
+log.info("downloaded %s: %d images at %s", snakemake.wildcards.dataset, manifest["n_images"], manifest["root"])
+write_json_atomic(snakemake.output.manifest, manifest)

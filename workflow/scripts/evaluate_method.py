@@ -1,0 +1,47 @@
+"""Score one method with its validation-selected hyperparameters on the test sets."""
+
+import pandas as pd
+
+from opnp.artifacts import load_fc, load_feature_set, load_feature_sets, load_sensitivity, write_results
+from opnp.evaluation import accuracy, evaluate_configs, results_frame, selected_params
+from opnp.io import provenance, save_npz_atomic
+from opnp.runtime import setup_job
+
+log = setup_job(snakemake.log[0], threads=snakemake.threads)
+method = snakemake.wildcards.method
+params = selected_params(pd.read_parquet(snakemake.input.selection))
+weight, bias = load_fc(snakemake.input.fc)
+train = load_feature_set(snakemake.input.train)
+id_test = load_feature_set(snakemake.input.id_test)
+ood_test = load_feature_sets(snakemake.input.ood_test, snakemake.params.ood_names)
+sensitivity = load_sensitivity(snakemake.input.sensitivity) if "sensitivity" in snakemake.input.keys() else None
+log.info("%s with %s", method, params)
+rows, scores = evaluate_configs(
+    method,
+    [params],
+    weight=weight,
+    bias=bias,
+    train_features=train.features,
+    train_labels=train.labels,
+    id_features=id_test.features,
+    ood_features={name: fs.features for name, fs in ood_test.items()},
+    split="test",
+    sensitivity=sensitivity,
+    statistic=snakemake.params.statistic,
+    seeds=snakemake.params.seeds,
+    keep_scores=True,
+)
+# Classification always uses the unpruned layer (SPEC): the accuracy every method keeps.
+id_accuracy = accuracy(id_test.logits, id_test.labels)
+for row in rows:
+    row["id_accuracy"] = id_accuracy
+frame = results_frame(
+    rows,
+    benchmark=snakemake.params.benchmark,
+    model=snakemake.wildcards.model,
+    config_hash=snakemake.params.config_hash,
+    provenance=provenance(),
+)
+write_results(frame, snakemake.output.results)
+first_key = sorted(scores)[0]
+save_npz_atomic(snakemake.output.scores, **scores[first_key])

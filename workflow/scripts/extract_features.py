@@ -1,0 +1,33 @@
+"""Penultimate features, logits and labels of one (model, dataset), cached once."""
+
+from pathlib import Path
+
+from opnp.artifacts import feature_stem, read_json
+from opnp.datasets import open_dataset
+from opnp.features import extract_features
+from opnp.artifacts import load_model
+from opnp.models import preprocessing
+from opnp.runtime import setup_job
+
+log = setup_job(snakemake.log[0], threads=snakemake.threads)
+spec = snakemake.params.spec
+extraction = snakemake.params.extraction
+model = load_model(snakemake.input.model)
+eval_transform, _, _ = preprocessing(spec)
+dataset_manifest = read_json(snakemake.input.dataset)
+dataset = open_dataset(dataset_manifest, transform=eval_transform)
+manifest = extract_features(
+    model,
+    dataset,
+    feature_stem(snakemake.output.manifest),
+    batch_size=extraction["batch_size"],
+    num_workers=extraction["num_workers"],
+    shard_size=extraction["shard_size"] or None,
+    torch_threads=snakemake.threads,
+    meta={
+        "model": snakemake.wildcards.model,
+        "dataset": snakemake.wildcards.dataset,
+        "dataset_manifest": str(Path(snakemake.input.dataset)),
+    },
+)
+log.info("extracted %s", manifest.get("n", manifest))

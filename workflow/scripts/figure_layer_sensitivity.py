@@ -1,0 +1,9 @@
+"""Fig. 6: mean parameter sensitivity per layer."""
+
+import pandas as pd
+
+from opnp.plots import plot_layer_sensitivity
+from opnp.runtime import setup_job
+
+setup_job(snakemake.log[0])
+plot_layer_sensitivity(pd.read_parquet(snakemake.input[0]), snakemake.output[0])

@@ -1,0 +1,9 @@
+"""Fig. 4: reliability diagrams and ECE without and with OPNP."""
+
+import pandas as pd
+
+from opnp.plots import plot_reliability
+from opnp.runtime import setup_job
+
+setup_job(snakemake.log[0])
+plot_reliability(pd.read_parquet(snakemake.input[0]), snakemake.output[0])

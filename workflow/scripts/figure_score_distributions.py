@@ -1,0 +1,13 @@
+"""Fig. 5: ID and OOD score distributions, Energy against OPNP."""
+
+import numpy as np
+
+from opnp.plots import plot_score_distributions
+from opnp.runtime import setup_job
+
+setup_job(snakemake.log[0])
+scores = {}
+for label, path in (("Energy", snakemake.input.energy), ("OPNP", snakemake.input.opnp)):
+    with np.load(path) as data:
+        scores[label] = {name: np.asarray(data[name]) for name in data.files}
+plot_score_distributions(scores, snakemake.output[0])

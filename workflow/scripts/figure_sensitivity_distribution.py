@@ -1,0 +1,16 @@
+"""Fig. 1 / 7 / 8: FC-layer parameter and neuron sensitivity distributions (max = 1)."""
+
+from opnp.artifacts import load_sensitivity
+from opnp.plots import plot_sensitivity_distribution
+from opnp.runtime import setup_job
+
+setup_job(snakemake.log[0])
+params, neurons = {}, {}
+for model, path in zip(snakemake.params.models, snakemake.input.sensitivities, strict=True):
+    params[model], neurons[model] = load_sensitivity(path, "mean")
+plot_sensitivity_distribution(
+    params,
+    snakemake.output[0],
+    title="Parameter sensitivity of the FC layer",
+    neuron_sensitivities=neurons,
+)

@@ -1,0 +1,24 @@
+"""Load a pretrained model (checkpoint file or local weight cache) and save it with its FC head."""
+
+from opnp.artifacts import read_json
+from opnp.datasets import open_dataset
+from opnp.features import save_fc
+from opnp.artifacts import save_model
+from opnp.io import write_json_atomic
+from opnp.models import build_model, preprocessing
+from opnp.runtime import setup_job
+from opnp.training import evaluate_accuracy
+
+spec = snakemake.params.spec
+log = setup_job(snakemake.log[0], threads=snakemake.threads)
+model = build_model(spec)
+eval_transform, _, _ = preprocessing(spec)
+test_set = open_dataset(read_json(snakemake.input.test), transform=eval_transform)
+test_accuracy = evaluate_accuracy(model, test_set, batch_size=256)
+log.info("ID test accuracy %.2f %%", test_accuracy)
+save_model(model, spec, snakemake.output.model)
+save_fc(model, snakemake.output.fc)
+write_json_atomic(
+    snakemake.output.summary,
+    {"trained": False, "id_test_accuracy": test_accuracy, "spec": spec},
+)

@@ -1,0 +1,54 @@
+"""Table 9: ONP with each neuron statistic; percentages selected on the validation split
+separately for each statistic (their scales differ)."""
+
+from opnp.artifacts import load_fc, load_feature_set, load_feature_sets, load_sensitivity, write_results
+from opnp.evaluation import evaluate_configs, expand_grid, results_frame, select_best
+from opnp.io import provenance
+from opnp.runtime import setup_job
+
+log = setup_job(snakemake.log[0], threads=snakemake.threads)
+weight, bias = load_fc(snakemake.input.fc)
+sensitivity = load_sensitivity(snakemake.input.sensitivity)
+id_val = load_feature_set(snakemake.input.id_val)
+ood_val = load_feature_sets(snakemake.input.ood_val, snakemake.params.val_names)
+id_test = load_feature_set(snakemake.input.id_test)
+ood_test = load_feature_sets(snakemake.input.ood_test, snakemake.params.ood_names)
+settings = snakemake.params.settings
+configs = expand_grid(settings.get("grid", {}), settings.get("fixed", {}))
+common = dict(weight=weight, bias=bias, train_features=None, train_labels=None, sensitivity=sensitivity, experiment="table9")
+rows = []
+for statistic in snakemake.params.statistics:
+    val_rows, _ = evaluate_configs(
+        "onp",
+        configs,
+        id_features=id_val.features,
+        ood_features={n: fs.features for n, fs in ood_val.items()},
+        split="val",
+        statistic=statistic,
+        variant=statistic,
+        **common,
+    )
+    chosen = select_best(
+        results_frame(val_rows, benchmark="", model="", config_hash="", provenance={}),
+        snakemake.params.metric,
+    )
+    log.info("%s: selected %s", statistic, chosen)
+    test_rows, _ = evaluate_configs(
+        "onp",
+        [chosen],
+        id_features=id_test.features,
+        ood_features={n: fs.features for n, fs in ood_test.items()},
+        split="test",
+        statistic=statistic,
+        variant=statistic,
+        **common,
+    )
+    rows += val_rows + test_rows
+frame = results_frame(
+    rows,
+    benchmark=snakemake.params.benchmark,
+    model=snakemake.wildcards.model,
+    config_hash=snakemake.params.config_hash,
+    provenance=provenance(),
+)
+write_results(frame, snakemake.output[0])

@@ -1,0 +1,37 @@
+"""Train a classifier on the ID training split (seeded) and save it with its FC head."""
+
+from opnp.artifacts import read_json
+from opnp.datasets import open_dataset
+from opnp.features import save_fc
+from opnp.artifacts import save_model
+from opnp.io import write_json_atomic
+from opnp.models import build_model, preprocessing
+from opnp.runtime import setup_job
+from opnp.training import evaluate_accuracy, train_classifier
+
+spec = snakemake.params.spec
+train_cfg = spec["train"]
+log = setup_job(snakemake.log[0], threads=snakemake.threads, seed=train_cfg.get("seed", 0))
+model = build_model(spec)
+eval_transform, _, _ = preprocessing(spec)
+train_set = open_dataset(read_json(snakemake.input.train), transform=eval_transform)
+test_set = open_dataset(read_json(snakemake.input.test), transform=eval_transform)
+history = train_classifier(
+    model,
+    train_set,
+    epochs=train_cfg["epochs"],
+    lr=train_cfg["lr"],
+    batch_size=train_cfg["batch_size"],
+    weight_decay=train_cfg.get("weight_decay", 5e-4),
+    seed=train_cfg.get("seed", 0),
+    num_workers=train_cfg.get("num_workers", 0),
+    log=log.info,
+)
+test_accuracy = evaluate_accuracy(model, test_set, batch_size=256)
+log.info("ID test accuracy %.2f %%", test_accuracy)
+save_model(model, spec, snakemake.output.model)
+save_fc(model, snakemake.output.fc)
+write_json_atomic(
+    snakemake.output.summary,
+    {"trained": True, "id_test_accuracy": test_accuracy, "history": history, "spec": spec},
+)
