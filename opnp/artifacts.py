@@ -29,7 +29,9 @@ def load_feature_set(manifest_path: str | Path, mmap: bool = True):
     return load_features(feature_stem(manifest_path), mmap=mmap)
 
 
-def load_feature_sets(manifest_paths: Iterable[str | Path], names: Iterable[str], mmap: bool = True) -> dict:
+def load_feature_sets(
+    manifest_paths: Iterable[str | Path], names: Iterable[str], mmap: bool = True
+) -> dict:
     """Name -> feature set, names in the given order (one per manifest)."""
     paths = list(manifest_paths)
     names = list(names)
@@ -58,7 +60,9 @@ def load_sensitivity(path: str | Path, statistic: str | None = None):
             return param
         key = f"neuron_{statistic}"
         if key not in data:
-            raise ValueError(f"{path} has no neuron statistic {statistic!r} (has {sorted(data.files)})")
+            raise ValueError(
+                f"{path} has no neuron statistic {statistic!r} (has {sorted(data.files)})"
+            )
         return param, np.asarray(data[key])
 
 
@@ -77,7 +81,10 @@ def save_model(model, spec: dict, path: str | Path) -> None:
 
     from .io import atomic_write
 
-    state = {"spec": spec, "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    state = {
+        "spec": spec,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
     with atomic_write(path, "wb") as handle:
         torch.save(state, handle)
 
@@ -90,7 +97,9 @@ def load_model(path: str | Path, map_location: str = "cpu"):
 
     state = torch.load(path, map_location=map_location, weights_only=True)
     if not isinstance(state, dict) or "spec" not in state or "state_dict" not in state:
-        raise ValueError(f"{path} is not a model file written by opnp (needs 'spec' and 'state_dict')")
+        raise ValueError(
+            f"{path} is not a model file written by opnp (needs 'spec' and 'state_dict')"
+        )
     spec = dict(state["spec"])
     spec.pop("checkpoint", None)  # the weights are in this file, not at the original path
     spec["pretrained"] = False

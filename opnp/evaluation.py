@@ -59,7 +59,10 @@ def expand_grid(grid: Mapping[str, Iterable] | None, fixed: Mapping[str, Any] | 
     for key in keys:
         if not isinstance(grid[key], list | tuple) or len(grid[key]) == 0:
             raise ValueError(f"grid[{key!r}] must be a non-empty list, got {grid[key]!r}")
-    return [{**fixed, **dict(zip(keys, values, strict=True))} for values in itertools.product(*(grid[k] for k in keys))]
+    return [
+        {**fixed, **dict(zip(keys, values, strict=True))}
+        for values in itertools.product(*(grid[k] for k in keys))
+    ]
 
 
 def params_json(params: Mapping[str, Any]) -> str:
@@ -125,7 +128,9 @@ def accuracy(logits, labels) -> float:
     return 100.0 * float(np.mean(np.argmax(logits, axis=1) == labels))
 
 
-def results_frame(rows: list[dict], *, benchmark: str, model: str, config_hash: str, provenance: Mapping[str, Any]) -> pd.DataFrame:
+def results_frame(
+    rows: list[dict], *, benchmark: str, model: str, config_hash: str, provenance: Mapping[str, Any]
+) -> pd.DataFrame:
     """Rows -> DataFrame with the results schema's columns, in its order and dtypes."""
     if not rows:
         raise ValueError("no result rows to write")
@@ -148,7 +153,9 @@ def results_frame(rows: list[dict], *, benchmark: str, model: str, config_hash: 
             f"{int(bad.sum())} result rows have NaN metrics, e.g. method {first['method']!r} "
             f"params {first['params']} on {first['ood_set']!r}"
         )
-    return frame.astype({"seed": "int64", "n_id": "int64", "n_ood": "int64", "id_accuracy": "float64"})
+    return frame.astype(
+        {"seed": "int64", "n_id": "int64", "n_ood": "int64", "id_accuracy": "float64"}
+    )
 
 
 def select_best(val_results: pd.DataFrame, metric: str = "fpr95") -> dict:
@@ -243,7 +250,17 @@ def evaluate_configs(
     seeds = list(seeds) if method in RANDOM_METHODS else [0]
     rows: list[dict] = []
     kept: dict = {}
-    fast = _grid_scores(method, configs, weight, bias, id_features, ood_features, sensitivity, statistic, train_features)
+    fast = _grid_scores(
+        method,
+        configs,
+        weight,
+        bias,
+        id_features,
+        ood_features,
+        sensitivity,
+        statistic,
+        train_features,
+    )
     for params in configs:
         for seed in seeds:
             if fast is not None:
@@ -273,27 +290,40 @@ def evaluate_configs(
                 variant=variant,
             )
             if keep_scores:
-                kept[(params_json(params), seed)] = {"ID": np.asarray(id_scores), **{k: np.asarray(v) for k, v in ood_scores.items()}}
+                kept[(params_json(params), seed)] = {
+                    "ID": np.asarray(id_scores),
+                    **{k: np.asarray(v) for k, v in ood_scores.items()},
+                }
     return rows, kept
 
 
-def _grid_scores(method, configs, weight, bias, id_features, ood_features, sensitivity, statistic, train_features):
+def _grid_scores(
+    method, configs, weight, bias, id_features, ood_features, sensitivity, statistic, train_features
+):
     """Vectorised scorer for large pruning grids (None: use the per-config detector path)."""
     return None
 
 
-def dataset_scores(score_batch, dataset, *, batch_size: int = 256, num_workers: int = 0) -> np.ndarray:
+def dataset_scores(
+    score_batch, dataset, *, batch_size: int = 256, num_workers: int = 0
+) -> np.ndarray:
     """Apply ``score_batch(inputs) -> (B,) scores`` to every image of a dataset, in order.
 
     For methods that need the network itself (ODIN, pruned networks in Table 7).
     """
     import torch
 
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers
+    )
     out = []
     for inputs, _ in loader:
         scores = score_batch(inputs)
-        out.append(np.asarray(scores.detach().cpu() if hasattr(scores, "detach") else scores, dtype=np.float64))
+        out.append(
+            np.asarray(
+                scores.detach().cpu() if hasattr(scores, "detach") else scores, dtype=np.float64
+            )
+        )
     if not out:
         raise ValueError(f"dataset {dataset!r} has no images")
     return np.concatenate(out)
@@ -323,8 +353,18 @@ def evaluate_network_configs(
         score_batch = make_scorer(params)
         kw = {"batch_size": batch_size, "num_workers": num_workers}
         id_scores = dataset_scores(score_batch, id_dataset, **kw)
-        ood_scores = {name: dataset_scores(score_batch, ds, **kw) for name, ds in ood_datasets.items()}
-        rows += score_rows(id_scores, ood_scores, method=method, params=params, split=split, experiment=experiment, variant=variant)
+        ood_scores = {
+            name: dataset_scores(score_batch, ds, **kw) for name, ds in ood_datasets.items()
+        }
+        rows += score_rows(
+            id_scores,
+            ood_scores,
+            method=method,
+            params=params,
+            split=split,
+            experiment=experiment,
+            variant=variant,
+        )
         all_scores.append({"ID": id_scores, **ood_scores})
     return rows, all_scores
 
@@ -345,7 +385,13 @@ def pruned_accuracy_rows(
     rows = []
     for params in configs:
         detector = build_detector(
-            "opnp", params, weight=weight, bias=bias, train_features=None, sensitivity=sensitivity, statistic=statistic
+            "opnp",
+            params,
+            weight=weight,
+            bias=bias,
+            train_features=None,
+            sensitivity=sensitivity,
+            statistic=statistic,
         )
         rows.append(
             {

@@ -24,7 +24,9 @@ opnp = build_detector(
 frame = pd.concat(
     [
         calibration_frame("energy", id_test.logits, id_test.labels, n_bins=snakemake.params.n_bins),
-        calibration_frame("opnp", opnp.logits(id_test.features), id_test.labels, n_bins=snakemake.params.n_bins),
+        calibration_frame(
+            "opnp", opnp.logits(id_test.features), id_test.labels, n_bins=snakemake.params.n_bins
+        ),
     ],
     ignore_index=True,
 )

@@ -2,10 +2,10 @@
 subset of the training features."""
 
 import numpy as np
+from opnp.sensitivity import NEURON_STATISTICS, neuron_sensitivity, parameter_sensitivity
 
 from opnp.artifacts import load_fc, load_feature_set, save_sensitivity
 from opnp.runtime import setup_job
-from opnp.sensitivity import NEURON_STATISTICS, neuron_sensitivity, parameter_sensitivity
 
 log = setup_job(snakemake.log[0], threads=snakemake.threads)
 fraction = snakemake.params.fraction
@@ -21,7 +21,13 @@ else:
     rng = np.random.default_rng(seed)
     indices = np.sort(rng.choice(n_total, size=n_subset, replace=False))
     features = train.features[indices]
-log.info("sensitivity on %d of %d training samples (%g %%, seed %d)", len(indices), n_total, fraction, seed)
+log.info(
+    "sensitivity on %d of %d training samples (%g %%, seed %d)",
+    len(indices),
+    n_total,
+    fraction,
+    seed,
+)
 param = parameter_sensitivity(features, weight, bias, reduction=snakemake.params.reduction)
 neurons = {stat: neuron_sensitivity(param, stat) for stat in NEURON_STATISTICS}
 save_sensitivity(

@@ -2,6 +2,7 @@
 
 from opnp.datasets import download_dataset
 from opnp.io import write_json_atomic
+
 from opnp.runtime import setup_job
 
 log = setup_job(snakemake.log[0])
@@ -10,5 +11,10 @@ manifest = download_dataset(
     spec=snakemake.params.spec,
     on_bad_image=snakemake.params.on_bad_image,
 )
-log.info("downloaded %s: %d images at %s", snakemake.wildcards.dataset, manifest["n_images"], manifest["root"])
+log.info(
+    "downloaded %s: %d images at %s",
+    snakemake.wildcards.dataset,
+    manifest["n_images"],
+    manifest["root"],
+)
 write_json_atomic(snakemake.output.manifest, manifest)

@@ -1,10 +1,16 @@
 """Score one method with its validation-selected hyperparameters on the test sets."""
 
 import pandas as pd
-
-from opnp.artifacts import load_fc, load_feature_set, load_feature_sets, load_sensitivity, write_results
-from opnp.evaluation import accuracy, evaluate_configs, results_frame, selected_params
 from opnp.io import provenance, save_npz_atomic
+
+from opnp.artifacts import (
+    load_fc,
+    load_feature_set,
+    load_feature_sets,
+    load_sensitivity,
+    write_results,
+)
+from opnp.evaluation import accuracy, evaluate_configs, results_frame, selected_params
 from opnp.runtime import setup_job
 
 log = setup_job(snakemake.log[0], threads=snakemake.threads)
@@ -14,7 +20,11 @@ weight, bias = load_fc(snakemake.input.fc)
 train = load_feature_set(snakemake.input.train)
 id_test = load_feature_set(snakemake.input.id_test)
 ood_test = load_feature_sets(snakemake.input.ood_test, snakemake.params.ood_names)
-sensitivity = load_sensitivity(snakemake.input.sensitivity) if "sensitivity" in snakemake.input.keys() else None
+sensitivity = (
+    load_sensitivity(snakemake.input.sensitivity)
+    if "sensitivity" in snakemake.input.keys()
+    else None
+)
 log.info("%s with %s", method, params)
 rows, scores = evaluate_configs(
     method,

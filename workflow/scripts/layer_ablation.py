@@ -4,11 +4,12 @@ training subset; then pruning in one layer at a time, with one global threshold 
 layers, or with the same percentages in every layer; each pruned network is scored with
 Energy on the test sets."""
 
-from opnp.artifacts import load_model, read_json, write_results
 from opnp.datasets import open_dataset, seeded_subset
-from opnp.evaluation import layer_ablation, results_frame
 from opnp.io import provenance
 from opnp.models import preprocessing
+
+from opnp.artifacts import load_model, read_json, write_results
+from opnp.evaluation import layer_ablation, results_frame
 from opnp.runtime import setup_job
 
 log = setup_job(snakemake.log[0], threads=snakemake.threads, seed=snakemake.params.seed)
@@ -18,7 +19,9 @@ extraction = snakemake.params.extraction
 model = load_model(snakemake.input.model)
 transform, _, _ = preprocessing(spec)
 train = open_dataset(read_json(snakemake.input.train), transform=transform)
-train = seeded_subset(train, layers["train_fraction"], seed=snakemake.params.seed, max_items=layers.get("max_images"))
+train = seeded_subset(
+    train, layers["train_fraction"], seed=snakemake.params.seed, max_items=layers.get("max_images")
+)
 id_test = open_dataset(read_json(snakemake.input.id_test), transform=transform)
 ood_test = {
     name: open_dataset(read_json(path), transform=transform)

@@ -2,6 +2,7 @@
 
 from opnp.datasets import link_dataset
 from opnp.io import write_json_atomic
+
 from opnp.runtime import setup_job
 
 log = setup_job(snakemake.log[0])
@@ -10,5 +11,10 @@ manifest = link_dataset(
     spec=snakemake.params.spec,
     on_bad_image=snakemake.params.on_bad_image,
 )
-log.info("linked %s: %d images at %s", snakemake.wildcards.dataset, manifest["n_images"], manifest["root"])
+log.info(
+    "linked %s: %d images at %s",
+    snakemake.wildcards.dataset,
+    manifest["n_images"],
+    manifest["root"],
+)
 write_json_atomic(snakemake.output.manifest, manifest)

@@ -17,10 +17,14 @@ if kind == "main":
     table = tables.main_results_table(main, methods, ood_sets)
     caption = f"Main results ({spec['model']}): FPR95 (lower is better) and AUROC (higher is better) per OOD set; hyperparameters chosen on the validation split."
 elif kind == "with_without":
-    table = tables.main_results_table(main, snakemake.params.with_without_methods, ood_sets, combined_cells=True)
+    table = tables.main_results_table(
+        main, snakemake.params.with_without_methods, ood_sets, combined_cells=True
+    )
     caption = f"Post-hoc scores with and without OPNP ({spec['model']}), cells FPR95/AUROC (paper Tables 5/6)."
 elif kind == "selected":
-    selection = results[(results["split"] == "val") & results["selected"] & (results["experiment"] == "main")]
+    selection = results[
+        (results["split"] == "val") & results["selected"] & (results["experiment"] == "main")
+    ]
     chosen = (
         selection.groupby(["model", "method", "params"], sort=False)[["fpr95", "auroc"]]
         .mean()
@@ -33,17 +37,29 @@ elif kind == "table3":
     table = tables.pruned_accuracy_table(results[results["experiment"] == "table3"])
     caption = f"ID accuracy of the OPNP-pruned FC layer for single pruning percentages ({spec['model']}, paper Table 3)."
 elif kind == "table4":
-    table = tables.pruning_methods_table(main[main["method"].isin(snakemake.params.table4_methods)], ood_sets)
+    table = tables.pruning_methods_table(
+        main[main["method"].isin(snakemake.params.table4_methods)], ood_sets
+    )
     caption = f"Random (RPP/RNP), magnitude (TPP/TNP) and sensitivity-guided (OPP/ONP) pruning, each at its validation-selected percentage; FPR95 ({spec['model']}, paper Table 4)."
 elif kind == "table7":
-    table = tables.layer_ablation_table(results[(results["experiment"] == "table7") & (results["split"] == "test")], ood_sets)
-    caption = f"OPNP applied in different layers ({spec['model']}, paper Table 7), cells FPR95/AUROC."
+    table = tables.layer_ablation_table(
+        results[(results["experiment"] == "table7") & (results["split"] == "test")], ood_sets
+    )
+    caption = (
+        f"OPNP applied in different layers ({spec['model']}, paper Table 7), cells FPR95/AUROC."
+    )
 elif kind == "table8":
-    table = tables.subset_table(results[(results["experiment"] == "table8") & (results["split"] == "test")], ood_sets)
+    table = tables.subset_table(
+        results[(results["experiment"] == "table8") & (results["split"] == "test")], ood_sets
+    )
     caption = f"OPP with sensitivities estimated on 1-100 % of the training set ({spec['model']}, paper Table 8), cells FPR95/AUROC, mean ± std over subset seeds."
 elif kind == "table9":
-    table = tables.statistic_table(results[(results["experiment"] == "table9") & (results["split"] == "test")], ood_sets)
-    caption = f"ONP with different neuron statistics ({spec['model']}, paper Table 9), cells FPR95/AUROC."
+    table = tables.statistic_table(
+        results[(results["experiment"] == "table9") & (results["split"] == "test")], ood_sets
+    )
+    caption = (
+        f"ONP with different neuron statistics ({spec['model']}, paper Table 9), cells FPR95/AUROC."
+    )
 else:
     raise ValueError(f"unknown table kind {kind!r}")
 stem = snakemake.output.md[: -len(".md")]

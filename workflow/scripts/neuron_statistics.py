@@ -1,9 +1,16 @@
 """Table 9: ONP with each neuron statistic; percentages selected on the validation split
 separately for each statistic (their scales differ)."""
 
-from opnp.artifacts import load_fc, load_feature_set, load_feature_sets, load_sensitivity, write_results
-from opnp.evaluation import evaluate_configs, expand_grid, results_frame, select_best
 from opnp.io import provenance
+
+from opnp.artifacts import (
+    load_fc,
+    load_feature_set,
+    load_feature_sets,
+    load_sensitivity,
+    write_results,
+)
+from opnp.evaluation import evaluate_configs, expand_grid, results_frame, select_best
 from opnp.runtime import setup_job
 
 log = setup_job(snakemake.log[0], threads=snakemake.threads)
@@ -15,7 +22,14 @@ id_test = load_feature_set(snakemake.input.id_test)
 ood_test = load_feature_sets(snakemake.input.ood_test, snakemake.params.ood_names)
 settings = snakemake.params.settings
 configs = expand_grid(settings.get("grid", {}), settings.get("fixed", {}))
-common = dict(weight=weight, bias=bias, train_features=None, train_labels=None, sensitivity=sensitivity, experiment="table9")
+common = dict(
+    weight=weight,
+    bias=bias,
+    train_features=None,
+    train_labels=None,
+    sensitivity=sensitivity,
+    experiment="table9",
+)
 rows = []
 for statistic in snakemake.params.statistics:
     val_rows, _ = evaluate_configs(

@@ -3,13 +3,19 @@ validation split (rule select_odin) or score the selected values on the test set
 (rule evaluate_odin)."""
 
 import pandas as pd
-
-from opnp.artifacts import load_model, read_json, write_results
 from opnp.datasets import open_dataset
-from opnp.evaluation import dataset_scores, evaluate_network_configs, expand_grid, mark_selected, results_frame, selected_params
 from opnp.io import provenance, save_npz_atomic
 from opnp.models import preprocessing
 from opnp.odin import odin_scores
+
+from opnp.artifacts import load_model, read_json, write_results
+from opnp.evaluation import (
+    evaluate_network_configs,
+    expand_grid,
+    mark_selected,
+    results_frame,
+    selected_params,
+)
 from opnp.runtime import setup_job
 
 log = setup_job(snakemake.log[0], threads=snakemake.threads)

@@ -1,8 +1,15 @@
 """Fig. 3 data: FPR95/AUROC against each pruning percentage with the others at 0."""
 
-from opnp.artifacts import load_fc, load_feature_set, load_feature_sets, load_sensitivity, write_results
-from opnp.evaluation import evaluate_configs, results_frame
 from opnp.io import provenance
+
+from opnp.artifacts import (
+    load_fc,
+    load_feature_set,
+    load_feature_sets,
+    load_sensitivity,
+    write_results,
+)
+from opnp.evaluation import evaluate_configs, results_frame
 from opnp.runtime import setup_job
 
 log = setup_job(snakemake.log[0], threads=snakemake.threads)

@@ -1,8 +1,9 @@
 """Table 3: ID accuracy of the pruned FC layer, one pruning percentage at a time."""
 
+from opnp.io import provenance
+
 from opnp.artifacts import load_fc, load_feature_set, load_sensitivity, write_results
 from opnp.evaluation import pruned_accuracy_rows, results_frame
-from opnp.io import provenance
 from opnp.runtime import setup_job
 
 log = setup_job(snakemake.log[0], threads=snakemake.threads)

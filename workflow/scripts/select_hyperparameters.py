@@ -1,8 +1,15 @@
 """Grid search of one method's hyperparameters on the validation split only."""
 
-from opnp.artifacts import load_fc, load_feature_set, load_feature_sets, load_sensitivity, write_results
-from opnp.evaluation import evaluate_configs, expand_grid, mark_selected, results_frame
 from opnp.io import provenance
+
+from opnp.artifacts import (
+    load_fc,
+    load_feature_set,
+    load_feature_sets,
+    load_sensitivity,
+    write_results,
+)
+from opnp.evaluation import evaluate_configs, expand_grid, mark_selected, results_frame
 from opnp.runtime import setup_job
 
 log = setup_job(snakemake.log[0], threads=snakemake.threads)
@@ -12,7 +19,11 @@ weight, bias = load_fc(snakemake.input.fc)
 train = load_feature_set(snakemake.input.train)
 id_val = load_feature_set(snakemake.input.id_val)
 ood_val = load_feature_sets(snakemake.input.ood_val, snakemake.params.ood_names)
-sensitivity = load_sensitivity(snakemake.input.sensitivity) if "sensitivity" in snakemake.input.keys() else None
+sensitivity = (
+    load_sensitivity(snakemake.input.sensitivity)
+    if "sensitivity" in snakemake.input.keys()
+    else None
+)
 configs = expand_grid(settings["grid"], settings["fixed"])
 log.info("%s: %d configs on %d validation OOD sets", method, len(configs), len(ood_val))
 rows, _ = evaluate_configs(

@@ -1,0 +1,90 @@
+"""Checks of the workflow config that its JSON schema cannot express.
+
+The workflow validates the config against ``workflow/schemas/config.schema.yaml`` (types,
+allowed values, unknown keys, ranges) and then calls :func:`check_config` before any job
+runs. Every error names the config key and the allowed values.
+"""
+
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """A config value that the JSON schema cannot express is wrong."""
+
+
+def check_config(cfg: dict) -> None:
+    """Cross-key checks run before any job: each error names the key and the allowed values."""
+    datasets = cfg["datasets"]
+    for key in ("train", "val", "test"):
+        name = cfg["id"][key]
+        if name not in datasets:
+            raise ConfigError(
+                f"config key id.{key}: dataset {name!r} is not defined under 'datasets' "
+                f"(defined: {sorted(datasets)})"
+            )
+    for split in ("test", "val"):
+        for name in cfg["ood"][split]:
+            if name not in datasets:
+                raise ConfigError(
+                    f"config key ood.{split}: dataset {name!r} is not defined under "
+                    f"'datasets' (defined: {sorted(datasets)})"
+                )
+    shared = set(cfg["ood"]["val"]) & set(cfg["ood"]["test"])
+    if shared:
+        raise ConfigError(
+            f"config keys ood.val and ood.test share {sorted(shared)}: the validation OOD "
+            "sets must be disjoint from every test OOD set"
+        )
+    # id.val may equal id.test (the paper's protocol: ID test images + OOD images from no
+    # test set), but the training set must stay apart from both.
+    if cfg["id"]["train"] in (cfg["id"]["val"], cfg["id"]["test"]):
+        raise ConfigError(
+            f"config key id.train: {cfg['id']['train']!r} is also used as id.val or id.test; "
+            "sensitivities and detectors must be fitted on data that is not evaluated"
+        )
+    for name, spec in datasets.items():
+        source = spec["source"]
+        needed = {
+            "builtin": ["builder"],
+            "link": ["path"],
+            "download": ["name"],
+        }[source]
+        for key in needed:
+            if key not in spec:
+                raise ConfigError(
+                    f"config key datasets.{name}.{key} is required for source {source!r}"
+                )
+    for name, spec in cfg["models"].items():
+        has_train = "train" in spec
+        has_weights = "checkpoint" in spec or "pretrained" in spec
+        if has_train == has_weights:
+            raise ConfigError(
+                f"config key models.{name}: give exactly one of 'train' (train it here) or "
+                f"'checkpoint' or 'pretrained' (load weights)"
+            )
+    for method, spec in cfg["methods"].items():
+        values = {**spec.get("fixed", {}), **spec.get("grid", {})}
+        for low, high in (("weight_low", "weight_high"), ("neuron_low", "neuron_high")):
+            lows = _as_list(values.get(low, 0))
+            highs = _as_list(values.get(high, 0))
+            for key, vals in ((low, lows), (high, highs)):
+                for v in vals:
+                    if not isinstance(v, (int, float)) or not 0 <= v < 100:
+                        raise ConfigError(
+                            f"config key methods.{method}.{key}: {v!r} is not a percentage "
+                            "in [0, 100)"
+                        )
+            if max(lows) + max(highs) >= 100:
+                raise ConfigError(
+                    f"config keys methods.{method}.{low}/{high}: {max(lows)} + {max(highs)} "
+                    ">= 100 would prune everything; the sum must stay below 100"
+                )
+    fig9 = cfg.get("ablations", {}).get("fig9_ood")
+    if fig9 is not None and fig9 not in cfg["ood"]["test"]:
+        raise ConfigError(
+            f"config key ablations.fig9_ood: {fig9!r} is not one of ood.test {cfg['ood']['test']}"
+        )
+
+
+def _as_list(value):
+    return value if isinstance(value, list) else [value]

@@ -1,0 +1,123 @@
+"""The config is rejected before any job runs, with an error naming the bad key."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+from workflow_helpers import REPO, run_snakemake
+
+from opnp.config import ConfigError, check_config
+
+SCHEMA = str(REPO / "workflow" / "schemas" / "config.schema.yaml")
+
+
+@pytest.fixture()
+def config():
+    with open(REPO / "config" / "config.yaml") as handle:
+        return yaml.safe_load(handle)
+
+
+def validate_all(cfg):
+    validate(cfg, schema=SCHEMA)
+    check_config(cfg)
+
+
+@pytest.mark.parametrize("path", ["config/config.yaml", "tests/configs/tiny.yaml"])
+def test_shipped_configs_are_valid(path):
+    with open(REPO / path) as handle:
+        validate_all(yaml.safe_load(handle))
+
+
+def test_schema_fills_defaults(config):
+    del config["extraction"]
+    validate_all(config)
+    assert config["extraction"]["on_bad_image"] == "fail"
+    assert config["extraction"]["batch_size"] == 256
+
+
+@pytest.mark.parametrize(
+    ("mutate", "needle"),
+    [
+        (lambda c: c.update(unknown_key=1), "unknown_key"),
+        (lambda c: c.update(seeds="three"), "seeds"),
+        (lambda c: c["ood"].update(test=[]), "test"),
+        (lambda c: c["ood"].update(test=["uniform-noise", "uniform-noise"]), "uniform-noise"),
+        (lambda c: c["methods"].update(not_a_method={}), "not_a_method"),
+        (lambda c: c["extraction"].update(on_bad_image="ignore"), "ignore"),
+        (lambda c: c["ablations"]["pruned_accuracy"].update(weight_low=[150]), "150"),
+    ],
+    ids=[
+        "unknown-key",
+        "wrong-type",
+        "empty-ood",
+        "duplicate-ood",
+        "unknown-method",
+        "bad-enum",
+        "ablation-percentage",
+    ],
+)
+def test_schema_rejects(config, mutate, needle):
+    bad = copy.deepcopy(config)
+    mutate(bad)
+    with pytest.raises(WorkflowError, match=needle):
+        validate(bad, schema=SCHEMA)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "needle"),
+    [
+        (
+            lambda c: c["methods"]["opnp"]["grid"].update(weight_low=[0, 60], weight_high=[0, 40]),
+            "methods.opnp.weight_low/weight_high",
+        ),
+        (
+            lambda c: c["methods"]["onp"]["grid"].update(neuron_low=[70], neuron_high=[30]),
+            "methods.onp.neuron_low/neuron_high",
+        ),
+        (
+            lambda c: c["methods"]["opp"]["grid"].update(weight_low=[0, 100]),
+            "methods.opp.weight_low",
+        ),
+        (lambda c: c["methods"]["opp"]["grid"].update(weight_high=[-1]), "methods.opp.weight_high"),
+        (lambda c: c["ood"].update(val=["uniform-noise"]), "disjoint"),
+        (lambda c: c["ood"].update(test=["no-such-set"]), "no-such-set"),
+        (lambda c: c["id"].update(val="digits-train"), "id.train"),
+        (lambda c: c["datasets"].update(local={"source": "link"}), "datasets.local.path"),
+        (lambda c: c["models"]["smallcnn"].update(checkpoint="x.pt"), "models.smallcnn"),
+        (lambda c: c["ablations"].update(fig9_ood="photo-patches-val"), "ablations.fig9_ood"),
+    ],
+    ids=[
+        "weights-sum-100",
+        "neurons-sum-100",
+        "percentage-100",
+        "negative-percentage",
+        "val-test-overlap",
+        "undefined-set",
+        "train-reused",
+        "link-without-path",
+        "train-and-checkpoint",
+        "fig9-not-test",
+    ],
+)
+def test_cross_checks_reject(config, mutate, needle):
+    bad = copy.deepcopy(config)
+    mutate(bad)
+    validate(bad, schema=SCHEMA)
+    with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
+        check_config(bad)
+
+
+def test_workflow_refuses_bad_config_before_any_job(tmp_path, config):
+    bad = copy.deepcopy(config)
+    bad["methods"]["opnp"]["grid"]["weight_low"] = [0, 99]
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    proc = run_snakemake(tmp_path, "--cores", "1", configfile=path, check=False, timeout=120)
+    assert proc.returncode != 0
+    assert "methods.opnp.weight_low/weight_high" in proc.stderr + proc.stdout
+    assert not (tmp_path / "results").exists()
+    assert not (tmp_path / "resources").exists()

@@ -1,0 +1,239 @@
+"""The workflow end to end through Snakemake's command line: DAG, outputs, reruns, resume,
+determinism. Runs on tests/configs/tiny.yaml (every rule, small data) and, marked slow,
+on the default config."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+from workflow_helpers import REPO, run_snakemake
+
+TINY = REPO / "tests" / "configs" / "tiny.yaml"
+METRICS = ["fpr95", "auroc", "aupr_in", "aupr_out"]
+
+
+def load(path: Path) -> dict:
+    with open(path) as handle:
+        return yaml.safe_load(handle)
+
+
+def dry_run_jobs(workdir: Path, configfile: Path) -> dict[str, int]:
+    """Rule -> number of jobs a dry run plans."""
+    proc = run_snakemake(workdir, "-n", "--quiet", "rules", configfile=configfile, timeout=300)
+    counts = {}
+    for line in proc.stdout.splitlines():
+        match = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if match and match.group(1) != "total":
+            counts[match.group(1)] = int(match.group(2))
+    return counts
+
+
+def dry_run_job_inputs(workdir: Path, configfile: Path) -> list[tuple[str, str]]:
+    """(rule, input line) of every job a dry run plans."""
+    proc = run_snakemake(workdir, "-n", configfile=configfile, timeout=300)
+    jobs, rule = [], None
+    for line in proc.stdout.splitlines():
+        match = re.match(r"^(?:local)?rule (\S+):$", line.strip())
+        if match:
+            rule = match.group(1)
+        elif line.strip().startswith("input:") and rule is not None:
+            jobs.append((rule, line.strip()))
+    return jobs
+
+
+def test_dry_run_plans_every_experiment(tmp_path):
+    counts = dry_run_jobs(tmp_path, REPO / "config" / "config.yaml")
+    config = load(REPO / "config" / "config.yaml")
+    n_feature_methods = len([m for m in config["methods"] if m != "odin"])
+    assert counts["select_hyperparameters"] == n_feature_methods
+    assert counts["evaluate_method"] == n_feature_methods
+    assert counts["extract_features"] == len(config["datasets"])
+    for rule in [
+        "train_model",
+        "compute_sensitivity",
+        "select_odin",
+        "evaluate_odin",
+        "pruned_accuracy",
+        "layer_ablation",
+        "sensitivity_subsets",
+        "neuron_statistics",
+        "percentage_sweep",
+        "calibration",
+        "aggregate_results",
+        "make_table",
+        "figure_sensitivity_distribution",
+        "figure_pruning_before_after",
+        "figure_percentage_sweep",
+        "figure_reliability",
+        "figure_score_distributions",
+        "figure_layer_sensitivity",
+        "figure_pruned_weight_sensitivity",
+    ]:
+        assert counts.get(rule, 0) >= 1, f"no {rule} job planned: {counts}"
+    # One sensitivity per (fraction, seed), a single seed for 100 %.
+    fractions = config["sensitivity"]["fractions"]
+    expected = sum(1 if f >= 100 else len(config["seeds"]) for f in fractions)
+    assert counts["compute_sensitivity"] == expected
+
+
+def test_test_ood_sets_never_reach_hyperparameter_selection(tmp_path):
+    config = load(REPO / "config" / "config.yaml")
+    jobs = dry_run_job_inputs(tmp_path, REPO / "config" / "config.yaml")
+    selection_jobs = [(r, i) for r, i in jobs if r in ("select_hyperparameters", "select_odin")]
+    assert selection_jobs, "no selection jobs planned"
+    for rule, inputs in selection_jobs:
+        for name in config["ood"]["test"]:
+            assert f"/{name}." not in inputs, f"{rule} reads test OOD set {name}: {inputs}"
+        assert config["id"]["test"] not in inputs, f"{rule} reads the ID test set: {inputs}"
+        for name in config["ood"]["val"]:
+            assert f"/{name}." in inputs, f"{rule} misses validation OOD set {name}"
+
+
+# ------------------------------------------------------------------ runs (slow)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("tiny")
+    start = time.perf_counter()
+    run_snakemake(workdir, "--cores", "2", configfile=TINY, timeout=1500)
+    print(f"tiny workflow: {time.perf_counter() - start:.0f} s")
+    return workdir
+
+
+def check_outputs(workdir: Path, config: dict) -> pd.DataFrame:
+    results_dir = workdir / "results" / config["benchmark"]
+    results = pd.read_parquet(results_dir / "results.parquet")
+    test = results[(results["experiment"] == "main") & (results["split"] == "test")]
+    for method in config["methods"]:
+        for ood in config["ood"]["test"]:
+            rows = test[(test["method"] == method) & (test["ood_set"] == ood)]
+            assert len(rows) >= 1, f"no test row for {method} on {ood}"
+            assert np.isfinite(rows[METRICS].to_numpy()).all(), f"{method} on {ood}"
+            assert ((rows[METRICS] >= 0) & (rows[METRICS] <= 100)).all().all()
+    for column in ["config_hash", "opnp_version", "git_commit"]:
+        assert (results[column].astype(str).str.len() > 0).all(), column
+    tables = sorted((results_dir / "tables").glob("*.md"))
+    ids = {t.name.split("_")[0] for t in tables}
+    for paper_id in ["table1", "table3", "table4", "table5", "table7", "table8", "table9"]:
+        assert paper_id in ids, f"{paper_id} missing from {sorted(ids)}"
+    for md in tables:
+        assert md.with_suffix(".tex").read_text().count("\\begin{tabular}") == 1
+        assert len(pd.read_csv(md.with_suffix(".csv"))) >= 1
+    figures = sorted((results_dir / "figures").glob("*.png"))
+    fig_ids = {f.name.split("_")[0] for f in figures}
+    assert fig_ids >= {"fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig9"}, fig_ids
+    for figure in figures:
+        with Image.open(figure) as image:
+            image.verify()
+        with Image.open(figure) as image:
+            assert image.size[0] > 200 and image.size[1] > 200
+    return results
+
+
+@pytest.mark.slow
+def test_tiny_workflow_produces_every_table_and_figure(tiny_run):
+    results = check_outputs(tiny_run, load(TINY))
+    main = results[results["experiment"] == "main"]
+    # Random pruning was run for every seed; the selection marked exactly one config.
+    assert set(main.loc[main["method"] == "rpp", "seed"]) == set(load(TINY)["seeds"])
+    chosen = main[(main["split"] == "val") & main["selected"]]
+    assert (chosen.groupby("method")["params"].nunique() == 1).all()
+
+
+@pytest.mark.slow
+def test_rerun_does_nothing_and_a_param_change_reruns_only_that_method(tiny_run, tmp_path):
+    proc = run_snakemake(tiny_run, "-n", configfile=TINY)
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+    changed = load(TINY)
+    changed["methods"]["react"]["grid"]["percentile"] = [85, 95]
+    path = tmp_path / "changed.yaml"
+    path.write_text(yaml.safe_dump(changed))
+    counts = dry_run_jobs(tiny_run, path)
+    n_tables = counts.pop("make_table")
+    assert counts == {
+        "select_hyperparameters": 1,
+        "evaluate_method": 1,
+        "aggregate_results": 1,
+        "all": 1,
+    }, counts
+    assert n_tables >= 1
+    jobs = dry_run_job_inputs(tiny_run, path)
+    for rule, inputs in jobs:
+        if rule in ("select_hyperparameters", "evaluate_method"):
+            assert "react" in inputs
+
+
+def _wait_for(pattern: str, workdir: Path, proc: subprocess.Popen, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if list(workdir.glob(pattern)):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+
+
+@pytest.mark.slow
+def test_killed_runs_resume_to_identical_results(tiny_run, tmp_path):
+    """Kill the workflow (SIGKILL, the whole process group) during extraction and during
+    evaluation; the resumed run must give results identical to an uninterrupted clean
+    run in another directory (which also shows two clean runs agree)."""
+    workdir = tmp_path / "interrupted"
+    workdir.mkdir()
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(TINY),
+        "--cores",
+        "2",
+    ]
+    for pattern in ["results/tiny/features/*/*.manifest.json", "results/tiny/evaluation/*/*.parquet"]:
+        proc = subprocess.Popen(cmd, cwd=workdir, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        reached = _wait_for(pattern, workdir, proc, timeout=600)
+        _kill_tree(proc)
+        assert reached, f"the run ended before {pattern} appeared"
+    run_snakemake(workdir, "--cores", "2", configfile=TINY, timeout=1500)
+    resumed = pd.read_parquet(workdir / "results/tiny/results.parquet")
+    clean = pd.read_parquet(tiny_run / "results/tiny/results.parquet")
+    pd.testing.assert_frame_equal(resumed, clean)
+    # No temporary files were left behind and taken for results.
+    leftovers = [p for p in (workdir / "results").rglob("*") if ".tmp" in p.name]
+    assert not leftovers, leftovers
+
+
+@pytest.mark.slow
+def test_default_workflow_end_to_end(tmp_path):
+    start = time.perf_counter()
+    run_snakemake(tmp_path, "--cores", "2", timeout=1800)
+    elapsed = time.perf_counter() - start
+    print(f"default workflow: {elapsed:.0f} s")
+    config = load(REPO / "config" / "config.yaml")
+    check_outputs(tmp_path, config)
+    summary = json.loads((tmp_path / "results/digits/models/smallcnn/summary.json").read_text())
+    assert summary["id_test_accuracy"] > 90
+    report = tmp_path / "report.html"
+    run_snakemake(tmp_path, "--report", str(report), timeout=600)
+    assert report.stat().st_size > 10_000

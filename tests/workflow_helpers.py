@@ -1,0 +1,44 @@
+"""Helpers for tests that run the workflow through Snakemake's command line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def run_snakemake(
+    workdir: Path,
+    *args: str,
+    configfile: Path | None = None,
+    timeout: int = 900,
+    check: bool = True,
+):
+    """Run the repo's workflow with ``workdir`` as working directory (outputs land there)."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(configfile or REPO / "config" / "config.yaml"),
+        *args,
+    ]
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=workdir
+    )
+    if check and proc.returncode != 0:
+        command = " ".join(args)
+        raise AssertionError(
+            f"workflow run '{command}' failed with exit code {proc.returncode}:\n"
+            f"{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
+        )
+    return proc
