@@ -48,6 +48,7 @@ def check_config(cfg: dict) -> None:
             "builtin": ["builder"],
             "link": ["path"],
             "download": ["name"],
+            "archive": ["path", "member"],
         }[source]
         for key in needed:
             if key not in spec:

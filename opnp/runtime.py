@@ -30,7 +30,7 @@ def setup_job(log_path: str | None = None, threads: int = 1, seed: int = 0) -> l
     except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
         pass
     random.seed(seed)
-    np.random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - third-party code may draw from the legacy global RNG
     if "torch" in sys.modules or _torch_available():
         import torch
 

@@ -210,8 +210,17 @@ def test_killed_runs_resume_to_identical_results(tiny_run, tmp_path):
         "--cores",
         "2",
     ]
-    for pattern in ["results/tiny/features/*/*.manifest.json", "results/tiny/evaluation/*/*.parquet"]:
-        proc = subprocess.Popen(cmd, cwd=workdir, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for pattern in [
+        "results/tiny/features/*/*.manifest.json",
+        "results/tiny/evaluation/*/*.parquet",
+    ]:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=workdir,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         reached = _wait_for(pattern, workdir, proc, timeout=600)
         _kill_tree(proc)
         assert reached, f"the run ended before {pattern} appeared"

@@ -56,3 +56,22 @@ rule download_dataset:
         on_bad_image=config["extraction"]["on_bad_image"],
     script:
         "../scripts/download_dataset.py"
+
+
+rule unpack_archive_dataset:
+    output:
+        manifest=f"{RESOURCES}/datasets/{{dataset}}.json",
+        images=directory(f"{RESOURCES}/datasets/{{dataset}}"),
+    params:
+        spec=lambda wc: config["datasets"][wc.dataset],
+        on_bad_image=config["extraction"]["on_bad_image"],
+    wildcard_constraints:
+        dataset=_names_regex(datasets_by_source("archive")),
+    log:
+        f"{LOGS}/datasets/{{dataset}}.log",
+    benchmark:
+        f"{BENCHMARKS}/datasets/{{dataset}}.tsv"
+    conda:
+        "../envs/pytorch.yaml"
+    script:
+        "../scripts/unpack_archive_dataset.py"

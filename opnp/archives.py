@@ -1,0 +1,75 @@
+"""Unpack part of a local tar archive into a dataset folder (safely and atomically)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path, PurePosixPath
+
+
+def extract_members(
+    archive: str | Path,
+    member: str,
+    out_dir: str | Path,
+    max_images: int | None = None,
+    skip_images: int = 0,
+) -> int:
+    """Extract the regular files under ``member/`` of ``archive`` into ``out_dir``.
+
+    Paths keep their layout below ``member`` (``cifar10/test/cat/1.jpg`` with member
+    ``cifar10/test`` -> ``out_dir/cat/1.jpg``). Members that would land outside
+    ``out_dir`` (absolute paths, ``..``) or that are links are refused. With
+    ``skip_images``/``max_images``, the files in sorted path order are sliced
+    ``[skip_images : skip_images + max_images]`` (disjoint halves of one folder).
+    The folder appears only when complete: files go to a temporary sibling folder that
+    is renamed at the end, so an interrupted extraction never looks finished.
+    Returns the number of files extracted.
+    """
+    archive = Path(archive)
+    out_dir = Path(out_dir)
+    if not archive.is_file():
+        raise FileNotFoundError(
+            f"archive {archive} does not exist (config key datasets.<name>.path)"
+        )
+    prefix = PurePosixPath(member.strip("/"))
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        with tarfile.open(archive) as tar:
+            selected = []
+            for info in tar.getmembers():
+                path = PurePosixPath(info.name)
+                if not info.isfile() or prefix not in path.parents:
+                    continue
+                relative = path.relative_to(prefix)
+                if relative.is_absolute() or ".." in relative.parts:
+                    raise ValueError(
+                        f"archive {archive} member {info.name!r} escapes the target folder"
+                    )
+                selected.append((str(relative), info))
+            if not selected:
+                raise ValueError(f"archive {archive} has no files under {member!r}")
+            selected.sort(key=lambda item: item[0])
+            stop = None if max_images is None else skip_images + max_images
+            selected = selected[skip_images:stop]
+            if not selected:
+                raise ValueError(
+                    f"archive {archive}: no files left under {member!r} after skipping {skip_images}"
+                )
+            for relative, info in selected:
+                target = tmp / relative
+                target.parent.mkdir(parents=True, exist_ok=True)
+                source = tar.extractfile(info)
+                if source is None:  # pragma: no cover - regular files always have data
+                    raise ValueError(f"archive {archive} member {info.name!r} has no data")
+                with source, open(target, "wb") as handle:
+                    shutil.copyfileobj(source, handle)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return len(selected)

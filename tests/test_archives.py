@@ -1,0 +1,63 @@
+"""Unpacking part of a tar archive: layout, slicing, refusal of unsafe members."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+
+import pytest
+
+from opnp.archives import extract_members
+
+
+def make_tar(path, members: dict[str, bytes]):
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def test_extracts_only_the_member_folder_keeping_layout(tmp_path):
+    archive = tmp_path / "a.tar.gz"
+    make_tar(
+        archive,
+        {"set/test/cat/1.jpg": b"1", "set/test/dog/2.jpg": b"2", "set/train/cat/3.jpg": b"3"},
+    )
+    out = tmp_path / "out"
+    assert extract_members(archive, "set/test", out) == 2
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.jpg")) == [
+        "cat/1.jpg",
+        "dog/2.jpg",
+    ]
+    assert (out / "cat/1.jpg").read_bytes() == b"1"
+
+
+def test_skip_and_max_give_disjoint_slices(tmp_path):
+    archive = tmp_path / "a.tar.gz"
+    make_tar(archive, {f"imgs/{i:02d}.jpg": bytes([i]) for i in range(10)})
+    first = extract_members(archive, "imgs", tmp_path / "first", max_images=4)
+    rest = extract_members(archive, "imgs", tmp_path / "rest", skip_images=4)
+    names_first = {p.name for p in (tmp_path / "first").iterdir()}
+    names_rest = {p.name for p in (tmp_path / "rest").iterdir()}
+    assert (first, rest) == (4, 6)
+    assert names_first == {f"{i:02d}.jpg" for i in range(4)}
+    assert not names_first & names_rest
+
+
+def test_refuses_members_escaping_the_folder(tmp_path):
+    archive = tmp_path / "a.tar.gz"
+    make_tar(archive, {"imgs/../../evil.txt": b"x", "imgs/ok.jpg": b"y"})
+    with pytest.raises(ValueError, match="escapes"):
+        extract_members(archive, "imgs", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert not list(tmp_path.glob(".out.*"))
+
+
+def test_missing_archive_and_member_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.tar.gz"):
+        extract_members(tmp_path / "nope.tar.gz", "x", tmp_path / "out")
+    archive = tmp_path / "a.tar.gz"
+    make_tar(archive, {"imgs/ok.jpg": b"y"})
+    with pytest.raises(ValueError, match="'other'"):
+        extract_members(archive, "other", tmp_path / "out")
