@@ -140,9 +140,10 @@ def results_frame(
     frame["config_hash"] = config_hash
     frame["opnp_version"] = str(provenance.get("opnp_version", "unknown"))
     frame["git_commit"] = str(provenance.get("git_commit", "unknown"))
+    defaults = {"id_accuracy": np.nan, "n_id": 0, "n_ood": 0, "seed": 0}
     for column in RESULT_COLUMNS:
         if column not in frame:
-            frame[column] = np.nan if column == "id_accuracy" else ""
+            frame[column] = defaults.get(column, "")
     frame = frame[RESULT_COLUMNS]
     # Rows about an OOD set must have every metric; rows that are not (ood_set "", e.g.
     # Table 3's pruned-layer accuracy) carry NaN metrics by design.

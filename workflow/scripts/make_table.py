@@ -18,7 +18,11 @@ if kind == "main":
     caption = f"Main results ({spec['model']}): FPR95 (lower is better) and AUROC (higher is better) per OOD set; hyperparameters chosen on the validation split."
 elif kind == "with_without":
     table = tables.main_results_table(
-        main, snakemake.params.with_without_methods, ood_sets, combined_cells=True
+        main,
+        snakemake.params.with_without_methods,
+        ood_sets,
+        method_labels=tables.WITH_WITHOUT_LABELS,
+        combined_cells=True,
     )
     caption = f"Post-hoc scores with and without OPNP ({spec['model']}), cells FPR95/AUROC (paper Tables 5/6)."
 elif kind == "selected":

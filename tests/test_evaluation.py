@@ -1,0 +1,146 @@
+"""Grid expansion, result rows and validation selection used by the workflow."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from opnp.evaluation import (
+    RESULT_COLUMNS,
+    concat_results,
+    expand_grid,
+    mark_selected,
+    params_json,
+    results_frame,
+    score_rows,
+    select_best,
+    selected_params,
+)
+
+
+def test_expand_grid_is_the_cartesian_product_in_sorted_key_order():
+    configs = expand_grid({"b": [1, 2], "a": [10, 20, 30]}, {"fixed": 5})
+    assert len(configs) == 6
+    assert configs[0] == {"fixed": 5, "a": 10, "b": 1}
+    assert configs[1] == {"fixed": 5, "a": 10, "b": 2}
+    assert {(c["a"], c["b"]) for c in configs} == {(a, b) for a in (10, 20, 30) for b in (1, 2)}
+    assert expand_grid({}, {}) == [{}]
+
+
+@pytest.mark.parametrize("grid", [{"a": []}, {"a": 3}])
+def test_expand_grid_rejects_empty_or_scalar_values(grid):
+    with pytest.raises(ValueError, match="grid\\['a'\\]"):
+        expand_grid(grid)
+
+
+def test_expand_grid_rejects_a_key_in_grid_and_fixed():
+    with pytest.raises(ValueError, match="percentile"):
+        expand_grid({"percentile": [90]}, {"percentile": 95})
+
+
+def test_params_json_is_canonical():
+    assert params_json({"b": np.float64(0.5), "a": np.int64(1)}) == '{"a": 1, "b": 0.5}'
+
+
+def test_score_rows_metrics_in_percent_against_sklearn():
+    rng = np.random.default_rng(0)
+    id_scores, ood_scores = rng.normal(1, 1, 300), rng.normal(0, 1, 200)
+    rows = score_rows(id_scores, {"ood": ood_scores}, method="energy", params={}, split="test")
+    labels = np.r_[np.ones(300), np.zeros(200)]
+    expected = 100 * roc_auc_score(labels, np.r_[id_scores, ood_scores])
+    assert rows[0]["auroc"] == pytest.approx(expected, rel=1e-12)
+    threshold = np.percentile(id_scores, 5)
+    assert 0 <= rows[0]["fpr95"] <= 100
+    assert rows[0]["fpr95"] == pytest.approx(
+        100 * np.mean(ood_scores >= threshold), abs=100 / 200 + 1e-9
+    )
+    assert (rows[0]["n_id"], rows[0]["n_ood"]) == (300, 200)
+
+
+def val_frame(entries):
+    """entries: (params dict, ood set, fpr95, auroc) -> validation rows."""
+    rows = [
+        {
+            "method": "m",
+            "params": params_json(p),
+            "ood_set": o,
+            "split": "val",
+            "seed": 0,
+            "fpr95": f,
+            "auroc": a,
+            "aupr_in": 50.0,
+            "aupr_out": 50.0,
+        }
+        for p, o, f, a in entries
+    ]
+    return results_frame(rows, benchmark="b", model="x", config_hash="h", provenance={})
+
+
+def test_select_best_uses_the_mean_over_ood_sets_and_breaks_ties():
+    frame = val_frame(
+        [
+            ({"p": 1}, "a", 10.0, 90.0),
+            ({"p": 1}, "b", 50.0, 80.0),  # mean FPR 30
+            ({"p": 2}, "a", 30.0, 86.0),
+            ({"p": 2}, "b", 30.0, 86.0),  # mean FPR 30, AUROC 86 > 85: wins the tie
+            ({"p": 3}, "a", 20.0, 99.0),
+            ({"p": 3}, "b", 45.0, 99.0),  # mean FPR 32.5
+        ]
+    )
+    assert select_best(frame, "fpr95") == {"p": 2}
+    assert select_best(frame, "auroc") == {"p": 3}
+    marked = mark_selected(frame)
+    assert selected_params(marked) == {"p": 2}
+    assert marked["selected"].sum() == 2
+
+
+def test_select_best_remaining_tie_goes_to_the_first_config():
+    frame = val_frame([({"p": 5}, "a", 10.0, 90.0), ({"p": 4}, "a", 10.0, 90.0)])
+    assert select_best(frame) == {"p": 5}
+
+
+def test_select_best_ignores_test_rows():
+    frame = val_frame([({"p": 1}, "a", 40.0, 80.0), ({"p": 2}, "a", 50.0, 70.0)])
+    test = frame.copy()
+    test["split"] = "test"
+    test.loc[test["params"] == params_json({"p": 2}), "fpr95"] = 0.0
+    assert select_best(pd.concat([frame, test])) == {"p": 1}
+
+
+def test_results_frame_schema_and_nan_guard():
+    frame = val_frame([({"p": 1}, "a", 10.0, 90.0)])
+    assert list(frame.columns) == RESULT_COLUMNS
+    assert frame["git_commit"].iloc[0] == "unknown"
+    bad = [
+        {
+            "method": "m",
+            "params": "{}",
+            "ood_set": "a",
+            "split": "val",
+            "seed": 0,
+            "fpr95": np.nan,
+            "auroc": 1.0,
+            "aupr_in": 1.0,
+            "aupr_out": 1.0,
+        }
+    ]
+    with pytest.raises(ValueError, match="NaN metrics.*'m'"):
+        results_frame(bad, benchmark="b", model="x", config_hash="h", provenance={})
+    # Rows that are not about an OOD set (Table 3 accuracy) may have NaN metrics.
+    bad[0]["ood_set"] = ""
+    assert len(results_frame(bad, benchmark="b", model="x", config_hash="h", provenance={})) == 1
+
+
+def test_concat_results_checks_columns(tmp_path):
+    good = val_frame([({"p": 1}, "a", 10.0, 90.0)])
+    good.to_parquet(tmp_path / "good.parquet")
+    good.drop(columns=["auroc"]).to_parquet(tmp_path / "bad.parquet")
+    merged = concat_results([tmp_path / "good.parquet", tmp_path / "good.parquet"])
+    assert len(merged) == 2 and not merged["selected"].any()
+    with pytest.raises(ValueError, match="bad.parquet.*auroc"):
+        concat_results([tmp_path / "good.parquet", tmp_path / "bad.parquet"])
+    assert json.loads(merged["params"].iloc[0]) == {"p": 1}

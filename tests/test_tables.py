@@ -1,0 +1,521 @@
+"""Paper-style tables: layout, mean ± std against hand computations, bolding, errors,
+and the Markdown / LaTeX / CSV files."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from opnp import tables
+from opnp.tables import CombinedCell, SeedStat
+
+OOD_SETS = ["iNaturalist", "SUN", "Places", "Textures"]
+MAIN_METHODS = ["msp", "energy", "react", "dice+react", "opnp", "opnp+react"]
+SEEDS = [0, 1, 2]
+
+
+def row(method, ood_set, seed, fpr95, auroc, **extra):
+    base = {
+        "benchmark": "imagenet",
+        "model": "resnet50",
+        "experiment": "main",
+        "method": method,
+        "variant": "",
+        "params": "{}",
+        "ood_set": ood_set,
+        "split": "test",
+        "seed": seed,
+        "fpr95": float(fpr95),
+        "auroc": float(auroc),
+        "aupr_in": 50.0,
+        "aupr_out": 50.0,
+        "id_accuracy": np.nan,
+        "n_id": 100,
+        "n_ood": 100,
+    }
+    base.update(extra)
+    return base
+
+
+@pytest.fixture
+def main_results():
+    """Random metrics for every method x OOD set x seed, plus rows that a table must
+    ignore (validation split)."""
+    rng = np.random.default_rng(0)
+    rows = [
+        row(m, o, s, rng.uniform(10, 70), rng.uniform(75, 99))
+        for m in MAIN_METHODS
+        for o in OOD_SETS
+        for s in SEEDS
+    ]
+    rows += [row(m, "val-ood", 0, 1.0, 99.9, split="val") for m in MAIN_METHODS]
+    return pd.DataFrame(rows)
+
+
+def raw(results, method, ood_set, metric):
+    sel = results[
+        (results["method"] == method)
+        & (results["ood_set"] == ood_set)
+        & (results["split"] == "test")
+    ].sort_values("seed")
+    return sel[metric].tolist()
+
+
+# --------------------------------------------------------------------------------------
+# Cells
+
+
+def test_seed_stat_formats_mean_and_sample_std():
+    stat = SeedStat("fpr95", (10.0, 12.0, 17.0), (0, 1, 2))
+    assert stat.mean == pytest.approx(13.0)
+    # sample std by hand: deviations -3, -1, 4 -> (9 + 1 + 16) / 2 = 13
+    assert stat.std == pytest.approx(13.0**0.5)
+    assert stat.text() == "13.00 ± 3.61"
+    assert stat.text(latex=True) == "13.00$\\pm$3.61"
+    assert str(SeedStat("auroc", (91.2345,))) == "91.23"
+    assert np.isnan(SeedStat("auroc", (91.2345,)).std)
+    pair = CombinedCell((SeedStat("fpr95", (5.0,)), SeedStat("auroc", (95.0,))))
+    assert str(pair) == "5.00/95.00"
+
+
+# --------------------------------------------------------------------------------------
+# Main tables
+
+
+def test_main_table_layout_matches_paper_table1(main_results):
+    table = tables.main_results_table(main_results, MAIN_METHODS, OOD_SETS)
+    assert list(table.index) == ["MSP", "Energy", "ReAct", "DICE+ReAct", "OPNP", "OPNP+ReAct"]
+    expected = [(o, m) for o in [*OOD_SETS, "Average"] for m in ("FPR95", "AUROC")]
+    assert list(table.columns) == expected
+
+
+def test_main_table_cells_are_mean_and_std_over_seeds(main_results):
+    table = tables.main_results_table(main_results, MAIN_METHODS, OOD_SETS)
+    for method, label in (("energy", "Energy"), ("opnp+react", "OPNP+ReAct")):
+        for ood in OOD_SETS:
+            values = raw(main_results, method, ood, "fpr95")
+            cell = table.loc[label, (ood, "FPR95")]
+            assert cell.mean == pytest.approx(statistics.mean(values))
+            assert cell.std == pytest.approx(statistics.stdev(values))
+            assert str(cell) == f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def test_average_column_is_mean_over_ood_sets_per_seed(main_results):
+    table = tables.main_results_table(main_results, MAIN_METHODS, OOD_SETS)
+    for metric, label in (("fpr95", "FPR95"), ("auroc", "AUROC")):
+        per_seed = []
+        for seed in SEEDS:
+            sel = main_results[
+                (main_results["method"] == "react")
+                & (main_results["seed"] == seed)
+                & (main_results["split"] == "test")
+            ]
+            per_seed.append(sum(sel[metric]) / len(OOD_SETS))
+        cell = table.loc["ReAct", ("Average", label)]
+        assert cell.mean == pytest.approx(statistics.mean(per_seed))
+        assert cell.std == pytest.approx(statistics.stdev(per_seed))
+
+
+def test_default_ood_order_is_first_appearance(main_results):
+    shuffled = main_results.iloc[::-1]
+    table = tables.main_results_table(shuffled, ["msp"])
+    assert list(dict.fromkeys(table.columns.get_level_values(0))) == [
+        *OOD_SETS[::-1],
+        "Average",
+    ]
+
+
+def test_combined_cells_and_custom_labels(main_results):
+    table = tables.main_results_table(
+        main_results,
+        ["msp", "opnp"],
+        OOD_SETS[:2],
+        method_labels=tables.WITH_WITHOUT_LABELS,
+        combined_cells=True,
+    )
+    assert list(table.index) == ["MSP", "Energy+OPNP"]
+    assert list(table.columns) == ["iNaturalist", "SUN", "Average"]
+    cell = table.loc["MSP", "SUN"]
+    fpr = raw(main_results, "msp", "SUN", "fpr95")
+    auroc = raw(main_results, "msp", "SUN", "auroc")
+    assert str(cell) == (
+        f"{statistics.mean(fpr):.2f} ± {statistics.stdev(fpr):.2f}/"
+        f"{statistics.mean(auroc):.2f} ± {statistics.stdev(auroc):.2f}"
+    )
+
+
+def test_single_seed_gives_plain_values():
+    frame = pd.DataFrame([row("energy", "SUN", 0, 58.414, 86.166)])
+    table = tables.main_results_table(frame, ["energy"])
+    assert str(table.loc["Energy", ("SUN", "FPR95")]) == "58.41"
+    assert str(table.loc["Energy", ("Average", "AUROC")]) == "86.17"
+
+
+def test_missing_method_or_ood_set_raises(main_results):
+    with pytest.raises(ValueError, match="method 'ash'"):
+        tables.main_results_table(main_results, ["msp", "ash"], OOD_SETS)
+    with pytest.raises(ValueError, match="method 'ash'"):
+        tables.main_results_table(main_results, ["ash"])  # default OOD sets
+    partial = main_results[
+        ~((main_results["method"] == "react") & (main_results["ood_set"] == "SUN"))
+    ]
+    with pytest.raises(ValueError, match="'react' on OOD set 'SUN'"):
+        tables.main_results_table(partial, ["msp", "react"], OOD_SETS)
+
+
+def test_ambiguous_inputs_raise(main_results):
+    doubled = pd.concat([main_results, main_results])
+    with pytest.raises(ValueError, match="rows for seed"):
+        tables.main_results_table(doubled, ["msp"], OOD_SETS)
+    two_params = main_results.copy()
+    two_params.loc[two_params["seed"] == 1, "params"] = json.dumps({"percentile": 90})
+    with pytest.raises(ValueError, match="different params"):
+        tables.main_results_table(two_params, ["msp"], OOD_SETS)
+    two_models = main_results.copy()
+    two_models.loc[two_models.index[:3], "model"] = "vit"
+    with pytest.raises(ValueError, match="mixes models"):
+        tables.main_results_table(two_models, ["msp"], OOD_SETS)
+    uneven = main_results[~((main_results["ood_set"] == "SUN") & (main_results["seed"] == 2))]
+    with pytest.raises(ValueError, match="same seeds"):
+        tables.main_results_table(uneven, ["msp"], OOD_SETS)
+    with pytest.raises(ValueError, match="methods has duplicates"):
+        tables.main_results_table(main_results, ["msp", "msp"], OOD_SETS)
+    with pytest.raises(ValueError, match="no rows with split"):
+        tables.main_results_table(main_results, ["msp"], OOD_SETS, split="train")
+
+
+# --------------------------------------------------------------------------------------
+# Bold
+
+
+def bold_frame():
+    # SUN: energy best FPR95 (20), opnp best AUROC (97); Places: a tie in FPR95 at the
+    # printed precision (30.001 and 29.999 both print 30.00).
+    return pd.DataFrame(
+        [
+            row("msp", "SUN", 0, 50.0, 80.0),
+            row("energy", "SUN", 0, 20.0, 90.0),
+            row("opnp", "SUN", 0, 25.0, 97.0),
+            row("msp", "Places", 0, 30.001, 85.0),
+            row("energy", "Places", 0, 29.999, 88.0),
+            row("opnp", "Places", 0, 40.0, 99.0),
+        ]
+    )
+
+
+def markdown_rows(path):
+    lines = path.read_text().splitlines()
+    return {line.split("|")[1].strip(): line for line in lines if line.startswith("| ")}
+
+
+def test_bold_marks_best_per_column(tmp_path):
+    table = tables.main_results_table(bold_frame(), ["msp", "energy", "opnp"], ["SUN", "Places"])
+    paths = tables.write_table(table, tmp_path / "t1", "Bold test")
+    md = markdown_rows(paths["md"])
+    cells = {k: [c.strip() for c in v.split("|")[2:-1]] for k, v in md.items()}
+    # columns: SUN FPR95, SUN AUROC, Places FPR95, Places AUROC, Average FPR95, Average AUROC
+    assert cells["Energy"][0] == "**20.00**"
+    assert cells["MSP"][0] == "50.00"
+    assert cells["OPNP"][1] == "**97.00**"
+    assert cells["MSP"][2] == "**30.00**" and cells["Energy"][2] == "**30.00**"
+    assert cells["OPNP"][2] == "40.00"
+    # Average FPR95: msp 40.0005, energy 24.9995, opnp 32.5 -> Energy.
+    assert cells["Energy"][4] == "**25.00**"
+    tex = paths["tex"].read_text()
+    assert "\\textbf{20.00}" in tex and "\\textbf{97.00}" in tex
+    assert tex.count("\\textbf{") == sum(c.count("**") // 2 for c in md.values())
+
+
+def test_bold_in_combined_cells_and_rows(tmp_path):
+    table = tables.pruning_methods_table(
+        bold_frame(),
+        ["SUN", "Places"],
+        methods=["msp", "energy", "opnp"],
+        metric=("fpr95", "auroc"),
+    )
+    paths = tables.write_table(table, tmp_path / "t4", "")
+    md = markdown_rows(paths["md"])
+    # Per row (OOD set): SUN best FPR95 is Energy, best AUROC OPNP.
+    assert "| **20.00**/90.00 | 25.00/**97.00** |" in md["SUN"]
+
+
+def test_no_bold_for_single_rows(tmp_path):
+    frame = pd.DataFrame([row("energy", "SUN", 0, 20.0, 90.0)])
+    table = tables.main_results_table(frame, ["energy"])
+    paths = tables.write_table(table, tmp_path / "one", "")
+    assert "**" not in paths["md"].read_text()
+    paths = tables.write_table(
+        tables.main_results_table(bold_frame(), ["msp", "energy"]), tmp_path / "nob", "", bold=None
+    )
+    assert "**" not in paths["md"].read_text()
+
+
+# --------------------------------------------------------------------------------------
+# Ablation tables
+
+
+def table3_frame():
+    rows = []
+    accuracy = {
+        "{}": 76.13,
+        '{"weight_low": 20}': 75.88,
+        '{"weight_high": 1}': 71.6,
+        '{"weight_high": 0.5}': 74.72,
+        '{"weight_low": 10}': 76.06,
+        '{"neuron_high": 0, "weight_high": 0.1}': 75.14,
+    }
+    for params, acc in accuracy.items():
+        rows.append(
+            row("opnp", "", 0, np.nan, np.nan, experiment="table3", params=params, id_accuracy=acc)
+        )
+    rows.append(row("opnp", "SUN", 0, 20.0, 90.0, id_accuracy=76.13))  # a main row: ignored
+    return pd.DataFrame(rows)
+
+
+def test_pruned_accuracy_table():
+    table = tables.pruned_accuracy_table(table3_frame())
+    assert list(table.index) == ["ID Acc"]
+    assert list(table.columns) == [
+        ("none", ""),
+        ("weight_high", "0.1"),
+        ("weight_high", "0.5"),
+        ("weight_high", "1"),
+        ("weight_low", "10"),
+        ("weight_low", "20"),
+    ]
+    assert [str(c) for c in table.iloc[0]] == ["76.13", "75.14", "74.72", "71.60", "76.06", "75.88"]
+    bad = pd.concat(
+        [
+            table3_frame(),
+            pd.DataFrame(
+                [
+                    row(
+                        "opnp",
+                        "",
+                        0,
+                        np.nan,
+                        np.nan,
+                        experiment="table3",
+                        params='{"weight_high": 1, "weight_low": 10}',
+                        id_accuracy=70.0,
+                    )
+                ]
+            ),
+        ]
+    )
+    with pytest.raises(ValueError, match="several nonzero"):
+        tables.pruned_accuracy_table(bad)
+    no_baseline = table3_frame()
+    no_baseline = no_baseline[no_baseline["params"] != "{}"]
+    with pytest.raises(ValueError, match="without pruning"):
+        tables.pruned_accuracy_table(no_baseline)
+
+
+def table4_frame():
+    rng = np.random.default_rng(4)
+    rows = []
+    for method in tables.TABLE4_METHODS:
+        seeds = SEEDS if method in ("rpp", "rnp") else [0]
+        params = json.dumps({"percentage": 10})
+        for ood in OOD_SETS:
+            for seed in seeds:
+                rows.append(
+                    row(method, ood, seed, rng.uniform(20, 60), rng.uniform(80, 95), params=params)
+                )
+    return pd.DataFrame(rows)
+
+
+def test_pruning_methods_table():
+    frame = table4_frame()
+    table = tables.pruning_methods_table(frame, OOD_SETS)
+    assert list(table.columns) == ["RPP", "TPP", "OPP", "RNP", "TNP", "ONP"]
+    assert list(table.index) == [*OOD_SETS, "Average"]
+    values = raw(frame, "rpp", "Places", "fpr95")
+    cell = table.loc["Places", "RPP"]
+    assert cell.metric == "fpr95"
+    assert (cell.mean, cell.std) == pytest.approx(
+        (statistics.mean(values), statistics.stdev(values))
+    )
+    tpp = [raw(frame, "tpp", o, "fpr95")[0] for o in OOD_SETS]
+    assert table.loc["Average", "TPP"].mean == pytest.approx(statistics.mean(tpp))
+    assert table.loc["Average", "TPP"].n == 1
+    auroc = tables.pruning_methods_table(frame, OOD_SETS, metric="auroc")
+    assert auroc.loc["SUN", "ONP"].mean == pytest.approx(raw(frame, "onp", "SUN", "auroc")[0])
+    with pytest.raises(ValueError, match="method 'tnp'"):
+        tables.pruning_methods_table(frame[frame["method"] != "tnp"], OOD_SETS)
+    with pytest.raises(ValueError, match="metric"):
+        tables.pruning_methods_table(frame, OOD_SETS, metric="accuracy")
+
+
+def variant_frame(experiment, variants, method="opnp", seeds=(0,), extra=()):
+    rng = np.random.default_rng(len(variants))
+    rows = [
+        row(
+            method, o, s, rng.uniform(10, 60), rng.uniform(80, 99), experiment=experiment, variant=v
+        )
+        for v in variants
+        for o in OOD_SETS[:2]
+        for s in seeds
+    ]
+    return pd.DataFrame(rows + list(extra))
+
+
+def test_layer_ablation_table_rows():
+    variants = ["fc", "layerwise", "layer4", "layer2", "global", "layer1", "layer3"]
+    frame = variant_frame("table7", variants)
+    table = tables.layer_ablation_table(frame, OOD_SETS[:2])
+    assert list(table.index) == [
+        "Layer1",
+        "Layer2",
+        "Layer3",
+        "Layer4",
+        "Global Threshold Pruning",
+        "Layer-wise Pruning",
+        "FC Layer",
+    ]
+    assert list(table.columns) == OOD_SETS[:2]
+    cell = table.loc["FC Layer", "SUN"]
+    sel = frame[(frame["variant"] == "fc") & (frame["ood_set"] == "SUN")].iloc[0]
+    assert str(cell) == f"{sel['fpr95']:.2f}/{sel['auroc']:.2f}"
+    with pytest.raises(ValueError, match="variant 'layer5'"):
+        tables.layer_ablation_table(frame, OOD_SETS[:2], variants=["layer5", "fc"])
+
+
+def test_subset_table_columns_and_seed_stats():
+    energy = variant_frame("table8", ["none"], method="energy")
+    subsets = variant_frame("table8", ["100%", "1%", "20%", "5%"], method="opp", seeds=SEEDS)
+    frame = pd.concat([subsets, energy], ignore_index=True)
+    table = tables.subset_table(frame, OOD_SETS[:2])
+    assert list(table.columns) == ["w/o pruning", "1%", "5%", "20%", "100%"]
+    assert list(table.index) == OOD_SETS[:2]
+    fpr = subsets[(subsets["variant"] == "5%") & (subsets["ood_set"] == "SUN")]
+    fpr = fpr.sort_values("seed")["fpr95"].tolist()
+    part = table.loc["SUN", "5%"].parts[0]
+    assert (part.mean, part.std) == pytest.approx((statistics.mean(fpr), statistics.stdev(fpr)))
+    assert table.loc["SUN", "w/o pruning"].parts[0].n == 1
+    only = tables.subset_table(frame, OOD_SETS[:2], fractions=["1%", "100%"])
+    assert list(only.columns) == ["w/o pruning", "1%", "100%"]
+    with pytest.raises(ValueError, match="variant 'none'"):
+        tables.subset_table(subsets, OOD_SETS[:2])
+
+
+def test_statistic_table_columns():
+    frame = variant_frame("table9", ["variance", "norm", "median", "min", "max", "mean"])
+    table = tables.statistic_table(frame, OOD_SETS[:2])
+    assert list(table.columns) == ["Mean", "Max", "Min", "Median", "Norm", "Variance"]
+    assert list(table.index) == OOD_SETS[:2]
+    with pytest.raises(ValueError, match="OOD set 'Places'"):
+        tables.statistic_table(frame, OOD_SETS[:3])
+
+
+def test_selected_params_table():
+    selected = pd.DataFrame(
+        [
+            {
+                "model": "resnet50",
+                "method": "opnp",
+                "params": json.dumps(
+                    {"neuron_high": 10, "neuron_low": 0, "weight_high": 0.5, "weight_low": 10},
+                    sort_keys=True,
+                ),
+                "val_fpr95": 25.931,
+                "val_auroc": 94.2,
+            },
+            {
+                "model": "resnet50",
+                "method": "energy",
+                "params": "{}",
+                "val_fpr95": 58.41,
+                "val_auroc": 86.17,
+            },
+        ]
+    )
+    table = tables.selected_params_table(selected)
+    assert list(table.index) == ["OPNP", "Energy"]
+    assert list(table.columns) == ["Model", "Hyperparameters", "Val FPR95", "Val AUROC"]
+    assert table.loc["OPNP", "Hyperparameters"] == (
+        "neuron_high=10, neuron_low=0, weight_high=0.5, weight_low=10"
+    )
+    assert table.loc["Energy", "Hyperparameters"] == "-"
+    assert str(table.loc["OPNP", "Val FPR95"]) == "25.93"
+    with pytest.raises(ValueError, match="several rows"):
+        tables.selected_params_table(pd.concat([selected, selected]))
+    with pytest.raises(ValueError, match="lacks columns"):
+        tables.selected_params_table(selected.drop(columns="val_auroc"))
+
+
+# --------------------------------------------------------------------------------------
+# Writing
+
+
+def test_write_table_md_tex_csv(main_results, tmp_path):
+    table = tables.main_results_table(main_results, MAIN_METHODS, OOD_SETS)
+    paths = tables.write_table(table, tmp_path / "sub" / "table1_main", "Main results (5 %, ±)")
+    assert {p.name for p in paths.values()} == {
+        "table1_main.md",
+        "table1_main.tex",
+        "table1_main.csv",
+    }
+    assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == sorted(
+        p.name for p in paths.values()
+    )  # no temporary files left behind
+
+    md = paths["md"].read_text()
+    assert md.startswith("Main results (5 %, ±)")
+    header = next(line for line in md.splitlines() if line.startswith("| Method"))
+    assert "iNaturalist FPR95" in header and "Average AUROC" in header
+    # header, separator, one line per method
+    assert len([line for line in md.splitlines() if line.startswith("| ")]) == 2 + len(MAIN_METHODS)
+
+    tex = paths["tex"].read_text()
+    assert "\\begin{tabular}{l" + "c" * 10 + "}" in tex
+    for token in ("\\toprule", "\\midrule", "\\bottomrule", "\\end{tabular}"):
+        assert token in tex
+    assert "\\caption{Main results (5 \\%, $\\pm$)}" in tex
+    assert "\\label{tab:table1_main}" in tex
+    assert "\\multicolumn{2}{c}{iNaturalist}" in tex
+    assert "DICE+ReAct" in tex and "$\\pm$" in tex
+
+    csv = pd.read_csv(paths["csv"])
+    assert list(csv["Method"]) == list(table.index)
+    values = raw(main_results, "energy", "SUN", "auroc")
+    energy = csv.set_index("Method").loc["Energy"]
+    assert energy["SUN AUROC mean"] == pytest.approx(statistics.mean(values))
+    assert energy["SUN AUROC std"] == pytest.approx(statistics.stdev(values))
+    assert len(csv.columns) == 1 + 2 * 10
+
+
+def test_write_combined_and_multiindex_tables(tmp_path):
+    table = tables.pruned_accuracy_table(table3_frame())
+    paths = tables.write_table(table, tmp_path / "table3", "Accuracy")
+    tex = paths["tex"].read_text()
+    assert "\\multicolumn{3}{c}{weight\\_high}" in tex
+    csv = pd.read_csv(paths["csv"])
+    assert csv.loc[0, "weight_high 1 ID Acc mean"] == pytest.approx(71.6)
+    assert np.isnan(csv.loc[0, "weight_high 1 ID Acc std"])
+
+    frame = variant_frame("table9", ["mean", "max"], method="onp")
+    paths = tables.write_table(tables.statistic_table(frame, OOD_SETS[:2]), tmp_path / "t9", "")
+    csv = pd.read_csv(paths["csv"]).set_index("OOD set")
+    sel = frame[(frame["variant"] == "max") & (frame["ood_set"] == "SUN")].iloc[0]
+    assert csv.loc["SUN", "Max FPR95 mean"] == pytest.approx(sel["fpr95"])
+    assert csv.loc["SUN", "Max AUROC mean"] == pytest.approx(sel["auroc"])
+
+    long = tables.long_format(tables.statistic_table(frame, OOD_SETS[:2]))
+    assert set(long["metric"]) == {"fpr95", "auroc"} and len(long) == 2 * 2 * 2
+
+
+def test_write_table_rejects_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="table must be a pandas DataFrame"):
+        tables.write_table([1, 2], tmp_path / "x", "")
+    with pytest.raises(ValueError, match="table is empty"):
+        tables.write_table(pd.DataFrame(), tmp_path / "x", "")
+    table = tables.main_results_table(bold_frame(), ["msp"])
+    with pytest.raises(ValueError, match="bold"):
+        tables.write_table(table, tmp_path / "x", "", bold="diagonal")
+    with pytest.raises(ValueError, match="decimals"):
+        tables.write_table(table, tmp_path / "x", "", decimals=-1)
