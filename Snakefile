@@ -19,6 +19,21 @@ include: "workflow/rules/ablations.smk"
 include: "workflow/rules/report.smk"
 
 
+# Light steps run in the main Snakemake process's machine, never as cluster jobs: a
+# scheduler round trip would cost more than the work.
+localrules:
+    all,
+    aggregate_results,
+    make_table,
+    figure_sensitivity_distribution,
+    figure_pruning_before_after,
+    figure_percentage_sweep,
+    figure_reliability,
+    figure_score_distributions,
+    figure_layer_sensitivity,
+    figure_pruned_weight_sensitivity,
+
+
 rule all:
     default_target: True
     input:

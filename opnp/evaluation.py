@@ -301,8 +301,46 @@ def evaluate_configs(
 def _grid_scores(
     method, configs, weight, bias, id_features, ood_features, sensitivity, statistic, train_features
 ):
-    """Vectorised scorer for large pruning grids (None: use the per-config detector path)."""
-    return None
+    """Vectorised scorer for pruning grids of the OPNP family (:mod:`opnp.grid`): pruned
+    logits = full logits minus the contribution of the pruned entries, updated
+    incrementally across nested percentiles. Returns ``params -> (id_scores, ood_scores)``,
+    or None for other methods and single configs (the per-config detector path)."""
+    if method not in SENSITIVITY_METHODS or len(configs) < 2:
+        return None
+    from .grid import GridPlan, score_pruning_grid
+    from .pruning import feature_percentile
+    from .sensitivity import neuron_sensitivity
+
+    temperatures = {float(c.get("temperature", 1.0)) for c in configs}
+    react_percentiles = {c.get("react_percentile", 90) for c in configs}
+    if len(temperatures) > 1 or len(react_percentiles) > 1:
+        return None  # the grid varies more than the four percentages
+    neurons = neuron_sensitivity(sensitivity, statistic)
+    percentages = ("weight_low", "weight_high", "neuron_low", "neuron_high")
+    grid_configs = [{k: c[k] for k in percentages if k in c} for c in configs]
+    plan = GridPlan(weight, bias, sensitivity, neurons, grid_configs)
+    kwargs = {
+        "score": "msp" if method == "opnp+msp" else "energy",
+        "temperature": temperatures.pop(),
+        "react_threshold": (
+            feature_percentile(train_features, react_percentiles.pop())
+            if method == "opnp+react"
+            else None
+        ),
+        "plan": plan,
+    }
+    grid_args = (weight, bias, sensitivity, neurons, grid_configs)
+    id_scores = score_pruning_grid(id_features, *grid_args, **kwargs)
+    ood_scores = {
+        name: score_pruning_grid(f, *grid_args, **kwargs) for name, f in ood_features.items()
+    }
+    index = {params_json(c): i for i, c in enumerate(configs)}
+
+    def lookup(params):
+        i = index[params_json(params)]
+        return id_scores[i], {name: scores[i] for name, scores in ood_scores.items()}
+
+    return lookup
 
 
 def dataset_scores(
@@ -439,3 +477,84 @@ def concat_results(paths: Iterable[str]) -> pd.DataFrame:
         frame["selected"] = False
     frame["selected"] = frame["selected"].fillna(False).astype(bool)
     return frame
+
+
+def layer_ablation(
+    model,
+    train_dataset,
+    id_dataset,
+    ood_datasets: Mapping[str, Any],
+    *,
+    low: float,
+    high: float,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    log=None,
+):
+    """Table 7 and Fig. 6: weight pruning by sensitivity inside the network.
+
+    Sensitivities (mean over ``train_dataset`` of |dE/dW|, per-sample autograd) of the
+    weight of the last convolution of each stage and of the FC layer. Variants, each
+    scored with Energy of the pruned network on ``id_dataset`` and every OOD set:
+    ``layer1``..``layerK`` and ``fc`` prune ``low`` % least and ``high`` % most sensitive
+    weights of that layer only; ``layerwise`` prunes the same percentages in every one of
+    these layers (thresholds per layer); ``global`` uses one threshold pair over all of
+    their sensitivities pooled. Returns ``(rows, layer_means)``: result rows (experiment
+    "table7") and a DataFrame of the mean sensitivity per layer (Fig. 6).
+    """
+    import torch
+
+    from .network import energy, layer_pruning_masks, mean_sensitivity, module_sensitivity, pruning
+
+    parameters = {label: f"{module}.weight" for label, module in model.stage_layers().items()}
+    parameters["fc"] = "fc.weight"
+    loader = torch.utils.data.DataLoader(
+        train_dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers
+    )
+    sensitivities = module_sensitivity(model, loader, list(parameters.values()))
+    means = mean_sensitivity(sensitivities)
+    layer_means = pd.DataFrame(
+        {
+            "layer": list(parameters),
+            "parameter": list(parameters.values()),
+            "mean_sensitivity": [means[name] for name in parameters.values()],
+            "n_parameters": [int(sensitivities[name].numel()) for name in parameters.values()],
+        }
+    )
+    variants = {
+        label: layer_pruning_masks({name: sensitivities[name]}, low, high, "per_layer")
+        for label, name in parameters.items()
+    }
+    variants["layerwise"] = layer_pruning_masks(sensitivities, low, high, "layerwise")
+    variants["global"] = layer_pruning_masks(sensitivities, low, high, "global")
+
+    def score_batch(inputs):
+        with torch.no_grad():
+            return -energy(model(inputs))
+
+    rows = []
+    for variant, masks in variants.items():
+        with pruning(model, masks):
+            kw = {"batch_size": batch_size, "num_workers": num_workers}
+            id_scores = dataset_scores(score_batch, id_dataset, **kw)
+            ood_scores = {
+                name: dataset_scores(score_batch, ds, **kw) for name, ds in ood_datasets.items()
+            }
+        pruned = [parameters[variant]] if variant in parameters else list(parameters.values())
+        params = {"low": low, "high": high, "parameters": pruned}
+        rows += score_rows(
+            id_scores,
+            ood_scores,
+            method="opnp",
+            params=params,
+            split="test",
+            experiment="table7",
+            variant=variant,
+        )
+        if log is not None:
+            log.info(
+                "%s: mean FPR95 %.2f",
+                variant,
+                np.mean([r["fpr95"] for r in rows[-len(ood_scores) :]]),
+            )
+    return rows, layer_means

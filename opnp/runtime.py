@@ -31,7 +31,9 @@ def setup_job(log_path: str | None = None, threads: int = 1, seed: int = 0) -> l
         pass
     random.seed(seed)
     np.random.seed(seed)  # noqa: NPY002 - third-party code may draw from the legacy global RNG
-    if "torch" in sys.modules or _torch_available():
+    # Only a job that already imported torch (its script imports what it uses first)
+    # pays for configuring it; importing torch costs seconds per job otherwise.
+    if "torch" in sys.modules:
         import torch
 
         torch.set_num_threads(threads)
@@ -45,9 +47,3 @@ def setup_job(log_path: str | None = None, threads: int = 1, seed: int = 0) -> l
         force=True,
     )
     return logging.getLogger("opnp")
-
-
-def _torch_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("torch") is not None

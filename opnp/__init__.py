@@ -1,0 +1,59 @@
+"""OPNP: Optimal Parameter and Neuron Pruning for out-of-distribution detection
+(Chen et al., NeurIPS 2023), with the post-hoc baselines, metrics and the workflow glue.
+
+The numerical core (sensitivity, pruning, grid, metrics, detectors) needs only numpy and
+scipy; the network-level parts (:mod:`opnp.network`, :mod:`opnp.odin`) import torch when
+they are used.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from . import metrics
+from .detectors import available_detectors, create_detector, register_detector
+from .grid import evaluate_pruning_grid, score_pruning_grid
+from .pruning import feature_percentile, masked_weight, pruning_masks
+from .sensitivity import (
+    NEURON_STATISTICS,
+    energy_score,
+    neuron_sensitivity,
+    parameter_sensitivity,
+)
+
+_LAZY = {
+    "odin_scores": ("odin", "odin_scores"),
+    "module_sensitivity": ("network", "module_sensitivity"),
+    "layer_pruning_masks": ("network", "layer_pruning_masks"),
+    "pruned_model": ("network", "pruned_model"),
+    "parameter_sensitivity_autograd": ("sensitivity", "parameter_sensitivity_autograd"),
+}
+
+
+def __getattr__(name: str):
+    """Torch-backed functions are imported on first use (the analysis env has no torch)."""
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(f".{module}", __name__), attr)
+    raise AttributeError(f"module 'opnp' has no attribute {name!r}")
+
+
+__all__ = [
+    "NEURON_STATISTICS",
+    "__version__",
+    "available_detectors",
+    "create_detector",
+    "energy_score",
+    "evaluate_pruning_grid",
+    "feature_percentile",
+    "masked_weight",
+    "metrics",
+    "neuron_sensitivity",
+    "parameter_sensitivity",
+    "pruning_masks",
+    "register_detector",
+    "score_pruning_grid",
+    *_LAZY,
+]

@@ -1,0 +1,74 @@
+"""Registry of OOD detectors: ``create_detector(name, weight=..., bias=..., **params)``.
+
+Names (see each module's docstring for the definition and every choice made):
+msp, maxlogit, energy (logits.py); mahalanobis; react; dice, dice+react (dice.py); ash;
+knn; gradnorm; line; opp, onp, opnp, opnp+react, opnp+msp (opnp.py);
+rpp, rnp, tpp, tnp (pruning_baselines.py). ODIN needs the network: :mod:`opnp.odin`.
+"""
+
+from __future__ import annotations
+
+from .base import Detector, LinearDetector, score_logits
+
+_REGISTRY: dict[str, type[Detector]] = {}
+
+
+def register_detector(name: str):
+    """Class decorator adding a Detector subclass to the registry under ``name``."""
+
+    def wrap(cls: type[Detector]) -> type[Detector]:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"detector name {name!r} is already registered")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+def available_detectors() -> list[str]:
+    """Names accepted by :func:`create_detector`, sorted."""
+    return sorted(_REGISTRY)
+
+
+def create_detector(name: str, **kwargs) -> Detector:
+    """Build the detector ``name`` with ``weight=``, ``bias=`` and its hyperparameters."""
+    if name not in _REGISTRY:
+        raise ValueError(
+            f"unknown detector name {name!r}; available: {', '.join(available_detectors())}"
+        )
+    return _REGISTRY[name](**kwargs)
+
+
+# Importing the modules registers their detectors (numpy only; torch is never needed).
+from . import (  # noqa: E402
+    ash,
+    dice,
+    gradnorm,
+    knn,
+    line,
+    logits,
+    mahalanobis,
+    opnp,
+    pruning_baselines,
+    react,
+)
+
+__all__ = [
+    "Detector",
+    "LinearDetector",
+    "ash",
+    "available_detectors",
+    "create_detector",
+    "dice",
+    "gradnorm",
+    "knn",
+    "line",
+    "logits",
+    "mahalanobis",
+    "opnp",
+    "pruning_baselines",
+    "react",
+    "register_detector",
+    "score_logits",
+]

@@ -1,0 +1,194 @@
+"""The interface every OOD detector shares (in the spirit of pytorch-ood).
+
+A detector is built with the FC head it needs (``weight`` (C, D), ``bias`` (C,); some
+methods need neither, e.g. KNN and Mahalanobis) and its hyperparameters as keyword
+arguments, fitted on training features, then scores features::
+
+    det = create_detector("react", weight=W, bias=b, percentile=90).fit(train_h)
+    scores = det.score(test_h)          # float64 (N,), higher = in-distribution
+
+``det.params`` is the dict of hyperparameters (JSON-serialisable: what a results row
+records). Arrays passed as hyperparameters (e.g. a precomputed ``param_sensitivity``)
+are not part of ``params``. Scoring streams the features in chunks of ``chunk_size``
+rows, so memory-mapped test sets of any size work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .._validation import (
+    DEFAULT_CHUNK_ROWS,
+    check_chunk_size,
+    check_features,
+    check_labels,
+    check_linear,
+    iter_chunks,
+)
+from ..sensitivity import logsumexp
+
+
+class Detector:
+    """Base class: subclasses set ``name``, ``defaults`` and implement ``_score_chunk``.
+
+    ``defaults`` maps every accepted hyperparameter to its default; an unknown keyword
+    raises ValueError naming it. ``needs_head`` says whether weight and bias are
+    required; ``needs_labels`` whether ``fit`` requires ``train_labels``;
+    ``needs_fit`` whether ``score`` may be called without ``fit``.
+    """
+
+    name: ClassVar[str] = "detector"
+    defaults: ClassVar[Mapping[str, Any]] = {}
+    needs_head: ClassVar[bool] = True
+    needs_labels: ClassVar[bool] = False
+    needs_fit: ClassVar[bool] = False
+
+    def __init__(self, weight=None, bias=None, chunk_size: int | None = None, **params):
+        unknown = sorted(set(params) - set(self.defaults))
+        if unknown:
+            raise ValueError(
+                f"{self.name}: unknown hyperparameter(s) {unknown}; "
+                f"accepted: {sorted(self.defaults) or 'none'}"
+            )
+        self._params = {**self.defaults, **params}
+        self.chunk_size = check_chunk_size(chunk_size) if chunk_size else DEFAULT_CHUNK_ROWS
+        if weight is None and bias is not None:
+            raise ValueError(f"{self.name}: bias given without weight")
+        if weight is not None:
+            self.weight, self.bias = check_linear(weight, bias)
+        elif self.needs_head:
+            raise ValueError(f"{self.name} needs the FC layer: pass weight= (C, D) and bias= (C,)")
+        else:
+            self.weight = self.bias = None
+        self._fitted = False
+        self._check_params()
+
+    # -- hyperparameters -------------------------------------------------------------
+    def _check_params(self) -> None:
+        """Validate ``self._params`` (ValueError naming the bad one); subclasses extend."""
+
+    @property
+    def params(self) -> dict:
+        """Hyperparameters as plain JSON-serialisable values (arrays excluded)."""
+        out = {}
+        for key, value in self._params.items():
+            if value is None or isinstance(value, np.ndarray) or hasattr(value, "detach"):
+                continue
+            out[key] = value.item() if isinstance(value, np.generic) else value
+        return out
+
+    # -- fit / score -----------------------------------------------------------------
+    @property
+    def dim(self) -> int | None:
+        return None if self.weight is None else self.weight.shape[1]
+
+    def _features(self, features, name: str = "features") -> np.ndarray:
+        return check_features(features, name, dim=self.dim)
+
+    def fit(self, train_features=None, train_labels=None) -> Detector:
+        """Fit on training features (N, D) (and integer labels where the method needs
+        them); returns ``self``."""
+        if train_features is None:
+            if self._requires_train_features():
+                raise ValueError(f"{self.name}.fit needs train_features (N, D), got None")
+            h, y = None, None
+        else:
+            h = self._features(train_features, "train_features")
+            y = None
+            if train_labels is not None:
+                y = check_labels(train_labels, h.shape[0])
+            elif self.needs_labels:
+                raise ValueError(f"{self.name}.fit needs train_labels (class of each row)")
+        self._fit(h, y)
+        self._fitted = True
+        return self
+
+    def _requires_train_features(self) -> bool:
+        return self.needs_fit
+
+    def _fit(self, train_features: np.ndarray | None, train_labels: np.ndarray | None) -> None:
+        """Subclass hook; the default has nothing to fit."""
+
+    def _check_fitted(self) -> None:
+        if self.needs_fit and not self._fitted:
+            raise ValueError(f"{self.name}: call fit(train_features) before score()")
+
+    def score(self, features) -> np.ndarray:
+        """ID-confidence scores (N,) float64, higher = in-distribution."""
+        self._check_fitted()
+        h = self._features(features)
+        out = np.empty(h.shape[0], dtype=np.float64)
+        for start, hc in iter_chunks(h, self.chunk_size, "features", dtype=np.float64):
+            out[start : start + len(hc)] = self._score_chunk(hc)
+        return out
+
+    def _score_chunk(self, h: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return f"{type(self).__name__}({args})"
+
+
+class LinearDetector(Detector):
+    """A detector that scores the logits of a (possibly pruned / clipped) FC layer.
+
+    Subclasses set ``self._w`` (the effective (C, D) weight) and ``self._clip`` in
+    ``_fit`` (or ``__init__``) and pick the score of the logits with ``score_kind``:
+    ``energy`` (T logsumexp(f / T)), ``msp`` (max softmax) or ``maxlogit``.
+    """
+
+    score_kind: ClassVar[str] = "energy"
+
+    def __init__(self, weight=None, bias=None, **kwargs):
+        super().__init__(weight, bias, **kwargs)
+        self._w = self.weight
+        self._clip: float | None = None
+
+    @property
+    def temperature(self) -> float:
+        return float(self._params.get("temperature", 1.0))
+
+    def _logits_chunk(self, h: np.ndarray) -> np.ndarray:
+        if self._clip is not None:
+            h = np.minimum(h, self._clip)
+        out = h @ self._w.T
+        out += self.bias
+        return out
+
+    def logits(self, features) -> np.ndarray:
+        """Logits (N, C) float64 of this detector's FC layer (pruned / clipped)."""
+        self._check_fitted()
+        h = self._features(features)
+        out = np.empty((h.shape[0], self.weight.shape[0]), dtype=np.float64)
+        for start, hc in iter_chunks(h, self.chunk_size, "features", dtype=np.float64):
+            out[start : start + len(hc)] = self._logits_chunk(hc)
+        return out
+
+    def _score_chunk(self, h: np.ndarray) -> np.ndarray:
+        return score_logits(self._logits_chunk(h), self.score_kind, self.temperature)
+
+
+def score_logits(logits: np.ndarray, kind: str, temperature: float = 1.0) -> np.ndarray:
+    """Energy (T logsumexp(f/T)), MSP (max softmax(f/T)) or max logit of each row."""
+    if kind == "energy":
+        if temperature == 1.0:
+            return logsumexp(logits, axis=1)
+        return temperature * logsumexp(logits / temperature, axis=1)
+    if kind == "msp":
+        z = logits / temperature if temperature != 1.0 else logits
+        return np.exp(np.max(z, axis=1) - logsumexp(z, axis=1))
+    if kind == "maxlogit":
+        return np.max(logits, axis=1)
+    raise ValueError(f"unknown score kind {kind!r}; available: energy, msp, maxlogit")
+
+
+def mean_features(features: np.ndarray, chunk_size: int = DEFAULT_CHUNK_ROWS) -> np.ndarray:
+    """Column means (D,) in float64, streamed over chunks."""
+    acc = np.zeros(features.shape[1])
+    for _, hc in iter_chunks(features, chunk_size, "train_features", dtype=np.float64):
+        acc += hc.sum(axis=0)
+    return acc / features.shape[0]

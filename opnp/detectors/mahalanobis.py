@@ -1,0 +1,59 @@
+"""Mahalanobis distance with class means and one shared covariance (Lee et al., 2018).
+
+fit: class means mu_c of the training features (labels required); the shared covariance
+Sigma = (1/N) sum_k (h_k - mu_{y_k})(h_k - mu_{y_k})^T of the class-centred features
+(maximum likelihood, as sklearn's ``EmpiricalCovariance`` on the centred features); its
+precision is the Moore-Penrose pseudo-inverse (``numpy.linalg.pinv``, hermitian), so a
+singular covariance (e.g. dead ReLU units) is handled.
+score: max_c -(h - mu_c)^T Sigma^+ (h - mu_c). No input perturbation and no layer
+ensemble (SPEC). The FC layer is not used.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import sparse
+
+from .._validation import iter_chunks
+from . import register_detector
+from .base import Detector
+
+
+@register_detector("mahalanobis")
+class Mahalanobis(Detector):
+    defaults = {}
+    needs_head = False
+    needs_labels = True
+    needs_fit = True
+
+    def _fit(self, train_features, train_labels) -> None:
+        classes = np.unique(train_labels)
+        if len(classes) < 1:
+            raise ValueError("train_labels has no classes")
+        d = train_features.shape[1]
+        index = np.searchsorted(classes, train_labels)
+        sums = np.zeros((len(classes), d))
+        counts = np.bincount(index, minlength=len(classes)).astype(np.float64)
+        for start, hc in iter_chunks(train_features, self.chunk_size, "train_features", np.float64):
+            # Class sums as a sparse one-hot product: O(chunk * D), any number of classes.
+            onehot = sparse.csr_matrix(
+                (np.ones(len(hc)), (index[start : start + len(hc)], np.arange(len(hc)))),
+                shape=(len(classes), len(hc)),
+            )
+            sums += onehot @ hc
+        self.classes = classes
+        self.class_means = sums / counts[:, None]
+        scatter = np.zeros((d, d))
+        for start, hc in iter_chunks(train_features, self.chunk_size, "train_features", np.float64):
+            centred = hc - self.class_means[index[start : start + len(hc)]]
+            scatter += centred.T @ centred
+        self.covariance = scatter / train_features.shape[0]
+        self.precision = np.linalg.pinv(self.covariance, hermitian=True)
+        # -(h-mu)^T P (h-mu) = -h^T P h + 2 h^T P mu - mu^T P mu, vectorised over classes.
+        self._p_mu = self.precision @ self.class_means.T  # (D, K)
+        self._mu_p_mu = np.einsum("kd,dk->k", self.class_means, self._p_mu)
+
+    def _score_chunk(self, h: np.ndarray) -> np.ndarray:
+        h_p_h = np.einsum("nd,nd->n", h @ self.precision, h)
+        neg_dist = 2.0 * (h @ self._p_mu) - self._mu_p_mu[None, :] - h_p_h[:, None]
+        return neg_dist.max(axis=1)

@@ -1,0 +1,213 @@
+"""Sensitivity and pruning inside the network (paper Table 7, Fig. 6). Needs torch.
+
+- :func:`module_sensitivity`: S_theta = (1/N) sum_k |dE(x_k)/dtheta| for any named
+  parameters of an ``nn.Module``, E = -T logsumexp(f/T) of the model's output, by
+  per-sample autograd (``torch.func``: ``functional_call`` + ``vmap`` + ``grad``, which
+  gives exactly the gradients of one ``energy.backward()`` per sample; a plain per-sample
+  loop is the fallback for models ``vmap`` cannot batch). ``reduction="batch"`` returns
+  |sum_k dE(x_k)/dtheta| / N instead (one backward of the summed energy per batch).
+  The model runs in eval mode (BatchNorm with running statistics) and is restored after.
+- :func:`layer_pruning_masks`: OPNP percentile masks per layer ("per_layer", also named
+  "layerwise": the same percentages with each layer's own thresholds) or with one
+  "global" threshold pair over the sensitivities of all given layers together. Same
+  convention as :func:`opnp.pruning.tail_mask`: prune S < percentile(S, low) and
+  S > percentile(S, 100 - high), equal kept, 0 prunes nothing.
+- :func:`pruned_model` (a masked deep copy) and :func:`pruning` (a context manager that
+  zeroes the pruned parameters in place and restores them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from ._validation import check_choice, check_percentage_pair, check_positive
+from .pruning import percentile
+
+MODES = ("per_layer", "layerwise", "global")
+
+
+def energy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """E = -T logsumexp(f / T) per row (the detection score is -E)."""
+    return -temperature * torch.logsumexp(logits / temperature, dim=-1)
+
+
+def _batches(inputs_or_loader, batch_size: int):
+    if isinstance(inputs_or_loader, torch.Tensor):
+        for start in range(0, len(inputs_or_loader), batch_size):
+            yield inputs_or_loader[start : start + batch_size]
+        return
+    for item in inputs_or_loader:
+        yield item[0] if isinstance(item, list | tuple) else item
+
+
+def module_sensitivity(
+    model: torch.nn.Module,
+    inputs_or_loader,
+    parameters: Sequence[str] | None = None,
+    temperature: float = 1.0,
+    reduction: str = "per_sample",
+    batch_size: int = 64,
+    device: str | torch.device | None = None,
+    use_vmap: bool = True,
+) -> dict[str, torch.Tensor]:
+    """Mean absolute energy gradient of each named parameter, float64 tensors on CPU.
+
+    ``inputs_or_loader``: a tensor (N, ...) (split into ``batch_size`` batches) or an
+    iterable of tensors or ``(inputs, labels)`` pairs (e.g. a DataLoader).
+    ``parameters``: names from ``model.named_parameters()`` (default: all).
+    """
+    t = check_positive(temperature, "temperature")
+    check_choice(reduction, "reduction", ("per_sample", "batch"))
+    named = dict(model.named_parameters())
+    names = list(named) if parameters is None else list(parameters)
+    unknown = [n for n in names if n not in named]
+    if unknown:
+        raise ValueError(f"parameters {unknown} not in the model; it has {list(named)}")
+    if not names:
+        raise ValueError("parameters is empty")
+    if device is None:
+        device = next(iter(named.values())).device
+    was_training = model.training
+    model.eval()
+    acc = {n: torch.zeros(named[n].shape, dtype=torch.float64) for n in names}
+    count = 0
+    try:
+        fixed = {k: v.detach() for k, v in named.items() if k not in names}
+        buffers = dict(model.named_buffers())
+
+        def sample_energy(params, x):
+            out = torch.func.functional_call(model, ({**fixed, **params}, buffers), (x[None],))
+            return energy(out, t).sum()
+
+        per_sample = torch.func.vmap(torch.func.grad(sample_energy), in_dims=(None, 0))
+        for xb in _batches(inputs_or_loader, batch_size):
+            xb = xb.to(device)
+            count += len(xb)
+            params = {n: named[n].detach() for n in names}
+            if reduction == "batch":
+                with torch.enable_grad():
+                    p_req = {n: p.clone().requires_grad_(True) for n, p in params.items()}
+                    out = torch.func.functional_call(model, ({**fixed, **p_req}, buffers), (xb,))
+                    grads = torch.autograd.grad(energy(out, t).sum(), list(p_req.values()))
+                for n, g in zip(names, grads, strict=True):
+                    acc[n] += g.detach().double().cpu()
+                continue
+            grads = None
+            if use_vmap:
+                try:
+                    grads = per_sample(params, xb)
+                except (RuntimeError, NotImplementedError):  # ops vmap cannot batch
+                    use_vmap = False
+            if grads is None:
+                grads = {n: [] for n in names}
+                for x in xb:
+                    g = torch.func.grad(sample_energy)(params, x)
+                    for n in names:
+                        grads[n].append(g[n])
+                grads = {n: torch.stack(v) for n, v in grads.items()}
+            for n in names:
+                acc[n] += grads[n].detach().abs().double().sum(0).cpu()
+    finally:
+        model.train(was_training)
+    if count == 0:
+        raise ValueError("inputs_or_loader yielded no samples")
+    return {n: (a.abs() if reduction == "batch" else a) / count for n, a in acc.items()}
+
+
+def layer_pruning_masks(
+    sensitivities: Mapping[str, torch.Tensor | np.ndarray],
+    low: float = 0.0,
+    high: float = 0.0,
+    mode: str = "per_layer",
+) -> dict[str, torch.Tensor]:
+    """Boolean keep-masks (True = kept) for each layer's parameter sensitivity."""
+    check_choice(mode, "mode", MODES)
+    lo, hi = check_percentage_pair(low, high, "low", "high")
+    if not sensitivities:
+        raise ValueError("sensitivities is empty")
+    arrays = {
+        k: np.asarray(v.cpu() if hasattr(v, "cpu") else v, np.float64)
+        for k, v in sensitivities.items()
+    }
+    if mode == "global":
+        pooled = np.concatenate([a.ravel() for a in arrays.values()])
+        thresholds = {k: _thresholds(pooled, lo, hi) for k in arrays}
+    else:
+        thresholds = {k: _thresholds(a, lo, hi) for k, a in arrays.items()}
+    out = {}
+    for k, a in arrays.items():
+        t_lo, t_hi = thresholds[k]
+        keep = np.ones(a.shape, dtype=bool)
+        if t_lo is not None:
+            keep &= ~(a < t_lo)
+        if t_hi is not None:
+            keep &= ~(a > t_hi)
+        out[k] = torch.from_numpy(keep)
+    return out
+
+
+def _thresholds(values: np.ndarray, lo: float, hi: float):
+    return (
+        percentile(values, lo) if lo > 0 else None,
+        percentile(values, 100.0 - hi) if hi > 0 else None,
+    )
+
+
+def _check_masks(model: torch.nn.Module, masks: Mapping[str, torch.Tensor]) -> dict:
+    named = dict(model.named_parameters())
+    for name, mask in masks.items():
+        if name not in named:
+            raise ValueError(f"mask for unknown parameter {name!r}")
+        if tuple(mask.shape) != tuple(named[name].shape):
+            raise ValueError(
+                f"mask for {name!r} has shape {tuple(mask.shape)}, parameter has "
+                f"{tuple(named[name].shape)}"
+            )
+    return named
+
+
+def pruned_model(model: torch.nn.Module, masks: Mapping[str, torch.Tensor]) -> torch.nn.Module:
+    """A deep copy of ``model`` with every parameter entry whose mask is False set to 0."""
+    clone = copy.deepcopy(model)
+    named = _check_masks(clone, masks)
+    with torch.no_grad():
+        for name, mask in masks.items():
+            named[name].mul_(mask.to(named[name].device, named[name].dtype))
+    return clone
+
+
+@contextlib.contextmanager
+def pruning(model: torch.nn.Module, masks: Mapping[str, torch.Tensor]):
+    """Zero the pruned entries of ``model`` in place inside the ``with`` block (no copy of
+    the whole model), restoring the original values on exit."""
+    named = _check_masks(model, masks)
+    saved = {n: named[n].detach().clone() for n in masks}
+    try:
+        with torch.no_grad():
+            for name, mask in masks.items():
+                named[name].mul_(mask.to(named[name].device, named[name].dtype))
+        yield model
+    finally:
+        with torch.no_grad():
+            for name, value in saved.items():
+                named[name].copy_(value)
+
+
+def mean_sensitivity(sensitivities: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    """Mean parameter sensitivity of each layer (Fig. 6)."""
+    return {k: float(v.double().mean()) for k, v in sensitivities.items()}
+
+
+__all__: Iterable[str] = [
+    "energy",
+    "layer_pruning_masks",
+    "mean_sensitivity",
+    "module_sensitivity",
+    "pruned_model",
+    "pruning",
+]

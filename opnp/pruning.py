@@ -1,0 +1,228 @@
+"""Percentile thresholds and pruning masks (paper Eq. 7, 9), and pruned FC logits.
+
+Convention (SPEC): a pruning percentage ``high`` removes the ``high`` % largest values,
+``low`` the ``low`` % smallest. Thresholds are ``numpy.percentile`` with linear
+interpolation over the whole (C, D) matrix for weights and over the D neurons for
+neurons. A value is pruned when ``value > percentile(values, 100 - high)`` or
+``value < percentile(values, low)``; a value equal to a threshold is kept; a
+percentage of 0 prunes nothing (no threshold is computed). Masks are True = kept.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._validation import (
+    check_chunk_size,
+    check_features,
+    check_finite,
+    check_linear,
+    check_percentage,
+    check_percentage_pair,
+    iter_chunks,
+    to_numpy,
+)
+
+
+def percentile(values: Any, q: float) -> float:
+    """``numpy.percentile(values, q)`` (linear interpolation) over all entries, in float64."""
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
+
+
+def tail_mask(values: Any, low: float = 0.0, high: float = 0.0, name: str = "values") -> np.ndarray:
+    """Keep-mask of ``values``: False for the ``low`` % smallest and ``high`` % largest.
+
+    Pruned: ``v < percentile(values, low)`` (if low > 0) or
+    ``v > percentile(values, 100 - high)`` (if high > 0). Equal to a threshold: kept.
+    """
+    lo, hi = check_percentage_pair(low, high, f"{name} low", f"{name} high")
+    v = np.asarray(values, dtype=np.float64)
+    keep = np.ones(v.shape, dtype=bool)
+    if lo > 0:
+        keep &= ~(v < percentile(v, lo))
+    if hi > 0:
+        keep &= ~(v > percentile(v, 100.0 - hi))
+    return keep
+
+
+def _check_sensitivities(param_sensitivity, neuron_sensitivity):
+    s = np.asarray(to_numpy(param_sensitivity, "param_sensitivity"), dtype=np.float64)
+    if s.ndim != 2:
+        raise ValueError(f"param_sensitivity must be (C, D), got shape {tuple(s.shape)}")
+    check_finite(s, "param_sensitivity")
+    n = np.asarray(to_numpy(neuron_sensitivity, "neuron_sensitivity"), dtype=np.float64)
+    if n.ndim != 1 or n.shape[0] != s.shape[1]:
+        raise ValueError(
+            f"neuron_sensitivity must have shape ({s.shape[1]},) to match param_sensitivity "
+            f"{tuple(s.shape)}, got {tuple(n.shape)}"
+        )
+    check_finite(n, "neuron_sensitivity")
+    return s, n
+
+
+def pruning_masks(
+    param_sensitivity: Any,
+    neuron_sensitivity: Any,
+    weight_low: float = 0,
+    weight_high: float = 0,
+    neuron_low: float = 0,
+    neuron_high: float = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """OPNP masks: ``(weight_mask (C, D) bool, neuron_mask (D,) bool)``, True = kept.
+
+    ``weight_low`` / ``weight_high``: percent of the C*D parameter sensitivities pruned
+    from the bottom / top (Eq. 7); ``neuron_low`` / ``neuron_high``: percent of the D
+    neuron sensitivities (Eq. 9). Each in [0, 100) and low + high < 100.
+    """
+    wl, wh = check_percentage_pair(weight_low, weight_high, "weight_low", "weight_high")
+    nl, nh = check_percentage_pair(neuron_low, neuron_high, "neuron_low", "neuron_high")
+    s, n = _check_sensitivities(param_sensitivity, neuron_sensitivity)
+    return tail_mask(s, wl, wh, "weight"), tail_mask(n, nl, nh, "neuron")
+
+
+def masked_weight(weight: Any, weight_mask: Any = None, neuron_mask: Any = None) -> np.ndarray:
+    """W * M_w * m_n[None, :] as float64 (C, D): pruned weights and neurons set to 0."""
+    w, _ = check_linear(weight, None)
+    out = w.copy()
+    if weight_mask is not None:
+        m = np.asarray(to_numpy(weight_mask, "weight_mask"), dtype=bool)
+        if m.shape != w.shape:
+            raise ValueError(f"weight_mask must have shape {w.shape}, got {m.shape}")
+        out[~m] = 0.0
+    if neuron_mask is not None:
+        m = np.asarray(to_numpy(neuron_mask, "neuron_mask"), dtype=bool)
+        if m.shape != (w.shape[1],):
+            raise ValueError(f"neuron_mask must have shape ({w.shape[1]},), got {m.shape}")
+        out[:, ~m] = 0.0
+    return out
+
+
+def linear_logits(
+    features: Any,
+    weight: Any,
+    bias: Any = None,
+    clip: float | None = None,
+    chunk_size: int | None = None,
+    out_dtype=np.float64,
+) -> np.ndarray:
+    """Logits ``min(h, clip) @ W^T + b`` (N, C), float64 arithmetic, streamed in chunks.
+
+    Pass an already masked weight (:func:`masked_weight`) for the pruned layer
+    f'(x) = (W * M_w)(h * m_n) + b: zeroing column j of W equals zeroing neuron j.
+    """
+    w, b = check_linear(weight, bias)
+    h = check_features(features, "features", dim=w.shape[1])
+    chunk = check_chunk_size(chunk_size)
+    wt = np.ascontiguousarray(w.T)
+    out = np.empty((h.shape[0], w.shape[0]), dtype=out_dtype)
+    for start, hc in iter_chunks(h, chunk, "features", dtype=np.float64):
+        if clip is not None:
+            hc = np.minimum(hc, clip)
+        res = hc @ wt
+        res += b
+        out[start : start + len(hc)] = res
+    return out
+
+
+# --- exact percentile of every entry of a large (memory-mapped) feature array ---------
+
+
+def feature_percentile(
+    features: Any,
+    q: float,
+    chunk_size: int | None = None,
+    max_in_memory: int = 1 << 26,
+) -> float:
+    """``numpy.percentile(features, q)`` over all N*D entries, exact, in float64.
+
+    For the ReAct threshold (the q-th percentile of all ID training activations). Arrays
+    with at most ``max_in_memory`` entries are handed to ``numpy.percentile`` directly;
+    larger (memory-mapped) ones are streamed: the two order statistics that the linear
+    interpolation needs are located by repeated histogram passes over the chunks, each
+    pass narrowing the value range around the wanted rank, until few enough candidates
+    remain to select in memory (or all remaining candidates are equal, e.g. the zeros
+    of ReLU features). Memory is bounded by the chunk size and ``max_in_memory``.
+    """
+    q = float(q)
+    if not (0.0 <= q <= 100.0):
+        raise ValueError(f"percentile q must be in [0, 100], got {q!r}")
+    h = check_features(features, "features")
+    chunk = check_chunk_size(chunk_size)
+    n = h.shape[0] * h.shape[1]
+    if n <= max_in_memory:
+        arr = np.asarray(h, dtype=np.float64)
+        check_finite(arr, "features")
+        return float(np.percentile(arr, q))
+    index = q / 100.0 * (n - 1)
+    lo_rank = int(np.floor(index))
+    hi_rank = min(lo_rank + 1, n - 1)
+    frac = index - lo_rank
+    a = _order_statistic(h, lo_rank, chunk, max_in_memory)
+    b = a if hi_rank == lo_rank or frac == 0 else _order_statistic(h, hi_rank, chunk, max_in_memory)
+    # numpy's _lerp: a + (b - a) * t, computed from the other end when t >= 0.5.
+    diff = b - a
+    return float(b - diff * (1 - frac) if frac >= 0.5 else a + diff * frac)
+
+
+def _order_statistic(h: np.ndarray, rank: int, chunk: int, max_in_memory: int) -> float:
+    """The ``rank``-th smallest entry (0-based) of ``h``, by streamed histogram passes."""
+    n_bins = 4096
+    levels: list[tuple[float, float, int]] = []  # (range low, range high, chosen bin)
+    below = 0  # entries smaller than every candidate
+    while True:
+        counts = np.zeros(n_bins, dtype=np.int64)
+        total = 0
+        vmin, vmax = np.inf, -np.inf
+        for _, cand in _candidates(h, levels, chunk):
+            if cand.size:
+                total += cand.size
+                vmin = min(vmin, float(cand.min()))
+                vmax = max(vmax, float(cand.max()))
+        if total == 0:  # pragma: no cover - cannot happen for a valid rank
+            raise RuntimeError("order statistic search lost its candidates")
+        if vmin == vmax:
+            return vmin
+        if total <= max_in_memory:
+            values = np.concatenate([c for _, c in _candidates(h, levels, chunk)])
+            return float(np.partition(values, rank - below)[rank - below])
+        for _, cand in _candidates(h, levels, chunk):
+            counts += np.bincount(_bin_index(cand, vmin, vmax, n_bins), minlength=n_bins)
+        cum = np.cumsum(counts)
+        chosen = int(np.searchsorted(cum, rank - below, side="right"))
+        below += int(cum[chosen - 1]) if chosen > 0 else 0
+        levels.append((vmin, vmax, chosen))
+
+
+def _bin_index(values: np.ndarray, low: float, high: float, n_bins: int) -> np.ndarray:
+    idx = ((values - low) * (n_bins / (high - low))).astype(np.int64)
+    return np.clip(idx, 0, n_bins - 1)
+
+
+def _candidates(h: np.ndarray, levels, chunk: int):
+    """Yield the float64 entries of each chunk that satisfy every narrowing level."""
+    for start, hc in iter_chunks(h, chunk, "features", dtype=np.float64):
+        vals = hc.ravel()
+        for low, high, chosen in levels:
+            vals = vals[(vals >= low) & (vals <= high)]
+            vals = vals[_bin_index(vals, low, high, 4096) == chosen]
+        yield start, vals
+
+
+def check_weight_percentages(weight_low, weight_high, neuron_low, neuron_high) -> dict:
+    """The four OPNP percentages validated, as floats (names as in the config)."""
+    wl, wh = check_percentage_pair(weight_low, weight_high, "weight_low", "weight_high")
+    nl, nh = check_percentage_pair(neuron_low, neuron_high, "neuron_low", "neuron_high")
+    return {"weight_low": wl, "weight_high": wh, "neuron_low": nl, "neuron_high": nh}
+
+
+__all__ = [
+    "check_percentage",
+    "feature_percentile",
+    "linear_logits",
+    "masked_weight",
+    "percentile",
+    "pruning_masks",
+    "tail_mask",
+]

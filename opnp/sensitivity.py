@@ -1,0 +1,205 @@
+"""Parameter and neuron sensitivity of the last fully connected layer (paper Eq. 6, 8).
+
+Notation (SPEC): features h(x) in R^D, FC weight W (C, D), bias b (C,), logits
+f = W h + b, energy E(x) = -T logsumexp(f(x) / T) with temperature T (default 1).
+
+Parameter sensitivity, Eq. 6: S_cj = (1/N) sum_k |dE(x_k)/dW_cj| over N training
+samples: the mean of per-sample absolute gradients. For the FC layer
+dE/dW_cj = -p_c(x) h_j(x) with p = softmax(f / T), so |dE/dW_cj| = p_c |h_j| and
+
+    S = P^T |H| / N          (P: (N, C) probabilities, H: (N, D) features),
+
+one matrix product over cached features. ``reduction="batch"`` instead replicates an
+implementation that back-propagates the summed energy of a batch,
+S_batch = |P^T H| / N. For nonnegative features (ResNet, after ReLU) the two are equal;
+for signed features (ViT pre-logits) they are not, and per-sample is the paper's Eq. 6.
+
+The closed form is checked against autograd (:func:`parameter_sensitivity_autograd`,
+per-sample ``energy.backward()`` through ``torch.func``) in tests/test_sensitivity.py and
+benchmarks/bench_sensitivity.py. Only the autograd path needs torch; this module imports
+without it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._validation import (
+    check_choice,
+    check_chunk_size,
+    check_features,
+    check_linear,
+    check_positive,
+    iter_chunks,
+    to_numpy,
+)
+
+#: Neuron statistics over classes (paper Table 9); "mean" is the paper's default (Eq. 8).
+NEURON_STATISTICS = ("mean", "max", "min", "median", "norm", "variance")
+REDUCTIONS = ("per_sample", "batch")
+PRECISIONS = ("float64", "float32")
+
+
+def logsumexp(x: np.ndarray, axis: int = 1) -> np.ndarray:
+    """Numerically stable log(sum(exp(x))) along ``axis`` (max shifted out first)."""
+    x = np.asarray(x)
+    m = np.max(x, axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    out = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)) + m
+    return np.squeeze(out, axis=axis)
+
+
+def softmax(x: np.ndarray, axis: int = 1, out: np.ndarray | None = None) -> np.ndarray:
+    """Row-wise softmax (stable); ``out=x`` computes it in place."""
+    x = np.asarray(x)
+    if out is None:
+        out = np.empty_like(x)
+    np.subtract(x, np.max(x, axis=axis, keepdims=True), out=out)
+    np.exp(out, out=out)
+    out /= np.sum(out, axis=axis, keepdims=True)
+    return out
+
+
+def energy_score(logits: Any, temperature: float = 1.0) -> np.ndarray:
+    """The Energy detection score -E(x) = T logsumexp(f(x) / T), float64 (N,).
+
+    Higher means in-distribution (SPEC: the detection score is -E).
+    """
+    t = check_positive(temperature, "temperature")
+    f = np.asarray(to_numpy(logits, "logits"), dtype=np.float64)
+    if f.ndim != 2:
+        raise ValueError(f"logits must be 2-dimensional (N, C), got shape {tuple(f.shape)}")
+    return t * logsumexp(f / t, axis=1)
+
+
+def parameter_sensitivity(
+    features: Any,
+    weight: Any,
+    bias: Any = None,
+    temperature: float = 1.0,
+    reduction: str = "per_sample",
+    chunk_size: int | None = None,
+    precision: str = "float64",
+) -> np.ndarray:
+    """Closed-form parameter sensitivity S (C, D) float64 of the FC layer (Eq. 6).
+
+    ``S = P^T |H| / N`` (``reduction="per_sample"``, the paper's definition) or
+    ``|P^T H| / N`` (``reduction="batch"``, what ``energy.sum().backward()`` gives).
+
+    ``features`` (N, D) may be a numpy array of any float dtype, a torch tensor or a
+    memory-mapped ``.npy`` far larger than RAM: rows are streamed in chunks of
+    ``chunk_size`` (default 4096), so memory is O(chunk_size * (C + D) + C * D).
+
+    ``precision="float64"`` (default) computes logits, softmax and both products in
+    float64: agreement with float64 autograd is at rounding level (~1e-13 relative).
+    ``precision="float32"`` runs both matrix products per chunk in float32 (about twice
+    the speed) and adds each chunk's result into a float64 accumulator. Its error has two
+    sources: the float32 logits (absolute error about u*sum_j|W_cj h_j|, u = 6e-8, which
+    moves p_c by that much relatively), and the float32 product P^T|H| over a chunk of
+    n rows, whose terms are all nonnegative, so its relative error is at most n*u (worst
+    case; typically sqrt(n)*u ~ 4e-6 / 1e-7 for n = 4096). Chunk sums are exact to
+    float64. benchmarks/bench_sensitivity.py measures the realised error.
+    """
+    check_choice(reduction, "reduction", REDUCTIONS)
+    check_choice(precision, "precision", PRECISIONS)
+    t = check_positive(temperature, "temperature")
+    chunk = check_chunk_size(chunk_size)
+    w64, b64 = check_linear(weight, bias)
+    h = check_features(features, "features", dim=w64.shape[1])
+    dtype = np.float64 if precision == "float64" else np.float32
+    wt = np.ascontiguousarray(w64.T, dtype=dtype)  # (D, C): logits = h @ W^T
+    b = b64.astype(dtype)
+    acc = np.zeros(w64.shape, dtype=np.float64)
+    for _, hc in iter_chunks(h, chunk, "features", dtype=dtype):
+        p = hc @ wt
+        p += b
+        if t != 1.0:
+            p /= t
+        softmax(p, out=p)
+        if reduction == "per_sample":
+            acc += p.T @ np.abs(hc)
+        else:
+            acc += p.T @ hc
+    if reduction == "batch":
+        np.abs(acc, out=acc)
+    acc /= h.shape[0]
+    return acc
+
+
+def neuron_sensitivity(param_sensitivity: Any, statistic: str = "mean") -> np.ndarray:
+    """Neuron sensitivity (D,) float64: a statistic over classes of S (Eq. 8, Table 9).
+
+    ``mean`` (paper default, equivalent to the L1 norm / C), ``max``, ``min``,
+    ``median``, ``norm`` (L2 norm over classes) and ``variance`` (population variance,
+    ddof=0) of column j of the (C, D) parameter sensitivity.
+    """
+    check_choice(statistic, "statistic", NEURON_STATISTICS)
+    s = np.asarray(to_numpy(param_sensitivity, "param_sensitivity"), dtype=np.float64)
+    if s.ndim != 2:
+        raise ValueError(f"param_sensitivity must be (C, D), got shape {tuple(s.shape)}")
+    if not np.all(np.isfinite(s)):
+        raise ValueError(
+            f"param_sensitivity has {int((~np.isfinite(s)).sum())} NaN or infinite values"
+        )
+    if statistic == "mean":
+        return s.mean(axis=0)
+    if statistic == "max":
+        return s.max(axis=0)
+    if statistic == "min":
+        return s.min(axis=0)
+    if statistic == "median":
+        return np.median(s, axis=0)
+    if statistic == "norm":
+        return np.sqrt(np.sum(s * s, axis=0))
+    return s.var(axis=0)
+
+
+def parameter_sensitivity_autograd(
+    features: Any,
+    weight: Any,
+    bias: Any = None,
+    temperature: float = 1.0,
+    reduction: str = "per_sample",
+    batch_size: int = 256,
+    dtype: str = "float64",
+) -> np.ndarray:
+    """Reference path: S from autograd of the energy through an ``nn.Linear`` (needs torch).
+
+    ``per_sample``: the gradient dE(x_k)/dW of every sample separately
+    (``torch.func.vmap(grad(...))``, identical to calling ``energy.backward()`` once per
+    sample), then the mean of absolute values. ``batch``: one backward of the summed
+    energy of all samples, then |grad| / N. Used to test the closed form.
+    """
+    import torch
+
+    from .network import module_sensitivity  # torch is imported there
+
+    check_choice(reduction, "reduction", REDUCTIONS)
+    check_choice(dtype, "dtype", PRECISIONS)
+    w64, b64 = check_linear(weight, bias)
+    h = check_features(features, "features", dim=w64.shape[1])
+    tdtype = torch.float64 if dtype == "float64" else torch.float32
+    layer = torch.nn.Linear(w64.shape[1], w64.shape[0]).to(tdtype)
+    with torch.no_grad():
+        layer.weight.copy_(torch.from_numpy(w64))
+        layer.bias.copy_(torch.from_numpy(b64))
+    inputs = torch.from_numpy(np.asarray(h, dtype=np.float64)).to(tdtype)
+    sens = module_sensitivity(
+        layer,
+        inputs,
+        ["weight"],
+        temperature=temperature,
+        reduction=reduction,
+        batch_size=batch_size,
+    )
+    return sens["weight"].double().numpy()
+
+
+def module_sensitivity(*args, **kwargs):
+    """Autograd sensitivity of any ``nn.Module`` parameter: see
+    :func:`opnp.network.module_sensitivity` (imported lazily; needs torch)."""
+    from .network import module_sensitivity as _impl
+
+    return _impl(*args, **kwargs)

@@ -1,0 +1,52 @@
+"""Registry and shared interface behaviour."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from opnp.detectors import available_detectors, create_detector
+
+EXPECTED = {
+    "msp", "maxlogit", "energy", "mahalanobis", "react", "dice", "ash", "knn", "gradnorm",
+    "line", "opp", "onp", "opnp", "opnp+react", "opnp+msp", "dice+react", "rpp", "rnp",
+    "tpp", "tnp",
+}  # fmt: skip
+
+
+def test_registry_lists_every_method():
+    assert set(available_detectors()) == EXPECTED
+
+
+def test_unknown_name_lists_available():
+    with pytest.raises(ValueError, match="unknown detector name 'odinx'.*energy"):
+        create_detector("odinx")
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_every_detector_fits_scores_and_serialises(name):
+    rng = np.random.default_rng(0)
+    w, b = rng.normal(size=(4, 16)), rng.normal(size=4)
+    train = np.maximum(rng.normal(size=(120, 16)), 0).astype(np.float32)
+    labels = rng.integers(0, 4, 120)
+    kwargs = {"k": 3} if name == "knn" else {}
+    det = create_detector(name, weight=w, bias=b, **kwargs).fit(train, labels)
+    scores = det.score(train[:10])
+    assert scores.shape == (10,) and scores.dtype == np.float64 and np.isfinite(scores).all()
+    json.dumps(det.params)
+
+
+def test_bad_hyperparameter_and_features():
+    with pytest.raises(ValueError, match=r"react: unknown hyperparameter\(s\) \['p'\]"):
+        create_detector("react", weight=np.ones((2, 3)), bias=np.zeros(2), p=3)
+    det = create_detector("energy", weight=np.ones((2, 3)), bias=np.zeros(2))
+    with pytest.raises(ValueError, match="features has 4 columns but the FC weight has 3"):
+        det.score(np.ones((5, 4)))
+    with pytest.raises(ValueError, match="features has 1 NaN"):
+        det.score(np.array([[0.0, np.nan, 1.0]]))
+    with pytest.raises(ValueError, match="energy needs the FC layer"):
+        create_detector("energy")
+    with pytest.raises(ValueError, match="call fit"):
+        create_detector("dice", weight=np.ones((2, 3)), bias=np.zeros(2)).score(np.ones((1, 3)))

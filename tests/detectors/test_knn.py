@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from opnp.detectors import create_detector
+
+
+def test_knn_kth_distance_hand_computed():
+    train = np.array([[1.0, 0.0], [0.0, 2.0], [-3.0, 0.0], [1.0, 1.0]])
+    det = create_detector("knn", k=2).fit(train)
+    x = np.array([[5.0, 0.0]])  # normalised (1, 0)
+    # distances to normalised train: 0, sqrt2, 2, sqrt(2 - sqrt2) -> sorted 0, 0.765, ...
+    assert det.score(x)[0] == pytest.approx(-np.sqrt(2 - np.sqrt(2)), rel=1e-6)
+    det3 = create_detector("knn", k=3).fit(train)
+    assert det3.score(x)[0] == pytest.approx(-np.sqrt(2), rel=1e-6)
+
+
+def test_knn_matches_brute_force_and_subsample():
+    rng = np.random.default_rng(0)
+    train, test = rng.normal(size=(300, 8)), rng.normal(size=(40, 8))
+    det = create_detector("knn", k=7, chunk_size=16).fit(train)
+    zt = train / np.linalg.norm(train, axis=1, keepdims=True)
+    zq = test / np.linalg.norm(test, axis=1, keepdims=True)
+    dist = np.linalg.norm(zq[:, None] - zt[None], axis=2)
+    np.testing.assert_allclose(det.score(test), -np.sort(dist, axis=1)[:, 6], rtol=1e-5)
+    sub = create_detector("knn", k=7, max_train=100, seed=3).fit(train)
+    assert sub.train_bank.shape == (100, 8)
+    with pytest.raises(ValueError, match="k must be a positive integer, got 0"):
+        create_detector("knn", k=0)

@@ -1,0 +1,226 @@
+"""Conda environment files agree with the pip install.
+
+`snakemake --use-conda` (or `--sdm conda`) builds workflow/envs/*.yaml; conda users
+install environment.yml. Conda channels are not reachable on every machine that runs
+this suite, so these tests prove what can be proven offline:
+
+- every env file parses and names its channels;
+- every package an env file names is a dependency of pyproject.toml (conda names mapped
+  to PyPI names), so conda and pip installs run the same libraries;
+- every core dependency of pyproject.toml is in environment.yml, and every library the
+  package imports at run time is in the env of the rules that use it;
+- the versions installed here by pip satisfy every conda spec: the pins exist together
+  in at least one real environment (this one);
+- `snakemake --lint` finds nothing to complain about.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import Version
+from workflow_helpers import REPO
+
+try:  # Python >= 3.11
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+ENVIRONMENT = REPO / "environment.yml"
+RULE_ENVS = sorted((REPO / "workflow" / "envs").glob("*.yaml"))
+ALL_ENVS = [ENVIRONMENT, *RULE_ENVS]
+
+# conda-forge name -> PyPI name, where they differ.
+CONDA_TO_PYPI = {
+    "pytorch": "torch",
+    "matplotlib-base": "matplotlib",
+    "seaborn-base": "seaborn",
+    "pytorch-cpu": "torch",
+    "pytorch-gpu": "torch",
+}
+# Conda packages that are not Python libraries (the interpreter, the installer).
+NOT_LIBRARIES = {"python", "pip"}
+# Packages environment.yml installs for the workflow and the tests: pyproject's extras.
+EXTRAS = ("workflow", "test")
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def pyproject() -> dict:
+    with open(REPO / "pyproject.toml", "rb") as handle:
+        return tomllib.load(handle)
+
+
+def pip_requirements(groups=("core",)) -> dict[str, Requirement]:
+    """Canonical PyPI name -> requirement, for the core dependencies and/or extras."""
+    project = pyproject()["project"]
+    lines = []
+    if "core" in groups:
+        lines += project["dependencies"]
+    for extra in groups:
+        if extra != "core":
+            lines += project.get("optional-dependencies", {}).get(extra, [])
+    requirements = {}
+    for line in lines:
+        req = Requirement(line)
+        if canonical(req.name) == "opnp":  # an extra that includes another extra
+            continue
+        requirements[canonical(req.name)] = req
+    return requirements
+
+
+def conda_specs(path: Path) -> dict[str, str]:
+    """Canonical PyPI name -> conda version spec ('' when unpinned) of one env file."""
+    env = yaml.safe_load(path.read_text())
+    specs = {}
+    for entry in env["dependencies"]:
+        if isinstance(entry, dict):  # the `pip:` sub-list installs this checkout
+            assert set(entry) == {"pip"}, f"{path.name}: unexpected entry {entry}"
+            continue
+        match = re.fullmatch(r"\s*([A-Za-z0-9_.\-]+)\s*(.*?)\s*", entry)
+        assert match, f"{path.name}: cannot parse dependency {entry!r}"
+        name, spec = match.groups()
+        if name in NOT_LIBRARIES:
+            continue
+        specs[canonical(CONDA_TO_PYPI.get(name, name))] = spec.replace(" ", "")
+    return specs
+
+
+def to_pep440(spec: str) -> SpecifierSet:
+    """A conda version spec as a PEP 440 specifier set (conda's `=1.2` means `==1.2.*`)."""
+    parts = []
+    for part in filter(None, spec.split(",")):
+        if re.fullmatch(r"=[^=].*", part):
+            part = "=" + part + ("" if part.endswith("*") else ".*")
+        elif re.fullmatch(r"[0-9].*", part):
+            part = "==" + part
+        parts.append(part)
+    return SpecifierSet(",".join(parts))
+
+
+@pytest.mark.parametrize("path", ALL_ENVS, ids=lambda p: p.name)
+def test_env_file_parses_with_channels_and_specs(path):
+    env = yaml.safe_load(path.read_text())
+    assert isinstance(env, dict), f"{path.name} is not a YAML mapping"
+    assert env.get("channels"), f"{path.name} names no channels"
+    assert "defaults" not in env["channels"], f"{path.name} uses the 'defaults' channel"
+    specs = conda_specs(path)
+    assert specs, f"{path.name} names no packages"
+    for name, spec in specs.items():
+        try:
+            to_pep440(spec)
+        except InvalidSpecifier as error:
+            pytest.fail(f"{path.name}: version spec {spec!r} of {name} is invalid: {error}")
+
+
+def test_there_are_rule_envs():
+    assert len(RULE_ENVS) >= 2, "expected workflow/envs/*.yaml for network and analysis rules"
+
+
+@pytest.mark.parametrize("path", RULE_ENVS, ids=lambda p: p.name)
+def test_rule_env_names_only_core_dependencies(path):
+    core = pip_requirements(("core",))
+    extra = sorted(set(conda_specs(path)) - set(core))
+    assert not extra, f"{path.name} names packages that pyproject.toml does not: {extra}"
+
+
+def test_environment_yml_names_only_pyproject_packages():
+    known = pip_requirements(("core", *EXTRAS))
+    extra = sorted(set(conda_specs(ENVIRONMENT)) - set(known))
+    assert not extra, f"environment.yml names packages that pyproject.toml does not: {extra}"
+
+
+def test_environment_yml_has_every_core_and_workflow_dependency():
+    wanted = pip_requirements(("core", "workflow"))
+    missing = sorted(set(wanted) - set(conda_specs(ENVIRONMENT)))
+    assert not missing, f"environment.yml lacks pyproject dependencies: {missing}"
+
+
+def test_rule_envs_together_cover_the_core_dependencies():
+    covered = set().union(*(conda_specs(path) for path in RULE_ENVS))
+    missing = sorted(set(pip_requirements(("core",))) - covered)
+    assert not missing, f"no workflow/envs/*.yaml installs {missing}"
+
+
+@pytest.mark.parametrize("path", ALL_ENVS, ids=lambda p: p.name)
+def test_installed_versions_satisfy_conda_and_pip_pins(path):
+    """The versions pip installed here satisfy both the conda spec and pyproject's spec
+    of each package: the pins can hold together."""
+    requirements = pip_requirements(("core", *EXTRAS))
+    problems = []
+    for name, spec in conda_specs(path).items():
+        try:
+            installed = Version(importlib.metadata.version(name))
+        except importlib.metadata.PackageNotFoundError:
+            continue  # e.g. the test extras on a machine that only runs the workflow
+        if installed not in to_pep440(spec):
+            problems.append(f"{name} {installed} (installed) not in conda spec {spec!r}")
+        req = requirements.get(name)
+        if req is not None and not req.specifier.contains(installed, prereleases=True):
+            problems.append(f"{name} {installed} (installed) not in pyproject spec {req}")
+    assert not problems, f"{path.name}: " + "; ".join(problems)
+
+
+def test_conda_and_pip_lower_bounds_overlap():
+    """Each conda spec admits some version that pyproject admits too (checked on the
+    lower bounds: a conda floor above a pip ceiling would make them disjoint)."""
+    requirements = pip_requirements(("core", *EXTRAS))
+    for path in ALL_ENVS:
+        for name, spec in conda_specs(path).items():
+            req = requirements.get(name)
+            floors = re.findall(r">=?([0-9][^,]*)", spec)
+            if req is None or not floors:
+                continue
+            floor = max(Version(f) for f in floors)
+            assert req.specifier.contains(floor, prereleases=True) or any(
+                Version(s.version) > floor
+                for s in req.specifier
+                if s.operator in (">=", ">", "==", "~=")
+            ), f"{path.name}: {name} {spec} and pyproject's {req} admit no common version"
+
+
+def test_to_pep440_reads_conda_specs():
+    assert Version("1.2.5") in to_pep440("=1.2")
+    assert Version("1.3") not in to_pep440("=1.2")
+    assert Version("2.4.1") in to_pep440(">=2.4,<3")
+    assert Version("3.0") not in to_pep440(">=2.4,<3")
+    assert Version("0.9") in to_pep440("")
+
+
+def test_snakemake_lint_is_clean(tmp_path):
+    """`snakemake --lint` prints nothing but its all-clear line."""
+    if importlib.util.find_spec("snakemake") is None:
+        pytest.skip("snakemake is not installed (pip install -e '.[workflow]')")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(tmp_path),
+            "--configfile",
+            str(REPO / "config" / "config.yaml"),
+            "--lint",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output
+    assert "Congratulations, your workflow is in a good condition!" in output, output
+    assert "Lints for" not in output, output

@@ -1,0 +1,96 @@
+"""Atomic writes, checksums, provenance and config hashes (opnp.io)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from opnp import io
+
+
+def _leftovers(directory):
+    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
+
+
+def test_atomic_write_replaces_only_on_success(tmp_path):
+    target = tmp_path / "sub" / "file.txt"
+    with io.atomic_write(target, "w") as handle:
+        handle.write("first")
+    assert target.read_text() == "first"
+
+    with pytest.raises(RuntimeError, match="boom"), io.atomic_write(target, "w") as handle:
+        handle.write("half-written")
+        raise RuntimeError("boom")
+    # The old content survives and no temporary file is left behind.
+    assert target.read_text() == "first"
+    assert _leftovers(target.parent) == []
+
+
+def test_atomic_write_rejects_read_modes(tmp_path):
+    with pytest.raises(ValueError, match="mode"), io.atomic_write(tmp_path / "x", "rb"):
+        pass
+
+
+def test_npy_npz_json_parquet_roundtrip(tmp_path):
+    arr = np.arange(12, dtype=np.float32).reshape(3, 4)
+    io.save_npy_atomic(tmp_path / "a.npy", arr)
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), arr)
+
+    io.save_npz_atomic(tmp_path / "fc.npz", weight=arr, bias=np.ones(3))
+    with np.load(tmp_path / "fc.npz") as data:
+        np.testing.assert_array_equal(data["weight"], arr)
+        np.testing.assert_array_equal(data["bias"], np.ones(3))
+
+    io.write_json_atomic(tmp_path / "r.json", {"b": np.int64(2), "a": np.arange(2)})
+    text = (tmp_path / "r.json").read_text()
+    assert json.loads(text) == {"a": [0, 1], "b": 2}
+    assert text.index('"a"') < text.index('"b"')  # sorted keys
+
+    frame = pd.DataFrame({"x": [1, 2], "y": ["p", "q"]})
+    io.write_parquet_atomic(frame, tmp_path / "t.parquet")
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "t.parquet"), frame)
+    assert _leftovers(tmp_path) == []
+
+
+def test_sha256_file_matches_hashlib(tmp_path):
+    data = np.random.default_rng(0).bytes(5_000_000)  # more than one read chunk
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    assert io.sha256_file(path) == hashlib.sha256(data).hexdigest()
+
+
+def test_config_hash_is_canonical():
+    a = {"x": 1, "y": {"b": [1, 2], "a": 0.5}}
+    b = {"y": {"a": 0.5, "b": [1, 2]}, "x": 1}
+    assert io.config_hash(a) == io.config_hash(b)
+    assert io.config_hash(a) != io.config_hash({**a, "x": 2})
+    expected = hashlib.sha256(
+        json.dumps(a, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()[:12]
+    assert io.config_hash(a) == expected
+    with pytest.raises(ValueError, match="mapping"):
+        io.config_hash([1, 2])
+
+
+def test_provenance_fields(monkeypatch):
+    record = io.provenance()
+    assert set(record) >= {"opnp_version", "git_commit", "python"}
+    assert record["python"] == ".".join(map(str, sys.version_info[:3]))
+    assert record["opnp_version"] != ""
+
+    # Without git the commit is "unknown", never an exception.
+    def no_git(*args, **kwargs):
+        raise FileNotFoundError("git")
+
+    io._git_commit.cache_clear()
+    monkeypatch.setattr(subprocess, "run", no_git)
+    try:
+        assert io.provenance()["git_commit"] == "unknown"
+    finally:
+        io._git_commit.cache_clear()

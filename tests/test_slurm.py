@@ -1,0 +1,317 @@
+"""The default workflow through the SLURM profile on a real single-node SLURM cluster.
+
+tests/slurm/start_local_slurm.sh installs slurm-wlm, slurmdbd, munge and mariadb-server
+from Debian packages and starts the daemons (accounting included: the executor plugin
+reads job states with `sacct`); this module runs the default workflow through
+profiles/slurm, checks that every job that is not a local rule went through sbatch and
+completed in SLURM's accounting, and that the results equal those of a local run of the
+same workflow. Everything started is stopped again (tests/slurm/stop_local_slurm.sh,
+by recorded process id).
+
+The cluster test needs root and apt-get (or SLURM already installed) and is skipped with
+the reason otherwise; it is marked `slurm`. The other tests here check, without SLURM,
+that the profile renders the requests it documents from the environment, that it names
+only rules the workflow has and covers every GPU rule, and the arithmetic of
+profiles/slurm/resources_from_benchmarks.py.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from workflow_helpers import REPO
+
+START = REPO / "tests" / "slurm" / "start_local_slurm.sh"
+STOP = REPO / "tests" / "slurm" / "stop_local_slurm.sh"
+PROFILE = REPO / "profiles" / "slurm"
+CONFIG = REPO / "config" / "config.yaml"
+START_TIMEOUT_S = 600
+RUN_TIMEOUT_S = 600
+TEST_TIMEOUT_S = START_TIMEOUT_S + 2 * RUN_TIMEOUT_S
+# Columns that identify a result row, and the metrics that must agree.
+KEYS = ["benchmark", "model", "experiment", "method", "params", "ood_set", "split", "seed"]
+METRICS = ["fpr95", "auroc", "aupr_in", "aupr_out", "id_accuracy", "n_id", "n_ood"]
+
+SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+)")
+
+
+def _snakemake(workdir: Path, *args: str, env: dict, timeout: int) -> str:
+    """Run the repo's workflow with outputs in ``workdir``; return stdout + stderr."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(CONFIG),
+        *args,
+    ]
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**env, "PYTHONHASHSEED": "0"},
+        cwd=workdir,
+    )
+    log = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{log[-10000:]}"
+        )
+    return log
+
+
+def _skip_reason() -> str | None:
+    if os.name != "posix" or os.geteuid() != 0:
+        return "needs root to install and start SLURM daemons"
+    if shutil.which("sbatch") is None and shutil.which("apt-get") is None:
+        return "neither SLURM (sbatch) nor apt-get to install it is available"
+    if importlib.util.find_spec("snakemake_executor_plugin_slurm") is None:
+        return "snakemake-executor-plugin-slurm is not installed (pip install -e '.[workflow]')"
+    return None
+
+
+@pytest.fixture(scope="module")
+def slurm_env(tmp_path_factory):
+    """Start (or reuse) the local cluster; yield the environment for Snakemake."""
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    state_dir = os.environ.get("OPNP_SLURM_DIR", "/tmp/opnp-slurm")
+    env = {**os.environ, "OPNP_SLURM_DIR": state_dir}
+    try:
+        proc = subprocess.run(
+            ["bash", str(START)],
+            capture_output=True,
+            text=True,
+            timeout=START_TIMEOUT_S,
+            env=env,
+        )
+    except subprocess.TimeoutExpired:
+        subprocess.run(["bash", str(STOP)], env=env, timeout=120)
+        pytest.fail(f"{START} did not finish within {START_TIMEOUT_S}s")
+    if proc.returncode != 0:
+        subprocess.run(["bash", str(STOP)], env=env, timeout=120)
+        pytest.fail(f"{START} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr[-6000:]}")
+    # A cluster someone started before this test is theirs: leave it running.
+    started_here = "already running" not in proc.stderr
+    exports = dict(re.findall(r"^export (\w+)=(.*)$", proc.stdout, flags=re.M))
+    env.update(exports)
+    env.update(
+        OPNP_SLURM_PARTITION=exports["SLURM_PARTITION"],
+        # The test node has no GPU and ~2 cores / ~20 GB; the default benchmark is
+        # ~1000x smaller than ImageNet, for which the profile's requests are sized.
+        OPNP_SLURM_GPUS_PER_JOB="0",
+        OPNP_SLURM_SCALE="0.1",
+    )
+    try:
+        yield env
+    finally:
+        if started_here:
+            subprocess.run(["bash", str(STOP)], env=env, timeout=180)
+
+
+def _results(workdir: Path) -> pd.DataFrame:
+    benchmark = yaml.safe_load(CONFIG.read_text())["benchmark"]
+    frame = pd.read_parquet(workdir / "results" / benchmark / "results.parquet")
+    return frame.sort_values(KEYS).reset_index(drop=True)
+
+
+def _job_rules(log: str) -> tuple[list[str], list[str]]:
+    """Rules of the jobs a Snakemake log announces: (cluster jobs, local jobs).
+
+    Snakemake prints `rule NAME:` for each job it hands to the executor and
+    `localrule NAME:` for each job it runs itself (a dry run runs everything locally).
+    """
+    remote = re.findall(r"^rule (\w+):$", log, flags=re.M)
+    local = re.findall(r"^localrule (\w+):$", log, flags=re.M)
+    return remote, local
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(TEST_TIMEOUT_S)
+def test_default_workflow_through_slurm_profile_matches_local_run(slurm_env, tmp_path):
+    env = slurm_env
+    slurm_dir, local_dir = tmp_path / "slurm", tmp_path / "local"
+    slurm_dir.mkdir()
+    local_dir.mkdir()
+
+    planned = sum(map(len, _job_rules(_snakemake(slurm_dir, "-n", env=env, timeout=300))))
+
+    log = _snakemake(
+        slurm_dir,
+        "--profile",
+        str(PROFILE),
+        # Poll SLURM every second instead of after 40 s (the plugin's default, meant
+        # for busy clusters); jobs here take seconds.
+        "--slurm-init-seconds-before-status-checks",
+        "1",
+        "--seconds-between-status-checks",
+        "1",
+        "--latency-wait",
+        "5",
+        "--retries",
+        "0",
+        "--slurm-keep-successful-logs",
+        env=env,
+        timeout=RUN_TIMEOUT_S,
+    )
+    remote, local = _job_rules(log)
+    assert len(remote) + len(local) == planned, (
+        f"the run announced {len(remote)} cluster and {len(local)} local jobs, "
+        f"the dry run planned {planned}"
+    )
+    assert remote, "no job was handed to the SLURM executor"
+    submitted = {int(job): int(slurm_id) for job, slurm_id in SUBMITTED.findall(log)}
+    assert len(submitted) == len(remote), (
+        f"{len(submitted)} jobs went through sbatch, but {len(remote)} cluster jobs ran "
+        f"(local rules: {sorted(set(local))})"
+    )
+
+    # SLURM's own accounting agrees: each submitted job exists and completed.
+    ids = ",".join(str(i) for i in sorted(submitted.values()))
+    sacct = subprocess.run(
+        ["sacct", "-n", "-X", "-P", "-o", "JobID,State,ExitCode", "-j", ids],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=True,
+    )
+    states = dict(line.split("|", 1) for line in sacct.stdout.split())
+    assert set(states) == {str(i) for i in submitted.values()}, sacct.stdout
+    failed = {i: s for i, s in states.items() if not s.startswith("COMPLETED|0:0")}
+    assert not failed, f"SLURM jobs that did not complete cleanly: {failed}"
+
+    # The same workflow run locally gives the same numbers (the workflow is deterministic).
+    _snakemake(local_dir, "--cores", "2", env=env, timeout=RUN_TIMEOUT_S)
+    on_slurm, local = _results(slurm_dir), _results(local_dir)
+    assert len(on_slurm) > 0
+    pd.testing.assert_frame_equal(on_slurm[KEYS + METRICS], local[KEYS + METRICS])
+
+
+# ---------------------------------------------------------------- the profile, no SLURM
+
+
+def render_profile(monkeypatch, **env) -> dict:
+    """profile.yaml as Snakemake reads it, under the given OPNP_SLURM_* variables."""
+    from snakemake.profiles import ProfileConfigFileParser
+
+    for name in [v for v in os.environ if v.startswith(("OPNP_SLURM_", "SBATCH_"))]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with open(PROFILE / "profile.yaml") as handle:
+        return ProfileConfigFileParser().parse(handle)
+
+
+def rule_resources(profile: dict, rule: str) -> dict[str, str]:
+    prefix = f"{rule}:"
+    return dict(
+        item[len(prefix) :].split("=", 1)
+        for item in profile["set-resources"]
+        if item.startswith(prefix)
+    )
+
+
+def workflow_rules() -> dict[str, str]:
+    """Rule name -> source text of the rule, from workflow/rules/*.smk."""
+    rules = {}
+    for path in sorted((REPO / "workflow" / "rules").glob("*.smk")):
+        parts = re.split(r"^(?:rule|checkpoint) (\w+):$", path.read_text(), flags=re.M)
+        rules.update(zip(parts[1::2], parts[2::2], strict=True))
+    return rules
+
+
+def test_profile_reads_partition_account_and_gpus_from_the_environment(monkeypatch):
+    pytest.importorskip("snakemake")
+    profile = render_profile(
+        monkeypatch,
+        OPNP_SLURM_PARTITION="cpu-q",
+        OPNP_SLURM_GPU_PARTITION="gpu-q",
+        OPNP_SLURM_ACCOUNT="lab7",
+        OPNP_SLURM_CPUS_PER_GPU="6",
+        OPNP_SLURM_JOBS="12",
+    )
+    assert profile["executor"] == "slurm"
+    assert profile["jobs"] == "12"
+    assert "slurm_partition=cpu-q" in profile["default-resources"]
+    assert "slurm_account=lab7" in profile["default-resources"]
+    extract = rule_resources(profile, "extract_features")
+    assert extract["gpu"] == "1"
+    assert extract["cpus_per_gpu"] == "6"
+    assert extract["slurm_partition"] == "gpu-q"
+    assert "gpu" not in rule_resources(profile, "compute_sensitivity")
+
+
+def test_profile_without_environment_names_no_partition_or_account(monkeypatch):
+    pytest.importorskip("snakemake")
+    profile = render_profile(monkeypatch)
+    assert not any(r.startswith("slurm_") for r in profile["default-resources"])
+    extract = rule_resources(profile, "extract_features")
+    assert "slurm_partition" not in extract and extract["gpu"] == "1"
+    # SLURM's own variables are the fallback.
+    profile = render_profile(monkeypatch, SBATCH_PARTITION="p2", SBATCH_ACCOUNT="a2")
+    assert {"slurm_partition=p2", "slurm_account=a2"} <= set(profile["default-resources"])
+
+
+def test_profile_cpu_only_cluster_and_scale(monkeypatch):
+    pytest.importorskip("snakemake")
+    full = render_profile(monkeypatch)
+    small = render_profile(monkeypatch, OPNP_SLURM_GPUS_PER_JOB="0", OPNP_SLURM_SCALE="0.1")
+    assert "gpu" not in rule_resources(small, "extract_features")
+    assert "cpus_per_gpu" not in rule_resources(small, "extract_features")
+    # Requests are expressions of `attempt` (doubled on the retry); the floor scales.
+    assert rule_resources(full, "extract_features")["mem_mb"] == "32000 * attempt"
+    assert rule_resources(small, "extract_features")["mem_mb"] == "3200 * attempt"
+    assert rule_resources(full, "train_model")["runtime"] == "1440 * attempt"
+    assert rule_resources(small, "train_model")["runtime"] == "144 * attempt"
+
+
+def test_profile_names_only_workflow_rules_and_covers_every_gpu_rule(monkeypatch):
+    pytest.importorskip("snakemake")
+    profile = render_profile(monkeypatch)
+    rules = workflow_rules()
+    in_profile = {item.split(":", 1)[0] for item in profile["set-resources"]}
+    unknown = sorted(in_profile - set(rules))
+    assert not unknown, f"profile sets resources of rules the workflow lacks: {unknown}"
+    gpu_rules = {name for name, text in rules.items() if re.search(r"\bgpu\s*=", text)}
+    assert gpu_rules, "the workflow declares no GPU rule"
+    without_gpu = sorted(r for r in gpu_rules if "gpu" not in rule_resources(profile, r))
+    assert not without_gpu, f"GPU rules without a GPU request in the profile: {without_gpu}"
+
+
+def test_resources_from_benchmarks_sizes_requests(tmp_path):
+    sys.path.insert(0, str(PROFILE))
+    try:
+        import resources_from_benchmarks as sizing
+    finally:
+        sys.path.remove(str(PROFILE))
+    tsv = tmp_path / "job.tsv"
+    tsv.write_text(
+        "s\th:m:s\tmax_rss\tmax_vms\n100.0\t0:01:40\t1000.5\t2000\n130.0\t0:02:10\t900.0\t2000\n"
+    )
+    assert sizing.read_benchmark(tsv) == (130.0, 1000.5)
+    # 2 x 1000.5 MB = 2001 MB -> next multiple of 256 = 2048; 2 x 130 s -> 5 min floor.
+    stats = {"max_s": 130.0, "max_rss_mb": 1000.5}
+    assert sizing.request(stats, headroom=2.0, scale=1.0) == (2048, 5)
+    # x100: 2 x 13,000 s = 433.3 min -> 434; 2 x 100,050 MB -> 200,192 MB.
+    assert sizing.request(stats, headroom=2.0, scale=100.0) == (200192, 434)
+    assert sizing.request({"max_s": 1.0, "max_rss_mb": 10.0}, 2.0, 1.0) == (512, 5)
+    empty = tmp_path / "empty.tsv"
+    empty.write_text("s\tmax_rss\n")
+    with pytest.raises(ValueError, match="empty.tsv"):
+        sizing.read_benchmark(empty)

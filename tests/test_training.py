@@ -1,0 +1,104 @@
+"""Seeded training loop and accuracy (opnp.training)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from opnp.models import small_cnn
+from opnp.training import evaluate_accuracy, random_crop_flip, train_classifier
+
+
+def _toy_images(n=96, seed=0):
+    """Two classes of 8x8 images: a bright left half or a bright right half, plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 2
+    x = 0.3 * torch.randn(n, 1, 8, 8, generator=g)
+    x[labels == 0, :, :, :4] += 1.0
+    x[labels == 1, :, :, 4:] += 1.0
+    return TensorDataset(x, labels)
+
+
+def _train(seed, epochs=2, **kw):
+    torch.manual_seed(123)  # same initial weights; the training seed varies separately
+    model = small_cnn(num_classes=2, in_channels=1, feature_dim=32)
+    history = train_classifier(
+        model,
+        _toy_images(),
+        epochs=epochs,
+        lr=0.05,
+        batch_size=16,
+        weight_decay=5e-4,
+        seed=seed,
+        log=lambda *a: None,
+        **kw,
+    )
+    return model, history
+
+
+def test_training_is_deterministic_given_the_seed():
+    a, ha = _train(seed=0, augment="crop")
+    b, hb = _train(seed=0, augment="crop")
+    c, _ = _train(seed=1, augment="crop")
+    for key, value in a.state_dict().items():
+        assert torch.equal(value, b.state_dict()[key]), key
+    assert ha["loss"] == hb["loss"]
+    assert any(not torch.equal(v, c.state_dict()[k]) for k, v in a.state_dict().items())
+    assert not torch.are_deterministic_algorithms_enabled()  # restored afterwards
+
+
+def test_training_learns_and_follows_the_cosine_schedule():
+    model, history = _train(seed=0, epochs=4)
+    assert history["loss"][-1] < history["loss"][0]
+    assert evaluate_accuracy(model, _toy_images(seed=1), batch_size=32) >= 95.0
+    steps_per_epoch = 96 // 16
+    total = 4 * steps_per_epoch
+    expected = [
+        0.05 * 0.5 * (1 + math.cos(math.pi * e * steps_per_epoch / total)) for e in range(4)
+    ]
+    assert history["lr"] == pytest.approx(expected)
+    assert not model.training
+
+
+def test_evaluate_accuracy_ignores_unlabelled_items():
+    class Fixed(nn.Module):
+        def forward(self, x):  # predicts class 1 when x > 0, else class 0
+            return torch.cat([-x, x], dim=1)
+
+    x = torch.tensor([[1.0], [-1.0], [2.0], [-3.0], [5.0]])
+    labels = torch.tensor([1, 1, 0, 0, -1])  # right, wrong, wrong, right, unlabelled
+    assert evaluate_accuracy(Fixed(), TensorDataset(x, labels), batch_size=2) == 50.0
+    with pytest.raises(ValueError, match="no labelled"):
+        evaluate_accuracy(Fixed(), TensorDataset(x, torch.full((5,), -1)), batch_size=2)
+
+
+def test_random_crop_flip():
+    g = torch.Generator().manual_seed(0)
+    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
+    torch.testing.assert_close(random_crop_flip(x, g, padding=0, flip=False), x)
+    out = random_crop_flip(x, g, padding=2, flip=True)
+    assert out.shape == x.shape
+    # Every output row is a (possibly flipped) shifted window of the zero-padded input.
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    for i in range(2):
+        windows = [padded[i, :, y : y + 4, c : c + 4] for y in range(5) for c in range(5)]
+        assert any(torch.equal(out[i], w) or torch.equal(out[i], w.flip(-1)) for w in windows)
+
+
+def test_invalid_arguments():
+    model = small_cnn(num_classes=2, feature_dim=8)
+    data = _toy_images(8)
+    for kwargs, word in (
+        ({"epochs": 0}, "epochs"),
+        ({"lr": -1.0}, "lr"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"schedule": "step"}, "schedule"),
+        ({"augment": "mixup"}, "augment"),
+    ):
+        args = {"epochs": 1, "lr": 0.1, "batch_size": 4, **kwargs}
+        with pytest.raises(ValueError, match=word):
+            train_classifier(model, data, log=lambda *a: None, **args)
