@@ -18,9 +18,9 @@ import functools
 import hashlib
 import json
 import os
-import sys
 import platform
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path

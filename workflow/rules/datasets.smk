@@ -62,16 +62,16 @@ rule unpack_archive_dataset:
     output:
         manifest=f"{RESOURCES}/datasets/{{dataset}}.json",
         images=directory(f"{RESOURCES}/datasets/{{dataset}}"),
-    params:
-        spec=lambda wc: config["datasets"][wc.dataset],
-        on_bad_image=config["extraction"]["on_bad_image"],
-    wildcard_constraints:
-        dataset=_names_regex(datasets_by_source("archive")),
     log:
         f"{LOGS}/datasets/{{dataset}}.log",
     benchmark:
         f"{BENCHMARKS}/datasets/{{dataset}}.tsv"
+    wildcard_constraints:
+        dataset=_names_regex(datasets_by_source("archive")),
     conda:
         "../envs/pytorch.yaml"
+    params:
+        spec=lambda wc: config["datasets"][wc.dataset],
+        on_bad_image=config["extraction"]["on_bad_image"],
     script:
         "../scripts/unpack_archive_dataset.py"

@@ -1,0 +1,102 @@
+"""Sensitivity over a memory-mapped ImageNet-train-sized feature file (issue 6).
+
+Writes a synthetic (N, 2048) float16 .npy (default N = 1,281,167, about 5.2 GB; ReLU
+features) to a temporary directory with plain file writes, then computes the closed-form
+parameter sensitivity (C = 1000) from ``np.load(..., mmap_mode="r")`` in a fresh child
+process and reports time, throughput and the child's peak resident memory
+(``resource.getrusage(RUSAGE_SELF).ru_maxrss``) and peak traced allocations
+(``tracemalloc``), for N and for N/4: peak memory is set by the chunk size, not by N.
+
+    python benchmarks/bench_sensitivity_scale.py [--n 1281167] [--chunk 4096]
+        [--precision float32|float64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from a checkout
+
+
+def write_features(path: Path, n: int, d: int, block: int = 16384) -> None:
+    """Synthetic float16 ReLU features, written block by block (never all in memory)."""
+    rng = np.random.default_rng(0)
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float16)),
+              "fortran_order": False, "shape": (n, d)}  # fmt: skip
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        for start in range(0, n, block):
+            rows = min(block, n - start)
+            x = rng.standard_normal((rows, d), dtype=np.float32)
+            np.maximum(x, 0, out=x)
+            f.write(x.astype(np.float16).tobytes())
+
+
+def worker(path: str, n_rows: int, chunk: int, precision: str) -> None:
+    """Child process: sensitivity over the first n_rows of the memory map; prints JSON."""
+    from opnp.sensitivity import parameter_sensitivity
+
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((1000, 2048)) * 0.05
+    b = rng.standard_normal(1000) * 0.1
+    features = np.load(path, mmap_mode="r")
+    if n_rows < len(features):  # a shorter memory map on the same file
+        features = np.memmap(path, dtype=features.dtype, mode="r", offset=features.offset,
+                             shape=(n_rows, features.shape[1]))  # fmt: skip
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    s = parameter_sensitivity(features, w, b, chunk_size=chunk, precision=precision)
+    elapsed = time.perf_counter() - t0
+    traced = tracemalloc.get_traced_memory()[1]
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
+    print(json.dumps({"seconds": elapsed, "traced": traced, "rss": rss, "sum": float(s.sum())}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=1281167)
+    ap.add_argument("--chunk", type=int, default=4096)
+    ap.add_argument("--precision", default="float32", choices=["float32", "float64"])
+    ap.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        worker(args.worker[0], int(args.worker[1]), args.chunk, args.precision)
+        return
+    d = 2048
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "train.features.npy"
+        t0 = time.perf_counter()
+        write_features(path, args.n, d)
+        size = path.stat().st_size
+        print(
+            f"wrote {args.n} x {d} float16 ({size / 2**30:.2f} GiB) in {time.perf_counter() - t0:.0f} s"
+        )
+        for n_rows in (args.n // 4, args.n):
+            proc = subprocess.run(
+                [sys.executable, __file__, "--worker", str(path), str(n_rows),
+                 "--chunk", str(args.chunk), "--precision", args.precision],
+                capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            r = json.loads(proc.stdout.strip().splitlines()[-1])
+            gflops = 4.0 * n_rows * d * 1000 / r["seconds"] / 1e9
+            print(
+                f"N={n_rows} ({args.precision}, chunk {args.chunk}): {r['seconds']:.1f} s, "
+                f"{n_rows / r['seconds']:.0f} rows/s, {gflops:.1f} GFLOP/s; "
+                f"peak RSS {r['rss'] / 2**20:.0f} MiB, peak traced {r['traced'] / 2**20:.0f} MiB "
+                f"(file {n_rows * d * 2 / 2**20:.0f} MiB)"
+            )
+
+
+if __name__ == "__main__":
+    main()
