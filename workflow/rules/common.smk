@@ -58,6 +58,14 @@ def _names_regex(names):
     return "|".join(re.escape(n) for n in names) or "^$"
 
 
+def download_spec(name):
+    """A download lands in resources/downloads/<source name>/ unless the config gives a
+    path: shared by the benchmarks, and inside the folders the workflow may write."""
+    spec = dict(config["datasets"][name])
+    spec.setdefault("path", f"resources/downloads/{spec['name']}")
+    return spec
+
+
 def datasets_by_source(source):
     return [n for n, s in config["datasets"].items() if s["source"] == source]
 

@@ -52,7 +52,7 @@ rule download_dataset:
     conda:
         "../envs/pytorch.yaml"
     params:
-        spec=lambda wc: config["datasets"][wc.dataset],
+        spec=lambda wc: download_spec(wc.dataset),
         on_bad_image=config["extraction"]["on_bad_image"],
     script:
         "../scripts/download_dataset.py"

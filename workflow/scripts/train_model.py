@@ -25,6 +25,7 @@ history = train_classifier(
     weight_decay=train_cfg.get("weight_decay", 5e-4),
     seed=train_cfg.get("seed", 0),
     num_workers=train_cfg.get("num_workers", 0),
+    augment=None if train_cfg.get("augment", "none") == "none" else train_cfg["augment"],
     log=log.info,
 )
 test_accuracy = evaluate_accuracy(model, test_set, batch_size=256)
