@@ -177,6 +177,41 @@ def _contributions(plan: GridPlan, h: np.ndarray) -> dict[tuple[int, int], np.nd
     return out
 
 
+def _traverse(plan, z, wkept, nkept, score, t, g, logits, tmp, res, out, row0) -> None:
+    """Visit every config of ``plan`` on one block of rows, updating the logits
+    incrementally, and write the scores to ``out[:, row0 : row0 + rows]``."""
+    rows = len(logits)
+    g[:] = 0.0  # G_w = sum of Z[w, n] over the kept neuron groups
+    kept_n = np.zeros(len(plan.neuron_cols), dtype=bool)
+    for ncell, wcells in plan.order:
+        new = nkept[ncell]
+        for g_n in np.nonzero(new != kept_n)[0]:
+            for (g_w, gn2), zz in z.items():
+                if gn2 == g_n:
+                    if new[g_n]:
+                        g[g_w] += zz
+                    else:
+                        g[g_w] -= zz
+        kept_n = new
+        kept_w = None
+        for wcell, idx in wcells:
+            neww = wkept[wcell]
+            if kept_w is None:  # first weight cell of this neuron cell: from scratch
+                logits[:] = plan.bias
+                for g_w in np.nonzero(neww)[0]:
+                    logits += g[g_w]
+            else:
+                for g_w in np.nonzero(neww != kept_w)[0]:
+                    if neww[g_w]:
+                        logits += g[g_w]
+                    else:
+                        logits -= g[g_w]
+            kept_w = neww
+            _score_into(logits, score, t, tmp, res)
+            for i in idx:
+                out[i, row0 : row0 + rows] = res
+
+
 def _score_into(logits: np.ndarray, kind: str, temperature: float, tmp: np.ndarray, out):
     """Energy / MSP / max logit of each row, with preallocated scratch ``tmp``."""
     m = logits.max(axis=1)
@@ -233,47 +268,27 @@ def score_pruning_grid(
         per_row = (plan.n_pairs + len(plan.weight_axis.codes) + 3) * c * 8
         chunk_size = int(min(8192, max(64, memory_budget // per_row)))
     n_wgroups = len(plan.weight_axis.codes)
-    wkept_cache = {}
+    wkept = {w: plan.weight_axis.kept(*w) for _, cells in plan.order for w, _ in cells}
+    nkept = {ncell: plan.neuron_axis.kept(*ncell) for ncell, _ in plan.order}
+    # The traversal runs on blocks of ``block_rows`` rows so that the (rows, C) arrays it
+    # updates stay in the CPU cache; the products above use the whole chunk.
+    block_rows = max(1, min(int(chunk_size), (256 * 1024) // (8 * c)))
+    g = np.empty((n_wgroups, block_rows, c))
+    logits = np.empty((block_rows, c))
+    tmp = np.empty((block_rows, c))
+    res = np.empty(block_rows)
     for start, hc in iter_chunks(h, int(chunk_size), "features", dtype=np.float64):
         if react_threshold is not None:
             hc = np.minimum(hc, float(react_threshold))
         z = _contributions(plan, hc)
-        rows = len(hc)
-        g = np.zeros((n_wgroups, rows, c))  # G_w = sum of Z[w, n] over kept neuron groups
-        nkept = np.zeros(len(plan.neuron_cols), dtype=bool)
-        logits = np.empty((rows, c))
-        tmp = np.empty((rows, c))
-        res = np.empty(rows)
-        for ncell, wcells in plan.order:
-            new = plan.neuron_axis.kept(*ncell)
-            for g_n in np.nonzero(new != nkept)[0]:
-                sign = 1.0 if new[g_n] else -1.0
-                for (g_w, gn2), zz in z.items():
-                    if gn2 == g_n:
-                        if sign > 0:
-                            g[g_w] += zz
-                        else:
-                            g[g_w] -= zz
-            nkept = new
-            wkept = None
-            for wcell, idx in wcells:
-                if wcell not in wkept_cache:
-                    wkept_cache[wcell] = plan.weight_axis.kept(*wcell)
-                neww = wkept_cache[wcell]
-                if wkept is None:  # first weight cell of this neuron cell: from scratch
-                    logits[:] = plan.bias
-                    for g_w in np.nonzero(neww)[0]:
-                        logits += g[g_w]
-                else:
-                    for g_w in np.nonzero(neww != wkept)[0]:
-                        if neww[g_w]:
-                            logits += g[g_w]
-                        else:
-                            logits -= g[g_w]
-                wkept = neww
-                _score_into(logits, score, t, tmp, res)
-                for i in idx:
-                    out[i, start : start + rows] = res
+        for b0 in range(0, len(hc), block_rows):
+            rows = min(block_rows, len(hc) - b0)
+            zb = {key: v[b0 : b0 + rows] for key, v in z.items()}
+            _traverse(
+                plan, zb, wkept, nkept, score, t,
+                g[:, :rows], logits[:rows], tmp[:rows], res[:rows],
+                out, start + b0,
+            )  # fmt: skip
     return out
 
 

@@ -28,7 +28,6 @@ import contextlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ._validation import to_numpy
+from .io import atomic_write
 
 DPI = 150
 
@@ -176,15 +176,8 @@ def _figure(nrows: int, ncols: int, panel_size=(4.2, 3.3), **kwargs):
 
 def _save(fig: Figure, path: Path) -> Figure:
     """Render to a temporary PNG beside ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=DPI, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb") as handle:
+        fig.savefig(handle, dpi=DPI, format="png")
     return fig
 
 

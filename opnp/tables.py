@@ -34,7 +34,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +41,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from .io import atomic_write
 
 #: Metric column -> (label shown in tables, which direction is better).
 METRICS: dict[str, tuple[str, str]] = {
@@ -993,16 +994,9 @@ def _csv_frame(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temporary file in the same directory, then rename over ``path``: a
-    reader (or a killed job) never sees a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """A reader (or a killed job) never sees a half-written table."""
+    with atomic_write(path, "w", encoding="utf-8", newline="") as handle:
+        handle.write(text)
 
 
 def write_table(
