@@ -114,6 +114,9 @@ def tiny_run(tmp_path_factory):
 
 
 def check_outputs(workdir: Path, config: dict) -> pd.DataFrame:
+    # The workflow writes nowhere but these folders (and Snakemake its own metadata).
+    written = {p.name for p in workdir.iterdir()}
+    assert written <= {"results", "resources", "logs", "benchmarks", ".snakemake"}, written
     results_dir = workdir / "results" / config["benchmark"]
     results = pd.read_parquet(results_dir / "results.parquet")
     test = results[(results["experiment"] == "main") & (results["split"] == "test")]

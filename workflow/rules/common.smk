@@ -185,6 +185,11 @@ def has_methods(*names):
     return all(n in METHODS for n in names)
 
 
+# Fig. 9 when the selected OPNP config prunes nothing: the largest low-sensitivity
+# percentage of the OPNP grid (at least 10 %).
+FIG9_FALLBACK_WEIGHT_LOW = max(
+    [10, *config["methods"].get("opnp", {}).get("grid", {}).get("weight_low", [])]
+)
 TABLE4_METHODS = ["rpp", "tpp", "opp", "rnp", "tnp", "onp"]
 WITH_WITHOUT_METHODS = ["msp", "opnp+msp", "energy", "opnp", "react", "opnp+react"]
 

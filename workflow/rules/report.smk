@@ -198,5 +198,6 @@ rule figure_pruned_weight_sensitivity:
     params:
         statistic=config["sensitivity"]["statistic"],
         ood_name=ABLATIONS.get("fig9_ood", OOD_TEST[0]),
+        fallback_weight_low=FIG9_FALLBACK_WEIGHT_LOW,
     script:
         "../scripts/figure_pruned_weight_sensitivity.py"

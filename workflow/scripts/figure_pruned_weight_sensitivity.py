@@ -10,11 +10,21 @@ from opnp.artifacts import load_fc, load_feature_set, load_sensitivity
 from opnp.evaluation import selected_params
 from opnp.runtime import setup_job
 
-setup_job(snakemake.log[0])
+log = setup_job(snakemake.log[0])
 weight, bias = load_fc(snakemake.input.fc)
 param, neuron = load_sensitivity(snakemake.input.sensitivity, snakemake.params.statistic)
 params = selected_params(pd.read_parquet(snakemake.input.selection))
-weight_mask, _ = pruning_masks(param, neuron, **params)
+weight_mask, neuron_mask = pruning_masks(param, neuron, **params)
+# A pruned neuron removes its whole column of weights: both masks count as pruning.
+weight_mask = weight_mask & neuron_mask[None, :]
+if weight_mask.all():
+    # The selected config prunes nothing (Energy won the validation search): show the
+    # weights that the largest low-sensitivity percentage of the grid would prune.
+    weight_mask, _ = pruning_masks(param, neuron, weight_low=snakemake.params.fallback_weight_low)
+    log.info(
+        "selected OPNP config prunes nothing; using weight_low=%g",
+        snakemake.params.fallback_weight_low,
+    )
 id_sensitivity = parameter_sensitivity(
     load_feature_set(snakemake.input.id_test).features, weight, bias
 )
