@@ -506,12 +506,16 @@ def layer_ablation(
 
     from .network import energy, layer_pruning_masks, mean_sensitivity, module_sensitivity, pruning
 
+    from .runtime import torch_device
+
+    device = torch_device()
+    model = model.to(device)
     parameters = {label: f"{module}.weight" for label, module in model.stage_layers().items()}
     parameters["fc"] = "fc.weight"
     loader = torch.utils.data.DataLoader(
         train_dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers
     )
-    sensitivities = module_sensitivity(model, loader, list(parameters.values()))
+    sensitivities = module_sensitivity(model, loader, list(parameters.values()), device=device)
     means = mean_sensitivity(sensitivities)
     layer_means = pd.DataFrame(
         {
@@ -530,7 +534,7 @@ def layer_ablation(
 
     def score_batch(inputs):
         with torch.no_grad():
-            return -energy(model(inputs))
+            return -energy(model(inputs.to(device)))
 
     rows = []
     for variant, masks in variants.items():

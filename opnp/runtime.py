@@ -47,3 +47,11 @@ def setup_job(log_path: str | None = None, threads: int = 1, seed: int = 0) -> l
         force=True,
     )
     return logging.getLogger("opnp")
+
+
+def torch_device():
+    """The device network jobs use: the first CUDA GPU when one is visible (on a GPU
+    node SLURM exposes the allocated one), else the CPU."""
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

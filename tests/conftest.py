@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
-from workflow_helpers import REPO, SHARED_DATA
+from workflow_helpers import REPO, SHARED_DATA, TINY, run_snakemake
 
 
 @pytest.fixture(scope="session")
@@ -20,3 +21,13 @@ def shared_data() -> Path:
             f"real data not found at {SHARED_DATA} (it lies beside the repo on the dev machines)"
         )
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """One clean run of tests/configs/tiny.yaml, shared by the workflow and SLURM tests."""
+    workdir = tmp_path_factory.mktemp("tiny")
+    start = time.perf_counter()
+    run_snakemake(workdir, "--cores", "2", configfile=TINY, timeout=1500)
+    print(f"tiny workflow: {time.perf_counter() - start:.0f} s")
+    return workdir

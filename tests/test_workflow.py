@@ -18,9 +18,8 @@ import pandas as pd
 import pytest
 import yaml
 from PIL import Image
-from workflow_helpers import REPO, run_snakemake
+from workflow_helpers import REPO, TINY, run_snakemake
 
-TINY = REPO / "tests" / "configs" / "tiny.yaml"
 METRICS = ["fpr95", "auroc", "aupr_in", "aupr_out"]
 
 
@@ -102,15 +101,6 @@ def test_test_ood_sets_never_reach_hyperparameter_selection(tmp_path):
 
 
 # ------------------------------------------------------------------ runs (slow)
-
-
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("tiny")
-    start = time.perf_counter()
-    run_snakemake(workdir, "--cores", "2", configfile=TINY, timeout=1500)
-    print(f"tiny workflow: {time.perf_counter() - start:.0f} s")
-    return workdir
 
 
 def check_outputs(workdir: Path, config: dict) -> pd.DataFrame:

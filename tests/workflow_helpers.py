@@ -9,6 +9,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+TINY = REPO / "tests" / "configs" / "tiny.yaml"
 
 
 def run_snakemake(

@@ -16,13 +16,14 @@ from opnp.evaluation import (
     results_frame,
     selected_params,
 )
-from opnp.runtime import setup_job
+from opnp.runtime import setup_job, torch_device
 
 log = setup_job(snakemake.log[0], threads=snakemake.threads)
 spec = snakemake.params.spec
 batch_size = snakemake.params.extraction["batch_size"]
 num_workers = snakemake.params.extraction["num_workers"]
-model = load_model(snakemake.input.model)
+device = torch_device()
+model = load_model(snakemake.input.model).to(device)
 transform, _, std = preprocessing(spec)
 selecting = snakemake.rule == "select_odin"
 if selecting:
@@ -42,7 +43,9 @@ ood_sets = {
 def scorer(params):
     temperature = params.get("temperature", 1000.0)
     epsilon = params.get("epsilon", 0.0014)
-    return lambda x: odin_scores(model, x, temperature=temperature, epsilon=epsilon, std=std)
+    return lambda x: odin_scores(
+        model, x.to(device), temperature=temperature, epsilon=epsilon, std=std
+    )
 
 
 rows, scores = evaluate_network_configs(

@@ -7,7 +7,7 @@ from opnp.models import build_model, preprocessing
 from opnp.training import evaluate_accuracy, train_classifier
 
 from opnp.artifacts import read_json, save_model
-from opnp.runtime import setup_job
+from opnp.runtime import setup_job, torch_device
 
 spec = snakemake.params.spec
 train_cfg = spec["train"]
@@ -27,8 +27,10 @@ history = train_classifier(
     num_workers=train_cfg.get("num_workers", 0),
     augment=None if train_cfg.get("augment", "none") == "none" else train_cfg["augment"],
     log=log.info,
+    device=torch_device(),
 )
-test_accuracy = evaluate_accuracy(model, test_set, batch_size=256)
+test_accuracy = evaluate_accuracy(model, test_set, batch_size=256, device=torch_device())
+model.cpu()
 log.info("ID test accuracy %.2f %%", test_accuracy)
 save_model(model, spec, snakemake.output.model)
 save_fc(model, snakemake.output.fc)
