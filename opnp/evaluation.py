@@ -505,7 +505,6 @@ def layer_ablation(
     import torch
 
     from .network import energy, layer_pruning_masks, mean_sensitivity, module_sensitivity, pruning
-
     from .runtime import torch_device
 
     device = torch_device()

@@ -2,13 +2,13 @@
 OOD set (paper Eq. 11: the pruned weights are more sensitive on OOD data)."""
 
 import pandas as pd
-from opnp.plots import plot_pruned_weight_sensitivity
-from opnp.pruning import pruning_masks
-from opnp.sensitivity import parameter_sensitivity
 
 from opnp.artifacts import load_fc, load_feature_set, load_sensitivity
 from opnp.evaluation import selected_params
+from opnp.plots import plot_pruned_weight_sensitivity
+from opnp.pruning import pruning_masks
 from opnp.runtime import setup_job
+from opnp.sensitivity import parameter_sensitivity
 
 log = setup_job(snakemake.log[0])
 weight, bias = load_fc(snakemake.input.fc)

@@ -3,12 +3,9 @@ validation split (rule select_odin) or score the selected values on the test set
 (rule evaluate_odin)."""
 
 import pandas as pd
-from opnp.datasets import open_dataset
-from opnp.io import provenance, save_npz_atomic
-from opnp.models import preprocessing
-from opnp.odin import odin_scores
 
 from opnp.artifacts import load_model, read_json, write_results
+from opnp.datasets import open_dataset
 from opnp.evaluation import (
     evaluate_network_configs,
     expand_grid,
@@ -16,6 +13,9 @@ from opnp.evaluation import (
     results_frame,
     selected_params,
 )
+from opnp.io import provenance, save_npz_atomic
+from opnp.models import preprocessing
+from opnp.odin import odin_scores
 from opnp.runtime import setup_job, torch_device
 
 log = setup_job(snakemake.log[0], threads=snakemake.threads)
