@@ -146,6 +146,57 @@ def test_tiny_workflow_produces_every_table_and_figure(tiny_run):
     assert (chosen.groupby("method")["params"].nunique() == 1).all()
 
 
+def table_columns(path: Path) -> list[str]:
+    """Paper columns of a table CSV ("<column> <METRIC> mean"/"std" -> "<column>")."""
+    names = pd.read_csv(path).columns[1:]
+    return list(dict.fromkeys(re.sub(r" (FPR95|AUROC|ID Acc) (mean|std)$", "", n) for n in names))
+
+
+@pytest.mark.slow
+def test_tiny_tables_have_the_paper_layout(tiny_run):
+    config = load(TINY)
+    tables = tiny_run / "results" / "tiny" / "tables"
+    assert table_columns(tables / "table4_pruning_methods_smallcnn.csv") == [
+        "RPP",
+        "TPP",
+        "OPP",
+        "RNP",
+        "TNP",
+        "ONP",
+    ]
+    assert table_columns(tables / "table8_subsets_smallcnn.csv") == ["w/o pruning", "5%", "100%"]
+    assert table_columns(tables / "table9_statistics_smallcnn.csv") == [
+        "Mean",
+        "Max",
+        "Min",
+        "Median",
+        "Norm",
+        "Variance",
+    ]
+    table7 = pd.read_csv(tables / "table7_layers_smallcnn.csv")
+    assert list(table7.iloc[:, 0])[-3:] == [
+        "Global Threshold Pruning",
+        "Layer-wise Pruning",
+        "FC Layer",
+    ]
+    assert table_columns(tables / "table3_pruned_accuracy_smallcnn.csv")[0] == "none"
+    main = pd.read_csv(tables / "table1_main_results_smallcnn.csv")
+    assert len(main) == len(config["methods"])
+    assert table_columns(tables / "table1_main_results_smallcnn.csv") == [
+        *config["ood"]["test"],
+        "Average",
+    ]
+    with_without = pd.read_csv(tables / "table5_with_without_opnp_smallcnn.csv")
+    assert list(with_without.iloc[:, 0]) == [
+        "MSP",
+        "MSP+OPNP",
+        "Energy",
+        "Energy+OPNP",
+        "ReAct",
+        "ReAct+OPNP",
+    ]
+
+
 @pytest.mark.slow
 def test_rerun_does_nothing_and_a_param_change_reruns_only_that_method(tiny_run, tmp_path):
     proc = run_snakemake(tiny_run, "-n", configfile=TINY)
