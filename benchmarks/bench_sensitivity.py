@@ -77,6 +77,9 @@ def main() -> None:
             np.maximum(h, 0, out=h)
         print(f"\n== {kind} features, N={n}, C={c}, D={d} ==")
         timings = {}
+        # The peak is re-measured next to each timing: other load on the machine changes it.
+        peak = gemm_gflops(args.chunk, d, c)
+        print(f"float32 GEMM peak measured now: {peak:.1f} GFLOP/s")
         for precision in ("float32", "float64"):
             parameter_sensitivity(h[: args.chunk], w, b, precision=precision)  # warm-up
             t0 = time.perf_counter()

@@ -107,3 +107,26 @@ def load_model(path: str | Path, map_location: str = "cpu"):
     model.load_state_dict(state["state_dict"])
     model.eval()
     return model
+
+
+def job_results(rows: list[dict], job) -> pd.DataFrame:
+    """Result rows of one workflow job as a results frame with provenance.
+
+    ``job`` is the rule's ``snakemake`` object: the benchmark and the settings hash come
+    from its ``params`` (``benchmark``, ``config_hash``), the model from its wildcards.
+    """
+    from .evaluation import results_frame
+    from .io import provenance
+
+    return results_frame(
+        rows,
+        benchmark=job.params.benchmark,
+        model=job.wildcards.model,
+        config_hash=job.params.config_hash,
+        provenance=provenance(),
+    )
+
+
+def load_ood_features(manifests: Iterable[str | Path], names: Iterable[str]) -> dict:
+    """OOD set name -> cached features (memory-mapped), one per manifest, in order."""
+    return {name: fs.features for name, fs in load_feature_sets(manifests, names).items()}
