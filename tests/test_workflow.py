@@ -258,6 +258,9 @@ def test_killed_runs_resume_to_identical_results(tiny_run, tmp_path):
         "results/tiny/features/*/*.manifest.json",
         "results/tiny/evaluation/*/*.parquet",
     ]:
+        if (workdir / ".snakemake").exists():
+            # A killed Snakemake leaves its lock behind; --unlock is the documented way back.
+            run_snakemake(workdir, "--unlock", configfile=TINY, timeout=120)
         proc = subprocess.Popen(
             cmd,
             cwd=workdir,
@@ -268,6 +271,7 @@ def test_killed_runs_resume_to_identical_results(tiny_run, tmp_path):
         reached = _wait_for(pattern, workdir, proc, timeout=600)
         _kill_tree(proc)
         assert reached, f"the run ended before {pattern} appeared"
+    run_snakemake(workdir, "--unlock", configfile=TINY, timeout=120)
     run_snakemake(workdir, "--cores", "2", configfile=TINY, timeout=1500)
     resumed = pd.read_parquet(workdir / "results/tiny/results.parquet")
     clean = pd.read_parquet(tiny_run / "results/tiny/results.parquet")

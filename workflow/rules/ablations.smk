@@ -143,9 +143,9 @@ rule layer_ablation:
     resources:
         gpu=GPUS_PER_NETWORK_JOB,
     params:
-        spec=lambda wc: config["models"][wc.model],
+        spec=lambda wc: canonical(config["models"][wc.model]),
         layers=ABLATIONS.get("layers", {}),
-        extraction=config["extraction"],
+        extraction=canonical(config["extraction"]),
         seed=SEEDS[0],
         config_hash=stable_hash(ABLATIONS.get("layers", {})),
         benchmark=BENCHMARK,

@@ -25,6 +25,17 @@ validate(config, schema="../schemas/config.schema.yaml")
 
 check_config(config)
 
+
+def canonical(obj):
+    """``obj`` with every dict's keys sorted: params compare by their text, so the order
+    of keys in a config file must not make Snakemake re-run a job."""
+    if isinstance(obj, dict):
+        return {k: canonical(obj[k]) for k in sorted(obj)}
+    if isinstance(obj, list):
+        return [canonical(v) for v in obj]
+    return obj
+
+
 BENCHMARK = config["benchmark"]
 RESULTS = f"results/{BENCHMARK}"
 RESOURCES = f"resources/{BENCHMARK}"
@@ -40,7 +51,7 @@ ID_TEST = config["id"]["test"]
 OOD_TEST = list(config["ood"]["test"])
 OOD_VAL = list(config["ood"]["val"])
 FRACTIONS = list(config["sensitivity"]["fractions"])
-ABLATIONS = config.get("ablations", {})
+ABLATIONS = canonical(config.get("ablations", {}))
 # Threads of each compute job; torch and BLAS follow it (no oversubscription).
 THREADS_PER_JOB = config["resources"]["threads_per_job"]
 # GPUs requested by jobs that run the network (extraction, training, ODIN, Table 7):
@@ -63,7 +74,7 @@ def download_spec(name):
     path: shared by the benchmarks, and inside the folders the workflow may write."""
     spec = dict(config["datasets"][name])
     spec.setdefault("path", f"resources/downloads/{spec['name']}")
-    return spec
+    return canonical(spec)
 
 
 def datasets_by_source(source):
@@ -132,7 +143,7 @@ def subset_sensitivities(model):
 
 def method_settings(method):
     spec = config["methods"][method]
-    return {"grid": spec.get("grid", {}), "fixed": spec.get("fixed", {})}
+    return canonical({"grid": spec.get("grid", {}), "fixed": spec.get("fixed", {})})
 
 
 # ---------------------------------------------------------------- input functions

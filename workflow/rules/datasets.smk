@@ -16,8 +16,8 @@ rule build_builtin_dataset:
     conda:
         "../envs/pytorch.yaml"
     params:
-        spec=lambda wc: config["datasets"][wc.dataset],
-        builtin=config["builtin"],
+        spec=lambda wc: canonical(config["datasets"][wc.dataset]),
+        builtin=canonical(config["builtin"]),
     script:
         "../scripts/build_builtin_dataset.py"
 
@@ -34,7 +34,7 @@ rule link_dataset:
     conda:
         "../envs/pytorch.yaml"
     params:
-        spec=lambda wc: config["datasets"][wc.dataset],
+        spec=lambda wc: canonical(config["datasets"][wc.dataset]),
         on_bad_image=config["extraction"]["on_bad_image"],
     script:
         "../scripts/link_dataset.py"
@@ -71,7 +71,7 @@ rule unpack_archive_dataset:
     conda:
         "../envs/pytorch.yaml"
     params:
-        spec=lambda wc: config["datasets"][wc.dataset],
+        spec=lambda wc: canonical(config["datasets"][wc.dataset]),
         on_bad_image=config["extraction"]["on_bad_image"],
     script:
         "../scripts/unpack_archive_dataset.py"

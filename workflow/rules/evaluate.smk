@@ -73,10 +73,10 @@ rule select_odin:
     resources:
         gpu=GPUS_PER_NETWORK_JOB,
     params:
-        spec=lambda wc: config["models"][wc.model],
+        spec=lambda wc: canonical(config["models"][wc.model]),
         settings=lambda wc: method_settings("odin"),
         metric=config["selection"]["metric"],
-        extraction=config["extraction"],
+        extraction=canonical(config["extraction"]),
         config_hash=lambda wc: stable_hash(
             [method_settings("odin"), config["selection"]]
         ),
@@ -105,8 +105,8 @@ rule evaluate_odin:
     resources:
         gpu=GPUS_PER_NETWORK_JOB,
     params:
-        spec=lambda wc: config["models"][wc.model],
-        extraction=config["extraction"],
+        spec=lambda wc: canonical(config["models"][wc.model]),
+        extraction=canonical(config["extraction"]),
         config_hash=lambda wc: stable_hash(method_settings("odin")),
         benchmark=BENCHMARK,
         ood_names=OOD_TEST,

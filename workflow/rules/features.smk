@@ -22,7 +22,7 @@ rule extract_features:
     resources:
         gpu=GPUS_PER_NETWORK_JOB,
     params:
-        spec=lambda wc: config["models"][wc.model],
-        extraction=config["extraction"],
+        spec=lambda wc: canonical(config["models"][wc.model]),
+        extraction=canonical(config["extraction"]),
     script:
         "../scripts/extract_features.py"

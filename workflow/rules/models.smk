@@ -23,7 +23,7 @@ rule train_model:
     resources:
         gpu=GPUS_PER_NETWORK_JOB,
     params:
-        spec=lambda wc: config["models"][wc.model],
+        spec=lambda wc: canonical(config["models"][wc.model]),
     script:
         "../scripts/train_model.py"
 
@@ -47,6 +47,6 @@ rule load_model:
     resources:
         gpu=GPUS_PER_NETWORK_JOB,
     params:
-        spec=lambda wc: config["models"][wc.model],
+        spec=lambda wc: canonical(config["models"][wc.model]),
     script:
         "../scripts/load_model.py"

@@ -2,10 +2,10 @@
 subset of the training features."""
 
 import numpy as np
-from opnp.sensitivity import NEURON_STATISTICS, neuron_sensitivity, parameter_sensitivity
 
 from opnp.artifacts import load_fc, load_feature_set, save_sensitivity
 from opnp.runtime import setup_job
+from opnp.sensitivity import NEURON_STATISTICS, neuron_sensitivity, parameter_sensitivity
 
 log = setup_job(snakemake.log[0], threads=snakemake.threads)
 fraction = snakemake.params.fraction

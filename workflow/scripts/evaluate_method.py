@@ -1,16 +1,17 @@
 """Score one method with its validation-selected hyperparameters on the test sets."""
 
 import pandas as pd
-from opnp.io import provenance, save_npz_atomic
 
 from opnp.artifacts import (
+    job_results,
     load_fc,
     load_feature_set,
-    load_feature_sets,
+    load_ood_features,
     load_sensitivity,
     write_results,
 )
-from opnp.evaluation import accuracy, evaluate_configs, results_frame, selected_params
+from opnp.evaluation import accuracy, evaluate_configs, selected_params
+from opnp.io import save_npz_atomic
 from opnp.runtime import setup_job
 
 log = setup_job(snakemake.log[0], threads=snakemake.threads)
@@ -19,7 +20,7 @@ params = selected_params(pd.read_parquet(snakemake.input.selection))
 weight, bias = load_fc(snakemake.input.fc)
 train = load_feature_set(snakemake.input.train)
 id_test = load_feature_set(snakemake.input.id_test)
-ood_test = load_feature_sets(snakemake.input.ood_test, snakemake.params.ood_names)
+ood_test = load_ood_features(snakemake.input.ood_test, snakemake.params.ood_names)
 sensitivity = (
     load_sensitivity(snakemake.input.sensitivity)
     if "sensitivity" in snakemake.input.keys()
@@ -34,7 +35,7 @@ rows, scores = evaluate_configs(
     train_features=train.features,
     train_labels=train.labels,
     id_features=id_test.features,
-    ood_features={name: fs.features for name, fs in ood_test.items()},
+    ood_features=ood_test,
     split="test",
     sensitivity=sensitivity,
     statistic=snakemake.params.statistic,
@@ -45,13 +46,7 @@ rows, scores = evaluate_configs(
 id_accuracy = accuracy(id_test.logits, id_test.labels)
 for row in rows:
     row["id_accuracy"] = id_accuracy
-frame = results_frame(
-    rows,
-    benchmark=snakemake.params.benchmark,
-    model=snakemake.wildcards.model,
-    config_hash=snakemake.params.config_hash,
-    provenance=provenance(),
-)
+frame = job_results(rows, snakemake)
 write_results(frame, snakemake.output.results)
 first_key = sorted(scores)[0]
 save_npz_atomic(snakemake.output.scores, **scores[first_key])

@@ -2,11 +2,10 @@
 
 from pathlib import Path
 
+from opnp.artifacts import feature_stem, load_model, read_json
 from opnp.datasets import open_dataset
 from opnp.features import extract_features
 from opnp.models import preprocessing
-
-from opnp.artifacts import feature_stem, load_model, read_json
 from opnp.runtime import setup_job
 
 log = setup_job(snakemake.log[0], threads=snakemake.threads)

@@ -1,8 +1,8 @@
 """Fig. 6: mean parameter sensitivity per layer."""
 
 import pandas as pd
-from opnp.plots import plot_layer_sensitivity
 
+from opnp.plots import plot_layer_sensitivity
 from opnp.runtime import setup_job
 
 setup_job(snakemake.log[0])

@@ -1,8 +1,8 @@
 """Fig. 3: FPR95 and AUROC against each pruning percentage (the others at 0)."""
 
 import pandas as pd
-from opnp.plots import plot_percentage_sweep
 
+from opnp.plots import plot_percentage_sweep
 from opnp.runtime import setup_job
 
 setup_job(snakemake.log[0])

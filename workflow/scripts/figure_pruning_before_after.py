@@ -1,11 +1,11 @@
 """Fig. 2(b): parameter and neuron sensitivity before and after OPNP pruning."""
 
 import pandas as pd
-from opnp.plots import plot_pruning_before_after
-from opnp.pruning import pruning_masks
 
 from opnp.artifacts import load_sensitivity
 from opnp.evaluation import selected_params
+from opnp.plots import plot_pruning_before_after
+from opnp.pruning import pruning_masks
 from opnp.runtime import setup_job
 
 setup_job(snakemake.log[0])

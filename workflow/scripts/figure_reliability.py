@@ -1,8 +1,8 @@
 """Fig. 4: reliability diagrams and ECE without and with OPNP."""
 
 import pandas as pd
-from opnp.plots import plot_reliability
 
+from opnp.plots import plot_reliability
 from opnp.runtime import setup_job
 
 setup_job(snakemake.log[0])

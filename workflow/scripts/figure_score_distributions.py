@@ -1,8 +1,8 @@
 """Fig. 5: ID and OOD score distributions, Energy against OPNP."""
 
 import numpy as np
-from opnp.plots import plot_score_distributions
 
+from opnp.plots import plot_score_distributions
 from opnp.runtime import setup_job
 
 setup_job(snakemake.log[0])

@@ -1,8 +1,7 @@
 """Fig. 1 / 7 / 8: FC-layer parameter and neuron sensitivity distributions (max = 1)."""
 
-from opnp.plots import plot_sensitivity_distribution
-
 from opnp.artifacts import load_sensitivity
+from opnp.plots import plot_sensitivity_distribution
 from opnp.runtime import setup_job
 
 setup_job(snakemake.log[0])

@@ -4,12 +4,10 @@ training subset; then pruning in one layer at a time, with one global threshold 
 layers, or with the same percentages in every layer; each pruned network is scored with
 Energy on the test sets."""
 
+from opnp.artifacts import job_results, load_model, read_json, write_results
 from opnp.datasets import open_dataset, seeded_subset
-from opnp.io import provenance
+from opnp.evaluation import layer_ablation
 from opnp.models import preprocessing
-
-from opnp.artifacts import load_model, read_json, write_results
-from opnp.evaluation import layer_ablation, results_frame
 from opnp.runtime import setup_job
 
 log = setup_job(snakemake.log[0], threads=snakemake.threads, seed=snakemake.params.seed)
@@ -38,13 +36,7 @@ rows, layer_means = layer_ablation(
     num_workers=extraction["num_workers"],
     log=log,
 )
-meta = dict(
-    benchmark=snakemake.params.benchmark,
-    model=snakemake.wildcards.model,
-    config_hash=snakemake.params.config_hash,
-    provenance=provenance(),
-)
-write_results(results_frame(rows, **meta), snakemake.output.results)
+write_results(job_results(rows, snakemake), snakemake.output.results)
 layer_means.insert(0, "model", snakemake.wildcards.model)
 layer_means.insert(0, "benchmark", snakemake.params.benchmark)
 write_results(layer_means, snakemake.output.layer_means)

@@ -2,7 +2,6 @@
 
 from opnp.datasets import link_dataset
 from opnp.io import write_json_atomic
-
 from opnp.runtime import setup_job
 
 log = setup_job(snakemake.log[0])

@@ -1,12 +1,11 @@
 """Table 9: ONP with each neuron statistic; percentages selected on the validation split
 separately for each statistic (their scales differ)."""
 
-from opnp.io import provenance
-
 from opnp.artifacts import (
+    job_results,
     load_fc,
     load_feature_set,
-    load_feature_sets,
+    load_ood_features,
     load_sensitivity,
     write_results,
 )
@@ -17,9 +16,9 @@ log = setup_job(snakemake.log[0], threads=snakemake.threads)
 weight, bias = load_fc(snakemake.input.fc)
 sensitivity = load_sensitivity(snakemake.input.sensitivity)
 id_val = load_feature_set(snakemake.input.id_val)
-ood_val = load_feature_sets(snakemake.input.ood_val, snakemake.params.val_names)
+ood_val = load_ood_features(snakemake.input.ood_val, snakemake.params.val_names)
 id_test = load_feature_set(snakemake.input.id_test)
-ood_test = load_feature_sets(snakemake.input.ood_test, snakemake.params.ood_names)
+ood_test = load_ood_features(snakemake.input.ood_test, snakemake.params.ood_names)
 settings = snakemake.params.settings
 configs = expand_grid(settings.get("grid", {}), settings.get("fixed", {}))
 common = dict(
@@ -36,7 +35,7 @@ for statistic in snakemake.params.statistics:
         "onp",
         configs,
         id_features=id_val.features,
-        ood_features={n: fs.features for n, fs in ood_val.items()},
+        ood_features=ood_val,
         split="val",
         statistic=statistic,
         variant=statistic,
@@ -51,18 +50,12 @@ for statistic in snakemake.params.statistics:
         "onp",
         [chosen],
         id_features=id_test.features,
-        ood_features={n: fs.features for n, fs in ood_test.items()},
+        ood_features=ood_test,
         split="test",
         statistic=statistic,
         variant=statistic,
         **common,
     )
     rows += val_rows + test_rows
-frame = results_frame(
-    rows,
-    benchmark=snakemake.params.benchmark,
-    model=snakemake.wildcards.model,
-    config_hash=snakemake.params.config_hash,
-    provenance=provenance(),
-)
+frame = job_results(rows, snakemake)
 write_results(frame, snakemake.output[0])

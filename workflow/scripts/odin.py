@@ -4,16 +4,15 @@ validation split (rule select_odin) or score the selected values on the test set
 
 import pandas as pd
 
-from opnp.artifacts import load_model, read_json, write_results
+from opnp.artifacts import job_results, load_model, read_json, write_results
 from opnp.datasets import open_dataset
 from opnp.evaluation import (
     evaluate_network_configs,
     expand_grid,
     mark_selected,
-    results_frame,
     selected_params,
 )
-from opnp.io import provenance, save_npz_atomic
+from opnp.io import save_npz_atomic
 from opnp.models import preprocessing
 from opnp.odin import odin_scores
 from opnp.runtime import setup_job, torch_device
@@ -58,13 +57,7 @@ rows, scores = evaluate_network_configs(
     batch_size=batch_size,
     num_workers=num_workers,
 )
-frame = results_frame(
-    rows,
-    benchmark=snakemake.params.benchmark,
-    model=snakemake.wildcards.model,
-    config_hash=snakemake.params.config_hash,
-    provenance=provenance(),
-)
+frame = job_results(rows, snakemake)
 if selecting:
     frame = mark_selected(frame, snakemake.params.metric)
     write_results(frame, snakemake.output[0])

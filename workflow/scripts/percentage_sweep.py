@@ -1,22 +1,21 @@
 """Fig. 3 data: FPR95/AUROC against each pruning percentage with the others at 0."""
 
-from opnp.io import provenance
-
 from opnp.artifacts import (
+    job_results,
     load_fc,
     load_feature_set,
-    load_feature_sets,
+    load_ood_features,
     load_sensitivity,
     write_results,
 )
-from opnp.evaluation import evaluate_configs, results_frame
+from opnp.evaluation import evaluate_configs
 from opnp.runtime import setup_job
 
 log = setup_job(snakemake.log[0], threads=snakemake.threads)
 weight, bias = load_fc(snakemake.input.fc)
 sensitivity = load_sensitivity(snakemake.input.sensitivity)
 id_test = load_feature_set(snakemake.input.id_test)
-ood_test = load_feature_sets(snakemake.input.ood_test, snakemake.params.ood_names)
+ood_test = load_ood_features(snakemake.input.ood_test, snakemake.params.ood_names)
 rows = []
 for name, values in snakemake.params.sweep.items():
     configs = [{name: value} for value in values]
@@ -28,7 +27,7 @@ for name, values in snakemake.params.sweep.items():
         train_features=None,
         train_labels=None,
         id_features=id_test.features,
-        ood_features={n: fs.features for n, fs in ood_test.items()},
+        ood_features=ood_test,
         split="test",
         sensitivity=sensitivity,
         statistic=snakemake.params.statistic,
@@ -37,11 +36,5 @@ for name, values in snakemake.params.sweep.items():
     )
     rows += sweep_rows
     log.info("%s: %d values", name, len(values))
-frame = results_frame(
-    rows,
-    benchmark=snakemake.params.benchmark,
-    model=snakemake.wildcards.model,
-    config_hash=snakemake.params.config_hash,
-    provenance=provenance(),
-)
+frame = job_results(rows, snakemake)
 write_results(frame, snakemake.output[0])

@@ -1,9 +1,7 @@
 """Table 3: ID accuracy of the pruned FC layer, one pruning percentage at a time."""
 
-from opnp.io import provenance
-
-from opnp.artifacts import load_fc, load_feature_set, load_sensitivity, write_results
-from opnp.evaluation import pruned_accuracy_rows, results_frame
+from opnp.artifacts import job_results, load_fc, load_feature_set, load_sensitivity, write_results
+from opnp.evaluation import pruned_accuracy_rows
 from opnp.runtime import setup_job
 
 log = setup_job(snakemake.log[0], threads=snakemake.threads)
@@ -21,11 +19,5 @@ rows = pruned_accuracy_rows(
 )
 for row in rows:
     log.info("%s: %.2f %%", row["params"], row["id_accuracy"])
-frame = results_frame(
-    rows,
-    benchmark=snakemake.params.benchmark,
-    model=snakemake.wildcards.model,
-    config_hash=snakemake.params.config_hash,
-    provenance=provenance(),
-)
+frame = job_results(rows, snakemake)
 write_results(frame, snakemake.output[0])

@@ -1,15 +1,14 @@
 """Grid search of one method's hyperparameters on the validation split only."""
 
-from opnp.io import provenance
-
 from opnp.artifacts import (
+    job_results,
     load_fc,
     load_feature_set,
-    load_feature_sets,
+    load_ood_features,
     load_sensitivity,
     write_results,
 )
-from opnp.evaluation import evaluate_configs, expand_grid, mark_selected, results_frame
+from opnp.evaluation import evaluate_configs, expand_grid, mark_selected
 from opnp.runtime import setup_job
 
 log = setup_job(snakemake.log[0], threads=snakemake.threads)
@@ -18,7 +17,7 @@ settings = snakemake.params.settings
 weight, bias = load_fc(snakemake.input.fc)
 train = load_feature_set(snakemake.input.train)
 id_val = load_feature_set(snakemake.input.id_val)
-ood_val = load_feature_sets(snakemake.input.ood_val, snakemake.params.ood_names)
+ood_val = load_ood_features(snakemake.input.ood_val, snakemake.params.ood_names)
 sensitivity = (
     load_sensitivity(snakemake.input.sensitivity)
     if "sensitivity" in snakemake.input.keys()
@@ -34,19 +33,13 @@ rows, _ = evaluate_configs(
     train_features=train.features,
     train_labels=train.labels,
     id_features=id_val.features,
-    ood_features={name: fs.features for name, fs in ood_val.items()},
+    ood_features=ood_val,
     split="val",
     sensitivity=sensitivity,
     statistic=snakemake.params.statistic,
     seeds=snakemake.params.seeds,
 )
-frame = results_frame(
-    rows,
-    benchmark=snakemake.params.benchmark,
-    model=snakemake.wildcards.model,
-    config_hash=snakemake.params.config_hash,
-    provenance=provenance(),
-)
+frame = job_results(rows, snakemake)
 frame = mark_selected(frame, snakemake.params.metric)
 log.info("selected %s", frame.loc[frame["selected"], "params"].iloc[0])
 write_results(frame, snakemake.output[0])

@@ -3,23 +3,22 @@ subsets), at the percentages selected on the validation split with 100 %."""
 
 import numpy as np
 import pandas as pd
-from opnp.io import provenance
 
 from opnp.artifacts import (
+    job_results,
     load_fc,
     load_feature_set,
-    load_feature_sets,
+    load_ood_features,
     load_sensitivity,
     write_results,
 )
-from opnp.evaluation import evaluate_configs, results_frame, selected_params
+from opnp.evaluation import evaluate_configs, selected_params
 from opnp.runtime import setup_job
 
 log = setup_job(snakemake.log[0], threads=snakemake.threads)
 weight, bias = load_fc(snakemake.input.fc)
 id_test = load_feature_set(snakemake.input.id_test)
-ood_test = load_feature_sets(snakemake.input.ood_test, snakemake.params.ood_names)
-ood_features = {name: fs.features for name, fs in ood_test.items()}
+ood_features = load_ood_features(snakemake.input.ood_test, snakemake.params.ood_names)
 params = selected_params(pd.read_parquet(snakemake.input.selection))
 common = dict(
     weight=weight,
@@ -45,11 +44,5 @@ for path in snakemake.input.sensitivities:
         "%g %% seed %d: mean FPR95 %.2f", fraction, seed, np.mean([r["fpr95"] for r in subset_rows])
     )
     rows += subset_rows
-frame = results_frame(
-    rows,
-    benchmark=snakemake.params.benchmark,
-    model=snakemake.wildcards.model,
-    config_hash=snakemake.params.config_hash,
-    provenance=provenance(),
-)
+frame = job_results(rows, snakemake)
 write_results(frame, snakemake.output[0])
