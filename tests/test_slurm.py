@@ -28,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from workflow_helpers import REPO, TINY
+from workflow_helpers import REPO, TINY, snakemake_command
 
 START = REPO / "tests" / "slurm" / "start_local_slurm.sh"
 STOP = REPO / "tests" / "slurm" / "stop_local_slurm.sh"
@@ -49,18 +49,7 @@ SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+)")
 
 def _snakemake(workdir: Path, *args: str, env: dict, timeout: int) -> str:
     """Run the repo's workflow with outputs in ``workdir``; return stdout + stderr."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(CONFIG),
-        *args,
-    ]
+    cmd = snakemake_command(workdir, *args, configfile=CONFIG)
     proc = subprocess.run(
         cmd,
         capture_output=True,

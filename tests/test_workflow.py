@@ -9,7 +9,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 from PIL import Image
-from workflow_helpers import REPO, TINY, run_snakemake
+from workflow_helpers import REPO, TINY, run_snakemake, snakemake_command
 
 METRICS = ["fpr95", "auroc", "aupr_in", "aupr_out"]
 
@@ -241,19 +240,7 @@ def test_killed_runs_resume_to_identical_results(tiny_run, tmp_path):
     run in another directory (which also shows two clean runs agree)."""
     workdir = tmp_path / "interrupted"
     workdir.mkdir()
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(TINY),
-        "--cores",
-        "2",
-    ]
+    cmd = snakemake_command(workdir, "--cores", "2", configfile=TINY)
     for pattern in [
         "results/tiny/features/*/*.manifest.json",
         "results/tiny/evaluation/*/*.parquet",

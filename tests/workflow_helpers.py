@@ -12,15 +12,9 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 TINY = REPO / "tests" / "configs" / "tiny.yaml"
 
 
-def run_snakemake(
-    workdir: Path,
-    *args: str,
-    configfile: Path | None = None,
-    timeout: int = 900,
-    check: bool = True,
-):
-    """Run the repo's workflow with ``workdir`` as working directory (outputs land there)."""
-    cmd = [
+def snakemake_command(workdir: Path, *args: str, configfile: Path | None = None) -> list[str]:
+    """The command line that runs the repo's workflow with outputs in ``workdir``."""
+    return [
         sys.executable,
         "-m",
         "snakemake",
@@ -32,6 +26,17 @@ def run_snakemake(
         str(configfile or REPO / "config" / "config.yaml"),
         *args,
     ]
+
+
+def run_snakemake(
+    workdir: Path,
+    *args: str,
+    configfile: Path | None = None,
+    timeout: int = 900,
+    check: bool = True,
+):
+    """Run the repo's workflow with ``workdir`` as working directory (outputs land there)."""
+    cmd = snakemake_command(workdir, *args, configfile=configfile)
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     proc = subprocess.run(
         cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=workdir
