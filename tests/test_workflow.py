@@ -38,15 +38,17 @@ def dry_run_jobs(workdir: Path, configfile: Path) -> dict[str, int]:
     return counts
 
 
-def dry_run_job_inputs(workdir: Path, configfile: Path) -> list[tuple[str, str]]:
-    """(rule, input line) of every job a dry run plans."""
+def dry_run_job_files(
+    workdir: Path, configfile: Path, kind: str = "input"
+) -> list[tuple[str, str]]:
+    """(rule, ``kind`` line) of every job a dry run plans; ``kind`` is input or output."""
     proc = run_snakemake(workdir, "-n", configfile=configfile, timeout=300)
     jobs, rule = [], None
     for line in proc.stdout.splitlines():
         match = re.match(r"^(?:local)?rule (\S+):$", line.strip())
         if match:
             rule = match.group(1)
-        elif line.strip().startswith("input:") and rule is not None:
+        elif line.strip().startswith(f"{kind}:") and rule is not None:
             jobs.append((rule, line.strip()))
     return jobs
 
@@ -88,7 +90,7 @@ def test_dry_run_plans_every_experiment(tmp_path):
 
 def test_test_ood_sets_never_reach_hyperparameter_selection(tmp_path):
     config = load(REPO / "config" / "config.yaml")
-    jobs = dry_run_job_inputs(tmp_path, REPO / "config" / "config.yaml")
+    jobs = dry_run_job_files(tmp_path, REPO / "config" / "config.yaml")
     selection_jobs = [(r, i) for r, i in jobs if r in ("select_hyperparameters", "select_odin")]
     assert selection_jobs, "no selection jobs planned"
     for rule, inputs in selection_jobs:
@@ -213,10 +215,9 @@ def test_rerun_does_nothing_and_a_param_change_reruns_only_that_method(tiny_run,
         "all": 1,
     }, counts
     assert n_tables >= 1
-    jobs = dry_run_job_inputs(tiny_run, path)
-    for rule, inputs in jobs:
+    for rule, outputs in dry_run_job_files(tiny_run, path, kind="output"):
         if rule in ("select_hyperparameters", "evaluate_method"):
-            assert "react" in inputs
+            assert "/smallcnn/react." in outputs, outputs
 
 
 def _wait_for(pattern: str, workdir: Path, proc: subprocess.Popen, timeout: float) -> bool:
