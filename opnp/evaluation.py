@@ -537,27 +537,22 @@ def layer_ablation(
 
     rows = []
     for variant, masks in variants.items():
-        with pruning(model, masks):
-            kw = {"batch_size": batch_size, "num_workers": num_workers}
-            id_scores = dataset_scores(score_batch, id_dataset, **kw)
-            ood_scores = {
-                name: dataset_scores(score_batch, ds, **kw) for name, ds in ood_datasets.items()
-            }
         pruned = [parameters[variant]] if variant in parameters else list(parameters.values())
         params = {"low": low, "high": high, "parameters": pruned}
-        rows += score_rows(
-            id_scores,
-            ood_scores,
-            method="opnp",
-            params=params,
-            split="test",
-            experiment="table7",
-            variant=variant,
-        )
-        if log is not None:
-            log.info(
-                "%s: mean FPR95 %.2f",
-                variant,
-                np.mean([r["fpr95"] for r in rows[-len(ood_scores) :]]),
+        with pruning(model, masks):
+            variant_rows, _ = evaluate_network_configs(
+                "opnp",
+                [params],
+                lambda _params: score_batch,
+                id_dataset,
+                ood_datasets,
+                split="test",
+                batch_size=batch_size,
+                num_workers=num_workers,
+                experiment="table7",
+                variant=variant,
             )
+        rows += variant_rows
+        if log is not None:
+            log.info("%s: mean FPR95 %.2f", variant, np.mean([r["fpr95"] for r in variant_rows]))
     return rows, layer_means
