@@ -55,6 +55,12 @@ def check_config(cfg: dict) -> None:
                 raise ConfigError(
                     f"config key datasets.{name}.{key} is required for source {source!r}"
                 )
+    for name in cfg.get("extraction", {}).get("parts", {}):
+        if name not in datasets:
+            raise ConfigError(
+                f"config key extraction.parts: dataset {name!r} is not defined under "
+                f"'datasets' (defined: {sorted(datasets)})"
+            )
     for name, spec in cfg["models"].items():
         has_train = "train" in spec
         has_weights = "checkpoint" in spec or "pretrained" in spec

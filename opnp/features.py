@@ -18,6 +18,12 @@ recomputed) and recomputes the rest; the shards are then streamed into the final
 ``.npy`` files through ``numpy.lib.format.open_memmap`` (memory stays bounded by one
 shard) and removed. Every final file is written to a temporary name and renamed.
 
+A dataset too large for one job is extracted in *parts*: each job calls
+:func:`extract_features` with ``rows`` = :func:`part_rows` of its part and writes an
+ordinary feature set of those rows (its manifest records the range and the model's
+SHA-256); :func:`merge_feature_parts` checks that the parts cover every row once, from
+the same weights, and streams them into the final files.
+
 Torch is imported only by the functions that run a network: :func:`load_features`
 works in the analysis environment, which has no torch.
 """
@@ -41,7 +47,15 @@ import numpy as np
 
 from .io import provenance, save_npz_atomic, sha256_file, write_json_atomic
 
-__all__ = ["FeatureSet", "extract_features", "load_features", "save_fc", "array_path"]
+__all__ = [
+    "FeatureSet",
+    "array_path",
+    "extract_features",
+    "load_features",
+    "merge_feature_parts",
+    "part_rows",
+    "save_fc",
+]
 
 #: Version of the on-disk layout written here (recorded in each manifest).
 FORMAT_VERSION = 1
@@ -299,6 +313,7 @@ def extract_features(
     torch_threads: int | None = None,
     meta: Mapping[str, Any] | None = None,
     feature_dtype: str = "float32",
+    rows: tuple[int, int] | None = None,
     log=None,
 ) -> dict:
     """Run ``model`` (a :class:`opnp.models.FeatureClassifier`) over ``dataset`` once and
@@ -309,7 +324,10 @@ def extract_features(
     ``fc(h)`` in float32); ``channels_last``: default on CUDA; ``shard_size``: images
     per resumable shard (None or 0: a single pass straight into the final files);
     ``torch_threads``: intra-op CPU threads for the duration; ``meta``: recorded in the
-    manifest (``model``, ``dataset`` names ...). NaN or infinite features/logits raise
+    manifest (``model``, ``dataset`` names ...); ``rows``: ``(start, stop)`` extracts only
+    those images of ``dataset`` (one part of a dataset split over several jobs, see
+    :func:`part_rows` and :func:`merge_feature_parts`; the manifest records the range and
+    the model's SHA-256 so that the merge can check the parts belong together). NaN or infinite features/logits raise
     ``ValueError`` naming the dataset and the count before any final file is written.
     """
     import torch
@@ -328,9 +346,13 @@ def extract_features(
     meta = dict(meta or {})
     out_stem = os.fspath(out_stem)
     name = meta.get("dataset") or getattr(dataset, "name", None) or Path(out_stem).name
-    n = len(dataset)
-    if n == 0:
+    total = len(dataset)
+    if total == 0:
         raise ValueError(f"dataset {name} is empty: nothing to extract")
+    start, stop = (0, total) if rows is None else (int(rows[0]), int(rows[1]))
+    if not 0 <= start < stop <= total:
+        raise ValueError(f"rows {rows!r} are not a non-empty range of the {total} images of {name}")
+    n = stop - start
     log = log or (lambda message: None)
     device = torch.device(
         ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
@@ -361,11 +383,20 @@ def extract_features(
     try:
         with _torch_threads(torch_threads):
             if shard_size is None:
-                for row, h, logits, labels in runner.batches(0, n):
-                    writers.write(row, h.astype(feature_dtype, copy=False), logits, labels)
+                for row, h, logits, labels in runner.batches(start, stop):
+                    h = h.astype(feature_dtype, copy=False)
+                    writers.write(row - start, h, logits, labels)
             else:
                 computed_shards, reused_shards = _run_shards(
-                    runner, writers, shards_dir, n, shard_size, model, meta, feature_dtype, log
+                    runner,
+                    writers,
+                    shards_dir,
+                    (start, stop),
+                    shard_size,
+                    model,
+                    meta,
+                    feature_dtype,
+                    log,
                 )
         if writers.bad_rows:
             raise ValueError(
@@ -402,6 +433,8 @@ def extract_features(
         "num_workers": num_workers,
         "shard_size": shard_size,
         "shards": {"computed": computed_shards, "reused": reused_shards},
+        "rows": None if rows is None else {"start": start, "stop": stop, "of": total},
+        "model_sha256": None if rows is None else _model_fingerprint(model),
         "timing": {"seconds": seconds, "images_per_second": n / seconds if seconds > 0 else None},
         "provenance": provenance(),
     }
@@ -410,10 +443,13 @@ def extract_features(
     return manifest
 
 
-def _run_shards(runner, writers, shards_dir, n, shard_size, model, meta, feature_dtype, log):
-    """Compute missing shards, then stream all shards into the final arrays."""
+def _run_shards(runner, writers, shards_dir, rows, shard_size, model, meta, feature_dtype, log):
+    """Compute missing shards of ``rows`` = (start, stop), then stream them into the
+    final arrays."""
+    first, last = rows
     run = {
-        "n": n,
+        "n": last - first,
+        "rows": [first, last],
         "shard_size": shard_size,
         "feature_dtype": feature_dtype,
         "model_sha256": _model_fingerprint(model),
@@ -433,7 +469,7 @@ def _run_shards(runner, writers, shards_dir, n, shard_size, model, meta, feature
         leftover.unlink(missing_ok=True)
     if not run_file.is_file():
         write_json_atomic(run_file, run)
-    bounds = [(s, min(s + shard_size, n)) for s in range(0, n, shard_size)]
+    bounds = [(s, min(s + shard_size, last)) for s in range(first, last, shard_size)]
     computed = reused = 0
     for index, (start, stop) in enumerate(bounds):
         path = shards_dir / f"shard-{index:05d}.npz"
@@ -452,8 +488,156 @@ def _run_shards(runner, writers, shards_dir, n, shard_size, model, meta, feature
     log(f"shards: {computed} computed, {reused} reused from an earlier run")
     for index, (start, _) in enumerate(bounds):
         with np.load(shards_dir / f"shard-{index:05d}.npz") as data:
-            writers.write(start, data["features"], data["logits"], data["labels"])
+            writers.write(start - first, data["features"], data["logits"], data["labels"])
     return computed, reused
+
+
+# ---------------------------------------------------------------------------------------
+# One dataset over several jobs: parts and their merge
+# ---------------------------------------------------------------------------------------
+
+
+def part_rows(n: int, parts: int, index: int) -> tuple[int, int]:
+    """Rows ``(start, stop)`` of part ``index`` (0-based) when ``n`` images are split into
+    ``parts`` contiguous parts as evenly as possible (sizes differ by at most one)."""
+    n = _check_positive_int(n, "n")
+    parts = _check_positive_int(parts, "parts")
+    if parts > n:
+        raise ValueError(f"cannot split {n} images into {parts} parts: fewer images than parts")
+    if isinstance(index, bool) or not isinstance(index, int | np.integer) or not 0 <= index < parts:
+        raise ValueError(f"part index must be in 0..{parts - 1}, got {index!r}")
+    return index * n // parts, (index + 1) * n // parts
+
+
+def merge_feature_parts(
+    part_stems,
+    out_stem: str | os.PathLike,
+    *,
+    meta: Mapping[str, Any] | None = None,
+    chunk_rows: int = 65536,
+    log=None,
+) -> dict:
+    """Concatenate the feature sets of a dataset's parts (each written by
+    :func:`extract_features` with ``rows=``) into one feature set under ``out_stem``;
+    returns its manifest, which has the same form as a single job's.
+
+    Before anything is written, checks that the parts cover the rows ``0 .. n`` exactly
+    once and in order, were extracted from the same dataset size by the same weights
+    (model SHA-256) with the same feature width, classes and dtypes; any mismatch raises
+    ``ValueError`` naming the part. Rows are copied ``chunk_rows`` at a time from memory
+    maps, so memory stays bounded by one chunk whatever the dataset size.
+    """
+    stems = [os.fspath(p) for p in part_stems]
+    if not stems:
+        raise ValueError("no parts to merge")
+    chunk_rows = _check_positive_int(chunk_rows, "chunk_rows")
+    log = log or (lambda message: None)
+    sets = [load_features(stem) for stem in stems]
+    first = sets[0].manifest
+    expected_row = 0
+    for stem, part in zip(stems, sets, strict=True):
+        m = part.manifest
+        if not m.get("rows"):
+            raise ValueError(
+                f"{stem} is a whole extraction, not a part (no 'rows' in its manifest)"
+            )
+        rows = m["rows"]
+        mismatch = [
+            key
+            for key in ("model_sha256", "feature_dim", "num_classes")
+            if m.get(key) != first.get(key)
+        ]
+        mismatch += [
+            f"{kind} dtype"
+            for kind in ARRAYS
+            if m["arrays"][kind]["dtype"] != first["arrays"][kind]["dtype"]
+        ]
+        if rows["of"] != first["rows"]["of"]:
+            mismatch.append("dataset size")
+        if mismatch:
+            raise ValueError(
+                f"part {stem} differs from {stems[0]} in {', '.join(mismatch)}: the parts come "
+                "from different runs (model, dataset or settings); rerun the extraction"
+            )
+        if rows["start"] != expected_row:
+            raise ValueError(
+                f"part {stem} starts at row {rows['start']}, expected {expected_row}: parts are "
+                "missing, duplicated or out of order"
+            )
+        expected_row = rows["stop"]
+    n = first["rows"]["of"]
+    if expected_row != n:
+        raise ValueError(f"the parts end at row {expected_row} of {n}: the last parts are missing")
+    start_time = time.perf_counter()
+    writers = _Writers(os.fspath(out_stem), n, np.dtype(first["arrays"]["features"]["dtype"]))
+    try:
+        for part in sets:
+            offset = part.manifest["rows"]["start"]
+            for lo in range(0, len(part.labels), chunk_rows):
+                hi = min(lo + chunk_rows, len(part.labels))
+                writers.write(
+                    offset + lo,
+                    np.asarray(part.features[lo:hi]),
+                    np.asarray(part.logits[lo:hi]),
+                    np.asarray(part.labels[lo:hi]),
+                )
+        if writers.bad_rows:
+            raise ValueError(
+                f"parts {stems}: {writers.bad_rows} rows with NaN or infinite values; no output "
+                "was written"
+            )
+        records = writers.commit()
+    except BaseException:
+        writers.discard()
+        raise
+    extract_seconds = sum(s.manifest["timing"]["seconds"] for s in sets)
+    # The first part's meta (dataset manifest, ...) without its part number.
+    meta = {
+        **{k: v for k, v in first.get("meta", {}).items() if k != "part"},
+        **dict(meta or {}),
+    }
+    manifest = {
+        key: first[key]
+        for key in (
+            "format_version",
+            "seed",
+            "device",
+            "amp",
+            "channels_last",
+            "batch_size",
+            "num_workers",
+            "shard_size",
+        )
+        if key in first
+    }
+    manifest.update(
+        n=n,
+        n_images=n,
+        feature_dim=records["features"]["shape"][1],
+        num_classes=records["logits"]["shape"][1],
+        arrays=records,
+        model=meta.get("model", first.get("model")),
+        dataset=meta.get("dataset", first.get("dataset")),
+        meta=meta,
+        model_sha256=first["model_sha256"],
+        parts=[
+            {
+                "stem": Path(stem).name,
+                **s.manifest["rows"],
+                "seconds": s.manifest["timing"]["seconds"],
+            }
+            for stem, s in zip(stems, sets, strict=True)
+        ],
+        timing={
+            "seconds": extract_seconds,
+            "images_per_second": n / extract_seconds if extract_seconds > 0 else None,
+            "merge_seconds": time.perf_counter() - start_time,
+        },
+        provenance=provenance(),
+    )
+    write_json_atomic(array_path(out_stem, "manifest"), manifest)
+    log(f"merged {len(stems)} parts into {n} images of {manifest['dataset']}")
+    return manifest
 
 
 # ---------------------------------------------------------------------------------------

@@ -49,6 +49,7 @@ def test_schema_fills_defaults(config):
         (lambda c: c["methods"].update(not_a_method={}), "not_a_method"),
         (lambda c: c["extraction"].update(on_bad_image="ignore"), "ignore"),
         (lambda c: c["ablations"]["pruned_accuracy"].update(weight_low=[150]), "150"),
+        (lambda c: c["extraction"].update(parts={"digits-train": 0}), "0"),
     ],
     ids=[
         "unknown-key",
@@ -58,6 +59,7 @@ def test_schema_fills_defaults(config):
         "unknown-method",
         "bad-enum",
         "ablation-percentage",
+        "zero-parts",
     ],
 )
 def test_schema_rejects(config, mutate, needle):
@@ -89,6 +91,7 @@ def test_schema_rejects(config, mutate, needle):
         (lambda c: c["datasets"].update(local={"source": "link"}), "datasets.local.path"),
         (lambda c: c["models"]["smallcnn"].update(checkpoint="x.pt"), "models.smallcnn"),
         (lambda c: c["ablations"].update(fig9_ood="photo-patches-val"), "ablations.fig9_ood"),
+        (lambda c: c["extraction"].update(parts={"imagenet-train": 4}), "extraction.parts"),
     ],
     ids=[
         "weights-sum-100",
@@ -101,6 +104,7 @@ def test_schema_rejects(config, mutate, needle):
         "link-without-path",
         "train-and-checkpoint",
         "fig9-not-test",
+        "parts-of-undefined-set",
     ],
 )
 def test_cross_checks_reject(config, mutate, needle):

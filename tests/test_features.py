@@ -11,7 +11,14 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from opnp.features import array_path, extract_features, load_features, save_fc
+from opnp.features import (
+    array_path,
+    extract_features,
+    load_features,
+    merge_feature_parts,
+    part_rows,
+    save_fc,
+)
 from opnp.models import FeatureClassifier, small_cnn
 
 N, D_IN, D, C = 47, 12, 6, 3
@@ -236,3 +243,92 @@ def test_save_fc(tmp_path):
     save_fc(nn.Linear(4, 2, bias=False), tmp_path / "nobias.npz")
     with np.load(tmp_path / "nobias.npz") as data:
         np.testing.assert_array_equal(data["bias"], np.zeros(2, np.float32))
+
+
+# ------------------------------------------------------------ parts: one set, many jobs
+
+
+def test_part_rows_cover_every_image_once_in_even_parts():
+    for n, parts in [(47, 1), (47, 5), (10, 10), (1_281_167, 26)]:
+        bounds = [part_rows(n, parts, i) for i in range(parts)]
+        assert bounds[0][0] == 0 and bounds[-1][1] == n
+        assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:], strict=False))
+        sizes = [stop - start for start, stop in bounds]
+        assert max(sizes) - min(sizes) <= 1
+    with pytest.raises(ValueError, match="fewer images than parts"):
+        part_rows(3, 4, 0)
+    with pytest.raises(ValueError, match="part index"):
+        part_rows(10, 2, 2)
+
+
+def _extract_parts(tmp_path, model, dataset, parts, **kwargs):
+    stems = []
+    for i in range(parts):
+        stem = tmp_path / "parts" / f"part{i}"
+        rows = part_rows(len(dataset), parts, i)
+        manifest = extract_features(
+            model, dataset, stem, batch_size=5, progress=False, rows=rows, **kwargs
+        )
+        assert manifest["n"] == rows[1] - rows[0]
+        assert manifest["rows"] == {"start": rows[0], "stop": rows[1], "of": len(dataset)}
+        stems.append(stem)
+    return stems
+
+
+@pytest.mark.parametrize("shard_size", [None, 4])
+def test_merged_parts_equal_one_extraction_of_the_whole_set(tmp_path, shard_size):
+    x, labels = _data()
+    model = _model()
+    whole = extract_features(model, Rows(x, labels), tmp_path / "whole", progress=False)
+    dataset = Rows(x, labels)
+    stems = _extract_parts(tmp_path, model, dataset, 3, shard_size=shard_size)
+    assert sorted(dataset.read) == list(range(N))  # each image read once over all parts
+    merged = merge_feature_parts(stems, tmp_path / "merged", meta={"dataset": "toy"})
+    a, b = load_features(tmp_path / "whole"), load_features(tmp_path / "merged", True, True)
+    np.testing.assert_allclose(b.features, a.features, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(b.logits, a.logits, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(b.labels, a.labels)
+    assert merged["n"] == whole["n"] == N
+    assert [p["start"] for p in merged["parts"]] == [0, 15, 31]
+    assert "part" not in merged["meta"] and merged["dataset"] == "toy"
+
+
+def test_merge_chunks_bound_memory_and_give_the_same_arrays(tmp_path):
+    x, labels = _data()
+    stems = _extract_parts(tmp_path, _model(), Rows(x, labels), 2)
+    merge_feature_parts(stems, tmp_path / "big")
+    merge_feature_parts(stems, tmp_path / "small", chunk_rows=3)
+    big, small = load_features(tmp_path / "big"), load_features(tmp_path / "small")
+    for kind in ("features", "logits", "labels"):
+        np.testing.assert_array_equal(getattr(small, kind), getattr(big, kind))
+
+
+def test_merge_refuses_parts_that_do_not_belong_together(tmp_path):
+    x, labels = _data()
+    stems = _extract_parts(tmp_path, _model(), Rows(x, labels), 3)
+    out = tmp_path / "merged"
+    with pytest.raises(ValueError, match="expected 15: parts are missing"):
+        merge_feature_parts([stems[0], stems[2]], out)
+    with pytest.raises(ValueError, match="last parts are missing"):
+        merge_feature_parts(stems[:2], out)
+    with pytest.raises(ValueError, match="starts at row 15, expected 0"):
+        merge_feature_parts([stems[1], stems[0], stems[2]], out)
+    other = tmp_path / "other"
+    extract_features(
+        _model(seed=1), Rows(x, labels), other, progress=False, rows=part_rows(N, 3, 1)
+    )
+    with pytest.raises(ValueError, match=r"part .*other differs .* in model_sha256"):
+        merge_feature_parts([stems[0], other, stems[2]], out)
+    extract_features(_model(), Rows(x, labels), tmp_path / "whole", progress=False)
+    with pytest.raises(ValueError, match="whole extraction, not a part"):
+        merge_feature_parts([tmp_path / "whole"], out)
+    assert not list(tmp_path.glob("*merged*")), "a refused merge must write nothing"
+
+
+def test_rows_out_of_range_are_refused_before_running_the_model(tmp_path):
+    x, labels = _data()
+    dataset = Rows(x, labels)
+    for rows in [(0, N + 1), (5, 5), (-1, 3)]:
+        with pytest.raises(ValueError, match="not a non-empty range"):
+            extract_features(_model(), dataset, tmp_path / "s", progress=False, rows=rows)
+    assert dataset.read == []

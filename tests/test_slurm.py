@@ -219,10 +219,15 @@ def rule_resources(profile: dict, rule: str) -> dict[str, str]:
 
 def workflow_rules() -> dict[str, str]:
     """Rule name -> source text of the rule, from workflow/rules/*.smk."""
-    rules = {}
+    rules, derived = {}, {}
     for path in sorted((REPO / "workflow" / "rules").glob("*.smk")):
-        parts = re.split(r"^(?:rule|checkpoint) (\w+):$", path.read_text(), flags=re.M)
+        text = path.read_text()
+        parts = re.split(r"^(?:rule|checkpoint) (\w+):$", text, flags=re.M)
         rules.update(zip(parts[1::2], parts[2::2], strict=True))
+        # `use rule A as B with:` makes B a rule with A's directives unless overridden.
+        derived.update(re.findall(r"^use rule (\w+) as (\w+) with:$", text, flags=re.M))
+    for parent, child in derived.items():
+        rules[child] = rules[parent]
     return rules
 
 

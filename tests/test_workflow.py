@@ -59,7 +59,11 @@ def test_dry_run_plans_every_experiment(tmp_path):
     n_feature_methods = len([m for m in config["methods"] if m != "odin"])
     assert counts["select_hyperparameters"] == n_feature_methods
     assert counts["evaluate_method"] == n_feature_methods
-    assert counts["extract_features"] == len(config["datasets"])
+    parts = {d: k for d, k in config["extraction"]["parts"].items() if k > 1}
+    assert parts, "the default config should extract one dataset in parts (exercises the rules)"
+    assert counts["extract_features"] == len(config["datasets"]) - len(parts)
+    assert counts["extract_feature_part"] == sum(parts.values())
+    assert counts["merge_feature_parts"] == len(parts)
     for rule in [
         "train_model",
         "compute_sensitivity",
@@ -145,6 +149,12 @@ def test_tiny_workflow_produces_every_table_and_figure(tiny_run):
     assert set(main.loc[main["method"] == "rpp", "seed"]) == set(load(TINY)["seeds"])
     chosen = main[(main["split"] == "val") & main["selected"]]
     assert (chosen.groupby("method")["params"].nunique() == 1).all()
+    # The training set was extracted by 3 jobs and merged; the parts (temp) are gone.
+    features = tiny_run / "results" / "tiny" / "features" / "smallcnn"
+    merged = json.loads((features / "digits-train.manifest.json").read_text())
+    assert [p["stem"] for p in merged["parts"]] == ["0", "1", "2"]
+    assert merged["parts"][-1]["stop"] == merged["n"]
+    assert not [p for p in features.rglob("*.parts/*") if p.is_file()]
 
 
 def table_columns(path: Path) -> list[str]:
@@ -236,13 +246,14 @@ def _kill_tree(proc: subprocess.Popen) -> None:
 
 @pytest.mark.slow
 def test_killed_runs_resume_to_identical_results(tiny_run, tmp_path):
-    """Kill the workflow (SIGKILL, the whole process group) during extraction and during
-    evaluation; the resumed run must give results identical to an uninterrupted clean
+    """Kill the workflow (SIGKILL, the whole process group) during the extraction of a
+    dataset in parts, during extraction and during evaluation; the resumed run must give results identical to an uninterrupted clean
     run in another directory (which also shows two clean runs agree)."""
     workdir = tmp_path / "interrupted"
     workdir.mkdir()
     cmd = snakemake_command(workdir, "--cores", "2", configfile=TINY)
     for pattern in [
+        "results/tiny/features/*/*.parts/*.manifest.json",
         "results/tiny/features/*/*.manifest.json",
         "results/tiny/evaluation/*/*.parquet",
     ]:

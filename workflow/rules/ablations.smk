@@ -145,7 +145,7 @@ rule layer_ablation:
     params:
         spec=lambda wc: canonical(config["models"][wc.model]),
         layers=ABLATIONS.get("layers", {}),
-        extraction=canonical(config["extraction"]),
+        extraction=EXTRACTION_SETTINGS,
         seed=SEEDS[0],
         config_hash=stable_hash(ABLATIONS.get("layers", {})),
         benchmark=BENCHMARK,

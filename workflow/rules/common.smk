@@ -125,6 +125,39 @@ def features_of(model, dataset):
     }
 
 
+# Datasets extracted by several jobs (config extraction.parts), each job one contiguous
+# part of the images, then merged; every other dataset is extracted by one job.
+EXTRACTION_PARTS = {
+    name: count
+    for name, count in config["extraction"].get("parts", {}).items()
+    if count > 1
+}
+WHOLE_DATASETS = [d for d in config["datasets"] if d not in EXTRACTION_PARTS]
+# The settings of every job that runs the network over images (a param: a change
+# re-runs them); the split into parts is not one of them.
+EXTRACTION_SETTINGS = canonical(
+    {k: v for k, v in config["extraction"].items() if k != "parts"}
+)
+
+
+def feature_part(model, dataset, part):
+    """The cached arrays and manifest of one part of a dataset split over jobs."""
+    stem = f"{RESULTS}/features/{model}/{dataset}.parts/{part}"
+    return {
+        kind: f"{stem}.{kind}.{'json' if kind == 'manifest' else 'npy'}"
+        for kind in ("features", "logits", "labels", "manifest")
+    }
+
+
+def feature_parts(wildcards):
+    """Every part's manifest and arrays of the merge job's (model, dataset)."""
+    return [
+        path
+        for part in range(EXTRACTION_PARTS[wildcards.dataset])
+        for path in feature_part(wildcards.model, wildcards.dataset, part).values()
+    ]
+
+
 def feature_manifests(model, datasets):
     return [features_of(model, d)["manifest"] for d in datasets]
 

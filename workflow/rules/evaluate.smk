@@ -76,7 +76,7 @@ rule select_odin:
         spec=lambda wc: canonical(config["models"][wc.model]),
         settings=lambda wc: method_settings("odin"),
         metric=config["selection"]["metric"],
-        extraction=canonical(config["extraction"]),
+        extraction=EXTRACTION_SETTINGS,
         config_hash=lambda wc: stable_hash(
             [method_settings("odin"), config["selection"]]
         ),
@@ -106,7 +106,7 @@ rule evaluate_odin:
         gpu=GPUS_PER_NETWORK_JOB,
     params:
         spec=lambda wc: canonical(config["models"][wc.model]),
-        extraction=canonical(config["extraction"]),
+        extraction=EXTRACTION_SETTINGS,
         config_hash=lambda wc: stable_hash(method_settings("odin")),
         benchmark=BENCHMARK,
         ood_names=OOD_TEST,

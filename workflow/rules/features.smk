@@ -8,14 +8,13 @@ rule extract_features:
         model=f"{RESULTS}/models/{{model}}/model.pt",
         dataset=f"{RESOURCES}/datasets/{{dataset}}.json",
     output:
-        features=f"{RESULTS}/features/{{model}}/{{dataset}}.features.npy",
-        logits=f"{RESULTS}/features/{{model}}/{{dataset}}.logits.npy",
-        labels=f"{RESULTS}/features/{{model}}/{{dataset}}.labels.npy",
-        manifest=f"{RESULTS}/features/{{model}}/{{dataset}}.manifest.json",
+        **features_of("{model}", "{dataset}"),
     log:
         f"{LOGS}/features/{{model}}/{{dataset}}.log",
     benchmark:
         f"{BENCHMARKS}/features/{{model}}/{{dataset}}.tsv"
+    wildcard_constraints:
+        dataset=_names_regex(WHOLE_DATASETS),
     conda:
         "../envs/pytorch.yaml"
     threads: THREADS_PER_JOB
@@ -23,6 +22,48 @@ rule extract_features:
         gpu=GPUS_PER_NETWORK_JOB,
     params:
         spec=lambda wc: canonical(config["models"][wc.model]),
-        extraction=canonical(config["extraction"]),
+        extraction=EXTRACTION_SETTINGS,
+        parts=1,
     script:
         "../scripts/extract_features.py"
+
+
+# A large dataset (config extraction.parts) is extracted by several jobs at once, one
+# contiguous part of its images each (many GPUs on the 1.28M ImageNet training images),
+# then merged into the same files a single job writes.
+use rule extract_features as extract_feature_part with:
+    output:
+        **{
+            k: temp(v)
+            for k, v in feature_part("{model}", "{dataset}", "{part}").items()
+        },
+    log:
+        f"{LOGS}/features/{{model}}/{{dataset}}.part{{part}}.log",
+    benchmark:
+        f"{BENCHMARKS}/features/{{model}}/{{dataset}}.part{{part}}.tsv"
+    wildcard_constraints:
+        dataset=_names_regex(EXTRACTION_PARTS),
+        part=r"\d+",
+    params:
+        spec=lambda wc: canonical(config["models"][wc.model]),
+        extraction=EXTRACTION_SETTINGS,
+        parts=lambda wc: EXTRACTION_PARTS[wc.dataset],
+
+
+rule merge_feature_parts:
+    input:
+        feature_parts,
+    output:
+        **features_of("{model}", "{dataset}"),
+    log:
+        f"{LOGS}/features/{{model}}/{{dataset}}.merge.log",
+    benchmark:
+        f"{BENCHMARKS}/features/{{model}}/{{dataset}}.merge.tsv"
+    wildcard_constraints:
+        dataset=_names_regex(EXTRACTION_PARTS),
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        parts=lambda wc: EXTRACTION_PARTS[wc.dataset],
+    script:
+        "../scripts/merge_feature_parts.py"
