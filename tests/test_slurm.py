@@ -28,17 +28,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from workflow_helpers import REPO, TINY, snakemake_command
+from workflow_helpers import DEFAULT, REPO, snakemake_command
 
 START = REPO / "tests" / "slurm" / "start_local_slurm.sh"
 STOP = REPO / "tests" / "slurm" / "stop_local_slurm.sh"
 PROFILE = REPO / "profiles" / "slurm"
-# The tiny config runs every rule of the default workflow on smaller data (83 jobs); the
-# default config itself took 22 min through SLURM here (77 cluster jobs at ~7 s start-up
-# each on 2 cores), too long for CI next to the rest of the suite.
-CONFIG = TINY
+# The default config: its network jobs go through sbatch; its CPU steps on cached arrays
+# run in the Snakemake process (config resources.local_cpu_jobs), as they should on a
+# cluster at this scale.
+CONFIG = DEFAULT
 START_TIMEOUT_S = 600
-SLURM_RUN_TIMEOUT_S = 1500
+SLURM_RUN_TIMEOUT_S = 1200
 TEST_TIMEOUT_S = START_TIMEOUT_S + SLURM_RUN_TIMEOUT_S + 1500
 # Columns that identify a result row, and the metrics that must agree.
 KEYS = ["benchmark", "model", "experiment", "method", "params", "ood_set", "split", "seed"]
@@ -135,7 +135,7 @@ def _job_rules(log: str) -> tuple[list[str], list[str]]:
 
 @pytest.mark.slurm
 @pytest.mark.timeout(TEST_TIMEOUT_S)
-def test_workflow_through_slurm_profile_matches_local_run(slurm_env, tiny_run, tmp_path):
+def test_workflow_through_slurm_profile_matches_local_run(slurm_env, default_run, tmp_path):
     env = slurm_env
     slurm_dir = tmp_path / "slurm"
     slurm_dir.mkdir()
@@ -165,7 +165,16 @@ def test_workflow_through_slurm_profile_matches_local_run(slurm_env, tiny_run, t
         f"the run announced {len(remote)} cluster and {len(local)} local jobs, "
         f"the dry run planned {planned}"
     )
-    assert remote, "no job was handed to the SLURM executor"
+    # Every job that runs the network went to SLURM; only CPU steps ran locally.
+    rules = workflow_rules()
+    gpu_rules = {name for name, text in rules.items() if re.search(r"\bgpu\s*=", text)}
+    assert gpu_rules & set(remote), f"no network job was submitted: {sorted(set(remote))}"
+    assert not gpu_rules & set(local), f"network jobs run locally: {gpu_rules & set(local)}"
+    may_run_locally = snakefile_localrules() | {
+        name for name, text in rules.items() if "localrule: LOCAL_CPU_JOBS" in text
+    }
+    assert set(local) <= may_run_locally, sorted(set(local) - may_run_locally)
+    assert not set(remote) & may_run_locally, sorted(set(remote) & may_run_locally)
     submitted = {int(job): int(slurm_id) for job, slurm_id in SUBMITTED.findall(log)}
     assert len(submitted) == len(remote), (
         f"{len(submitted)} jobs went through sbatch, but {len(remote)} cluster jobs ran "
@@ -187,8 +196,8 @@ def test_workflow_through_slurm_profile_matches_local_run(slurm_env, tiny_run, t
     failed = {i: s for i, s in states.items() if not s.startswith("COMPLETED|0:0")}
     assert not failed, f"SLURM jobs that did not complete cleanly: {failed}"
 
-    # The same workflow run locally (the shared tiny_run) gives the same numbers.
-    on_slurm, local = _results(slurm_dir), _results(tiny_run)
+    # The same workflow run locally (the shared default_run) gives the same numbers.
+    on_slurm, local = _results(slurm_dir), _results(default_run)
     assert len(on_slurm) > 0
     pd.testing.assert_frame_equal(on_slurm[KEYS + METRICS], local[KEYS + METRICS])
 
@@ -229,6 +238,12 @@ def workflow_rules() -> dict[str, str]:
     for parent, child in derived.items():
         rules[child] = rules[parent]
     return rules
+
+
+def snakefile_localrules() -> set[str]:
+    """Rules of the Snakefile's `localrules:` directive (always run by Snakemake itself)."""
+    block = re.search(r"^localrules:\n((?:    \w+,?\n)+)", (REPO / "Snakefile").read_text(), re.M)
+    return set(re.findall(r"\w+", block.group(1)))
 
 
 def test_profile_reads_partition_account_and_gpus_from_the_environment(monkeypatch):

@@ -281,15 +281,11 @@ def test_killed_runs_resume_to_identical_results(tiny_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_default_workflow_end_to_end(tmp_path):
-    start = time.perf_counter()
-    run_snakemake(tmp_path, "--cores", "2", timeout=1800)
-    elapsed = time.perf_counter() - start
-    print(f"default workflow: {elapsed:.0f} s")
+def test_default_workflow_end_to_end(default_run):
     config = load(REPO / "config" / "config.yaml")
-    check_outputs(tmp_path, config)
-    summary = json.loads((tmp_path / "results/digits/models/smallcnn/summary.json").read_text())
+    check_outputs(default_run, config)
+    summary = json.loads((default_run / "results/digits/models/smallcnn/summary.json").read_text())
     assert summary["id_test_accuracy"] > 90
-    report = tmp_path / "report.html"
-    run_snakemake(tmp_path, "--report", str(report), timeout=600)
+    report = default_run / "report.html"
+    run_snakemake(default_run, "--report", str(report), timeout=600)
     assert report.stat().st_size > 10_000

@@ -10,6 +10,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 TINY = REPO / "tests" / "configs" / "tiny.yaml"
+DEFAULT = REPO / "config" / "config.yaml"
 
 
 def snakemake_command(workdir: Path, *args: str, configfile: Path | None = None) -> list[str]:
@@ -23,7 +24,7 @@ def snakemake_command(workdir: Path, *args: str, configfile: Path | None = None)
         "--directory",
         str(workdir),
         "--configfile",
-        str(configfile or REPO / "config" / "config.yaml"),
+        str(configfile or DEFAULT),
         *args,
     ]
 

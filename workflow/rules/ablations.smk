@@ -13,6 +13,7 @@ rule pruned_accuracy:
         f"{LOGS}/ablations/{{model}}/table3.log",
     benchmark:
         f"{BENCHMARKS}/ablations/{{model}}/table3.tsv"
+    localrule: LOCAL_CPU_JOBS
     conda:
         "../envs/analysis.yaml"
     params:
@@ -37,6 +38,7 @@ rule sensitivity_subsets:
         f"{LOGS}/ablations/{{model}}/table8.log",
     benchmark:
         f"{BENCHMARKS}/ablations/{{model}}/table8.tsv"
+    localrule: LOCAL_CPU_JOBS
     conda:
         "../envs/analysis.yaml"
     params:
@@ -61,6 +63,7 @@ rule neuron_statistics:
         f"{LOGS}/ablations/{{model}}/table9.log",
     benchmark:
         f"{BENCHMARKS}/ablations/{{model}}/table9.tsv"
+    localrule: LOCAL_CPU_JOBS
     conda:
         "../envs/analysis.yaml"
     params:
@@ -89,6 +92,7 @@ rule percentage_sweep:
         f"{LOGS}/ablations/{{model}}/fig3.log",
     benchmark:
         f"{BENCHMARKS}/ablations/{{model}}/fig3.tsv"
+    localrule: LOCAL_CPU_JOBS
     conda:
         "../envs/analysis.yaml"
     params:
@@ -113,6 +117,7 @@ rule calibration:
         f"{LOGS}/ablations/{{model}}/fig4.log",
     benchmark:
         f"{BENCHMARKS}/ablations/{{model}}/fig4.tsv"
+    localrule: LOCAL_CPU_JOBS
     conda:
         "../envs/analysis.yaml"
     params:

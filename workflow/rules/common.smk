@@ -57,6 +57,10 @@ THREADS_PER_JOB = config["resources"]["threads_per_job"]
 # GPUs requested by jobs that run the network (extraction, training, ODIN, Table 7):
 # 0 on CPU machines; 1 on a GPU cluster so SLURM schedules them on GPU nodes.
 GPUS_PER_NETWORK_JOB = config["resources"]["gpus_per_network_job"]
+# Under a cluster executor, the CPU steps on cached arrays run in the Snakemake process
+# itself (`localrule:`) when the config says a cluster job would cost more than the
+# work; the network jobs are always submitted.
+LOCAL_CPU_JOBS = config["resources"]["local_cpu_jobs"]
 
 # Methods that need the network (input perturbation) rather than cached features.
 NETWORK_METHODS = {"odin"}

@@ -13,6 +13,7 @@ rule build_builtin_dataset:
         f"{BENCHMARKS}/datasets/{{dataset}}.tsv"
     wildcard_constraints:
         dataset=_names_regex(datasets_by_source("builtin")),
+    localrule: LOCAL_CPU_JOBS
     conda:
         "../envs/pytorch.yaml"
     params:
@@ -31,6 +32,7 @@ rule link_dataset:
         f"{BENCHMARKS}/datasets/{{dataset}}.tsv"
     wildcard_constraints:
         dataset=_names_regex(datasets_by_source("link")),
+    localrule: LOCAL_CPU_JOBS
     conda:
         "../envs/pytorch.yaml"
     params:
@@ -68,6 +70,7 @@ rule unpack_archive_dataset:
         f"{BENCHMARKS}/datasets/{{dataset}}.tsv"
     wildcard_constraints:
         dataset=_names_regex(datasets_by_source("archive")),
+    localrule: LOCAL_CPU_JOBS
     conda:
         "../envs/pytorch.yaml"
     params:

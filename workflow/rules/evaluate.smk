@@ -14,6 +14,7 @@ rule select_hyperparameters:
         f"{BENCHMARKS}/selection/{{model}}/{{method}}.tsv"
     wildcard_constraints:
         method=_names_regex(FEATURE_METHODS),
+    localrule: LOCAL_CPU_JOBS
     conda:
         "../envs/analysis.yaml"
     threads: THREADS_PER_JOB
@@ -43,6 +44,7 @@ rule evaluate_method:
         f"{BENCHMARKS}/evaluation/{{model}}/{{method}}.tsv"
     wildcard_constraints:
         method=_names_regex(FEATURE_METHODS),
+    localrule: LOCAL_CPU_JOBS
     conda:
         "../envs/analysis.yaml"
     threads: THREADS_PER_JOB

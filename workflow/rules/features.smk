@@ -61,6 +61,7 @@ rule merge_feature_parts:
         f"{BENCHMARKS}/features/{{model}}/{{dataset}}.merge.tsv"
     wildcard_constraints:
         dataset=_names_regex(EXTRACTION_PARTS),
+    localrule: LOCAL_CPU_JOBS
     conda:
         "../envs/analysis.yaml"
     params:

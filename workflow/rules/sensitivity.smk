@@ -12,6 +12,7 @@ rule compute_sensitivity:
         f"{LOGS}/sensitivity/{{model}}/fraction{{fraction}}_seed{{seed}}.log",
     benchmark:
         f"{BENCHMARKS}/sensitivity/{{model}}/fraction{{fraction}}_seed{{seed}}.tsv"
+    localrule: LOCAL_CPU_JOBS
     conda:
         "../envs/analysis.yaml"
     threads: THREADS_PER_JOB
