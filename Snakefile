@@ -6,7 +6,12 @@
 report: "workflow/report/workflow.rst"
 
 
-configfile: "config/config.yaml"
+# A --configfile names a whole benchmark and replaces the default one: Snakemake would
+# otherwise merge nested keys, adding the digits model and datasets to an ImageNet run.
+# --config KEY=VALUE alone still edits the default benchmark.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"

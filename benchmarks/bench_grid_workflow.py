@@ -69,6 +69,9 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout
+sys.path.insert(0, str(REPO / "tests"))  # the workflow tests' Snakemake helpers
+
+from workflow_helpers import jobs_per_rule  # noqa: E402
 
 METHOD = "opnp"
 RULES = ("select_hyperparameters", "evaluate_method")
@@ -279,12 +282,7 @@ def planned_jobs(workdir, configfile, cores, targets) -> dict[str, int]:
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"dry run failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
-    counts = {}
-    for line in proc.stdout.splitlines():
-        match = re.match(r"^(\w+)\s+(\d+)$", line.strip())
-        if match and match.group(1) != "total":
-            counts[match.group(1)] = int(match.group(2))
-    return counts
+    return jobs_per_rule(proc.stdout)
 
 
 class PeakWatcher(threading.Thread):

@@ -6,9 +6,12 @@ parameter sensitivity (C = 1000) from ``np.load(..., mmap_mode="r")`` in a fresh
 process and reports time, throughput and the child's peak resident memory
 (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) and peak traced allocations
 (``tracemalloc``), for N and for N/4: peak memory is set by the chunk size, not by N.
+A third run takes a seeded random ``--fraction`` % subset of the N rows the way the
+workflow's ``compute_sensitivity`` does (``rows=``: gathered chunk by chunk from the
+memory map, never copied out), so its memory is that of a chunk too.
 
     python benchmarks/bench_sensitivity_scale.py [--n 1281167] [--chunk 4096]
-        [--precision float32|float64]
+        [--precision float32|float64] [--fraction 20]
 """
 
 from __future__ import annotations
@@ -43,8 +46,9 @@ def write_features(path: Path, n: int, d: int, block: int = 16384) -> None:
             f.write(x.astype(np.float16).tobytes())
 
 
-def worker(path: str, n_rows: int, chunk: int, precision: str) -> None:
-    """Child process: sensitivity over the first n_rows of the memory map; prints JSON."""
+def worker(path: str, n_rows: int, fraction: float, chunk: int, precision: str) -> None:
+    """Child process: sensitivity over the first n_rows of the memory map, or over a
+    random ``fraction`` % of them (below 100); prints JSON."""
     from opnp.sensitivity import parameter_sensitivity
 
     rng = np.random.default_rng(1)
@@ -54,9 +58,13 @@ def worker(path: str, n_rows: int, chunk: int, precision: str) -> None:
     if n_rows < len(features):  # a shorter memory map on the same file
         features = np.memmap(path, dtype=features.dtype, mode="r", offset=features.offset,
                              shape=(n_rows, features.shape[1]))  # fmt: skip
+    rows = None
+    if fraction < 100:  # as workflow/scripts/compute_sensitivity.py draws a subset
+        size = max(1, round(n_rows * fraction / 100))
+        rows = np.sort(np.random.default_rng(0).choice(n_rows, size=size, replace=False))
     tracemalloc.start()
     t0 = time.perf_counter()
-    s = parameter_sensitivity(features, w, b, chunk_size=chunk, precision=precision)
+    s = parameter_sensitivity(features, w, b, chunk_size=chunk, precision=precision, rows=rows)
     elapsed = time.perf_counter() - t0
     traced = tracemalloc.get_traced_memory()[1]
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
@@ -68,10 +76,12 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1281167)
     ap.add_argument("--chunk", type=int, default=4096)
     ap.add_argument("--precision", default="float32", choices=["float32", "float64"])
-    ap.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--fraction", type=float, default=20.0)
+    ap.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        worker(args.worker[0], int(args.worker[1]), args.chunk, args.precision)
+        path, n_rows, fraction = args.worker
+        worker(path, int(n_rows), float(fraction), args.chunk, args.precision)
         return
     d = 2048
     with tempfile.TemporaryDirectory() as tmp:
@@ -82,17 +92,21 @@ def main() -> None:
         print(
             f"wrote {args.n} x {d} float16 ({size / 2**30:.2f} GiB) in {time.perf_counter() - t0:.0f} s"
         )
-        for n_rows in (args.n // 4, args.n):
+        for n_rows, fraction in ((args.n // 4, 100.0), (args.n, 100.0), (args.n, args.fraction)):
             proc = subprocess.run(
-                [sys.executable, __file__, "--worker", str(path), str(n_rows),
+                [sys.executable, __file__, "--worker", str(path), str(n_rows), str(fraction),
                  "--chunk", str(args.chunk), "--precision", args.precision],
                 capture_output=True, text=True, check=True,
             )  # fmt: skip
             r = json.loads(proc.stdout.strip().splitlines()[-1])
-            gflops = 4.0 * n_rows * d * 1000 / r["seconds"] / 1e9
+            used = n_rows if fraction >= 100 else max(1, round(n_rows * fraction / 100))
+            gflops = 4.0 * used * d * 1000 / r["seconds"] / 1e9
+            what = (
+                f"N={n_rows}" if fraction >= 100 else f"{fraction:g} % of N={n_rows} ({used} rows)"
+            )
             print(
-                f"N={n_rows} ({args.precision}, chunk {args.chunk}): {r['seconds']:.1f} s, "
-                f"{n_rows / r['seconds']:.0f} rows/s, {gflops:.1f} GFLOP/s; "
+                f"{what} ({args.precision}, chunk {args.chunk}): {r['seconds']:.1f} s, "
+                f"{used / r['seconds']:.0f} rows/s, {gflops:.1f} GFLOP/s; "
                 f"peak RSS {r['rss'] / 2**20:.0f} MiB, peak traced {r['traced'] / 2**20:.0f} MiB "
                 f"(file {n_rows * d * 2 / 2**20:.0f} MiB)"
             )

@@ -44,12 +44,22 @@ def as_float_array(x: Any, name: str, ndim: int) -> np.ndarray:
     return arr
 
 
-def check_finite(arr: np.ndarray, name: str, row_offset: int = 0) -> None:
-    """ValueError naming ``name`` and the count (and first row) of NaN/inf entries."""
+def check_finite(
+    arr: np.ndarray, name: str, row_offset: int = 0, row_index: np.ndarray | None = None
+) -> None:
+    """ValueError naming ``name`` and the count (and first row) of NaN/inf entries.
+
+    The row is ``row_offset`` plus the position in ``arr``, or ``row_index[position]``
+    when ``arr`` holds rows gathered from a larger array."""
     bad = ~np.isfinite(arr)
     if bad.any():
         rows = np.nonzero(bad.reshape(len(arr), -1).any(axis=1))[0] if arr.ndim > 1 else None
-        where = f", first at row {row_offset + int(rows[0])}" if rows is not None else ""
+        if rows is None:
+            where = ""
+        elif row_index is not None:
+            where = f", first at row {int(row_index[rows[0]])}"
+        else:
+            where = f", first at row {row_offset + int(rows[0])}"
         raise ValueError(f"{name} has {int(bad.sum())} NaN or infinite values{where}")
 
 
@@ -155,22 +165,57 @@ def check_chunk_size(chunk_size: Any, name: str = "chunk_size") -> int:
     return int(chunk_size)
 
 
-def iter_chunks(features: np.ndarray, chunk_size: int, name: str = "features", dtype=None):
+def check_rows(rows: Any, n: int, name: str = "rows") -> np.ndarray:
+    """Strictly increasing, non-empty int64 row indices into ``n`` rows."""
+    idx = np.asarray(rows)
+    if idx.ndim != 1 or idx.size == 0:
+        raise ValueError(
+            f"{name} must be a non-empty 1-D array of row indices, got shape {idx.shape}"
+        )
+    if not np.issubdtype(idx.dtype, np.integer):
+        raise ValueError(f"{name} must hold integer row indices, got dtype {idx.dtype}")
+    idx = idx.astype(np.int64, copy=False)
+    if idx[0] < 0 or idx[-1] >= n:
+        raise ValueError(f"{name} must lie in [0, {n}), got {int(idx.min())}..{int(idx.max())}")
+    if np.any(np.diff(idx) <= 0):
+        raise ValueError(f"{name} must be strictly increasing (sorted, no repeats)")
+    return idx
+
+
+def iter_chunks(
+    features: np.ndarray,
+    chunk_size: int,
+    name: str = "features",
+    dtype=None,
+    rows: np.ndarray | None = None,
+):
     """Yield ``(start, chunk)`` over rows, each chunk a finite in-memory array in ``dtype``.
 
     Memory-mapped inputs are read one chunk at a time, so peak memory is a few chunks
-    whatever N is; every chunk is checked for NaN/inf (error names the row).
+    whatever N is; every chunk is checked for NaN/inf (error names the row). With
+    ``rows`` (checked by :func:`check_rows`), only those rows are read, ``chunk_size`` at
+    a time, and ``start`` counts positions in ``rows``.
     """
-    n = features.shape[0]
+    n = features.shape[0] if rows is None else len(rows)
     release = _page_releaser(features)
     for start in range(0, n, chunk_size):
-        chunk = np.asarray(features[start : start + chunk_size])
+        stop = min(start + chunk_size, n)
+        if rows is None:
+            chunk = np.asarray(features[start:stop])
+        else:
+            chunk = np.asarray(features[rows[start:stop]])
         if dtype is not None:
             chunk = chunk.astype(dtype, copy=False)
         if isinstance(features, np.memmap):
-            check_finite(chunk, name, row_offset=start)
+            if rows is None:
+                check_finite(chunk, name, row_offset=start)
+            else:
+                check_finite(chunk, name, row_index=rows[start:stop])
         yield start, chunk
-        release(start, min(start + chunk_size, n))
+        if rows is None:
+            release(start, stop)
+        else:  # rows are increasing: every row before the chunk's last one is done
+            release(int(rows[start]), int(rows[stop - 1]) + 1)
 
 
 def _page_releaser(features: np.ndarray):

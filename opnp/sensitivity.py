@@ -32,6 +32,7 @@ from ._validation import (
     check_features,
     check_linear,
     check_positive,
+    check_rows,
     iter_chunks,
     to_numpy,
 )
@@ -82,6 +83,7 @@ def parameter_sensitivity(
     reduction: str = "per_sample",
     chunk_size: int | None = None,
     precision: str = "float64",
+    rows: Any = None,
 ) -> np.ndarray:
     """Closed-form parameter sensitivity S (C, D) float64 of the FC layer (Eq. 6).
 
@@ -91,6 +93,9 @@ def parameter_sensitivity(
     ``features`` (N, D) may be a numpy array of any float dtype, a torch tensor or a
     memory-mapped ``.npy`` far larger than RAM: rows are streamed in chunks of
     ``chunk_size`` (default 4096), so memory is O(chunk_size * (C + D) + C * D).
+    ``rows`` (strictly increasing indices) restricts S to those samples, e.g. a random
+    training subset, read chunk by chunk from the memory map instead of being copied
+    out first: the same result as ``features[rows]`` with the memory of one chunk.
 
     ``precision="float64"`` (default) computes logits, softmax and both products in
     float64: agreement with float64 autograd is at rounding level (~1e-13 relative).
@@ -108,11 +113,13 @@ def parameter_sensitivity(
     chunk = check_chunk_size(chunk_size)
     w64, b64 = check_linear(weight, bias)
     h = check_features(features, "features", dim=w64.shape[1])
+    idx = None if rows is None else check_rows(rows, h.shape[0])
+    n = h.shape[0] if idx is None else len(idx)
     dtype = np.float64 if precision == "float64" else np.float32
     wt = np.ascontiguousarray(w64.T, dtype=dtype)  # (D, C): logits = h @ W^T
     b = b64.astype(dtype)
     acc = np.zeros(w64.shape, dtype=np.float64)
-    for _, hc in iter_chunks(h, chunk, "features", dtype=dtype):
+    for _, hc in iter_chunks(h, chunk, "features", dtype=dtype, rows=idx):
         p = hc @ wt
         p += b
         if t != 1.0:
@@ -124,7 +131,7 @@ def parameter_sensitivity(
             acc += p.T @ hc
     if reduction == "batch":
         np.abs(acc, out=acc)
-    acc /= h.shape[0]
+    acc /= n
     return acc
 
 

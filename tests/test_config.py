@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import copy
+import re
+import shutil
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -125,3 +129,25 @@ def test_workflow_refuses_bad_config_before_any_job(tmp_path, config):
     assert "methods.opnp.weight_low/weight_high" in proc.stderr + proc.stdout
     assert not (tmp_path / "results").exists()
     assert not (tmp_path / "resources").exists()
+
+
+def planned_models(workdir, *args: str) -> set[str]:
+    """Models of the jobs a dry run in ``workdir`` plans (Snakemake's own command line)."""
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "-n"]
+    proc = subprocess.run([*cmd, *args], cwd=workdir, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return set(re.findall(r"model=([\w.-]+)", proc.stdout))
+
+
+def test_configfile_replaces_the_default_benchmark(tmp_path):
+    # Run where config/config.yaml exists, as a user does from the repository root:
+    # Snakemake merges nested keys, so without care the default's model and datasets
+    # would join every --configfile benchmark.
+    (tmp_path / "config").mkdir()
+    shutil.copy(REPO / "config" / "config.yaml", tmp_path / "config" / "config.yaml")
+    default = set(yaml.safe_load((REPO / "config" / "config.yaml").read_text())["models"])
+    cifar = set(yaml.safe_load((REPO / "config" / "cifar10.yaml").read_text())["models"])
+    assert default.isdisjoint(cifar)
+    assert planned_models(tmp_path, "--configfile", str(REPO / "config" / "cifar10.yaml")) == cifar
+    # --config alone edits the default benchmark instead of replacing it.
+    assert planned_models(tmp_path, "--config", "benchmark=digits-edited") == default

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 from PIL import Image
-from workflow_helpers import REPO, TINY, run_snakemake, snakemake_command
+from workflow_helpers import REPO, TINY, jobs_per_rule, run_snakemake, snakemake_command
 
 METRICS = ["fpr95", "auroc", "aupr_in", "aupr_out"]
 
@@ -30,12 +30,7 @@ def load(path: Path) -> dict:
 def dry_run_jobs(workdir: Path, configfile: Path) -> dict[str, int]:
     """Rule -> number of jobs a dry run plans."""
     proc = run_snakemake(workdir, "-n", "--quiet", "rules", configfile=configfile, timeout=300)
-    counts = {}
-    for line in proc.stdout.splitlines():
-        match = re.match(r"^(\w+)\s+(\d+)$", line.strip())
-        if match and match.group(1) != "total":
-            counts[match.group(1)] = int(match.group(2))
-    return counts
+    return jobs_per_rule(proc.stdout)
 
 
 def dry_run_job_files(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -49,3 +50,13 @@ def run_snakemake(
             f"{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
         )
     return proc
+
+
+def jobs_per_rule(rules_summary: str) -> dict[str, int]:
+    """Rule -> job count from the table ``snakemake -n --quiet rules`` prints."""
+    counts = {}
+    for line in rules_summary.splitlines():
+        match = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if match and match.group(1) != "total":
+            counts[match.group(1)] = int(match.group(2))
+    return counts

@@ -15,12 +15,10 @@ train = load_feature_set(snakemake.input.train)
 n_total = len(train.features)
 if fraction >= 100:
     indices = np.arange(n_total)
-    features = train.features  # streamed from the memory map
 else:
     n_subset = max(1, int(round(n_total * fraction / 100)))
     rng = np.random.default_rng(seed)
     indices = np.sort(rng.choice(n_total, size=n_subset, replace=False))
-    features = train.features[indices]
 log.info(
     "sensitivity on %d of %d training samples (%g %%, seed %d)",
     len(indices),
@@ -28,7 +26,14 @@ log.info(
     fraction,
     seed,
 )
-param = parameter_sensitivity(features, weight, bias, reduction=snakemake.params.reduction)
+# The subset's rows are read chunk by chunk from the memory map, never copied out.
+param = parameter_sensitivity(
+    train.features,
+    weight,
+    bias,
+    reduction=snakemake.params.reduction,
+    rows=None if fraction >= 100 else indices,
+)
 neurons = {stat: neuron_sensitivity(param, stat) for stat in NEURON_STATISTICS}
 save_sensitivity(
     snakemake.output[0],
