@@ -50,6 +50,7 @@ def worker(path: str, n_rows: int, fraction: float, chunk: int, precision: str) 
     """Child process: sensitivity over the first n_rows of the memory map, or over a
     random ``fraction`` % of them (below 100); prints JSON."""
     from opnp.sensitivity import parameter_sensitivity
+    from opnp.subsets import seeded_subset_indices
 
     rng = np.random.default_rng(1)
     w = rng.standard_normal((1000, 2048)) * 0.05
@@ -58,17 +59,28 @@ def worker(path: str, n_rows: int, fraction: float, chunk: int, precision: str) 
     if n_rows < len(features):  # a shorter memory map on the same file
         features = np.memmap(path, dtype=features.dtype, mode="r", offset=features.offset,
                              shape=(n_rows, features.shape[1]))  # fmt: skip
-    rows = None
-    if fraction < 100:  # as workflow/scripts/compute_sensitivity.py draws a subset
-        size = max(1, round(n_rows * fraction / 100))
-        rows = np.sort(np.random.default_rng(0).choice(n_rows, size=size, replace=False))
+    # the subset workflow/scripts/compute_sensitivity.py draws (seed 0)
+    rows = seeded_subset_indices(n_rows, fraction, seed=0)
+    n_used = len(rows)
+    if n_used == n_rows:
+        rows = None  # the whole map, read as plain slices
     tracemalloc.start()
     t0 = time.perf_counter()
     s = parameter_sensitivity(features, w, b, chunk_size=chunk, precision=precision, rows=rows)
     elapsed = time.perf_counter() - t0
     traced = tracemalloc.get_traced_memory()[1]
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
-    print(json.dumps({"seconds": elapsed, "traced": traced, "rss": rss, "sum": float(s.sum())}))
+    print(
+        json.dumps(
+            {
+                "seconds": elapsed,
+                "traced": traced,
+                "rss": rss,
+                "rows": n_used,
+                "sum": float(s.sum()),
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -99,7 +111,7 @@ def main() -> None:
                 capture_output=True, text=True, check=True,
             )  # fmt: skip
             r = json.loads(proc.stdout.strip().splitlines()[-1])
-            used = n_rows if fraction >= 100 else max(1, round(n_rows * fraction / 100))
+            used = r["rows"]
             gflops = 4.0 * used * d * 1000 / r["seconds"] / 1e9
             what = (
                 f"N={n_rows}" if fraction >= 100 else f"{fraction:g} % of N={n_rows} ({used} rows)"

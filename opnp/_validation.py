@@ -201,21 +201,17 @@ def iter_chunks(
     for start in range(0, n, chunk_size):
         stop = min(start + chunk_size, n)
         if rows is None:
-            chunk = np.asarray(features[start:stop])
-        else:
-            chunk = np.asarray(features[rows[start:stop]])
+            select, first, last = slice(start, stop), start, stop
+        else:  # rows are increasing: every file row before the chunk's last one is done
+            select = rows[start:stop]
+            first, last = int(select[0]), int(select[-1]) + 1
+        chunk = np.asarray(features[select])
         if dtype is not None:
             chunk = chunk.astype(dtype, copy=False)
         if isinstance(features, np.memmap):
-            if rows is None:
-                check_finite(chunk, name, row_offset=start)
-            else:
-                check_finite(chunk, name, row_index=rows[start:stop])
+            check_finite(chunk, name, row_offset=first, row_index=None if rows is None else select)
         yield start, chunk
-        if rows is None:
-            release(start, stop)
-        else:  # rows are increasing: every row before the chunk's last one is done
-            release(int(rows[start]), int(rows[stop - 1]) + 1)
+        release(first, last)
 
 
 def _page_releaser(features: np.ndarray):

@@ -53,6 +53,7 @@ import numpy as np
 from PIL import Image
 
 from .io import write_json_atomic
+from .subsets import seeded_subset_indices
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -587,25 +588,12 @@ def open_dataset(spec_or_path: Mapping[str, Any] | str | os.PathLike, transform=
 
 
 def seeded_subset(dataset, fraction: float, seed: int = 0, max_items: int | None = None):
-    """A seeded uniform random subset of ``fraction`` percent (0, 100] of ``dataset``.
-
-    ``round(N * fraction / 100)`` items (at least 1, at most ``max_items``) drawn without
-    replacement by ``numpy.random.default_rng(seed)``, kept in their original order.
-    Returns a ``torch.utils.data.Subset``.
+    """A seeded uniform random subset of ``fraction`` percent (0, 100] of ``dataset``
+    (indices from :func:`opnp.subsets.seeded_subset_indices`). Returns a ``torch.utils.data.Subset``.
     """
     import torch.utils.data
 
-    fraction = float(fraction)
-    if not 0 < fraction <= 100:
-        raise ValueError(f"fraction must be a percentage in (0, 100], got {fraction!r}")
-    n_total = len(dataset)
-    n = max(1, round(n_total * fraction / 100))
-    if max_items is not None:
-        if max_items < 1:
-            raise ValueError(f"max_items must be a positive integer, got {max_items!r}")
-        n = min(n, int(max_items))
-    rng = np.random.default_rng(seed)
-    indices = np.sort(rng.choice(n_total, size=n, replace=False))
+    indices = seeded_subset_indices(len(dataset), fraction, seed, max_items)
     return torch.utils.data.Subset(dataset, indices.tolist())
 
 

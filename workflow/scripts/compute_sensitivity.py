@@ -1,11 +1,10 @@
 """OPNP parameter sensitivity (Eq. 6) and every neuron statistic (Eq. 8) on a seeded
 subset of the training features."""
 
-import numpy as np
-
 from opnp.artifacts import load_fc, load_feature_set, save_sensitivity
 from opnp.runtime import setup_job
 from opnp.sensitivity import NEURON_STATISTICS, neuron_sensitivity, parameter_sensitivity
+from opnp.subsets import seeded_subset_indices
 
 log = setup_job(snakemake.log[0], threads=snakemake.threads)
 fraction = snakemake.params.fraction
@@ -13,12 +12,7 @@ seed = snakemake.params.seed
 weight, bias = load_fc(snakemake.input.fc)
 train = load_feature_set(snakemake.input.train)
 n_total = len(train.features)
-if fraction >= 100:
-    indices = np.arange(n_total)
-else:
-    n_subset = max(1, int(round(n_total * fraction / 100)))
-    rng = np.random.default_rng(seed)
-    indices = np.sort(rng.choice(n_total, size=n_subset, replace=False))
+indices = seeded_subset_indices(n_total, fraction, seed)
 log.info(
     "sensitivity on %d of %d training samples (%g %%, seed %d)",
     len(indices),
@@ -32,7 +26,7 @@ param = parameter_sensitivity(
     weight,
     bias,
     reduction=snakemake.params.reduction,
-    rows=None if fraction >= 100 else indices,
+    rows=None if len(indices) == n_total else indices,
 )
 neurons = {stat: neuron_sensitivity(param, stat) for stat in NEURON_STATISTICS}
 save_sensitivity(
