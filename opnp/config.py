@@ -14,7 +14,7 @@ class ConfigError(ValueError):
 
 def check_config(cfg: dict) -> None:
     """Cross-key checks run before any job: each error names the key and the allowed values."""
-    datasets = cfg["datasets"]
+    datasets = {**cfg["datasets"], **replicate_parts(cfg)}
     for key in ("train", "val", "test"):
         name = cfg["id"][key]
         if name not in datasets:
@@ -42,7 +42,8 @@ def check_config(cfg: dict) -> None:
             f"config key id.train: {cfg['id']['train']!r} is also used as id.val or id.test; "
             "sensitivities and detectors must be fitted on data that is not evaluated"
         )
-    for name, spec in datasets.items():
+    _check_replicates(cfg)
+    for name, spec in cfg["datasets"].items():
         source = spec["source"]
         needed = {
             "builtin": ["builder"],
@@ -90,6 +91,56 @@ def check_config(cfg: dict) -> None:
     if fig9 is not None and fig9 not in cfg["ood"]["test"]:
         raise ConfigError(
             f"config key ablations.fig9_ood: {fig9!r} is not one of ood.test {cfg['ood']['test']}"
+        )
+
+
+def replicate_parts(cfg: dict) -> dict[str, dict]:
+    """Part name -> ``{"pool", "by", "size", "index"}`` of the config's ``replicates``
+    (empty without replicates): the datasets that only exist as parts of a pool."""
+    parts = {}
+    for pool, spec in cfg.get("replicates", {}).get("pools", {}).items():
+        for index, part in enumerate(spec["parts"]):
+            parts[part["name"]] = {
+                "pool": pool,
+                "by": spec["by"],
+                "size": part["size"],
+                "index": index,
+            }
+    return parts
+
+
+def _check_replicates(cfg: dict) -> None:
+    replicates = cfg.get("replicates")
+    if not replicates:
+        return
+    seen: dict[str, str] = {}
+    for pool, spec in replicates["pools"].items():
+        if pool not in cfg["datasets"]:
+            raise ConfigError(
+                f"config key replicates.pools.{pool}: the pool must be a dataset defined "
+                f"under 'datasets' (defined: {sorted(cfg['datasets'])})"
+            )
+        for part in spec["parts"]:
+            name = part["name"]
+            if name in cfg["datasets"] or name in seen:
+                raise ConfigError(
+                    f"config key replicates.pools.{pool}.parts: part name {name!r} is already "
+                    f"used by {'datasets' if name in cfg['datasets'] else seen[name]!r}; parts "
+                    "need names of their own"
+                )
+            seen[name] = f"replicates.pools.{seen.get(name, pool)}"
+    used = {*cfg["id"].values(), *cfg["ood"]["val"], *cfg["ood"]["test"]}
+    pools_used = sorted(used & set(replicates["pools"]))
+    if pools_used:
+        raise ConfigError(
+            f"config keys id/ood name the pools {pools_used}: with replicates, use their parts "
+            "(each replicate cuts a pool anew), not the whole pool"
+        )
+    trained = sorted(m for m, s in cfg["models"].items() if "train" in s)
+    if trained:
+        raise ConfigError(
+            f"config key replicates: models {trained} are trained here, but replicates re-split "
+            "the training set per seed; give them a 'checkpoint' or 'pretrained' instead"
         )
 
 

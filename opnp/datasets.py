@@ -67,6 +67,7 @@ __all__ = [
     "verify_image_folder",
     "dataset_manifest",
     "open_dataset",
+    "split_manifest",
     "seeded_subset",
     "digits_splits",
     "build_digits_split",
@@ -526,6 +527,10 @@ def _dataset_from_manifest(manifest: Mapping[str, Any], transform) -> ImageDatas
             f"({len(paths)} images now, {manifest.get('n_images')} in the manifest): rerun its "
             "dataset rule (delete the manifest) so that it is verified again"
         )
+    if manifest.get("rows") is not None:
+        # A part of a pool (replicated benchmarks): the pool's verified list, then the rows.
+        rows = np.asarray(manifest["rows"], dtype=np.int64)
+        paths, labels = [paths[i] for i in rows], labels[rows]
     return ImageDataset(
         manifest["root"],
         paths,
@@ -535,6 +540,29 @@ def _dataset_from_manifest(manifest: Mapping[str, Any], transform) -> ImageDatas
         classes=classes,
         name=name,
     )
+
+
+def split_manifest(pool_manifest: Mapping[str, Any], name: str, rows, **extra: Any) -> dict:
+    """The manifest of dataset ``name`` made of ``rows`` (indices into the verified image
+    list) of the pool that ``pool_manifest`` describes: :func:`open_dataset` yields those
+    images of the pool, in that order. ``extra`` items (replicate seed ...) are recorded."""
+    rows = np.asarray(rows, dtype=np.int64)
+    n_pool = int(pool_manifest["n_images"])
+    if rows.ndim != 1 or len(rows) == 0 or rows.min() < 0 or rows.max() >= n_pool:
+        raise ValueError(
+            f"dataset {name!r}: rows must be a non-empty list of indices into the "
+            f"{n_pool} images of pool {pool_manifest.get('name')!r}"
+        )
+    return {
+        **pool_manifest,
+        "name": name,
+        "pool": pool_manifest.get("name"),
+        "rows": rows.tolist(),
+        "n_images": len(rows),
+        "skipped": list(pool_manifest.get("skipped", [])),
+        "class_counts": [],
+        **extra,
+    }
 
 
 def _guess_format(root: Path) -> str:

@@ -54,6 +54,7 @@ __all__ = [
     "load_features",
     "merge_feature_parts",
     "part_rows",
+    "select_feature_rows",
     "save_fc",
 ]
 
@@ -637,6 +638,73 @@ def merge_feature_parts(
     )
     write_json_atomic(array_path(out_stem, "manifest"), manifest)
     log(f"merged {len(stems)} parts into {n} images of {manifest['dataset']}")
+    return manifest
+
+
+def select_feature_rows(
+    in_stem: str | os.PathLike,
+    rows,
+    out_stem: str | os.PathLike,
+    *,
+    meta: Mapping[str, Any] | None = None,
+    chunk_rows: int = 65536,
+) -> dict:
+    """Write the feature set of ``rows`` (int indices, in the given order) of the feature
+    set at ``in_stem`` under ``out_stem``, with a manifest of the same form as an
+    extraction's that records where the rows came from. No network runs: a replicate's
+    fit / validation / test parts are rows of its pool's one extraction. Memory stays
+    bounded by ``chunk_rows`` rows."""
+    source = load_features(in_stem)
+    rows = np.asarray(rows, dtype=np.int64)
+    n_source = len(source.labels)
+    if rows.ndim != 1 or len(rows) == 0:
+        raise ValueError(f"rows of {in_stem} must be a non-empty 1-d list, got shape {rows.shape}")
+    if rows.min() < 0 or rows.max() >= n_source:
+        raise ValueError(
+            f"rows of {in_stem} must lie in 0..{n_source - 1}, got {rows.min()}..{rows.max()}"
+        )
+    chunk_rows = _check_positive_int(chunk_rows, "chunk_rows")
+    first = source.manifest
+    writers = _Writers(
+        os.fspath(out_stem), len(rows), np.dtype(first["arrays"]["features"]["dtype"])
+    )
+    try:
+        for lo in range(0, len(rows), chunk_rows):
+            index = rows[lo : lo + chunk_rows]
+            writers.write(
+                lo,
+                np.asarray(source.features[index]),
+                np.asarray(source.logits[index]),
+                np.asarray(source.labels[index]),
+            )
+        records = writers.commit()
+    except BaseException:
+        writers.discard()
+        raise
+    meta = {**first.get("meta", {}), **dict(meta or {})}
+    manifest = {
+        key: first[key]
+        for key in ("format_version", "seed", "device", "amp", "channels_last", "model_sha256")
+        if key in first
+    }
+    manifest.update(
+        n=len(rows),
+        n_images=len(rows),
+        feature_dim=records["features"]["shape"][1],
+        num_classes=records["logits"]["shape"][1],
+        arrays=records,
+        model=meta.get("model", first.get("model")),
+        dataset=meta.get("dataset", first.get("dataset")),
+        meta=meta,
+        selected_from={
+            "stem": os.fspath(in_stem),
+            "n": n_source,
+            "features_sha256": first["arrays"]["features"]["sha256"],
+        },
+        timing={"seconds": 0.0, "images_per_second": None},
+        provenance=provenance(),
+    )
+    write_json_atomic(array_path(out_stem, "manifest"), manifest)
     return manifest
 
 

@@ -130,10 +130,10 @@ rule calibration:
 
 rule layer_ablation:
     input:
-        model=f"{RESULTS}/models/{{model}}/model.pt",
-        train=dataset_manifest(ID_TRAIN),
-        id_test=dataset_manifest(ID_TEST),
-        ood_test=[dataset_manifest(d) for d in OOD_TEST],
+        model=model_file,
+        train=lambda wc: dataset_manifest(ID_TRAIN, wc.model),
+        id_test=lambda wc: dataset_manifest(ID_TEST, wc.model),
+        ood_test=unit_manifests(*OOD_TEST),
         fc_sensitivity=full_sensitivity("{model}"),
     output:
         results=f"{RESULTS}/ablations/{{model}}/table7_layers.parquet",
@@ -148,7 +148,7 @@ rule layer_ablation:
     resources:
         gpu=GPUS_PER_NETWORK_JOB,
     params:
-        spec=lambda wc: canonical(config["models"][wc.model]),
+        spec=lambda wc: model_spec(wc.model),
         layers=ABLATIONS.get("layers", {}),
         extraction=EXTRACTION_SETTINGS,
         seed=SEEDS[0],

@@ -18,7 +18,11 @@ os.environ.update(
 )
 
 sys.path.insert(0, workflow.basedir)
-from opnp.config import check_config  # noqa: E402 - needs the path above
+from opnp.config import (
+    check_config,
+    replicate_parts,
+)  # noqa: E402 - needs the path above
+from opnp.replicates import replicate_unit  # noqa: E402
 
 validate(config, schema="../schemas/config.schema.yaml")
 
@@ -42,7 +46,21 @@ RESOURCES = f"resources/{BENCHMARK}"
 LOGS = f"logs/{BENCHMARK}"
 BENCHMARKS = f"benchmarks/{BENCHMARK}"
 
-MODELS = list(config["models"])
+BASE_MODELS = list(config["models"])
+# Replicated benchmarks (config `replicates`): every model is evaluated once per split seed
+# on that seed's parts of the pooled datasets, as the unit <model>-split<seed>; the pools
+# are extracted once per model. Without replicates a unit is a model.
+REPLICATE_SEEDS = list(config.get("replicates", {}).get("seeds", []))
+SPLIT_PARTS = replicate_parts(config)
+UNITS = {
+    replicate_unit(m, seed): (m, seed) for m in BASE_MODELS for seed in REPLICATE_SEEDS
+}
+MODELS = list(UNITS) if UNITS else BASE_MODELS
+# Fig. 1 shows each model's sensitivities once (its first replicate).
+SENSITIVITY_FIGURE_MODELS = [
+    next(u for u, (b, _) in UNITS.items() if b == m) if UNITS else m
+    for m in BASE_MODELS
+]
 METHODS = list(config["methods"])
 SEEDS = list(config["seeds"])
 ID_TRAIN = config["id"]["train"]
@@ -86,9 +104,9 @@ def datasets_by_source(source):
 
 
 wildcard_constraints:
-    model=_names_regex(MODELS),
+    model=_names_regex([*BASE_MODELS, *UNITS]),
     method=_names_regex(METHODS),
-    dataset=_names_regex(config["datasets"]),
+    dataset=_names_regex([*config["datasets"], *SPLIT_PARTS]),
     fraction=r"\d+(\.\d+)?",
     seed=r"\d+",
 
@@ -114,8 +132,28 @@ def sensitivity_seeds(fraction):
 # ---------------------------------------------------------------- paths
 
 
-def dataset_manifest(name):
+def dataset_manifest(name, unit=None):
+    """The manifest of dataset ``name``; a replicate part's is the one of ``unit``'s split
+    seed (without a unit: its whole pool, e.g. for a loaded model's accuracy check)."""
+    if name in SPLIT_PARTS:
+        if unit is None:
+            return f"{RESOURCES}/datasets/{SPLIT_PARTS[name]['pool']}.json"
+        return f"{RESOURCES}/datasets/split{UNITS[unit][1]}/{name}.json"
     return f"{RESOURCES}/datasets/{name}.json"
+
+
+def unit_manifests(*names):
+    """Input function: the manifests of ``names`` for the job's model (unit)."""
+    return lambda wildcards: [dataset_manifest(n, wildcards.model) for n in names]
+
+
+def model_base(name):
+    """The configured model of a unit (itself without replicates)."""
+    return UNITS[name][0] if name in UNITS else name
+
+
+def model_spec(name):
+    return canonical(config["models"][model_base(name)])
 
 
 def features_of(model, dataset):
@@ -195,14 +233,32 @@ def loaded_models():
 
 
 def model_fc(wildcards):
-    return f"{RESULTS}/models/{wildcards.model}/fc.npz"
+    """Replicates of a model share its weights: no copy per unit."""
+    return f"{RESULTS}/models/{model_base(wildcards.model)}/fc.npz"
+
+
+def model_file(wildcards):
+    return f"{RESULTS}/models/{model_base(wildcards.model)}/model.pt"
+
+
+def replicate_feature_inputs(wildcards):
+    """A unit's features of a dataset: rows of its model's one extraction of the pool (a
+    replicate part) or of the whole dataset."""
+    base = model_base(wildcards.model)
+    name = wildcards.dataset
+    if name in SPLIT_PARTS:
+        return {
+            "source": features_of(base, SPLIT_PARTS[name]["pool"])["manifest"],
+            "split": dataset_manifest(name, wildcards.model),
+        }
+    return {"source": features_of(base, name)["manifest"]}
 
 
 def selection_inputs(wildcards):
     """Validation data only: test OOD sets never reach the hyperparameter choice."""
     m = wildcards.model
     inputs = {
-        "fc": f"{RESULTS}/models/{m}/fc.npz",
+        "fc": model_fc(wildcards),
         "train": features_of(m, ID_TRAIN)["manifest"],
         "id_val": features_of(m, ID_VAL)["manifest"],
         "ood_val": feature_manifests(m, OOD_VAL),
@@ -216,7 +272,7 @@ def evaluation_inputs(wildcards):
     m = wildcards.model
     inputs = {
         "selection": f"{RESULTS}/selection/{m}/{wildcards.method}.parquet",
-        "fc": f"{RESULTS}/models/{m}/fc.npz",
+        "fc": model_fc(wildcards),
         "train": features_of(m, ID_TRAIN)["manifest"],
         "id_test": features_of(m, ID_TEST)["manifest"],
         "ood_test": feature_manifests(m, OOD_TEST),
@@ -250,7 +306,7 @@ def table_specs():
     """Table file stem -> what it shows; each stem starts with the paper's id."""
     specs = {}
     for m in MODELS:
-        main = config["models"][m]["main_table"]
+        main = model_spec(m)["main_table"]
         specs[f"{main}_main_results_{m}"] = {"kind": "main", "model": m}
         specs[f"selected_hyperparameters_{m}"] = {"kind": "selected", "model": m}
         if has_methods(*WITH_WITHOUT_METHODS):
@@ -266,6 +322,15 @@ def table_specs():
             specs[f"table8_subsets_{m}"] = {"kind": "table8", "model": m}
         if "statistics" in ABLATIONS and has_methods("onp"):
             specs[f"table9_statistics_{m}"] = {"kind": "table9", "model": m}
+    # With replicates, each table of a unit also exists pooled over the model's units:
+    # mean ± std over split seeds (the selected hyperparameters stay per unit).
+    for base in BASE_MODELS if UNITS else []:
+        units = {u: seed for u, (b, seed) in UNITS.items() if b == base}
+        first = next(iter(units))
+        for stem, spec in list(specs.items()):
+            if spec["model"] == first and spec["kind"] != "selected":
+                pooled = stem[: -len(first)] + base
+                specs[pooled] = {**spec, "model": base, "replicates": units}
     return specs
 
 

@@ -78,3 +78,27 @@ rule unpack_archive_dataset:
         on_bad_image=config["extraction"]["on_bad_image"],
     script:
         "../scripts/unpack_archive_dataset.py"
+
+
+# Replicated benchmarks: one seeded part of a pool (config `replicates`), as a manifest
+# that lists the pool's verified images and the rows of this part.
+rule split_dataset:
+    input:
+        pool=lambda wc: dataset_manifest(wc.dataset),
+    output:
+        f"{RESOURCES}/datasets/split{{seed}}/{{dataset}}.json",
+    log:
+        f"{LOGS}/datasets/split{{seed}}/{{dataset}}.log",
+    benchmark:
+        f"{BENCHMARKS}/datasets/split{{seed}}/{{dataset}}.tsv"
+    wildcard_constraints:
+        dataset=_names_regex(SPLIT_PARTS),
+    localrule: LOCAL_CPU_JOBS
+    conda:
+        "../envs/pytorch.yaml"
+    params:
+        pool=lambda wc: SPLIT_PARTS[wc.dataset]["pool"],
+        split=lambda wc: config["replicates"]["pools"][SPLIT_PARTS[wc.dataset]["pool"]],
+        seed=lambda wc: int(wc.seed),
+    script:
+        "../scripts/split_dataset.py"

@@ -60,9 +60,9 @@ rule evaluate_method:
 
 rule select_odin:
     input:
-        model=f"{RESULTS}/models/{{model}}/model.pt",
-        id_val=dataset_manifest(ID_VAL),
-        ood_val=[dataset_manifest(d) for d in OOD_VAL],
+        model=model_file,
+        id_val=lambda wc: dataset_manifest(ID_VAL, wc.model),
+        ood_val=unit_manifests(*OOD_VAL),
     output:
         f"{RESULTS}/selection/{{model}}/odin.parquet",
     log:
@@ -75,7 +75,7 @@ rule select_odin:
     resources:
         gpu=GPUS_PER_NETWORK_JOB,
     params:
-        spec=lambda wc: canonical(config["models"][wc.model]),
+        spec=lambda wc: model_spec(wc.model),
         settings=lambda wc: method_settings("odin"),
         metric=config["selection"]["metric"],
         extraction=EXTRACTION_SETTINGS,
@@ -90,10 +90,10 @@ rule select_odin:
 
 rule evaluate_odin:
     input:
-        model=f"{RESULTS}/models/{{model}}/model.pt",
+        model=model_file,
         selection=f"{RESULTS}/selection/{{model}}/odin.parquet",
-        id_test=dataset_manifest(ID_TEST),
-        ood_test=[dataset_manifest(d) for d in OOD_TEST],
+        id_test=lambda wc: dataset_manifest(ID_TEST, wc.model),
+        ood_test=unit_manifests(*OOD_TEST),
     output:
         results=f"{RESULTS}/evaluation/{{model}}/odin.parquet",
         scores=f"{RESULTS}/scores/{{model}}/odin.npz",
@@ -107,7 +107,7 @@ rule evaluate_odin:
     resources:
         gpu=GPUS_PER_NETWORK_JOB,
     params:
-        spec=lambda wc: canonical(config["models"][wc.model]),
+        spec=lambda wc: model_spec(wc.model),
         extraction=EXTRACTION_SETTINGS,
         config_hash=lambda wc: stable_hash(method_settings("odin")),
         benchmark=BENCHMARK,

@@ -14,6 +14,7 @@ rule extract_features:
     benchmark:
         f"{BENCHMARKS}/features/{{model}}/{{dataset}}.tsv"
     wildcard_constraints:
+        model=_names_regex(BASE_MODELS),
         dataset=_names_regex(WHOLE_DATASETS),
     conda:
         "../envs/pytorch.yaml"
@@ -68,3 +69,23 @@ rule merge_feature_parts:
         parts=lambda wc: EXTRACTION_PARTS[wc.dataset],
     script:
         "../scripts/merge_feature_parts.py"
+
+
+# Replicated benchmarks: a unit's features of a dataset are rows of its model's one
+# extraction (a seeded part of a pool, or every row of a dataset all replicates share).
+rule replicate_features:
+    input:
+        unpack(replicate_feature_inputs),
+    output:
+        **features_of("{model}", "{dataset}"),
+    log:
+        f"{LOGS}/features/{{model}}/{{dataset}}.log",
+    benchmark:
+        f"{BENCHMARKS}/features/{{model}}/{{dataset}}.tsv"
+    wildcard_constraints:
+        model=_names_regex(UNITS),
+    localrule: LOCAL_CPU_JOBS
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../scripts/replicate_features.py"

@@ -49,7 +49,7 @@ rule make_table:
 
 rule figure_sensitivity_distribution:
     input:
-        sensitivities=[full_sensitivity(m) for m in MODELS],
+        sensitivities=[full_sensitivity(m) for m in SENSITIVITY_FIGURE_MODELS],
     output:
         report(
             f"{RESULTS}/figures/{{fig}}_sensitivity_distribution.png",
@@ -66,7 +66,7 @@ rule figure_sensitivity_distribution:
     conda:
         "../envs/analysis.yaml"
     params:
-        models=MODELS,
+        models=SENSITIVITY_FIGURE_MODELS,
     script:
         "../scripts/figure_sensitivity_distribution.py"
 

@@ -4,7 +4,7 @@
 
 rule compute_sensitivity:
     input:
-        fc=f"{RESULTS}/models/{{model}}/fc.npz",
+        fc=model_fc,
         train=features_of("{model}", ID_TRAIN)["manifest"],
     output:
         f"{RESULTS}/sensitivity/{{model}}/fraction{{fraction}}_seed{{seed}}.npz",

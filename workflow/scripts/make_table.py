@@ -3,12 +3,15 @@
 import pandas as pd
 
 from opnp import tables
+from opnp.replicates import pool_replicates
 from opnp.runtime import setup_job
 
 log = setup_job(snakemake.log[0])
 spec = snakemake.params.spec
 kind = spec["kind"]
 results = pd.read_parquet(snakemake.input.results)
+if "replicates" in spec:
+    results = pool_replicates(results, spec["replicates"], spec["model"])
 results = results[results["model"] == spec["model"]]
 main = results[(results["experiment"] == "main") & (results["split"] == "test")]
 ood_sets = snakemake.params.ood_names
@@ -66,6 +69,13 @@ elif kind == "table9":
     )
 else:
     raise ValueError(f"unknown table kind {kind!r}")
+if "replicates" in spec:
+    seeds = sorted(spec["replicates"].values())
+    caption += (
+        f" Pooled over {len(seeds)} replicates (split seeds {seeds}): each cell is the mean ± "
+        "std over replicates of one replicate's result (hyperparameters chosen on each "
+        "replicate's own validation split)."
+    )
 stem = snakemake.output.md[: -len(".md")]
 tables.write_table(table, stem, caption)
 log.info("wrote %s (%d rows)", stem, len(table))

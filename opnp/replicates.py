@@ -1,0 +1,147 @@
+"""Replicated evaluation: the whole benchmark repeated on seeded re-splits of small pools.
+
+With a few hundred ID and OOD images (e.g. the 1,000-image ImageNet-1k sample and the
+720-image DTD subset), one fixed split into fit / validation / test sets gives numbers
+whose spread over splits is as large as the differences between methods. A config with
+``replicates:`` therefore names *pools* (ordinary datasets, extracted once per model) and
+how each pool is cut into named *parts* (the datasets that ``id:`` and ``ood:`` use), and
+the workflow runs its whole evaluation - sensitivities, validation search, test scores,
+ablations, figures - once per replicate seed on that seed's parts. Tables pooled over the
+replicates show mean ± std over the split seeds.
+
+Numpy and pandas only: the workflow's steps on cached arrays use it.
+
+A pool is cut ``by: image`` (a seeded permutation of its images; parts take consecutive
+runs of ``size`` images) or ``by: class`` (a seeded permutation of its classes; parts take
+``size`` whole classes, so no class is shared between, say, validation and test OOD).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "PER_REPLICATE",
+    "pool_replicates",
+    "replicate_unit",
+    "split_rows",
+]
+
+#: ``params`` of a pooled row whose hyperparameters were chosen per replicate (they may
+#: differ between replicates, each chosen on its own validation split).
+PER_REPLICATE = '"selected per replicate"'
+SPLIT_BY = ("image", "class")
+
+
+def replicate_unit(model: str, seed: int) -> str:
+    """The name of one replicate of ``model``: its results, tables and figures use it."""
+    return f"{model}-split{int(seed)}"
+
+
+def _rng(seed: int, pool: str) -> np.random.Generator:
+    # One independent, stable stream per (replicate seed, pool name).
+    return np.random.default_rng([int(seed), zlib.crc32(pool.encode("utf-8"))])
+
+
+def split_rows(
+    pool: str,
+    labels: Sequence[int] | np.ndarray,
+    parts: Sequence[Mapping],
+    seed: int,
+    by: str = "image",
+) -> dict[str, np.ndarray]:
+    """Rows (sorted int64 indices into the pool) of each named part for one replicate seed.
+
+    ``parts`` is a list of ``{"name": ..., "size": ...}``; sizes count images (``by:
+    image``) or classes (``by: class``, using ``labels``, one integer class per image).
+    Parts are disjoint; their sizes may add up to less than the pool (the rest is unused).
+    Raises ``ValueError`` naming the pool when the sizes do not fit.
+    """
+    if by not in SPLIT_BY:
+        raise ValueError(f"pool {pool!r}: 'by' must be one of {list(SPLIT_BY)}, got {by!r}")
+    labels = np.asarray(labels)
+    names = [str(p["name"]) for p in parts]
+    sizes = [int(p["size"]) for p in parts]
+    if len(set(names)) != len(names):
+        raise ValueError(f"pool {pool!r}: part names must be unique, got {names}")
+    if any(s < 1 for s in sizes):
+        raise ValueError(f"pool {pool!r}: part sizes must be positive, got {sizes}")
+    rng = _rng(seed, pool)
+    if by == "image":
+        n = len(labels)
+        if sum(sizes) > n:
+            raise ValueError(
+                f"pool {pool!r} has {n} images but its parts {dict(zip(names, sizes, strict=True))} "
+                f"take {sum(sizes)}"
+            )
+        order = rng.permutation(n)
+        bounds = np.cumsum([0, *sizes])
+        return {
+            name: np.sort(order[bounds[i] : bounds[i + 1]]).astype(np.int64)
+            for i, name in enumerate(names)
+        }
+    if (labels < 0).any():
+        raise ValueError(
+            f"pool {pool!r} is split by class but has unlabelled images (label -1): give it a "
+            "class-folder layout (format: folder)"
+        )
+    classes = np.unique(labels)
+    if sum(sizes) > len(classes):
+        raise ValueError(
+            f"pool {pool!r} has {len(classes)} classes but its parts "
+            f"{dict(zip(names, sizes, strict=True))} take {sum(sizes)}"
+        )
+    order = classes[rng.permutation(len(classes))]
+    bounds = np.cumsum([0, *sizes])
+    return {
+        name: np.flatnonzero(np.isin(labels, order[bounds[i] : bounds[i + 1]])).astype(np.int64)
+        for i, name in enumerate(names)
+    }
+
+
+# Columns that identify one result within a replicate (besides its seed).
+_KEY = ["experiment", "method", "variant", "ood_set", "split"]
+
+
+def pool_replicates(results: pd.DataFrame, units: Mapping[str, int], model: str) -> pd.DataFrame:
+    """The rows of the replicate ``units`` (unit name -> replicate seed) as rows of
+    ``model`` with ``seed`` = the replicate seed, so that the table builders show mean ±
+    std over replicates.
+
+    Within a replicate, rows that several seeds produced (random pruning, subset draws)
+    are averaged first. Where the ``params`` of one result differ between replicates
+    (each replicate chose its own on its own validation split) they become
+    :data:`PER_REPLICATE`; where they agree (fixed settings) they are kept. Bootstrap
+    interval columns, which describe one replicate's test samples, are dropped.
+    """
+    missing = sorted(set(units) - set(results["model"]))
+    if missing:
+        raise ValueError(f"no result rows for replicates {missing} of model {model!r}")
+    frame = results[results["model"].isin(list(units))].copy()
+    frame = frame.drop(columns=[c for c in frame.columns if "_ci_" in c])
+    metrics = [
+        c for c in ("fpr95", "auroc", "aupr_in", "aupr_out", "id_accuracy") if c in frame.columns
+    ]
+    keys = ["model", *[k for k in _KEY if k in frame.columns], "params"]
+    # ``selected`` marks validation rows; a pooled table never needs it per row.
+    extra = [c for c in ("n_id", "n_ood", "selected") if c in frame.columns]
+    agg = {m: "mean" for m in metrics} | {c: "first" for c in extra}
+    per_unit = frame.groupby(keys, sort=False, dropna=False).agg(agg).reset_index()
+    result_key = [k for k in keys if k not in ("model", "params")]
+    # A result with one params value per replicate was chosen per replicate; where a
+    # replicate has several (Table 3's percentages), the params name the result.
+    per_replicate = per_unit.groupby([*result_key, "model"], dropna=False)["params"].transform(
+        "nunique"
+    )
+    chosen = (
+        per_replicate.groupby([per_unit[k] for k in result_key], dropna=False).transform("max") == 1
+    )
+    overall = per_unit.groupby(result_key, dropna=False)["params"].transform("nunique")
+    per_unit.loc[chosen & (overall > 1), "params"] = PER_REPLICATE
+    per_unit["seed"] = per_unit["model"].map(units).astype("int64")
+    per_unit["model"] = model
+    return per_unit
