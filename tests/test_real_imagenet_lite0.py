@@ -39,7 +39,7 @@ def test_no_validation_image_is_a_test_image_in_any_replicate(shared_data):
     config = yaml.safe_load(CONFIG.read_text())
     pools = config["replicates"]["pools"]
     hashes, labels = {}, {}
-    for pool, spec in pools.items():
+    for pool in pools:
         dataset = config["datasets"][pool]
         archive = dataset["path"].replace("../shared/data", str(shared_data))
         paths, digests = _member_hashes(archive, dataset["member"])
