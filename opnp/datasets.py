@@ -67,7 +67,6 @@ __all__ = [
     "verify_image_folder",
     "dataset_manifest",
     "open_dataset",
-    "split_manifest",
     "seeded_subset",
     "digits_splits",
     "build_digits_split",
@@ -540,29 +539,6 @@ def _dataset_from_manifest(manifest: Mapping[str, Any], transform) -> ImageDatas
         classes=classes,
         name=name,
     )
-
-
-def split_manifest(pool_manifest: Mapping[str, Any], name: str, rows, **extra: Any) -> dict:
-    """The manifest of dataset ``name`` made of ``rows`` (indices into the verified image
-    list) of the pool that ``pool_manifest`` describes: :func:`open_dataset` yields those
-    images of the pool, in that order. ``extra`` items (replicate seed ...) are recorded."""
-    rows = np.asarray(rows, dtype=np.int64)
-    n_pool = int(pool_manifest["n_images"])
-    if rows.ndim != 1 or len(rows) == 0 or rows.min() < 0 or rows.max() >= n_pool:
-        raise ValueError(
-            f"dataset {name!r}: rows must be a non-empty list of indices into the "
-            f"{n_pool} images of pool {pool_manifest.get('name')!r}"
-        )
-    return {
-        **pool_manifest,
-        "name": name,
-        "pool": pool_manifest.get("name"),
-        "rows": rows.tolist(),
-        "n_images": len(rows),
-        "skipped": list(pool_manifest.get("skipped", [])),
-        "class_counts": [],
-        **extra,
-    }
 
 
 def _guess_format(root: Path) -> str:

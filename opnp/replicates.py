@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 __all__ = [
     "PER_REPLICATE",
+    "pool_labels",
+    "split_manifest",
     "pool_replicates",
     "replicate_unit",
     "split_rows",
@@ -100,6 +103,45 @@ def split_rows(
     return {
         name: np.flatnonzero(np.isin(labels, order[bounds[i] : bounds[i + 1]])).astype(np.int64)
         for i, name in enumerate(names)
+    }
+
+
+def pool_labels(pool_manifest: Mapping[str, Any], by: str = "image") -> np.ndarray:
+    """What :func:`split_rows` needs of a pool, from its manifest alone (no image is read):
+    one entry per image, and for ``by: class`` the class of each image - images are listed
+    class folder by class folder, so the labels are the classes repeated by their counts."""
+    n = int(pool_manifest["n_images"])
+    if by != "class":
+        return np.zeros(n, np.int64)
+    counts = pool_manifest.get("class_counts") or []
+    if not counts or sum(counts) != n:
+        raise ValueError(
+            f"pool {pool_manifest.get('name')!r} is split by class but its manifest has no "
+            f"class counts for its {n} images: give it a class-folder layout (format: folder)"
+        )
+    return np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+
+
+def split_manifest(pool_manifest: Mapping[str, Any], name: str, rows, **extra: Any) -> dict:
+    """The manifest of dataset ``name`` made of ``rows`` (indices into the verified image
+    list) of the pool that ``pool_manifest`` describes: :func:`open_dataset` yields those
+    images of the pool, in that order. ``extra`` items (replicate seed ...) are recorded."""
+    rows = np.asarray(rows, dtype=np.int64)
+    n_pool = int(pool_manifest["n_images"])
+    if rows.ndim != 1 or len(rows) == 0 or rows.min() < 0 or rows.max() >= n_pool:
+        raise ValueError(
+            f"dataset {name!r}: rows must be a non-empty list of indices into the "
+            f"{n_pool} images of pool {pool_manifest.get('name')!r}"
+        )
+    return {
+        **pool_manifest,
+        "name": name,
+        "pool": pool_manifest.get("name"),
+        "rows": rows.tolist(),
+        "n_images": len(rows),
+        "skipped": list(pool_manifest.get("skipped", [])),
+        "class_counts": [],
+        **extra,
     }
 
 

@@ -147,7 +147,8 @@ def test_select_feature_rows_copies_exactly_those_rows(tmp_path):
 def test_split_manifest_opens_the_rows_of_the_pool(tmp_path):
     from PIL import Image
 
-    from opnp.datasets import dataset_manifest, open_dataset, split_manifest
+    from opnp.datasets import dataset_manifest, open_dataset
+    from opnp.replicates import pool_labels, split_manifest
 
     for cls in ("a", "b"):
         (tmp_path / "pool" / cls).mkdir(parents=True)
@@ -158,6 +159,9 @@ def test_split_manifest_opens_the_rows_of_the_pool(tmp_path):
     data = open_dataset(part)
     assert len(data) == 2 and data.labels.tolist() == [1, 0]
     assert part["pool"] == "pool" and part["replicate_seed"] == 1
+    # The labels a class split uses come from the manifest alone and match the images.
+    np.testing.assert_array_equal(pool_labels(pool, by="class"), open_dataset(pool).labels)
+    assert len(pool_labels(pool, by="image")) == 6
     with pytest.raises(ValueError, match="indices into the 6 images"):
         split_manifest(pool, "part", [6])
 

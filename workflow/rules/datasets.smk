@@ -95,7 +95,7 @@ rule split_dataset:
         dataset=_names_regex(SPLIT_PARTS),
     localrule: LOCAL_CPU_JOBS
     conda:
-        "../envs/pytorch.yaml"
+        "../envs/analysis.yaml"
     params:
         pool=lambda wc: SPLIT_PARTS[wc.dataset]["pool"],
         split=lambda wc: config["replicates"]["pools"][SPLIT_PARTS[wc.dataset]["pool"]],

@@ -2,9 +2,8 @@
 the rows of this part, so that extraction-free steps and network steps see the same images."""
 
 from opnp.artifacts import read_json
-from opnp.datasets import open_dataset, split_manifest
 from opnp.io import write_json_atomic
-from opnp.replicates import split_rows
+from opnp.replicates import pool_labels, split_manifest, split_rows
 from opnp.runtime import setup_job
 
 log = setup_job(snakemake.log[0])
@@ -12,7 +11,7 @@ pool = read_json(snakemake.input.pool)
 split = snakemake.params.split
 rows = split_rows(
     snakemake.params.pool,
-    open_dataset(pool).labels,
+    pool_labels(pool, by=split["by"]),
     split["parts"],
     seed=snakemake.params.seed,
     by=split["by"],
