@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .io import write_json_atomic
+from .io import apply_umask, write_json_atomic
 from .subsets import seeded_subset_indices
 
 __all__ = [
@@ -696,6 +696,7 @@ class _AtomicFolder:
                 prefix=f".{self.out_dir.name}.", suffix=".tmp", dir=self.out_dir.parent
             )
         )
+        apply_umask(self.tmp)
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -1136,6 +1137,7 @@ def fetch_file(url: str, dest: str | os.PathLike, md5: str, log: Callable = prin
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     tmp = Path(tmp_name)
     try:
+        apply_umask(tmp)
         request = urllib.request.Request(url, headers={"User-Agent": "opnp"})
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=60) as response:
             shutil.copyfileobj(response, out, length=1 << 20)
