@@ -94,24 +94,3 @@ def test_provenance_fields(monkeypatch):
         assert io.provenance()["git_commit"] == "unknown"
     finally:
         io._git_commit.cache_clear()
-
-
-@pytest.mark.parametrize("umask, expected", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
-def test_atomic_writes_respect_the_umask(tmp_path, umask, expected):
-    """tempfile.mkstemp makes 0600 files: results renamed into place from it would be
-    unreadable to others on a shared file system whatever the umask (issue 19)."""
-    import os
-    import stat
-
-    old = os.umask(umask)
-    try:
-        io.write_json_atomic(tmp_path / "a.json", {"a": 1})
-        io.save_npy_atomic(tmp_path / "a.npy", np.zeros(2))
-        folder = tmp_path / "made_by_mkdtemp"
-        folder.mkdir(mode=0o700)
-        io.apply_umask(folder)
-    finally:
-        os.umask(old)
-    for name in ("a.json", "a.npy"):
-        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == expected, name
-    assert stat.S_IMODE(folder.stat().st_mode) == expected | 0o111 & ~umask

@@ -1,0 +1,131 @@
+"""Reliability guarantees (issue 19; docs/reliability.md lists each with its tests):
+no leaked or stale result, bad values caught before the first job, clear errors, files
+others can read, resumable after the Snakemake process itself is killed.
+
+Unit tests run in seconds; the workflow tests use tests/configs/tiny.yaml and stop at
+the first jobs they need (dry runs, single targets), the long ones are marked slow.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import stat
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from workflow_helpers import TINY, run_snakemake
+
+from opnp import io
+from opnp import models as M
+from opnp.config import ConfigError, check_config
+
+# ------------------------------------------------------------------ 5. permissions
+
+
+@pytest.mark.parametrize("umask, expected", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_atomic_writes_respect_the_umask(tmp_path, umask, expected):
+    """tempfile.mkstemp makes 0600 files: results renamed into place from it would be
+    unreadable to others on a shared file system whatever the umask (issue 19)."""
+    old = os.umask(umask)
+    try:
+        io.write_json_atomic(tmp_path / "a.json", {"a": 1})
+        io.save_npy_atomic(tmp_path / "a.npy", np.zeros(2))
+        folder = tmp_path / "made_by_mkdtemp"
+        folder.mkdir(mode=0o700)
+        io.apply_umask(folder)
+    finally:
+        os.umask(old)
+    for name in ("a.json", "a.npy"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == expected, name
+    assert stat.S_IMODE(folder.stat().st_mode) == expected | 0o111 & ~umask
+
+
+# ------------------------------------------------------------------ 4. unclear errors
+
+
+class _RunsCode:
+    """A pickle payload that would run a command when unpickled without weights_only."""
+
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_unsafe_checkpoint_is_refused_with_a_safe_way_out(tmp_path):
+    path = tmp_path / "unsafe.pt"
+    torch.save({"state_dict": M.small_cnn().state_dict(), "extra": _RunsCode()}, path)
+    with pytest.raises(ValueError, match="not a plain state dict") as info:
+        M.load_checkpoint(M.small_cnn(), path)
+    message = str(info.value)
+    assert str(path) in message and "model.state_dict()" in message
+    # PyTorch's hint would invite arbitrary code execution: never repeat it.
+    assert "weights_only=False" not in message and "weights_only` set to `False" not in message
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_truncated_checkpoint_error_names_the_file(tmp_path):
+    path = tmp_path / "cut.pt"
+    torch.save(M.small_cnn().state_dict(), path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="truncated or corrupt") as info:
+        M.load_checkpoint(M.small_cnn(), path)
+    assert str(path) in str(info.value)
+
+
+# ------------------------------------------------------------------ 3. late errors
+
+
+@pytest.fixture()
+def tiny_config():
+    return yaml.safe_load(TINY.read_text())
+
+
+@pytest.mark.parametrize(
+    "method, spec, key",
+    [
+        ("rpp", {"grid": {"percentage": [5, 100]}}, "methods.rpp.grid.percentage"),
+        ("knn", {"grid": {"k": [0, 5]}}, "methods.knn.grid.k"),
+        ("react", {"grid": {"percentil": [90]}}, "methods.react.grid.percentil"),
+        ("odin", {"grid": {"temperature": [1, 0]}}, "methods.odin.grid.temperature"),
+        ("dice+react", {"fixed": {"react_percentile": 120}}, "methods.dice+react.fixed"),
+        (
+            "opnp+react",
+            {"grid": {"weight_low": [10], "react_percentile": [-1]}},
+            "methods.opnp+react.grid.react_percentile",
+        ),
+    ],
+)
+def test_every_grid_and_fixed_value_is_checked_by_its_detector(tiny_config, method, spec, key):
+    """Values the detector would refuse in its selection job (after hours of extraction)
+    stop the config check, naming methods.<m>.grid.<key>."""
+    bad = copy.deepcopy(tiny_config)
+    bad["methods"][method] = spec
+    with pytest.raises(
+        ConfigError, match=f"config key {key}".replace(".", r"\.").replace("+", r"\+")
+    ):
+        check_config(bad)
+
+
+def test_a_value_the_workflow_resolves_passes_the_value_check(tiny_config):
+    """A placeholder resolved before the detector is built ("selected" ReAct percentile
+    of a combination) is not judged by the constructor."""
+    cfg = copy.deepcopy(tiny_config)
+    cfg["methods"]["dice+react"] = {
+        "grid": {"percentile": [50]},
+        "fixed": {"react_percentile": "selected"},
+    }
+    check_config(cfg)
+
+
+def test_workflow_stops_on_a_bad_grid_value_before_any_job(tmp_path, tiny_config):
+    bad = copy.deepcopy(tiny_config)
+    bad["methods"]["knn"]["grid"]["k"] = [0]
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    proc = run_snakemake(tmp_path, "--cores", "1", configfile=path, check=False, timeout=120)
+    assert proc.returncode != 0
+    assert "methods.knn.grid.k" in proc.stdout + proc.stderr
+    assert not (tmp_path / "resources").exists()
