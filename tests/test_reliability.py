@@ -129,3 +129,53 @@ def test_workflow_stops_on_a_bad_grid_value_before_any_job(tmp_path, tiny_config
     assert proc.returncode != 0
     assert "methods.knn.grid.k" in proc.stdout + proc.stderr
     assert not (tmp_path / "resources").exists()
+
+
+def test_yaml_syntax_error_in_a_configfile_names_line_and_column(tmp_path):
+    """Snakemake reads --configfile before the Snakefile and would only say "not valid
+    JSON or YAML"; the workflow profile checks the files first."""
+    path = tmp_path / "broken.yaml"
+    path.write_text("benchmark: tiny\nseeds: [0, 1\nmodels: {}\n")
+    proc = run_snakemake(tmp_path, "-n", configfile=path, check=False, timeout=120)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert f"{path}: line 3, column 7" in output, output
+    assert "flow sequence started at line 2" in output, output
+
+
+def _config_with_link_dataset(tmp_path, tiny_config, images):
+    """tiny.yaml with its validation OOD set replaced by a linked folder of ``images``."""
+    cfg = copy.deepcopy(tiny_config)
+    cfg["datasets"]["linked-val"] = {"source": "link", "path": str(images), "format": "flat"}
+    cfg["ood"]["val"] = ["linked-val"]
+    path = tmp_path / "linked.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _write_pngs(folder, count, seed=0):
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        pixels = rng.integers(0, 256, (16, 16), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"img{i:02d}.png")
+
+
+def test_a_failed_jobs_error_appears_in_snakemakes_output(tmp_path, tiny_config):
+    """The error is written to the job's log; the profile prints the log on failure."""
+    images = tmp_path / "images"
+    _write_pngs(images, 3)
+    cut = (images / "img01.png").read_bytes()
+    (images / "img01.png").write_bytes(cut[: len(cut) // 2])
+    configfile = _config_with_link_dataset(tmp_path, tiny_config, images)
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    target = "resources/tiny/datasets/linked-val.json"
+    proc = run_snakemake(
+        workdir, "--cores", "1", target, configfile=configfile, check=False, timeout=300
+    )
+    assert proc.returncode != 0
+    # The message raised inside the job, which only its log file holds.
+    assert "unreadable or truncated image" in proc.stdout + proc.stderr
