@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .io import apply_umask, write_json_atomic
+from .io import apply_umask, sha256_file, write_json_atomic
 from .subsets import seeded_subset_indices
 
 __all__ = [
@@ -80,6 +80,7 @@ __all__ = [
     "fetch_file",
     "download_dataset",
     "link_dataset",
+    "source_fingerprint",
 ]
 
 #: File name endings recognised as images (case-insensitive).
@@ -347,6 +348,33 @@ def verify_image_folder(
         skipped=bad,
         check=check,
     )
+
+
+def source_fingerprint(spec: Mapping[str, Any]) -> str:
+    """Short hash of what a linked dataset folder holds now, for the workflow to compare
+    with the run that made its manifest (a Snakemake param: a change re-runs the job).
+
+    Covers the listed images' relative paths, sizes and modification times (and the
+    image-list file's), i.e. one ``stat`` per image; with ``fingerprint: content`` in
+    the spec also every file's SHA-256. An unreadable source gives a fixed marker: the
+    dataset job itself then fails with the precise error.
+    """
+    content = spec.get("fingerprint") == "content"
+    digest = hashlib.sha256()
+    try:
+        root = _spec_path(spec, "path", "?")
+        image_list = spec.get("image_list")
+        paths, _, _ = list_images(root, spec.get("format", "folder"), image_list)
+        files = [(str(image_list), Path(image_list))] if image_list else []
+        files += [(p, root / p) for p in paths]
+        for name, path in files:
+            st = os.stat(path)
+            digest.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            if content:
+                digest.update(sha256_file(path).encode())
+    except (OSError, ValueError) as err:
+        return f"unreadable ({type(err).__name__})"
+    return digest.hexdigest()[:16]
 
 
 def _spec_path(spec: Mapping[str, Any], key: str, name: str) -> Path:

@@ -179,3 +179,99 @@ def test_a_failed_jobs_error_appears_in_snakemakes_output(tmp_path, tiny_config)
     assert proc.returncode != 0
     # The message raised inside the job, which only its log file holds.
     assert "unreadable or truncated image" in proc.stdout + proc.stderr
+
+
+# ------------------------------------------------------------------ 2. stale results
+
+
+def test_source_fingerprint_follows_the_folder(tmp_path):
+    from opnp.datasets import source_fingerprint
+
+    images = tmp_path / "images"
+    _write_pngs(images, 3)
+    spec = {"source": "link", "path": str(images), "format": "flat"}
+    by_content = {**spec, "fingerprint": "content"}
+    first, first_by_content = source_fingerprint(spec), source_fingerprint(by_content)
+    assert source_fingerprint(spec) == first
+    # Other bytes, same size and time stamp: only the content fingerprint sees it.
+    target = images / "img01.png"
+    stamp = target.stat()
+    data = bytearray(target.read_bytes())
+    data[-20] ^= 0xFF
+    target.write_bytes(bytes(data))
+    os.utime(target, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    assert source_fingerprint(spec) == first
+    assert source_fingerprint(by_content) != first_by_content
+    # A rewritten file (new time stamp) and a removed one change the cheap fingerprint.
+    target.write_bytes(bytes(data))
+    os.utime(target, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 10**9))
+    touched = source_fingerprint(spec)
+    assert touched != first
+    (images / "img00.png").unlink()
+    assert source_fingerprint(spec) not in (first, touched)
+    assert source_fingerprint({**spec, "path": str(tmp_path / "nope")}).startswith("unreadable")
+
+
+def _planned_rules(workdir, configfile, target):
+    proc = run_snakemake(workdir, "-n", target, configfile=configfile, timeout=300)
+    return {
+        line.split("rule ", 1)[1].rstrip(":").strip()
+        for line in proc.stdout.splitlines()
+        if line.startswith(("rule ", "localrule "))
+    }
+
+
+FEATURES_OF_LINKED = "results/tiny/features/smallcnn/linked-val.manifest.json"
+
+
+@pytest.fixture(scope="module")
+def loaded_and_linked(tmp_path_factory):
+    """tiny.yaml with smallcnn loaded from a checkpoint and a linked validation OOD
+    folder, run up to the features of that folder (both sources lie in the workdir and
+    the config names them by relative paths, so a copy of the workdir is a copy of it
+    all, time stamps included)."""
+    workdir = tmp_path_factory.mktemp("loaded_and_linked")
+    cfg = yaml.safe_load(TINY.read_text())
+    torch.manual_seed(0)
+    torch.save(M.small_cnn(num_classes=10, in_channels=1).state_dict(), workdir / "model.pt")
+    cfg["models"]["smallcnn"] = {
+        "arch": "small_cnn",
+        "num_classes": 10,
+        "in_channels": 1,
+        "checkpoint": "model.pt",
+    }
+    _write_pngs(workdir / "linked", 4)
+    cfg["datasets"]["linked-val"] = {"source": "link", "path": "linked", "format": "flat"}
+    cfg["ood"]["val"] = ["linked-val"]
+    configfile = workdir / "config.yaml"
+    configfile.write_text(yaml.safe_dump(cfg))
+    run_snakemake(workdir, "--cores", "1", FEATURES_OF_LINKED, configfile=configfile)
+    assert not _planned_rules(workdir, configfile, FEATURES_OF_LINKED)
+    return workdir
+
+
+def _copy(workdir, tmp_path):
+    import shutil
+
+    copy_dir = tmp_path / "copy"
+    shutil.copytree(workdir, copy_dir, symlinks=True)
+    return copy_dir
+
+
+@pytest.mark.slow
+def test_a_checkpoint_replaced_in_place_reloads_the_model(loaded_and_linked, tmp_path):
+    workdir = _copy(loaded_and_linked, tmp_path)
+    torch.manual_seed(1)
+    torch.save(M.small_cnn(num_classes=10, in_channels=1).state_dict(), workdir / "model.pt")
+    planned = _planned_rules(workdir, workdir / "config.yaml", FEATURES_OF_LINKED)
+    assert {"load_model", "extract_features"} <= planned, planned
+
+
+@pytest.mark.slow
+def test_a_changed_image_in_a_linked_folder_re_extracts(loaded_and_linked, tmp_path):
+    workdir = _copy(loaded_and_linked, tmp_path)
+    _write_pngs(tmp_path / "other", 4, seed=7)
+    (workdir / "linked" / "img02.png").write_bytes((tmp_path / "other" / "img02.png").read_bytes())
+    planned = _planned_rules(workdir, workdir / "config.yaml", FEATURES_OF_LINKED)
+    assert {"link_dataset", "extract_features"} <= planned, planned
+    assert "load_model" not in planned

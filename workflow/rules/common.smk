@@ -19,6 +19,7 @@ os.environ.update(
 
 sys.path.insert(0, workflow.basedir)
 from opnp.config import check_config  # noqa: E402 - needs the path above
+from opnp.datasets import source_fingerprint  # noqa: E402
 
 validate(config, schema="../schemas/config.schema.yaml")
 
@@ -192,6 +193,11 @@ def trained_models():
 
 def loaded_models():
     return [m for m, s in config["models"].items() if "train" not in s]
+
+
+def model_checkpoint(wildcards):
+    """The local checkpoint file of a loaded model (none for cached pretrained weights)."""
+    return config["models"][wildcards.model].get("checkpoint", [])
 
 
 def model_fc(wildcards):

@@ -38,6 +38,9 @@ rule link_dataset:
     params:
         spec=lambda wc: canonical(config["datasets"][wc.dataset]),
         on_bad_image=config["extraction"]["on_bad_image"],
+        # Computed when the DAG is built, on every run: a changed folder changes this
+        # param and Snakemake re-runs the job (rerun trigger "params").
+        fingerprint=lambda wc: source_fingerprint(config["datasets"][wc.dataset]),
     script:
         "../scripts/link_dataset.py"
 
@@ -61,6 +64,9 @@ rule download_dataset:
 
 
 rule unpack_archive_dataset:
+    input:
+        # A replaced archive is newer than the folder unpacked from it: unpack again.
+        archive=lambda wc: config["datasets"][wc.dataset]["path"],
     output:
         manifest=f"{RESOURCES}/datasets/{{dataset}}.json",
         images=directory(f"{RESOURCES}/datasets/{{dataset}}"),
