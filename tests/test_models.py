@@ -231,4 +231,3 @@ def test_preprocessing():
     assert mean == (0.5, 0.5, 0.5) and std == (0.5, 0.5, 0.5)
     with pytest.raises(ValueError, match="arch"):
         M.preprocessing({"arch": "nope"})
-
