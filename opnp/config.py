@@ -35,8 +35,16 @@ def check_config(cfg: dict) -> None:
             f"config keys ood.val and ood.test share {sorted(shared)}: the validation OOD "
             "sets must be disjoint from every test OOD set"
         )
-    # id.val may equal id.test (the paper's protocol: ID test images + OOD images from no
-    # test set), but the training set must stay apart from both.
+    # id.val may equal id.test only where the config says so (the paper's protocol: ID
+    # test images + OOD images from no test set); the training set stays apart from both.
+    allowed = cfg.get("selection", {}).get("id_val_may_be_id_test", False)
+    if cfg["id"]["val"] == cfg["id"]["test"] and not allowed:
+        raise ConfigError(
+            f"config keys id.val and id.test are both {cfg['id']['val']!r}: hyperparameters "
+            "would be chosen on the test images. Use a held-out ID set as id.val, or state "
+            "the paper's protocol (ID validation = ID test) with "
+            "selection.id_val_may_be_id_test: true"
+        )
     if cfg["id"]["train"] in (cfg["id"]["val"], cfg["id"]["test"]):
         raise ConfigError(
             f"config key id.train: {cfg['id']['train']!r} is also used as id.val or id.test; "

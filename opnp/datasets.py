@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -66,6 +67,8 @@ __all__ = [
     "list_images",
     "verify_image_folder",
     "dataset_manifest",
+    "manifest_files",
+    "image_hashes",
     "open_dataset",
     "seeded_subset",
     "digits_splits",
@@ -98,6 +101,11 @@ IMAGE_EXTENSIONS = (
 )
 FORMATS = ("folder", "flat", "image_list")
 ON_BAD_IMAGE = ("fail", "skip")
+#: What a manifest's ``image_hashes`` are: one per image, in manifest order, to find
+#: identical images in sets that must be disjoint (opnp.splits). 64 bits keep an ImageNet
+#: manifest small (~20 MB); a chance collision among 2M images has probability ~1e-7.
+IMAGE_HASH = "sha256 of the file's bytes, first 16 hex digits"
+IMAGE_HASH_DIGITS = 16
 #: How many bad files an error message lists before "... and N more".
 _MAX_LISTED = 5
 
@@ -243,6 +251,8 @@ class VerificationReport:
     n_found: int
     skipped: list[tuple[str, str]] = field(default_factory=list)
     check: str = "decode"
+    #: content hash of each kept file (:data:`IMAGE_HASH`), in ``files`` order
+    hashes: list[str] = field(default_factory=list)
 
     @property
     def n_images(self) -> int:
@@ -257,17 +267,24 @@ class VerificationReport:
         return _file_list_hash(self.files)
 
 
-def _check_image(path: Path, check: str) -> str | None:
-    """None when the image is readable, else the reason (error type and message)."""
+def _check_image(path: Path, check: str) -> tuple[str | None, str | None]:
+    """``(reason, content hash)``: reason None when the image is readable, else the error
+    type and message; the hash (:data:`IMAGE_HASH`) of the file's bytes, read once for
+    both."""
     try:
-        with Image.open(path) as img:
+        data = path.read_bytes()
+    except OSError as err:
+        return f"{type(err).__name__}: {err}", None
+    digest = hashlib.sha256(data).hexdigest()[:IMAGE_HASH_DIGITS]
+    try:
+        with Image.open(io.BytesIO(data)) as img:
             if check == "decode":
                 img.load()  # full decode: finds truncated files
             else:
                 img.verify()  # header and (for PNG) chunk checksums only
     except Exception as err:  # noqa: BLE001 - any decoder error marks the file bad
-        return f"{type(err).__name__}: {err}"
-    return None
+        return f"{type(err).__name__}: {err}", digest
+    return None, digest
 
 
 def _default_threads() -> int:
@@ -327,7 +344,8 @@ def verify_image_folder(
         )
     threads = num_threads or _default_threads()
     with concurrent.futures.ThreadPoolExecutor(max_workers=threads) as pool:
-        reasons = list(pool.map(lambda p: _check_image(root / p, check), paths, chunksize=64))
+        checked = list(pool.map(lambda p: _check_image(root / p, check), paths, chunksize=64))
+    reasons = [reason for reason, _ in checked]
     bad = [(p, r) for p, r in zip(paths, reasons, strict=True) if r is not None]
     if bad and on_bad_image == "fail":
         details = "; ".join(f"{root / p} ({r})" for p, r in bad[:_MAX_LISTED])
@@ -347,6 +365,7 @@ def verify_image_folder(
         n_found=n_found,
         skipped=bad,
         check=check,
+        hashes=[h for (r, h) in checked if r is None],
     )
 
 
@@ -434,6 +453,8 @@ def dataset_manifest(
         "labelled": bool((labels >= 0).any()),
         "class_counts": np.bincount(labels[labels >= 0]).tolist() if report.classes else [],
         "file_list_sha256": report.file_list_sha256,
+        "image_hash": IMAGE_HASH,
+        "image_hashes": report.hashes,
         "verified": report.check,
         "spec": spec,
         **extra,
@@ -536,6 +557,21 @@ class ImageDataset:
 
 
 def _dataset_from_manifest(manifest: Mapping[str, Any], transform) -> ImageDataset:
+    paths, labels, classes = manifest_files(manifest)
+    return ImageDataset(
+        manifest["root"],
+        paths,
+        labels,
+        transform,
+        resize=manifest.get("resize"),
+        classes=classes,
+        name=manifest.get("name"),
+    )
+
+
+def manifest_files(manifest: Mapping[str, Any]) -> tuple[list[str], np.ndarray, list[str]]:
+    """``(relative paths, labels, class names)`` of the images a manifest verified, in
+    manifest order; ``ValueError`` when the folder changed since (file list hash)."""
     name = manifest.get("name")
     paths, labels, classes = list_images(
         manifest["root"], manifest.get("format", "folder"), manifest.get("image_list")
@@ -554,15 +590,22 @@ def _dataset_from_manifest(manifest: Mapping[str, Any], transform) -> ImageDatas
             f"({len(paths)} images now, {manifest.get('n_images')} in the manifest): rerun its "
             "dataset rule (delete the manifest) so that it is verified again"
         )
-    return ImageDataset(
-        manifest["root"],
-        paths,
-        labels,
-        transform,
-        resize=manifest.get("resize"),
-        classes=classes,
-        name=name,
-    )
+    return paths, labels, classes
+
+
+def image_hashes(manifest: Mapping[str, Any]) -> list[str]:
+    """The content hash of every image of a manifest, in manifest order: recorded by the
+    dataset rule, or (manifests written before hashes were recorded) read from the files
+    now, in one streamed pass."""
+    recorded = manifest.get("image_hashes")
+    if recorded is not None and manifest.get("image_hash") == IMAGE_HASH:
+        return list(recorded)
+    root = Path(manifest["root"])
+    paths, _, _ = manifest_files(manifest)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=_default_threads()) as pool:
+        return list(
+            pool.map(lambda p: sha256_file(root / p)[:IMAGE_HASH_DIGITS], paths, chunksize=64)
+        )
 
 
 def _guess_format(root: Path) -> str:

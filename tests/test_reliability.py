@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import stat
 
 import numpy as np
@@ -275,3 +276,147 @@ def test_a_changed_image_in_a_linked_folder_re_extracts(loaded_and_linked, tmp_p
     planned = _planned_rules(workdir, workdir / "config.yaml", FEATURES_OF_LINKED)
     assert {"link_dataset", "extract_features"} <= planned, planned
     assert "load_model" not in planned
+
+
+# ------------------------------------------------------------------ 1. content leaks
+
+ROLES = {
+    "id_train": "train",
+    "id_val": "val",
+    "id_test": "test",
+    "ood_val": ["ood-val"],
+    "ood_test": ["ood-test"],
+}
+
+
+def _hashes(**sets):
+    return {name.replace("_", "-"): values for name, values in sets.items()}
+
+
+def test_disjoint_sets_pass_and_every_required_pair_is_checked():
+    from opnp.splits import check_split_separation
+
+    hashes = _hashes(train=["t1", "t2"], val=["v1"], test=["s1"], ood_val=["o1"], ood_test=["p1"])
+    report = check_split_separation(hashes, ROLES)
+    pairs = {(p["role_a"], p["b"]) for p in report["pairs"]}
+    assert ("ood.val", "ood-test") in pairs and ("id.val", "test") in pairs
+    assert ("ood.test", "train") in pairs and ("ood.val", "val") in pairs
+    assert all(p["shared"] == 0 for p in report["pairs"])
+
+
+@pytest.mark.parametrize(
+    "sets, needle",
+    [
+        # a test OOD set copied under another name into ood.val
+        ({"ood_val": ["p1", "p2"], "ood_test": ["p1", "p2"]}, "ood.val set 'ood-val' and ood.test"),
+        # ID validation images that are ID test images
+        ({"val": ["s1"], "test": ["s1"]}, "id.val set 'val' and id.test set 'test'"),
+        # an ID validation image in a test OOD set
+        ({"val": ["v1"], "ood_test": ["v1"]}, "id.val set 'val' and ood.test"),
+        # an ID training image among the OOD images
+        ({"ood_val": ["t2"]}, "ood.val set 'ood-val' and id.train set 'train'"),
+        ({"ood_test": ["t1"]}, "ood.test set 'ood-test' and id.train set 'train'"),
+    ],
+)
+def test_shared_images_stop_the_workflow_naming_sets_and_files(sets, needle):
+    from opnp.splits import SplitLeakError, check_split_separation
+
+    base = {
+        "train": ["t1", "t2"],
+        "val": ["v1"],
+        "test": ["s1"],
+        "ood_val": ["o1"],
+        "ood_test": ["p9"],
+    }
+    hashes = _hashes(**{**base, **sets})
+    with pytest.raises(SplitLeakError, match=re.escape(needle)) as info:
+        check_split_separation(
+            hashes, ROLES, files=lambda name: [f"{name}/{i}.png" for i in range(9)]
+        )
+    assert ".png = " in str(info.value)  # a few files by name, both sides
+
+
+def test_the_papers_id_protocol_is_allowed_only_when_stated():
+    from opnp.splits import SplitLeakError, check_split_separation
+
+    hashes = _hashes(train=["t1"], val=["s1"], test=["s1"], ood_val=["o1"], ood_test=["p1"])
+    with pytest.raises(SplitLeakError, match="id_val_may_be_id_test: true"):
+        check_split_separation(hashes, ROLES)
+    report = check_split_separation(hashes, ROLES, id_val_may_be_id_test=True)
+    assert report["id_val_may_be_id_test"] is True
+    # The exemption covers that one pair only.
+    leaked = {**hashes, "ood-val": ["s1"]}
+    with pytest.raises(SplitLeakError, match="ood.val set 'ood-val' and id.test"):
+        check_split_separation(leaked, ROLES, id_val_may_be_id_test=True)
+
+
+def test_id_val_equal_to_id_test_by_name_needs_the_config_key(tiny_config):
+    cfg = copy.deepcopy(tiny_config)
+    cfg["id"]["val"] = cfg["id"]["test"]
+    with pytest.raises(ConfigError, match=r"selection\.id_val_may_be_id_test: true"):
+        check_config(cfg)
+    cfg["selection"] = {"id_val_may_be_id_test": True}
+    check_config(cfg)
+
+
+def test_manifests_record_the_content_hash_of_every_image(tmp_path):
+    import hashlib
+
+    from opnp.datasets import IMAGE_HASH_DIGITS, dataset_manifest, image_hashes, manifest_files
+
+    images = tmp_path / "images"
+    _write_pngs(images, 4)
+    (images / "img02.png").write_bytes((images / "img00.png").read_bytes())
+    manifest = dataset_manifest("set", {"path": str(images), "format": "flat"})
+    files, _, _ = manifest_files(manifest)
+    expected = [
+        hashlib.sha256((images / f).read_bytes()).hexdigest()[:IMAGE_HASH_DIGITS] for f in files
+    ]
+    assert manifest["image_hashes"] == expected
+    assert expected[0] == expected[2] != expected[1]
+    # A manifest written before hashes were recorded: read from the files instead.
+    legacy = {k: v for k, v in manifest.items() if k not in ("image_hashes", "image_hash")}
+    assert image_hashes(legacy) == expected
+
+
+def test_a_copy_of_a_test_set_as_validation_set_is_refused_by_the_workflow(tmp_path, tiny_config):
+    """The case the name check cannot see: ood.val holds a byte-identical copy of a test
+    OOD set under another name. The check job fails before any selection job, naming both
+    sets; every selection job depends on it."""
+    cfg = copy.deepcopy(tiny_config)
+    cfg["datasets"]["photo-patches-copy"] = dict(cfg["datasets"]["photo-patches"])
+    cfg["ood"]["val"] = ["photo-patches-copy"]
+    configfile = tmp_path / "leak.yaml"
+    configfile.write_text(yaml.safe_dump(cfg))
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    plan = run_snakemake(workdir, "-n", configfile=configfile, timeout=300).stdout
+    selection_inputs = [
+        line for line in _job_lines(plan, ("select_hyperparameters", "select_odin"), "input:")
+    ]
+    assert selection_inputs and all("splits_check.json" in line for line in selection_inputs)
+    proc = run_snakemake(
+        workdir,
+        "--cores",
+        "2",
+        "results/tiny/splits_check.json",
+        configfile=configfile,
+        check=False,
+        timeout=600,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "ood.val set 'photo-patches-copy' and ood.test set 'photo-patches' share" in output
+    assert not (workdir / "results/tiny/splits_check.json").exists()
+
+
+def _job_lines(plan: str, rules, kind: str) -> list[str]:
+    """The ``kind`` lines (``input:`` ...) of the planned jobs of ``rules``."""
+    lines, rule = [], None
+    for line in plan.splitlines():
+        match = re.match(r"^(?:local)?rule (\S+):$", line.strip())
+        if match:
+            rule = match.group(1)
+        elif rule in rules and line.strip().startswith(kind):
+            lines.append(line.strip())
+    return lines

@@ -119,6 +119,19 @@ def dataset_manifest(name):
     return f"{RESOURCES}/datasets/{name}.json"
 
 
+# The sets whose images must be disjoint (opnp.splits) and the file that says they are:
+# an input of every selection job.
+SPLIT_ROLES = {
+    "id_train": ID_TRAIN,
+    "id_val": ID_VAL,
+    "id_test": ID_TEST,
+    "ood_val": OOD_VAL,
+    "ood_test": OOD_TEST,
+}
+SPLIT_DATASETS = list(dict.fromkeys([ID_TRAIN, ID_VAL, ID_TEST, *OOD_VAL, *OOD_TEST]))
+SPLITS_CHECK = f"{RESULTS}/splits_check.json"
+
+
 def features_of(model, dataset):
     """The four cached arrays and the manifest of one (model, dataset)."""
     stem = f"{RESULTS}/features/{model}/{dataset}"
@@ -208,6 +221,7 @@ def selection_inputs(wildcards):
     """Validation data only: test OOD sets never reach the hyperparameter choice."""
     m = wildcards.model
     inputs = {
+        "splits": SPLITS_CHECK,
         "fc": f"{RESULTS}/models/{m}/fc.npz",
         "train": features_of(m, ID_TRAIN)["manifest"],
         "id_val": features_of(m, ID_VAL)["manifest"],

@@ -84,3 +84,24 @@ rule unpack_archive_dataset:
         on_bad_image=config["extraction"]["on_bad_image"],
     script:
         "../scripts/unpack_archive_dataset.py"
+
+
+# Before any hyperparameter is chosen: no validation image is a test image and no OOD
+# image an ID image, compared by content (a copy under another name is caught).
+rule check_splits:
+    input:
+        [dataset_manifest(d) for d in SPLIT_DATASETS],
+    output:
+        SPLITS_CHECK,
+    log:
+        f"{LOGS}/datasets/check_splits.log",
+    priority: 50
+    localrule: LOCAL_CPU_JOBS
+    conda:
+        "../envs/pytorch.yaml"
+    params:
+        names=SPLIT_DATASETS,
+        roles=SPLIT_ROLES,
+        id_val_may_be_id_test=config["selection"]["id_val_may_be_id_test"],
+    script:
+        "../scripts/check_splits.py"

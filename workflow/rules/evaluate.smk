@@ -60,6 +60,7 @@ rule evaluate_method:
 
 rule select_odin:
     input:
+        splits=SPLITS_CHECK,
         model=f"{RESULTS}/models/{{model}}/model.pt",
         id_val=dataset_manifest(ID_VAL),
         ood_val=[dataset_manifest(d) for d in OOD_VAL],
