@@ -8,16 +8,21 @@ the first jobs they need (dry runs, single targets), the long ones are marked sl
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import copy
 import os
 import re
+import signal
 import stat
+import subprocess
+import time
 
 import numpy as np
 import pytest
 import torch
 import yaml
-from workflow_helpers import TINY, run_snakemake
+from workflow_helpers import TINY, run_snakemake, snakemake_command
 
 from opnp import io
 from opnp import models as M
@@ -246,7 +251,11 @@ def loaded_and_linked(tmp_path_factory):
     cfg["ood"]["val"] = ["linked-val"]
     configfile = workdir / "config.yaml"
     configfile.write_text(yaml.safe_dump(cfg))
-    run_snakemake(workdir, "--cores", "1", FEATURES_OF_LINKED, configfile=configfile)
+    old_umask = os.umask(0o022)  # the jobs inherit it (checked by the permission test)
+    try:
+        run_snakemake(workdir, "--cores", "1", FEATURES_OF_LINKED, configfile=configfile)
+    finally:
+        os.umask(old_umask)
     assert not _planned_rules(workdir, configfile, FEATURES_OF_LINKED)
     return workdir
 
@@ -420,3 +429,76 @@ def _job_lines(plan: str, rules, kind: str) -> list[str]:
         elif rule in rules and line.strip().startswith(kind):
             lines.append(line.strip())
     return lines
+
+
+# ------------------------------------------------------------------ 6. orphans
+
+
+def _wait_for_path(path, timeout: float, proc=None) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            return True
+        if proc is not None and proc.poll() is not None:
+            return path.exists()
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.slow
+def test_jobs_orphaned_by_a_killed_snakemake_are_rerun_on_resume(tmp_path, tiny_config):
+    """SIGKILL to the Snakemake process alone (not its jobs): the running training job
+    goes on as an orphan and writes its outputs, but they stay marked incomplete, so the
+    next run re-does that job instead of trusting outputs nobody saw finish."""
+    cfg = copy.deepcopy(tiny_config)
+    cfg["models"]["smallcnn"]["train"]["epochs"] = 15  # a job still running when killed
+    configfile = tmp_path / "config.yaml"
+    configfile.write_text(yaml.safe_dump(cfg))
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    summary = workdir / "results/tiny/models/smallcnn/summary.json"
+    target = str(summary.relative_to(workdir))
+    proc = subprocess.Popen(
+        snakemake_command(workdir, "--cores", "2", target, configfile=configfile),
+        cwd=workdir,
+        start_new_session=True,  # the job processes too, so that all can be ended below
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        started = _wait_for_path(workdir / "logs/tiny/models/smallcnn.log", 600, proc)
+        assert started, "the training job never started"
+        os.kill(proc.pid, signal.SIGKILL)  # Snakemake only; the job becomes an orphan
+        proc.wait(timeout=60)
+        assert not summary.exists(), "training ended before Snakemake was killed"
+        # The orphan finishes and writes its outputs without Snakemake.
+        assert _wait_for_path(summary, 600), "the orphaned training job never finished"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    run_snakemake(workdir, "--unlock", configfile=configfile, timeout=120)
+    plan = run_snakemake(workdir, "-n", target, configfile=configfile, timeout=300).stdout
+    assert re.search(r"^(local)?rule train_model:", plan, re.M), plan
+    # Why: Snakemake still holds the outputs' "incomplete" markers (base64 of the path).
+    marker = base64.b64encode(target.encode()).decode()
+    assert (workdir / ".snakemake" / "incomplete" / marker).exists()
+    run_snakemake(workdir, "--cores", "2", target, configfile=configfile, timeout=900)
+    again = run_snakemake(workdir, "-n", target, configfile=configfile, timeout=300).stdout
+    assert not re.search(r"^(local)?rule ", again, re.M), again
+
+
+@pytest.mark.slow
+def test_workflow_outputs_are_readable_by_others_under_umask_022(loaded_and_linked):
+    """Arrays, manifests, the model and a built dataset folder: 0644 / 0755, not the
+    0600 / 0700 of tempfile."""
+    workdir = loaded_and_linked
+    files = [
+        "results/tiny/features/smallcnn/linked-val.features.npy",
+        "results/tiny/features/smallcnn/linked-val.manifest.json",
+        "results/tiny/models/smallcnn/model.pt",
+        "resources/tiny/datasets/digits-test.json",
+    ]
+    for name in files:
+        assert stat.S_IMODE((workdir / name).stat().st_mode) == 0o644, name
+    folder = workdir / "resources/tiny/datasets/digits-test"
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755
