@@ -388,6 +388,7 @@ def test_manifests_record_the_content_hash_of_every_image(tmp_path):
     assert image_hashes(legacy) == expected
 
 
+@pytest.mark.slow
 def test_a_copy_of_a_test_set_as_validation_set_is_refused_by_the_workflow(tmp_path, tiny_config):
     """The case the name check cannot see: ood.val holds a byte-identical copy of a test
     OOD set under another name. The check job fails before any selection job, naming both
