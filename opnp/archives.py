@@ -8,6 +8,8 @@ import tarfile
 import tempfile
 from pathlib import Path, PurePosixPath
 
+from .io import apply_umask
+
 
 def extract_members(
     archive: str | Path,
@@ -37,6 +39,7 @@ def extract_members(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
+        apply_umask(tmp)
         with tarfile.open(archive) as tar:
             selected = []
             for info in tar.getmembers():

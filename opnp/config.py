@@ -35,8 +35,16 @@ def check_config(cfg: dict) -> None:
             f"config keys ood.val and ood.test share {sorted(shared)}: the validation OOD "
             "sets must be disjoint from every test OOD set"
         )
-    # id.val may equal id.test (the paper's protocol: ID test images + OOD images from no
-    # test set), but the training set must stay apart from both.
+    # id.val may equal id.test only where the config says so (the paper's protocol: ID
+    # test images + OOD images from no test set); the training set stays apart from both.
+    allowed = cfg.get("selection", {}).get("id_val_may_be_id_test", False)
+    if cfg["id"]["val"] == cfg["id"]["test"] and not allowed:
+        raise ConfigError(
+            f"config keys id.val and id.test are both {cfg['id']['val']!r}: hyperparameters "
+            "would be chosen on the test images. Use a held-out ID set as id.val, or state "
+            "the paper's protocol (ID validation = ID test) with "
+            "selection.id_val_may_be_id_test: true"
+        )
     if cfg["id"]["train"] in (cfg["id"]["val"], cfg["id"]["test"]):
         raise ConfigError(
             f"config key id.train: {cfg['id']['train']!r} is also used as id.val or id.test; "
@@ -87,6 +95,7 @@ def check_config(cfg: dict) -> None:
                     f"config keys methods.{method}.{low}/{high}: {max(lows)} + {max(highs)} "
                     ">= 100 would prune everything; the sum must stay below 100"
                 )
+    check_method_values(cfg["methods"])
     fig9 = cfg.get("ablations", {}).get("fig9_ood")
     if fig9 is not None and fig9 not in cfg["ood"]["test"]:
         raise ConfigError(
@@ -142,6 +151,66 @@ def _check_replicates(cfg: dict) -> None:
             f"config key replicates: models {trained} are trained here, but replicates re-split "
             "the training set per seed; give them a 'checkpoint' or 'pretrained' instead"
         )
+
+
+#: Values let through although a detector's constructor would refuse them: placeholders
+#: the workflow resolves before it builds the detector (the selected ReAct percentile of
+#: a combination).
+_RESOLVED_BY_THE_WORKFLOW = {("react_percentile", "selected")}
+
+
+def _detector_builder(method: str):
+    """A function that builds ``method``'s detector from hyperparameters (or ODIN's
+    check), on a tiny dummy head: the detector's own checks judge each value."""
+    import numpy as np
+
+    from .detectors import available_detectors, create_detector
+    from .evaluation import SENSITIVITY_METHODS
+    from .odin import check_odin_params
+
+    if method == "odin":  # needs the network, so it is not in the detector registry
+        return lambda params: check_odin_params(**params)
+    if method not in available_detectors():
+        raise ConfigError(
+            f"config key methods.{method}: no detector named {method!r} "
+            f"(available: {available_detectors() + ['odin']})"
+        )
+    weight, bias = np.ones((2, 3)), np.zeros(2)
+    extra = {"param_sensitivity": np.ones((2, 3))} if method in SENSITIVITY_METHODS else {}
+    return lambda params: create_detector(method, weight=weight, bias=bias, **extra, **params)
+
+
+def check_method_values(methods: dict) -> None:
+    """Build every method's detector with each ``fixed`` value and each ``grid`` value
+    (one at a time, with the fixed values) so that a value the detector would refuse
+    hours later, in its selection job, stops the workflow now with the config key.
+
+    The detectors' own parameter checks decide (a value the constructor accepts is
+    valid), so new detectors and new options are covered without rules here.
+    """
+    for method, spec in methods.items():
+        build = _detector_builder(method)
+        fixed = dict(spec.get("fixed") or {})
+        for key, value in fixed.items():
+            _check_value(build, {key: value}, f"methods.{method}.fixed.{key}", value)
+        _check_value(build, fixed, f"methods.{method}.fixed", fixed)
+        for key, values in (spec.get("grid") or {}).items():
+            for value in _as_list(values):
+                _check_value(build, {**fixed, key: value}, f"methods.{method}.grid.{key}", value)
+
+
+def _check_value(build, params: dict, key: str, value) -> None:
+    params = {
+        k: v
+        for k, v in params.items()
+        if not (isinstance(v, str) and (k, v) in _RESOLVED_BY_THE_WORKFLOW)
+    }
+    try:
+        build(params)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(
+            f"config key {key}: {value!r} is refused by the detector: {err}"
+        ) from None
 
 
 def _as_list(value):

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -52,7 +53,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .io import write_json_atomic
+from .io import apply_umask, sha256_file, write_json_atomic
 from .subsets import seeded_subset_indices
 
 __all__ = [
@@ -66,6 +67,8 @@ __all__ = [
     "list_images",
     "verify_image_folder",
     "dataset_manifest",
+    "manifest_files",
+    "image_hashes",
     "open_dataset",
     "seeded_subset",
     "digits_splits",
@@ -80,6 +83,7 @@ __all__ = [
     "fetch_file",
     "download_dataset",
     "link_dataset",
+    "source_fingerprint",
 ]
 
 #: File name endings recognised as images (case-insensitive).
@@ -97,6 +101,11 @@ IMAGE_EXTENSIONS = (
 )
 FORMATS = ("folder", "flat", "image_list")
 ON_BAD_IMAGE = ("fail", "skip")
+#: What a manifest's ``image_hashes`` are: one per image, in manifest order, to find
+#: identical images in sets that must be disjoint (opnp.splits). 64 bits keep an ImageNet
+#: manifest small (~20 MB); a chance collision among 2M images has probability ~1e-7.
+IMAGE_HASH = "sha256 of the file's bytes, first 16 hex digits"
+IMAGE_HASH_DIGITS = 16
 #: How many bad files an error message lists before "... and N more".
 _MAX_LISTED = 5
 
@@ -242,6 +251,8 @@ class VerificationReport:
     n_found: int
     skipped: list[tuple[str, str]] = field(default_factory=list)
     check: str = "decode"
+    #: content hash of each kept file (:data:`IMAGE_HASH`), in ``files`` order
+    hashes: list[str] = field(default_factory=list)
 
     @property
     def n_images(self) -> int:
@@ -256,17 +267,24 @@ class VerificationReport:
         return _file_list_hash(self.files)
 
 
-def _check_image(path: Path, check: str) -> str | None:
-    """None when the image is readable, else the reason (error type and message)."""
+def _check_image(path: Path, check: str) -> tuple[str | None, str | None]:
+    """``(reason, content hash)``: reason None when the image is readable, else the error
+    type and message; the hash (:data:`IMAGE_HASH`) of the file's bytes, read once for
+    both."""
     try:
-        with Image.open(path) as img:
+        data = path.read_bytes()
+    except OSError as err:
+        return f"{type(err).__name__}: {err}", None
+    digest = hashlib.sha256(data).hexdigest()[:IMAGE_HASH_DIGITS]
+    try:
+        with Image.open(io.BytesIO(data)) as img:
             if check == "decode":
                 img.load()  # full decode: finds truncated files
             else:
                 img.verify()  # header and (for PNG) chunk checksums only
     except Exception as err:  # noqa: BLE001 - any decoder error marks the file bad
-        return f"{type(err).__name__}: {err}"
-    return None
+        return f"{type(err).__name__}: {err}", digest
+    return None, digest
 
 
 def _default_threads() -> int:
@@ -326,7 +344,8 @@ def verify_image_folder(
         )
     threads = num_threads or _default_threads()
     with concurrent.futures.ThreadPoolExecutor(max_workers=threads) as pool:
-        reasons = list(pool.map(lambda p: _check_image(root / p, check), paths, chunksize=64))
+        checked = list(pool.map(lambda p: _check_image(root / p, check), paths, chunksize=64))
+    reasons = [reason for reason, _ in checked]
     bad = [(p, r) for p, r in zip(paths, reasons, strict=True) if r is not None]
     if bad and on_bad_image == "fail":
         details = "; ".join(f"{root / p} ({r})" for p, r in bad[:_MAX_LISTED])
@@ -346,7 +365,35 @@ def verify_image_folder(
         n_found=n_found,
         skipped=bad,
         check=check,
+        hashes=[h for (r, h) in checked if r is None],
     )
+
+
+def source_fingerprint(spec: Mapping[str, Any]) -> str:
+    """Short hash of what a linked dataset folder holds now, for the workflow to compare
+    with the run that made its manifest (a Snakemake param: a change re-runs the job).
+
+    Covers the listed images' relative paths, sizes and modification times (and the
+    image-list file's), i.e. one ``stat`` per image; with ``fingerprint: content`` in
+    the spec also every file's SHA-256. An unreadable source gives a fixed marker: the
+    dataset job itself then fails with the precise error.
+    """
+    content = spec.get("fingerprint") == "content"
+    digest = hashlib.sha256()
+    try:
+        root = _spec_path(spec, "path", "?")
+        image_list = spec.get("image_list")
+        paths, _, _ = list_images(root, spec.get("format", "folder"), image_list)
+        files = [(str(image_list), Path(image_list))] if image_list else []
+        files += [(p, root / p) for p in paths]
+        for name, path in files:
+            st = os.stat(path)
+            digest.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            if content:
+                digest.update(sha256_file(path).encode())
+    except (OSError, ValueError) as err:
+        return f"unreadable ({type(err).__name__})"
+    return digest.hexdigest()[:16]
 
 
 def _spec_path(spec: Mapping[str, Any], key: str, name: str) -> Path:
@@ -406,6 +453,8 @@ def dataset_manifest(
         "labelled": bool((labels >= 0).any()),
         "class_counts": np.bincount(labels[labels >= 0]).tolist() if report.classes else [],
         "file_list_sha256": report.file_list_sha256,
+        "image_hash": IMAGE_HASH,
+        "image_hashes": report.hashes,
         "verified": report.check,
         "spec": spec,
         **extra,
@@ -508,6 +557,21 @@ class ImageDataset:
 
 
 def _dataset_from_manifest(manifest: Mapping[str, Any], transform) -> ImageDataset:
+    paths, labels, classes = manifest_files(manifest)
+    return ImageDataset(
+        manifest["root"],
+        paths,
+        labels,
+        transform,
+        resize=manifest.get("resize"),
+        classes=classes,
+        name=manifest.get("name"),
+    )
+
+
+def manifest_files(manifest: Mapping[str, Any]) -> tuple[list[str], np.ndarray, list[str]]:
+    """``(relative paths, labels, class names)`` of the images a manifest verified, in
+    manifest order; ``ValueError`` when the folder changed since (file list hash)."""
     name = manifest.get("name")
     paths, labels, classes = list_images(
         manifest["root"], manifest.get("format", "folder"), manifest.get("image_list")
@@ -530,15 +594,24 @@ def _dataset_from_manifest(manifest: Mapping[str, Any], transform) -> ImageDatas
         # A part of a pool (replicated benchmarks): the pool's verified list, then the rows.
         rows = np.asarray(manifest["rows"], dtype=np.int64)
         paths, labels = [paths[i] for i in rows], labels[rows]
-    return ImageDataset(
-        manifest["root"],
-        paths,
-        labels,
-        transform,
-        resize=manifest.get("resize"),
-        classes=classes,
-        name=name,
-    )
+    return paths, labels, classes
+
+
+def image_hashes(manifest: Mapping[str, Any]) -> list[str]:
+    """The content hash of every image of a manifest, in manifest order: recorded by the
+    dataset rule, or (manifests written before hashes were recorded) read from the files
+    now, in one streamed pass. A replicate part's are its rows of the pool's hashes."""
+    recorded = manifest.get("image_hashes")
+    if recorded is not None and manifest.get("image_hash") == IMAGE_HASH:
+        if manifest.get("rows") is not None:
+            return [recorded[i] for i in manifest["rows"]]
+        return list(recorded)
+    root = Path(manifest["root"])
+    paths, _, _ = manifest_files(manifest)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=_default_threads()) as pool:
+        return list(
+            pool.map(lambda p: sha256_file(root / p)[:IMAGE_HASH_DIGITS], paths, chunksize=64)
+        )
 
 
 def _guess_format(root: Path) -> str:
@@ -700,6 +773,7 @@ class _AtomicFolder:
                 prefix=f".{self.out_dir.name}.", suffix=".tmp", dir=self.out_dir.parent
             )
         )
+        apply_umask(self.tmp)
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -1140,6 +1214,7 @@ def fetch_file(url: str, dest: str | os.PathLike, md5: str, log: Callable = prin
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     tmp = Path(tmp_name)
     try:
+        apply_umask(tmp)
         request = urllib.request.Request(url, headers={"User-Agent": "opnp"})
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=60) as response:
             shutil.copyfileobj(response, out, length=1 << 20)

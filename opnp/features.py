@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from .io import provenance, save_npz_atomic, sha256_file, write_json_atomic
+from .io import apply_umask, provenance, save_npz_atomic, sha256_file, write_json_atomic
 
 __all__ = [
     "FeatureSet",
@@ -223,6 +223,7 @@ class _Writers:
             final.parent.mkdir(parents=True, exist_ok=True)
             fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
             os.close(fd)
+            apply_umask(name)
             self.tmp[kind] = Path(name)
             shape = (self.n,) if kind == "labels" else (self.n, dims[kind])
             self.maps[kind] = np.lib.format.open_memmap(

@@ -37,6 +37,7 @@ __all__ = [
     "sha256_file",
     "provenance",
     "config_hash",
+    "apply_umask",
 ]
 
 #: Bytes read per step when hashing files (bounded memory for multi-GB arrays).
@@ -57,6 +58,32 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _current_umask() -> int:
+    """The process's umask, read without changing it where Linux allows."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):  # pragma: no cover - not Linux
+        pass
+    mask = os.umask(0o022)  # pragma: no cover - the only portable way to read it
+    os.umask(mask)  # pragma: no cover
+    return mask  # pragma: no cover
+
+
+def apply_umask(path: str | os.PathLike) -> None:
+    """Give a file or folder made by ``tempfile`` the mode a plain ``open``/``mkdir`` would.
+
+    ``tempfile.mkstemp`` creates files 0600 and ``mkdtemp`` folders 0700 whatever the
+    umask (they are meant to be private). Renamed into place as results, they would be
+    unreadable to everyone else on a shared file system; this sets 0666 (files) or 0777
+    (folders) less the process's umask, e.g. 0644 / 0755 under umask 022.
+    """
+    full = 0o777 if os.path.isdir(path) else 0o666
+    os.chmod(path, full & ~_current_umask())
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb", **open_kwargs) -> Iterator[IO]:
     """Open a temporary sibling of ``path`` for writing; rename it to ``path`` on success.
@@ -74,6 +101,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", **open_kwargs) -> It
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     tmp = Path(tmp_name)
     try:
+        apply_umask(tmp)
         with os.fdopen(fd, mode, **open_kwargs) as handle:
             yield handle
             handle.flush()

@@ -527,6 +527,39 @@ def _plain(value: Any) -> Any:
     return value if isinstance(value, int | float | str | bool) or value is None else repr(value)
 
 
+def _torch_load_weights(path: Path) -> Any:
+    """``torch.load(weights_only=True)`` with errors that name the file and the fix.
+
+    A refused pickle (a file that holds Python objects, not only tensors) must not repeat
+    PyTorch's advice to load it with arbitrary code execution enabled; a truncated or
+    corrupt file must name its path.
+    """
+    import pickle
+    import re
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        refused = sorted(set(re.findall(r"GLOBAL ([\w.]+)", str(err))))
+        what = f" (it refers to {', '.join(refused)})" if refused else ""
+        # `from None`: the chained PyTorch message advises the unsafe retry.
+        raise ValueError(
+            f"checkpoint {path} is not a plain state dict: it holds pickled Python "
+            f"objects{what}, which are refused because unpickling them can run arbitrary "
+            "code. Convert it once, in an environment where you trust the file's source: "
+            "load the model there and save only its weights with "
+            "torch.save(model.state_dict(), 'converted.pt'), then point the model's "
+            "'checkpoint' at the converted file"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise ValueError(
+            f"checkpoint {path} cannot be read ({type(err).__name__}: {first_line}): the "
+            "file is truncated or corrupt (an interrupted copy or download?); copy it "
+            "again from its source"
+        ) from None
+
+
 def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> dict:
     """Load a local checkpoint into ``model`` (``torch.load(weights_only=True)``).
 
@@ -541,7 +574,7 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    obj = _torch_load_weights(path)
     raw, meta = _extract_state_dict(obj, path)
     model_state = model.state_dict()
     model_keys = set(model_state)

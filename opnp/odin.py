@@ -14,11 +14,38 @@ in eval mode), so a batch is perturbed with one backward pass of the summed loss
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from ._validation import check_positive
+
+if TYPE_CHECKING:
+    import torch
+
+#: ODIN's hyperparameters (config ``methods.odin``) and their defaults.
+ODIN_DEFAULTS = {"temperature": 1000.0, "epsilon": 0.0014}
+
+
+def check_odin_params(**params: Any) -> dict:
+    """ODIN's hyperparameters, checked (ValueError naming the bad one), defaults filled.
+
+    Torch-free, so the workflow can check a config's values before any job runs.
+    """
+    unknown = sorted(set(params) - set(ODIN_DEFAULTS))
+    if unknown:
+        raise ValueError(
+            f"odin: unknown hyperparameter(s) {unknown}; accepted: {sorted(ODIN_DEFAULTS)}"
+        )
+    values = {**ODIN_DEFAULTS, **params}
+    t = check_positive(values["temperature"], "temperature")
+    try:
+        eps = float(values["epsilon"])
+    except (TypeError, ValueError):
+        eps = float("nan")
+    if isinstance(values["epsilon"], bool) or not (eps >= 0 and np.isfinite(eps)):
+        raise ValueError(f"epsilon must be a nonnegative number, got {values['epsilon']!r}")
+    return {"temperature": t, "epsilon": eps}
 
 
 def odin_scores(
@@ -29,10 +56,10 @@ def odin_scores(
     std: Sequence[float] | float = 1.0,
 ) -> np.ndarray:
     """ODIN scores (B,) float64 of a batch ``inputs`` (B, C, ...) (higher = ID)."""
-    t = check_positive(temperature, "temperature")
-    eps = float(epsilon)
-    if not (eps >= 0 and np.isfinite(eps)):
-        raise ValueError(f"epsilon must be a nonnegative number, got {epsilon!r}")
+    import torch
+
+    checked = check_odin_params(temperature=temperature, epsilon=epsilon)
+    t, eps = checked["temperature"], checked["epsilon"]
     if not isinstance(inputs, torch.Tensor) or inputs.ndim < 2:
         raise ValueError(f"inputs must be a tensor (B, C, ...), got {type(inputs).__name__}")
     if not torch.isfinite(inputs).all():

@@ -18,10 +18,8 @@ os.environ.update(
 )
 
 sys.path.insert(0, workflow.basedir)
-from opnp.config import (
-    check_config,
-    replicate_parts,
-)  # noqa: E402 - needs the path above
+from opnp.config import check_config, replicate_parts  # noqa: E402 - needs the path above
+from opnp.datasets import source_fingerprint  # noqa: E402
 from opnp.replicates import replicate_unit  # noqa: E402
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -156,6 +154,22 @@ def model_spec(name):
     return canonical(config["models"][model_base(name)])
 
 
+# The sets whose images must be disjoint (opnp.splits), checked per unit (a replicate
+# checks its own parts): the check's file is an input of every selection job.
+SPLIT_ROLES = {
+    "id_train": ID_TRAIN,
+    "id_val": ID_VAL,
+    "id_test": ID_TEST,
+    "ood_val": OOD_VAL,
+    "ood_test": OOD_TEST,
+}
+SPLIT_DATASETS = list(dict.fromkeys([ID_TRAIN, ID_VAL, ID_TEST, *OOD_VAL, *OOD_TEST]))
+
+
+def splits_check(model):
+    return f"{RESULTS}/splits_check/{model}.json"
+
+
 def features_of(model, dataset):
     """The four cached arrays and the manifest of one (model, dataset)."""
     stem = f"{RESULTS}/features/{model}/{dataset}"
@@ -232,6 +246,11 @@ def loaded_models():
     return [m for m, s in config["models"].items() if "train" not in s]
 
 
+def model_checkpoint(wildcards):
+    """The local checkpoint file of a loaded model (none for cached pretrained weights)."""
+    return config["models"][wildcards.model].get("checkpoint", [])
+
+
 def model_fc(wildcards):
     """Replicates of a model share its weights: no copy per unit."""
     return f"{RESULTS}/models/{model_base(wildcards.model)}/fc.npz"
@@ -258,6 +277,7 @@ def selection_inputs(wildcards):
     """Validation data only: test OOD sets never reach the hyperparameter choice."""
     m = wildcards.model
     inputs = {
+        "splits": splits_check(m),
         "fc": model_fc(wildcards),
         "train": features_of(m, ID_TRAIN)["manifest"],
         "id_val": features_of(m, ID_VAL)["manifest"],

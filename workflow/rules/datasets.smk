@@ -38,6 +38,9 @@ rule link_dataset:
     params:
         spec=lambda wc: canonical(config["datasets"][wc.dataset]),
         on_bad_image=config["extraction"]["on_bad_image"],
+        # Computed when the DAG is built, on every run: a changed folder changes this
+        # param and Snakemake re-runs the job (rerun trigger "params").
+        fingerprint=lambda wc: source_fingerprint(config["datasets"][wc.dataset]),
     script:
         "../scripts/link_dataset.py"
 
@@ -61,6 +64,9 @@ rule download_dataset:
 
 
 rule unpack_archive_dataset:
+    input:
+        # A replaced archive is newer than the folder unpacked from it: unpack again.
+        archive=lambda wc: config["datasets"][wc.dataset]["path"],
     output:
         manifest=f"{RESOURCES}/datasets/{{dataset}}.json",
         images=directory(f"{RESOURCES}/datasets/{{dataset}}"),
@@ -102,3 +108,26 @@ rule split_dataset:
         seed=lambda wc: int(wc.seed),
     script:
         "../scripts/split_dataset.py"
+
+
+# Before any hyperparameter is chosen: no validation image is a test image and no OOD
+# image an ID image, compared by content (a copy under another name is caught).
+rule check_splits:
+    input:
+        lambda wc: [dataset_manifest(d, wc.model) for d in SPLIT_DATASETS],
+    output:
+        splits_check("{model}"),
+    log:
+        f"{LOGS}/datasets/check_splits_{{model}}.log",
+    benchmark:
+        f"{BENCHMARKS}/datasets/check_splits_{{model}}.tsv"
+    priority: 50
+    localrule: LOCAL_CPU_JOBS
+    conda:
+        "../envs/pytorch.yaml"
+    params:
+        names=SPLIT_DATASETS,
+        roles=SPLIT_ROLES,
+        id_val_may_be_id_test=config["selection"]["id_val_may_be_id_test"],
+    script:
+        "../scripts/check_splits.py"

@@ -60,6 +60,7 @@ rule evaluate_method:
 
 rule select_odin:
     input:
+        splits=splits_check("{model}"),
         model=model_file,
         id_val=lambda wc: dataset_manifest(ID_VAL, wc.model),
         ood_val=unit_manifests(*OOD_VAL),

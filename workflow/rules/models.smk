@@ -31,6 +31,8 @@ rule train_model:
 rule load_model:
     input:
         test=dataset_manifest(ID_TEST),
+        # A checkpoint replaced at the same path is newer than model.pt: re-load it.
+        checkpoint=model_checkpoint,
     output:
         model=f"{RESULTS}/models/{{model}}/model.pt",
         fc=f"{RESULTS}/models/{{model}}/fc.npz",

@@ -1,0 +1,21 @@
+"""Stop before any selection job when sets that must be disjoint share images."""
+
+from opnp.artifacts import read_json
+from opnp.datasets import image_hashes, manifest_files
+from opnp.io import write_json_atomic
+from opnp.runtime import setup_job
+from opnp.splits import check_split_separation
+
+log = setup_job(snakemake.log[0])
+manifests = {
+    name: read_json(path)
+    for name, path in zip(snakemake.params.names, snakemake.input, strict=True)
+}
+report = check_split_separation(
+    {name: image_hashes(manifest) for name, manifest in manifests.items()},
+    snakemake.params.roles,
+    id_val_may_be_id_test=snakemake.params.id_val_may_be_id_test,
+    files=lambda name: manifest_files(manifests[name])[0],
+)
+log.info("%d pairs of sets checked: no shared image", len(report["pairs"]))
+write_json_atomic(snakemake.output[0], report)
