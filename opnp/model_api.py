@@ -336,19 +336,24 @@ class ModelDetector:
             )
         return module
 
-    def _locate_head(self, x) -> None:
-        """Find the head with forward hooks on every nn.Linear (first batch only)."""
+    def _run_with_head_search(self, x):
+        """Forward pass with hooks on every nn.Linear (first batch only): the head is the
+        last one that ran. Returns (model output, (head input, head output) of each call)."""
         import torch
 
-        calls: list[str] = []
+        calls: list[tuple[str, Any, Any]] = []
+
+        def record(name):
+            return lambda _m, inputs, output: calls.append((name, inputs[0], output))
+
         hooks = [
-            module.register_forward_hook(lambda _m, _i, _o, name=name: calls.append(name))
+            module.register_forward_hook(record(name))
             for name, module in self.model.named_modules()
             if isinstance(module, torch.nn.Linear)
         ]
         try:
             with torch.no_grad(), _eval_mode(self.model):
-                self.model(x)
+                out = self.model(x)
         finally:
             for hook in hooks:
                 hook.remove()
@@ -357,15 +362,17 @@ class ModelDetector:
                 "no nn.Linear ran in the model's forward pass: OPNP needs the final fully "
                 "connected layer; pass head= the name of the nn.Linear producing the logits"
             )
-        name = calls[-1]
-        if calls.count(name) > 1:
+        name = calls[-1][0]
+        runs = [(h, f) for n, h, f in calls if n == name]
+        if len(runs) > 1:
             raise ValueError(
-                f"the last nn.Linear of the forward pass, {name!r}, runs {calls.count(name)} "
+                f"the last nn.Linear of the forward pass, {name!r}, runs {len(runs)} "
                 "times per forward pass, so it is not a classifier head applied once to one "
                 "feature; pass head= the name of the final classification layer"
             )
         self.head_name = name
         self._head = self._named_linear(name)
+        return out, runs
 
     def _set_head_arrays(self) -> None:
         w = self._head.weight.detach().cpu().double().numpy().copy()
@@ -379,16 +386,17 @@ class ModelDetector:
 
         x = x.to(self.device)
         if self._head is None:
-            self._locate_head(x)
-        seen: list = []
-        hook = self._head.register_forward_hook(
-            lambda _m, inputs, output: seen.append((inputs[0], output))
-        )
-        try:
-            with torch.no_grad(), _eval_mode(self.model):
-                out = self.model(x)
-        finally:
-            hook.remove()
+            out, seen = self._run_with_head_search(x)
+        else:
+            seen = []
+            hook = self._head.register_forward_hook(
+                lambda _m, inputs, output: seen.append((inputs[0], output))
+            )
+            try:
+                with torch.no_grad(), _eval_mode(self.model):
+                    out = self.model(x)
+            finally:
+                hook.remove()
         if len(seen) != 1:
             raise ValueError(
                 f"head {self.head_name!r} ran {len(seen)} times in one forward pass; it must "
