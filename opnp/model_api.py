@@ -175,7 +175,9 @@ class TrainingStatistics:
     def update(self, h: np.ndarray, labels: np.ndarray | None = None) -> None:
         """Add one chunk of features (k, D) and, where needed, integer labels (k,)."""
         if self.needs_labels and labels is None:
-            raise ValueError("fitting this method needs class labels: pass (inputs, labels) batches")
+            raise ValueError(
+                "fitting this method needs class labels: pass (inputs, labels) batches"
+            )
         h64 = np.asarray(h, dtype=np.float64)
         self.n += len(h64)
         if "mean" in self.needs:
@@ -296,7 +298,9 @@ class ModelDetector:
         if method == "odin":
             unknown = sorted(set(params) - set(ODIN_DEFAULTS))
             if unknown:
-                raise ValueError(f"odin: unknown hyperparameter(s) {unknown}; accepted: {sorted(ODIN_DEFAULTS)}")
+                raise ValueError(
+                    f"odin: unknown hyperparameter(s) {unknown}; accepted: {sorted(ODIN_DEFAULTS)}"
+                )
             params = {**ODIN_DEFAULTS, **params}
         else:  # unknown or invalid hyperparameters fail here, not after a pass over the data
             checked = {k: v for k, v in params.items() if k != "param_sensitivity"}
@@ -410,7 +414,9 @@ class ModelDetector:
             )
         if self._output_is_head is None:
             self._output_is_head = out is logits or (
-                isinstance(out, torch.Tensor) and out.shape == logits.shape and torch.equal(out, logits)
+                isinstance(out, torch.Tensor)
+                and out.shape == logits.shape
+                and torch.equal(out, logits)
             )
         if self.weight is None:
             self._set_head_arrays()
@@ -473,7 +479,9 @@ class ModelDetector:
         needs = self.needs
         if data is None:
             if needs:
-                raise ValueError(f"{self.method}.fit needs training data (it collects {list(needs)})")
+                raise ValueError(
+                    f"{self.method}.fit needs training data (it collects {list(needs)})"
+                )
             self.statistics = None
             self.detector = None
             return self
@@ -488,7 +496,10 @@ class ModelDetector:
                     temperature=float(self.params.get("temperature", 1.0)),
                     reduction=self.params.get("reduction", "per_sample"),
                 )
-            stats.update(h.cpu().numpy(), None if y is None else np.asarray(y.cpu() if hasattr(y, "cpu") else y))
+            stats.update(
+                h.cpu().numpy(),
+                None if y is None else np.asarray(y.cpu() if hasattr(y, "cpu") else y),
+            )
         if stats is None:
             raise ValueError("fit got no batches")
         self.statistics = stats
@@ -591,7 +602,9 @@ class ModelDetector:
         return np.concatenate(parts)
 
     # -- validation search ------------------------------------------------------------
-    def tune(self, id_val, ood_val, grid: Mapping[str, Iterable] | None = None, metric: str = "fpr95"):
+    def tune(
+        self, id_val, ood_val, grid: Mapping[str, Iterable] | None = None, metric: str = "fpr95"
+    ):
         """Validation search of the workflow, then refit with the chosen setting.
 
         ``id_val``: ID validation inputs (tensor or loader); ``ood_val``: OOD validation
@@ -626,15 +639,21 @@ class ModelDetector:
         if self.method == "odin":
             rows = []
             for params in self._progress(configs, configs, "tune odin"):
-                id_scores = np.concatenate([self._score_batch(x, params) for x, _ in self._batches(id_val)])
+                id_scores = np.concatenate(
+                    [self._score_batch(x, params) for x, _ in self._batches(id_val)]
+                )
                 ood_scores = {
-                    name: np.concatenate([self._score_batch(x, params) for x, _ in self._batches(d)])
+                    name: np.concatenate(
+                        [self._score_batch(x, params) for x, _ in self._batches(d)]
+                    )
                     for name, d in ood_val.items()
                 }
                 rows += score_rows(id_scores, ood_scores, method="odin", params=params, split="val")
         else:
             id_h = self._all_features(id_val, "tune: ID features")
-            ood_h = {name: self._all_features(d, f"tune: {name} features") for name, d in ood_val.items()}
+            ood_h = {
+                name: self._all_features(d, f"tune: {name} features") for name, d in ood_val.items()
+            }
             if self.method in SENSITIVITY_METHODS:
                 stats = self.statistics
                 sensitivity = (

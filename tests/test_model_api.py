@@ -102,7 +102,10 @@ def test_scores_equal_the_feature_level_detector(model, data, method):
     md = fitted(model, data, method)
     h_train, h_test = trunk_features(model, x_train), trunk_features(model, x_test)
     reference = opnp.create_detector(
-        method, weight=model.fc.weight.detach(), bias=model.fc.bias.detach(), **PARAMS.get(method, {})
+        method,
+        weight=model.fc.weight.detach(),
+        bias=model.fc.bias.detach(),
+        **PARAMS.get(method, {}),
     ).fit(h_train, y_train.numpy())
     np.testing.assert_allclose(md.score(x_test), reference.score(h_test), rtol=1e-10, atol=1e-12)
     assert md.head_name == "fc"
@@ -117,7 +120,9 @@ def test_predict_and_features_are_the_models(model, data):
     md = opnp.from_model(model, "energy", progress=False)
     with torch.no_grad():
         torch.testing.assert_close(md.predict(x_test), model(x_test), rtol=0, atol=0)
-    np.testing.assert_array_equal(md.features(x_test), trunk_features(model, x_test).astype(np.float32))
+    np.testing.assert_array_equal(
+        md.features(x_test), trunk_features(model, x_test).astype(np.float32)
+    )
     # energy needs no fit; the score is logsumexp of the logits, recomputed in float64
     # from the features (so equal to the model's float32 logits to float32 rounding)
     np.testing.assert_allclose(
@@ -331,7 +336,10 @@ def _peak_fit_memory(model, method, n_batches, batch_size=128):
 
     def batches():
         for _ in range(n_batches):
-            yield torch.randn(batch_size, 1, 8, 8, generator=g), torch.randint(0, C, (batch_size,), generator=g)
+            yield (
+                torch.randn(batch_size, 1, 8, 8, generator=g),
+                torch.randint(0, C, (batch_size,), generator=g),
+            )
 
     md = opnp.from_model(model, method, progress=False, **PARAMS.get(method, {}))
     md.fit(batches())  # warm-up: imports, caches
@@ -376,7 +384,12 @@ def test_streamed_covariance_equals_two_pass_with_a_large_offset():
 def test_tune_opnp_selects_on_validation_and_refits(model, data):
     _, _, x_test, x_ood = data
     md = fitted(model, data, "opnp")
-    grid = {"weight_low": [0, 20], "weight_high": [0, 2], "neuron_low": [0, 10], "neuron_high": [0, 10]}
+    grid = {
+        "weight_low": [0, 20],
+        "weight_high": [0, 2],
+        "neuron_low": [0, 10],
+        "neuron_high": [0, 10],
+    }
     ood = {"a": x_ood, "b": -x_ood}
     table = md.tune(x_test, ood, grid=grid)
     assert len(table) == 16 * 2 and table["selected"].sum() == 2
@@ -387,7 +400,9 @@ def test_tune_opnp_selects_on_validation_and_refits(model, data):
     reference = opnp.create_detector(
         "opnp", weight=model.fc.weight.detach(), bias=model.fc.bias.detach(), **chosen
     ).fit(h_train)
-    np.testing.assert_allclose(md.score(x_test), reference.score(trunk_features(model, x_test)), rtol=1e-9)
+    np.testing.assert_allclose(
+        md.score(x_test), reference.score(trunk_features(model, x_test)), rtol=1e-9
+    )
     # every row's metrics are those of that config's own detector
     row = table.iloc[5]
     row_params = json.loads(row["params"])
@@ -406,7 +421,11 @@ def test_tune_opnp_selects_on_validation_and_refits(model, data):
 def test_tune_other_methods(model, data, method):
     _, _, x_test, x_ood = data
     md = opnp.from_model(model, method, progress=False).fit(train_loader(data))
-    grid = {"percentile": [70, 90]} if method == "react" else {"temperature": [1, 1000], "epsilon": [0.0]}
+    grid = (
+        {"percentile": [70, 90]}
+        if method == "react"
+        else {"temperature": [1, 1000], "epsilon": [0.0]}
+    )
     table = md.tune(x_test, x_ood, grid=grid)
     assert len(table) == 2 and table["selected"].sum() == 1
     chosen = select_best(table)

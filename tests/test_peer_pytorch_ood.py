@@ -82,7 +82,9 @@ def ours(name, f, **params):
 def close(actual, expected, rtol=1e-12):
     if isinstance(expected, torch.Tensor):
         expected = expected.detach().cpu().numpy()
-    np.testing.assert_allclose(actual, np.asarray(expected, dtype=np.float64), rtol=rtol, atol=1e-12)
+    np.testing.assert_allclose(
+        actual, np.asarray(expected, dtype=np.float64), rtol=rtol, atol=1e-12
+    )
 
 
 @pytest.mark.parametrize("temperature", [1.0, 2.5])
