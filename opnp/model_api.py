@@ -675,8 +675,6 @@ class ModelDetector:
                     statistic=self.params.get("neuron_statistic", "mean"),
                 )
             else:
-                if self.weight is None:
-                    self._forward(next(self._batches(id_val))[0])
                 rows = []
                 for params in self._progress(configs, configs, f"tune {self.method}"):
                     det = self._build(params)
