@@ -22,6 +22,8 @@ from .sensitivity import (
 )
 
 _LAZY = {
+    "from_model": ("model_api", "from_model"),
+    "ModelDetector": ("model_api", "ModelDetector"),
     "odin_scores": ("odin", "odin_scores"),
     "module_sensitivity": ("network", "module_sensitivity"),
     "layer_pruning_masks": ("network", "layer_pruning_masks"),

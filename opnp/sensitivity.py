@@ -115,24 +115,67 @@ def parameter_sensitivity(
     h = check_features(features, "features", dim=w64.shape[1])
     idx = None if rows is None else check_rows(rows, h.shape[0])
     n = h.shape[0] if idx is None else len(idx)
-    dtype = np.float64 if precision == "float64" else np.float32
-    wt = np.ascontiguousarray(w64.T, dtype=dtype)  # (D, C): logits = h @ W^T
-    b = b64.astype(dtype)
-    acc = np.zeros(w64.shape, dtype=np.float64)
-    for _, hc in iter_chunks(h, chunk, "features", dtype=dtype, rows=idx):
-        p = hc @ wt
-        p += b
-        if t != 1.0:
-            p /= t
+    acc = SensitivityAccumulator(w64, b64, t, reduction, precision)
+    for _, hc in iter_chunks(h, chunk, "features", dtype=acc.dtype, rows=idx):
+        acc._add(hc)  # chunks are already checked by iter_chunks
+    if acc.n_samples != n:  # pragma: no cover - iter_chunks yields every row once
+        raise RuntimeError(f"sensitivity saw {acc.n_samples} rows, expected {n}")
+    return acc.result()
+
+
+class SensitivityAccumulator:
+    """Streaming form of :func:`parameter_sensitivity`: ``update`` with chunks of
+    training features (k, D), in any order and of any sizes, then ``result()`` is
+    S (C, D) float64 of all rows seen so far, identical to one
+    :func:`parameter_sensitivity` call on the stacked rows (the same per-chunk products
+    added into one float64 sum). Memory is O(C * D) whatever the number of rows: what
+    :class:`opnp.model_api.ModelDetector` uses to fit OPNP in one pass over a loader.
+    """
+
+    def __init__(
+        self,
+        weight: Any,
+        bias: Any = None,
+        temperature: float = 1.0,
+        reduction: str = "per_sample",
+        precision: str = "float64",
+    ):
+        check_choice(reduction, "reduction", REDUCTIONS)
+        check_choice(precision, "precision", PRECISIONS)
+        self.temperature = check_positive(temperature, "temperature")
+        self.reduction = reduction
+        w64, b64 = check_linear(weight, bias)
+        self.dtype = np.float64 if precision == "float64" else np.float32
+        self._wt = np.ascontiguousarray(w64.T, dtype=self.dtype)  # (D, C): logits = h @ W^T
+        self._b = b64.astype(self.dtype)
+        self._sum = np.zeros(w64.shape, dtype=np.float64)
+        self.n_samples = 0
+
+    def update(self, features: Any) -> SensitivityAccumulator:
+        """Add the rows of one chunk (k, D) (numpy or torch); returns ``self``."""
+        hc = check_features(features, "features", dim=self._wt.shape[0])
+        self._add(np.asarray(hc, dtype=self.dtype))
+        return self
+
+    def _add(self, hc: np.ndarray) -> None:
+        p = hc @ self._wt
+        p += self._b
+        if self.temperature != 1.0:
+            p /= self.temperature
         softmax(p, out=p)
-        if reduction == "per_sample":
-            acc += p.T @ np.abs(hc)
+        if self.reduction == "per_sample":
+            self._sum += p.T @ np.abs(hc)
         else:
-            acc += p.T @ hc
-    if reduction == "batch":
-        np.abs(acc, out=acc)
-    acc /= n
-    return acc
+            self._sum += p.T @ hc
+        self.n_samples += len(hc)
+
+    def result(self) -> np.ndarray:
+        """S (C, D) float64 of the rows added so far."""
+        if self.n_samples == 0:
+            raise ValueError("no training features were added to the sensitivity accumulator")
+        out = np.abs(self._sum) if self.reduction == "batch" else self._sum.copy()
+        out /= self.n_samples
+        return out
 
 
 def neuron_sensitivity(param_sensitivity: Any, statistic: str = "mean") -> np.ndarray:

@@ -19,6 +19,7 @@ ANALYSIS_MODULES = [
     "opnp.tables",
     "opnp.plots",
     "opnp.io",
+    "opnp.model_api",  # torch only when a ModelDetector is built
 ]
 
 
@@ -37,6 +38,7 @@ def test_analysis_modules_import_without_torch():
         block_torch
         + "".join(f"import {m}\n" for m in ANALYSIS_MODULES)
         + "from opnp.detectors import create_detector\n"
+        + "assert callable(opnp.from_model) and 'torch' not in sys.modules\n"
         + "import numpy as np\n"
         + "d = create_detector('opnp', weight=np.eye(3), bias=np.zeros(3), weight_low=10).fit(np.abs(np.eye(3)))\n"
         + "print(d.score(np.eye(3)).shape)\n"

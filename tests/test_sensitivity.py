@@ -197,3 +197,22 @@ def test_energy_score():
     f = np.array([[0.0, np.log(3.0)], [10.0, 10.0]])
     np.testing.assert_allclose(energy_score(f), [np.log(4.0), 10.0 + np.log(2.0)])
     np.testing.assert_allclose(energy_score(f, temperature=2.0), 2 * np.log(np.exp(f / 2).sum(1)))
+
+
+def test_sensitivity_accumulator_streams_chunks_of_any_size():
+    from opnp.sensitivity import SensitivityAccumulator
+
+    rng = np.random.default_rng(7)
+    w, b = rng.normal(size=(6, 9)), rng.normal(size=6)
+    h = rng.normal(size=(250, 9))  # signed: per_sample and batch differ
+    for reduction in ("per_sample", "batch"):
+        acc = SensitivityAccumulator(w, b, temperature=2.0, reduction=reduction)
+        for start, stop in ((0, 1), (1, 100), (100, 101), (101, 250)):
+            acc.update(h[start:stop])
+        assert acc.n_samples == 250
+        expected = parameter_sensitivity(h, w, b, temperature=2.0, reduction=reduction)
+        np.testing.assert_allclose(acc.result(), expected, rtol=1e-12)
+    with pytest.raises(ValueError, match="no training features"):
+        SensitivityAccumulator(w, b).result()
+    with pytest.raises(ValueError, match="features has 4 columns but the FC weight has 9"):
+        SensitivityAccumulator(w, b).update(h[:, :4])

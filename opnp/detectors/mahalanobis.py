@@ -41,13 +41,34 @@ class Mahalanobis(Detector):
                 shape=(len(classes), len(hc)),
             )
             sums += onehot @ hc
-        self.classes = classes
-        self.class_means = sums / counts[:, None]
+        class_means = sums / counts[:, None]
         scatter = np.zeros((d, d))
         for start, hc in iter_chunks(train_features, self.chunk_size, "train_features", np.float64):
-            centred = hc - self.class_means[index[start : start + len(hc)]]
+            centred = hc - class_means[index[start : start + len(hc)]]
             scatter += centred.T @ centred
-        self.covariance = scatter / train_features.shape[0]
+        self._set_gaussian(classes, class_means, scatter / train_features.shape[0])
+
+    def fit_gaussian(self, classes, class_means, covariance) -> Mahalanobis:
+        """Fit from precomputed statistics: the class labels (K,), their means (K, D) and
+        the shared covariance (D, D) (e.g. streamed by :mod:`opnp.model_api`); the same
+        detector as ``fit`` on the features these come from. Returns ``self``."""
+        classes = np.asarray(classes)
+        means = np.asarray(class_means, dtype=np.float64)
+        cov = np.asarray(covariance, dtype=np.float64)
+        d = means.shape[1] if means.ndim == 2 else -1
+        if means.ndim != 2 or len(classes) != len(means) or cov.shape != (d, d):
+            raise ValueError(
+                f"fit_gaussian needs classes (K,), class_means (K, D) and covariance (D, D), "
+                f"got {classes.shape}, {means.shape}, {cov.shape}"
+            )
+        self._set_gaussian(classes, means, cov)
+        self._fitted = True
+        return self
+
+    def _set_gaussian(self, classes, class_means, covariance) -> None:
+        self.classes = classes
+        self.class_means = class_means
+        self.covariance = covariance
         self.precision = np.linalg.pinv(self.covariance, hermitian=True)
         # -(h-mu)^T P (h-mu) = -h^T P h + 2 h^T P mu - mu^T P mu, vectorised over classes.
         self._p_mu = self.precision @ self.class_means.T  # (D, K)
