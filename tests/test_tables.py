@@ -407,9 +407,27 @@ def test_statistic_table_columns():
     frame = variant_frame("table9", ["variance", "norm", "median", "min", "max", "mean"])
     table = tables.statistic_table(frame, OOD_SETS[:2])
     assert list(table.columns) == ["Mean", "Max", "Min", "Median", "Norm", "Variance"]
-    assert list(table.index) == OOD_SETS[:2]
+    assert list(table.index) == [*OOD_SETS[:2], tables.SELECTED_LABEL]
+    assert (
+        list(tables.statistic_table(frame, OOD_SETS[:2], show_selected=False).index)
+        == (OOD_SETS[:2])
+    )
     with pytest.raises(ValueError, match="OOD set 'Places'"):
         tables.statistic_table(frame, OOD_SETS[:3])
+
+
+def test_statistic_table_shows_the_percentages_selected_per_statistic(tmp_path):
+    chosen = {"mean": {"neuron_low": 10, "neuron_high": 5}, "max": {"neuron_low": 0.5}}
+    frame = variant_frame("table9", ["max", "mean"])
+    frame["params"] = frame["variant"].map(lambda v: json.dumps(chosen[v], sort_keys=True))
+    table = tables.statistic_table(frame, OOD_SETS[:2])
+    assert table.loc[tables.SELECTED_LABEL, "Mean"] == "neuron_high=5, neuron_low=10"
+    assert table.loc[tables.SELECTED_LABEL, "Max"] == "neuron_low=0.5"
+    paths = tables.write_table(table, tmp_path / "t9", "")
+    assert "| Selected | neuron_high=5, neuron_low=10 | neuron_low=0.5 |" in paths["md"].read_text()
+    csv = pd.read_csv(paths["csv"]).set_index("OOD set")
+    assert csv.loc["Selected", "Mean text"] == "neuron_high=5, neuron_low=10"
+    assert np.isnan(csv.loc["Selected", "Mean FPR95 mean"])
 
 
 def test_selected_params_table():
