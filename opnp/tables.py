@@ -814,7 +814,7 @@ def statistic_table(
         results,
         split=split,
         experiment=experiment,
-        columns=["variant", "params", "ood_set"],
+        columns=["variant", "ood_set", *(["params"] if show_selected else [])],
         table="statistic_table",
     )
     frame = frame.assign(variant=frame["variant"].astype(str))

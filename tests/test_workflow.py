@@ -141,7 +141,15 @@ def check_outputs(workdir: Path, config: dict) -> pd.DataFrame:
         assert paper_id in ids, f"{paper_id} missing from {sorted(ids)}"
     for md in tables:
         assert md.with_suffix(".tex").read_text().count("\\begin{tabular}") == 1
+        caption = md.read_text().split("\n\n")[0]
+        if not md.name.startswith("selected"):
+            assert "n = " in caption and "ID test images" in caption, caption
+        if md.name.split("_")[0] not in {"selected", "table3"}:
+            assert "bootstrap interval of the difference to the best includes 0" in caption
         assert len(pd.read_csv(md.with_suffix(".csv"))) >= 1
+    caption = next((results_dir / "tables").glob("table8_*.md")).read_text().split("\n\n")[0]
+    assert "Subset sizes: " in caption, caption
+    assert "| Selected |" in next((results_dir / "tables").glob("table9_*.md")).read_text()
     figures = sorted((results_dir / "figures").glob("*.png"))
     fig_ids = {f.name.split("_")[0] for f in figures}
     assert fig_ids >= {"fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig9"}, fig_ids
