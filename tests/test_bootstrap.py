@@ -131,7 +131,7 @@ def test_one_thousand_resamples_of_imagenet_size_take_seconds():
     found = bootstrap.bootstrap_metrics(ids, oods, n_resamples=1000)
     elapsed = time.perf_counter() - start
     assert found["auroc"].shape == (1000,)
-    assert elapsed < 20, f"{elapsed:.1f} s"  # about 1.3 s on 2 shared CPU cores
+    assert elapsed < 20, f"{elapsed:.1f} s"  # 1.2-3 s on 2 heavily shared CPU cores
 
 
 @pytest.mark.parametrize(
