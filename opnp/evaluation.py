@@ -2,7 +2,9 @@
 the results schema, and selection on the validation split.
 
 Results schema (one row per method x params x OOD set x split x seed), see
-docs/architecture.md: metrics are in percent, ``params`` is JSON with sorted keys.
+docs/architecture.md: metrics are in percent, ``params`` is JSON with sorted keys. Rows
+scored with ``uncertainty`` settings (the workflow's test rows) also carry seeded, paired
+bootstrap intervals and the resampled metrics (:mod:`opnp.bootstrap`), in percent too.
 """
 
 from __future__ import annotations
@@ -15,9 +17,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import bootstrap as _bootstrap
 from . import metrics as _metrics
 
 METRIC_COLUMNS = ["fpr95", "auroc", "aupr_in", "aupr_out"]
+#: Metrics with a bootstrap interval (percent, like the metrics).
+INTERVAL_METRICS = ["fpr95", "auroc"]
+CI_COLUMNS = [f"{m}_ci_{side}" for m in INTERVAL_METRICS for side in ("low", "high")]
+#: Per-resample metric (percent), a list per row: paired comparisons from Parquet alone.
+RESAMPLE_COLUMNS = [f"{m}_resamples" for m in INTERVAL_METRICS]
 RESULT_COLUMNS = [
     "benchmark",
     "model",
@@ -29,6 +37,8 @@ RESULT_COLUMNS = [
     "split",
     "seed",
     *METRIC_COLUMNS,
+    *CI_COLUMNS,
+    *RESAMPLE_COLUMNS,
     "id_accuracy",
     "n_id",
     "n_ood",
@@ -86,6 +96,26 @@ def metric_values(id_scores, ood_scores, convention: str = "paper") -> dict[str,
     return {k: 100.0 * float(values[k]) for k in METRIC_COLUMNS}
 
 
+def interval_values(
+    id_scores, ood_scores, uncertainty: Mapping[str, Any] | None, ood_name: str = ""
+) -> dict[str, Any]:
+    """The interval columns of one row (percent): ``<metric>_ci_low/high`` and the
+    resampled ``<metric>_resamples`` (float64 arrays), drawn by
+    :func:`opnp.bootstrap.metric_intervals` with the ``uncertainty`` settings
+    (``n_resamples``, ``confidence``, ``seed``); NaN / None when ``uncertainty`` is None."""
+    if uncertainty is None:
+        return {**dict.fromkeys(CI_COLUMNS, np.nan), **dict.fromkeys(RESAMPLE_COLUMNS)}
+    settings = _bootstrap.check_settings(uncertainty)
+    found = _bootstrap.metric_intervals(id_scores, ood_scores, ood_name=ood_name, **settings)
+    out: dict[str, Any] = {}
+    for metric in INTERVAL_METRICS:
+        low, high = found[f"{metric}_ci"]
+        out[f"{metric}_ci_low"] = 100.0 * low
+        out[f"{metric}_ci_high"] = 100.0 * high
+        out[f"{metric}_resamples"] = 100.0 * found[metric]
+    return out
+
+
 def score_rows(
     id_scores,
     ood_scores: Mapping[str, np.ndarray],
@@ -97,8 +127,10 @@ def score_rows(
     experiment: str = "main",
     variant: str = "",
     id_accuracy: float | None = None,
+    uncertainty: Mapping[str, Any] | None = None,
 ) -> list[dict]:
-    """One row per OOD set for the scores of one (method, params, seed)."""
+    """One row per OOD set for the scores of one (method, params, seed); with
+    ``uncertainty`` settings also the bootstrap columns (:func:`interval_values`)."""
     rows = []
     for name, scores in ood_scores.items():
         rows.append(
@@ -111,6 +143,7 @@ def score_rows(
                 "split": split,
                 "seed": int(seed),
                 **metric_values(id_scores, scores),
+                **interval_values(id_scores, scores, uncertainty, ood_name=name),
                 "id_accuracy": np.nan if id_accuracy is None else float(id_accuracy),
                 "n_id": int(len(id_scores)),
                 "n_ood": int(len(scores)),
@@ -140,7 +173,14 @@ def results_frame(
     frame["config_hash"] = config_hash
     frame["opnp_version"] = str(provenance.get("opnp_version", "unknown"))
     frame["git_commit"] = str(provenance.get("git_commit", "unknown"))
-    defaults = {"id_accuracy": np.nan, "n_id": 0, "n_ood": 0, "seed": 0}
+    defaults = {
+        "id_accuracy": np.nan,
+        "n_id": 0,
+        "n_ood": 0,
+        "seed": 0,
+        **dict.fromkeys(CI_COLUMNS, np.nan),
+        **dict.fromkeys(RESAMPLE_COLUMNS),
+    }
     for column in RESULT_COLUMNS:
         if column not in frame:
             frame[column] = defaults.get(column, "")
@@ -155,7 +195,13 @@ def results_frame(
             f"params {first['params']} on {first['ood_set']!r}"
         )
     return frame.astype(
-        {"seed": "int64", "n_id": "int64", "n_ood": "int64", "id_accuracy": "float64"}
+        {
+            "seed": "int64",
+            "n_id": "int64",
+            "n_ood": "int64",
+            "id_accuracy": "float64",
+            **dict.fromkeys(CI_COLUMNS, "float64"),
+        }
     )
 
 
@@ -242,11 +288,13 @@ def evaluate_configs(
     experiment: str = "main",
     variant: str = "",
     keep_scores: bool = False,
+    uncertainty: Mapping[str, Any] | None = None,
 ):
     """Score every config (and seed, for random methods) on ID and each OOD set.
 
-    Returns ``(rows, scores)``: result rows in the schema, and when ``keep_scores`` a dict
-    ``(params_json, seed) -> {"ID": scores, <ood name>: scores}``.
+    Returns ``(rows, scores)``: result rows in the schema (with bootstrap intervals when
+    ``uncertainty`` settings are given, see :func:`score_rows`), and when ``keep_scores``
+    a dict ``(params_json, seed) -> {"ID": scores, <ood name>: scores}``.
     """
     seeds = list(seeds) if method in RANDOM_METHODS else [0]
     rows: list[dict] = []
@@ -289,6 +337,7 @@ def evaluate_configs(
                 seed=seed,
                 experiment=experiment,
                 variant=variant,
+                uncertainty=uncertainty,
             )
             if keep_scores:
                 kept[(params_json(params), seed)] = {
@@ -380,6 +429,7 @@ def evaluate_network_configs(
     num_workers: int = 0,
     experiment: str = "main",
     variant: str = "",
+    uncertainty: Mapping[str, Any] | None = None,
 ):
     """Like :func:`evaluate_configs` for methods that run the network on images.
 
@@ -403,6 +453,7 @@ def evaluate_network_configs(
             split=split,
             experiment=experiment,
             variant=variant,
+            uncertainty=uncertainty,
         )
         all_scores.append({"ID": id_scores, **ood_scores})
     return rows, all_scores
@@ -490,6 +541,7 @@ def layer_ablation(
     batch_size: int = 256,
     num_workers: int = 0,
     log=None,
+    uncertainty: Mapping[str, Any] | None = None,
 ):
     """Table 7 and Fig. 6: weight pruning by sensitivity inside the network.
 
@@ -500,7 +552,8 @@ def layer_ablation(
     weights of that layer only; ``layerwise`` prunes the same percentages in every one of
     these layers (thresholds per layer); ``global`` uses one threshold pair over all of
     their sensitivities pooled. Returns ``(rows, layer_means)``: result rows (experiment
-    "table7") and a DataFrame of the mean sensitivity per layer (Fig. 6).
+    "table7", with bootstrap intervals when ``uncertainty`` settings are given) and a
+    DataFrame of the mean sensitivity per layer (Fig. 6).
     """
     import torch
 
@@ -551,6 +604,7 @@ def layer_ablation(
                 num_workers=num_workers,
                 experiment="table7",
                 variant=variant,
+                uncertainty=uncertainty,
             )
         rows += variant_rows
         if log is not None:

@@ -18,6 +18,7 @@ runs of ``size`` images) or ``by: class`` (a seeded permutation of its classes; 
 
 from __future__ import annotations
 
+import json
 import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -26,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
-    "PER_REPLICATE",
+    "PER_REPLICATE_VALUE",
     "pool_labels",
     "split_manifest",
     "pool_replicates",
@@ -34,9 +35,9 @@ __all__ = [
     "split_rows",
 ]
 
-#: ``params`` of a pooled row whose hyperparameters were chosen per replicate (they may
-#: differ between replicates, each chosen on its own validation split).
-PER_REPLICATE = '"selected per replicate"'
+#: A hyperparameter value of a pooled row that differs between replicates (each chose its
+#: own on its own validation split).
+PER_REPLICATE_VALUE = "per replicate"
 SPLIT_BY = ("image", "class")
 
 
@@ -149,16 +150,38 @@ def split_manifest(pool_manifest: Mapping[str, Any], name: str, rows, **extra: A
 _KEY = ["experiment", "method", "variant", "ood_set", "split"]
 
 
+def _mean_of_arrays(values: pd.Series):
+    """Elementwise mean of the resampled-metric arrays of several seeds (None if absent)."""
+    arrays = [np.asarray(v, dtype=np.float64) for v in values if v is not None]
+    return np.mean(arrays, axis=0) if arrays else None
+
+
+def _merged_params(texts: Sequence[str]) -> str:
+    """One params JSON for a result chosen per replicate: the values all replicates share,
+    and :data:`PER_REPLICATE_VALUE` for the others."""
+    dicts = [json.loads(t) for t in texts]
+    keys = sorted(set().union(*dicts))
+    merged = {
+        k: dicts[0][k]
+        if all(k in d and d[k] == dicts[0][k] for d in dicts)
+        else PER_REPLICATE_VALUE
+        for k in keys
+    }
+    return json.dumps(merged, sort_keys=True)
+
+
 def pool_replicates(results: pd.DataFrame, units: Mapping[str, int], model: str) -> pd.DataFrame:
     """The rows of the replicate ``units`` (unit name -> replicate seed) as rows of
     ``model`` with ``seed`` = the replicate seed, so that the table builders show mean ±
     std over replicates.
 
     Within a replicate, rows that several seeds produced (random pruning, subset draws)
-    are averaged first. Where the ``params`` of one result differ between replicates
-    (each replicate chose its own on its own validation split) they become
-    :data:`PER_REPLICATE`; where they agree (fixed settings) they are kept. Bootstrap
-    interval columns, which describe one replicate's test samples, are dropped.
+    are averaged first, their resampled metrics elementwise (the bootstrap resamples
+    depend on the test set only, so they stay paired across methods). Where the
+    ``params`` of one result differ between replicates (each replicate chose its own on
+    its own validation split) the differing values become :data:`PER_REPLICATE_VALUE`;
+    values all replicates share (fixed settings, subset sizes) are kept. Interval columns,
+    which describe one replicate's test samples, are dropped.
     """
     missing = sorted(set(units) - set(results["model"]))
     if missing:
@@ -168,10 +191,15 @@ def pool_replicates(results: pd.DataFrame, units: Mapping[str, int], model: str)
     metrics = [
         c for c in ("fpr95", "auroc", "aupr_in", "aupr_out", "id_accuracy") if c in frame.columns
     ]
+    resampled = [c for c in frame.columns if c.endswith("_resamples")]
     keys = ["model", *[k for k in _KEY if k in frame.columns], "params"]
     # ``selected`` marks validation rows; a pooled table never needs it per row.
     extra = [c for c in ("n_id", "n_ood", "selected") if c in frame.columns]
-    agg = {m: "mean" for m in metrics} | {c: "first" for c in extra}
+    agg = (
+        {m: "mean" for m in metrics}
+        | {c: _mean_of_arrays for c in resampled}
+        | {c: "first" for c in extra}
+    )
     per_unit = frame.groupby(keys, sort=False, dropna=False).agg(agg).reset_index()
     result_key = [k for k in keys if k not in ("model", "params")]
     # A result with one params value per replicate was chosen per replicate; where a
@@ -183,7 +211,14 @@ def pool_replicates(results: pd.DataFrame, units: Mapping[str, int], model: str)
         per_replicate.groupby([per_unit[k] for k in result_key], dropna=False).transform("max") == 1
     )
     overall = per_unit.groupby(result_key, dropna=False)["params"].transform("nunique")
-    per_unit.loc[chosen & (overall > 1), "params"] = PER_REPLICATE
+    differs = chosen & (overall > 1)
+    if differs.any():
+        merged = (
+            per_unit[differs]
+            .groupby(result_key, dropna=False)["params"]
+            .transform(lambda texts: _merged_params(list(texts)))
+        )
+        per_unit.loc[differs, "params"] = merged
     per_unit["seed"] = per_unit["model"].map(units).astype("int64")
     per_unit["model"] = model
     return per_unit

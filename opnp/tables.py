@@ -22,9 +22,16 @@ Choices, each the same in every table:
   ``mean ± std`` over seeds, so its std is the spread of the average, not a pooled one.
 - Bold: the best mean of each metric (lowest FPR95, highest AUROC / AUPR / accuracy) in
   each column (main tables, Table 7) or in each row (Tables 4, 8, 9, whose columns are
-  the compared methods), compared at the printed precision so that ties are all bold.
-  A column or row with a single value is not bolded; Table 3 and the selected
-  hyperparameters are never bolded.
+  the compared methods), compared at the printed precision so that ties are all bold,
+  and every value whose paired bootstrap interval of the difference to the best
+  includes 0 (nothing inside the noise is called a win). The interval comes from the
+  resampled metrics the result rows carry (``fpr95_resamples``, ``auroc_resamples``:
+  the same resamples of the ID and OOD test samples for every method, see
+  :mod:`opnp.bootstrap`), averaged over seeds (and over OOD sets for ``Average``) per
+  resample; ``confidence`` of :func:`write_table`. Cells without resamples (rows scored
+  without ``uncertainty``) fall back to ties only. A column or row with a single value
+  is not bolded; Table 3 and the selected hyperparameters are never bolded.
+  :func:`caption_notes` states this rule, n and what ± means for a caption.
 - Missing data raises ``ValueError`` naming the method / variant and OOD set.
 """
 
@@ -35,13 +42,14 @@ import math
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from . import bootstrap as _bootstrap
 from .io import atomic_write
 
 #: Metric column -> (label shown in tables, which direction is better).
@@ -118,6 +126,8 @@ STATISTIC_LABELS: dict[str, str] = {
 PERCENTAGE_NAMES = ("weight_high", "weight_low", "neuron_high", "neuron_low")
 
 AVERAGE = "Average"
+#: Label of Table 9's row of hyperparameters selected per statistic.
+SELECTED_LABEL = "Selected"
 NO_PRUNING = "none"
 # Where a table's best values are compared (see the module docstring); write_table reads
 # it from DataFrame.attrs, so a table built by hand defaults to per-column bolding.
@@ -135,6 +145,9 @@ class SeedStat:
     metric: str
     values: tuple[float, ...]
     seeds: tuple[int, ...] = ()
+    #: The metric of each bootstrap resample, mean over the seeds (None: not available);
+    #: paired with every other cell of the same resamples (the bold rule).
+    resamples: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def n(self) -> int:
@@ -310,7 +323,30 @@ def _seed_stat(rows: pd.DataFrame, metric: str, what: str) -> SeedStat:
             f"{what} has NaN or infinite {metric} ({int((~np.isfinite(values)).sum())} rows)"
         )
     order = np.argsort(seeds, kind="stable")
-    return SeedStat(metric, tuple(values[order].tolist()), tuple(int(s) for s in seeds[order]))
+    return SeedStat(
+        metric,
+        tuple(values[order].tolist()),
+        tuple(int(s) for s in seeds[order]),
+        _seed_resamples(rows, metric, what),
+    )
+
+
+def _seed_resamples(rows: pd.DataFrame, metric: str, what: str) -> np.ndarray | None:
+    """Mean over the rows (seeds) of their resampled metric; None when a row has none."""
+    column = f"{metric}_resamples"
+    if column not in rows.columns:
+        return None
+    cells = list(rows[column])
+    if any(c is None or (isinstance(c, float) and math.isnan(c)) for c in cells):
+        return None
+    arrays = [np.asarray(c, dtype=np.float64) for c in cells]
+    lengths = sorted({len(a) for a in arrays})
+    if len(lengths) > 1 or lengths[0] == 0:
+        raise ValueError(
+            f"{what}: {column} has {lengths} resamples across seeds; paired intervals need "
+            "the same n_resamples in every row (rerun with one uncertainty setting)"
+        )
+    return np.mean(arrays, axis=0)
 
 
 def _average_stat(stats: Mapping[str, SeedStat], what: str) -> SeedStat:
@@ -324,7 +360,14 @@ def _average_stat(stats: Mapping[str, SeedStat], what: str) -> SeedStat:
                 f"{names[0]!r} has seeds {list(first.seeds)} and {name!r} has {list(stats[name].seeds)}"
             )
     per_seed = np.mean([stats[name].values for name in names], axis=0)
-    return SeedStat(first.metric, tuple(per_seed.tolist()), first.seeds)
+    resamples = [stats[name].resamples for name in names]
+    paired = all(r is not None for r in resamples) and len({len(r) for r in resamples}) == 1
+    return SeedStat(
+        first.metric,
+        tuple(per_seed.tolist()),
+        first.seeds,
+        np.mean(resamples, axis=0) if paired else None,
+    )
 
 
 def _check_single_params(rows: pd.DataFrame, what: str) -> None:
@@ -758,19 +801,32 @@ def statistic_table(
     average: bool = False,
     split: str | None = "test",
     experiment: str | None = "table9",
+    show_selected: bool = True,
 ) -> pd.DataFrame:
     """Paper Table 9: ONP with each neuron statistic. Columns: Mean, Max, Min, Median,
     Norm, Variance (``variant`` mean .. variance; default ``statistics=None``: those
     present in this order, unknown ones after); rows: ``ood_sets``; ``"FPR95/AUROC"``
-    cells. Bold: best statistic per row."""
+    cells. Bold: best statistic per row. With ``show_selected`` a last row
+    :data:`SELECTED_LABEL` gives each statistic's hyperparameters (``params`` of its
+    rows, ``"key=value, ..."``): they are selected per statistic, whose scales differ."""
     known = list(STATISTIC_LABELS)
-    return _variant_table(
+    frame = _select(
+        results,
+        split=split,
+        experiment=experiment,
+        columns=["variant", "ood_set", *(["params"] if show_selected else [])],
+        table="statistic_table",
+    )
+    frame = frame.assign(variant=frame["variant"].astype(str))
+    if statistics is None:
+        statistics = _variants_present(
+            frame, lambda v: (known.index(v) if v in known else len(known),)
+        )
+    table = _variant_table(
         results,
         ood_sets,
         statistics,
-        default_order=lambda f: _variants_present(
-            f, lambda v: (known.index(v) if v in known else len(known),)
-        ),
+        default_order=None,
         labels=STATISTIC_LABELS,
         metrics=metrics,
         average=average,
@@ -781,6 +837,19 @@ def statistic_table(
         table_name="statistic_table",
         bold="rows",
     )
+    if show_selected:
+        texts = []
+        for name in statistics:
+            params = frame.loc[frame["variant"] == name, "params"]
+            what = f"statistic_table variant {name!r}"
+            texts.append(_params_text(_params_dict(params.iloc[0], what)))
+        table.loc[SELECTED_LABEL] = texts
+    return table
+
+
+def _params_text(params: Mapping[str, Any]) -> str:
+    """``"key=value, ..."`` (keys sorted), ``"-"`` for none."""
+    return ", ".join(f"{k}={_number(params[k])}" for k in sorted(params)) or "-"
 
 
 def selected_params_table(
@@ -806,7 +875,7 @@ def selected_params_table(
     for record in frame.itertuples(index=False):
         what = f"selected, model {record.model!r} method {record.method!r}"
         params = _params_dict(record.params, what)
-        text = ", ".join(f"{k}={_number(params[k])}" for k in sorted(params)) or "-"
+        text = _params_text(params)
         stats = []
         for column, metric in (("val_fpr95", "fpr95"), ("val_auroc", "auroc")):
             value = float(getattr(record, column))
@@ -826,6 +895,155 @@ def selected_params_table(
 
 
 # --------------------------------------------------------------------------------------
+# Captions: what a table's numbers rest on, from its rows (never hard-coded)
+
+#: Key of Table 8's ``params`` holding the number of training images of the subset.
+SUBSET_SAMPLES_KEY = "sensitivity_samples"
+
+
+def _count(n: int) -> str:
+    return f"{int(n):,}"
+
+
+def sample_sizes_text(results: pd.DataFrame, ood_sets: Sequence[str] | None = None) -> str:
+    """``"n = 540 ID test images; OOD test images per set: A 400, B 300."`` from the
+    ``n_id`` / ``n_ood`` columns of the rows about an OOD set (``ood_sets``: those, in
+    this order; default: every set, by appearance); ``"n = 540 ID test images."`` for
+    rows about no OOD set (Table 3's accuracy)."""
+    frame = _check_frame(results, "results", ["ood_set", "n_id", "n_ood"])
+    if frame.empty:
+        raise ValueError("results has no rows to state n from")
+    if ood_sets is None and (frame["ood_set"] == "").all():
+        n_id = sorted({int(n) for n in frame["n_id"]})
+        return f"n = {' or '.join(_count(n) for n in n_id)} ID test images."
+    frame = frame[frame["ood_set"] != ""]
+    names = _ood_order(frame, ood_sets)
+    frame = frame[frame["ood_set"].isin(names)]
+    if frame.empty:
+        raise ValueError(f"results has no rows about the OOD sets {names}")
+    n_id = sorted({int(n) for n in frame["n_id"]})
+    id_text = " or ".join(_count(n) for n in n_id)
+    per_set = []
+    for name in names:
+        sizes = sorted({int(n) for n in frame.loc[frame["ood_set"] == name, "n_ood"]})
+        if not sizes:
+            raise ValueError(f"results has no rows about OOD set {name!r}")
+        per_set.append((name, " or ".join(_count(n) for n in sizes)))
+    if len({size for _, size in per_set}) == 1:
+        ood_text = f"{per_set[0][1]} OOD test images per set ({len(per_set)} sets)"
+    else:
+        ood_text = "OOD test images per set: " + ", ".join(f"{n} {s}" for n, s in per_set)
+    return f"n = {id_text} ID test images; {ood_text}."
+
+
+def _entity_seed_counts(table: pd.DataFrame) -> dict[str, int]:
+    """Compared entity (method / variant label) -> its number of seeds: entities are the
+    rows of a table bolded per column, the columns of one bolded per row."""
+    by_columns = table.attrs.get(_BOLD_ATTR, "columns") != "rows"
+    labels = _flat_labels(table.index if by_columns else table.columns)
+    counts: dict[str, int] = {}
+    for r in range(table.shape[0]):
+        for c in range(table.shape[1]):
+            label = labels[r if by_columns else c]
+            for part in _stat_parts(table.iat[r, c]):
+                counts[label] = max(counts.get(label, 0), part.n)
+    return counts
+
+
+def seeds_text(table: pd.DataFrame) -> str:
+    """What the cells are over seeds and what ± means, from the cells themselves."""
+    counts = _entity_seed_counts(table)
+    if not counts:
+        return ""
+    values = sorted(set(counts.values()))
+    if values == [1]:
+        return "One seed per cell (no ±)."
+    pm = "± is the sample standard deviation (ddof = 1) over seeds"
+    if len(values) == 1:
+        return f"Cells are mean ± std over {values[0]} seeds; {pm}."
+    common = max(values, key=lambda k: (list(counts.values()).count(k), -k))
+    others = [
+        f"{k} for {', '.join(label for label, n in counts.items() if n == k)}"
+        for k in values
+        if k != common
+    ]
+    return f"Seeds per cell: {common}, {'; '.join(others)}; {pm} (a single seed shows no ±)."
+
+
+def bold_rule_text(table: pd.DataFrame, confidence: float = _bootstrap.DEFAULT_CONFIDENCE) -> str:
+    """The bold rule of :func:`write_table` for this table, in words: per column or row,
+    with the confidence and number of resamples of its paired intervals."""
+    axis = table.attrs.get(_BOLD_ATTR, "columns")
+    if axis is None:
+        return ""
+    where = "column" if axis == "columns" else "row"
+    parts = [p for cell in table.to_numpy().ravel() for p in _stat_parts(cell)]
+    lengths = sorted({len(p.resamples) for p in parts if p.resamples is not None})
+    if not lengths:
+        return f"Bold: the best value in each {where} (ties at the printed precision)."
+    resamples = " or ".join(_count(n) for n in lengths)
+    return (
+        f"Bold: the best value in each {where} and every value whose paired "
+        f"{float(confidence):g} % bootstrap interval of the difference to the best includes 0 "
+        f"({resamples} resamples of the ID and OOD test images, the same for every cell; "
+        "the intervals cover test-sample noise, not seeds)."
+    )
+
+
+def caption_notes(
+    table: pd.DataFrame,
+    results: pd.DataFrame,
+    *,
+    confidence: float = _bootstrap.DEFAULT_CONFIDENCE,
+    ood_sets: Sequence[str] | None = None,
+) -> str:
+    """The sentences every comparison table's caption carries: n (ID and OOD test images,
+    from ``results``, the rows the table was built from), seeds and what ± means, and
+    the bold rule."""
+    texts = [sample_sizes_text(results, ood_sets), seeds_text(table)]
+    texts.append(bold_rule_text(table, confidence))
+    return " ".join(t for t in texts if t)
+
+
+def subset_sizes(
+    results: pd.DataFrame, *, split: str | None = "test", experiment: str | None = "table8"
+) -> dict[str, int]:
+    """Table 8's subset sizes: fraction variant (``"5%"``) -> training images, from the
+    ``params`` key :data:`SUBSET_SAMPLES_KEY` of its rows, fractions ascending."""
+    frame = _select(
+        results,
+        split=split,
+        experiment=experiment,
+        columns=["variant", "params"],
+        table="subset_sizes",
+    )
+    frame = frame[frame["variant"].astype(str) != NO_PRUNING]
+    sizes: dict[str, int] = {}
+    for variant, text in zip(frame["variant"].astype(str), frame["params"], strict=True):
+        params = _params_dict(text, f"subset_sizes variant {variant!r}")
+        if SUBSET_SAMPLES_KEY not in params:
+            raise ValueError(
+                f"subset_sizes: the params {text!r} of variant {variant!r} lack "
+                f"{SUBSET_SAMPLES_KEY!r} (the number of training images of the subset)"
+            )
+        n = int(params[SUBSET_SAMPLES_KEY])
+        if sizes.setdefault(variant, n) != n:
+            raise ValueError(
+                f"subset_sizes: variant {variant!r} has subsets of {sizes[variant]} and {n} images"
+            )
+    if not sizes:
+        raise ValueError("subset_sizes: no rows with a training fraction")
+    return {v: sizes[v] for v in sorted(sizes, key=_fraction_value)}
+
+
+def subset_sizes_text(results: pd.DataFrame, **select) -> str:
+    """``"Subset sizes: 1% = 9, 5% = 45, 100% = 898 training images."``"""
+    sizes = subset_sizes(results, **select)
+    listed = ", ".join(f"{v} = {_count(n)}" for v, n in sizes.items())
+    return f"Subset sizes: {listed} training images (the same size for every seed)."
+
+
+# --------------------------------------------------------------------------------------
 # Writing
 
 
@@ -836,9 +1054,15 @@ def _flat_labels(index: pd.Index) -> list[str]:
     return [str(x) for x in index]
 
 
-def _bold_flags(table: pd.DataFrame, axis: str | None, decimals: int) -> set[tuple[int, int, int]]:
-    """(row, column, part) positions of the best value of each metric per column or row,
-    compared at the printed precision (ties are all bold)."""
+def _bold_flags(
+    table: pd.DataFrame,
+    axis: str | None,
+    decimals: int,
+    confidence: float = _bootstrap.DEFAULT_CONFIDENCE,
+) -> set[tuple[int, int, int]]:
+    """(row, column, part) positions to bold, per column or row and metric: the best
+    value at the printed precision (ties are all bold) and every value whose paired
+    interval of the difference to the best (by the unrounded mean) includes 0."""
     if axis is None:
         return set()
     n_rows, n_cols = table.shape
@@ -849,19 +1073,34 @@ def _bold_flags(table: pd.DataFrame, axis: str | None, decimals: int) -> set[tup
     )
     flags = set()
     for group in groups:
-        by_metric: dict[str, list[tuple[float, tuple[int, int, int]]]] = {}
+        by_metric: dict[str, list[tuple[float, SeedStat, tuple[int, int, int]]]] = {}
         for r, c in group:
             for p, part in enumerate(_stat_parts(table.iat[r, c])):
                 if part.metric in METRICS and math.isfinite(part.mean):
                     shown = float(f"{part.mean:.{decimals}f}")
-                    by_metric.setdefault(part.metric, []).append((shown, (r, c, p)))
+                    by_metric.setdefault(part.metric, []).append((shown, part, (r, c, p)))
         for metric, entries in by_metric.items():
             if len(entries) < 2:
                 continue
             pick = min if METRICS[metric][1] == "lower" else max
-            best = pick(v for v, _ in entries)
-            flags.update(pos for v, pos in entries if v == best)
+            best_shown = pick(shown for shown, _, _ in entries)
+            best = pick(entries, key=lambda entry: entry[1].mean)[1]
+            for shown, part, pos in entries:
+                if shown == best_shown or _within_noise(part, best, confidence):
+                    flags.add(pos)
     return flags
+
+
+def _within_noise(part: SeedStat, best: SeedStat, confidence: float) -> bool:
+    """Whether the paired interval of ``part - best`` over their resamples includes 0."""
+    if part.resamples is None or best.resamples is None:
+        return False
+    if len(part.resamples) != len(best.resamples):
+        raise ValueError(
+            f"cells of {part.metric} have {len(part.resamples)} and {len(best.resamples)} "
+            "resamples; paired intervals need the same n_resamples in every row"
+        )
+    return _bootstrap.interval_includes_zero(part.resamples, best.resamples, confidence)
 
 
 def _cell_text(cell: Any, r: int, c: int, flags, decimals: int, fmt: str) -> str:
@@ -972,14 +1211,18 @@ def _latex(table: pd.DataFrame, caption: str, label: str, flags, decimals: int) 
 
 def _csv_frame(table: pd.DataFrame) -> pd.DataFrame:
     """Wide raw numbers: per table column and metric a ``"<column> <METRIC> mean"`` and a
-    ``"... std"`` column (the metric label is left out when the column label has it)."""
+    ``"... std"`` column (the metric label is left out when the column label has it);
+    text cells of a column of numbers (Table 9's selected row) in ``"<column> text"``."""
     out: dict[str, list] = {table.index.name or "row": _flat_labels(table.index)}
     for c, label in enumerate(_flat_labels(table.columns)):
         column = table.iloc[:, c]
         metrics = list(dict.fromkeys(p.metric for cell in column for p in _stat_parts(cell)))
+        texts = ["" if cell is None or _stat_parts(cell) else str(cell) for cell in column]
         if not metrics:
-            out[label] = ["" if cell is None else str(cell) for cell in column]
+            out[label] = texts
             continue
+        if any(texts):
+            out[f"{label} text"] = texts
         for metric in metrics:
             name = METRICS.get(metric, (metric,))[0]
             stem = label if name in label else f"{label} {name}".strip()
@@ -1006,6 +1249,7 @@ def write_table(
     *,
     decimals: int = 2,
     bold: str | None = "auto",
+    confidence: float = _bootstrap.DEFAULT_CONFIDENCE,
 ) -> dict[str, Path]:
     """Write ``<stem>.md``, ``<stem>.tex`` and ``<stem>.csv``; returns their paths.
 
@@ -1020,7 +1264,8 @@ def write_table(
       text columns as they are. :func:`long_format` gives the same numbers long.
 
     ``bold``: ``"auto"`` (the table's own choice, see the module docstring), ``"columns"``,
-    ``"rows"`` or ``None``. Files are written atomically; missing parent folders are made.
+    ``"rows"`` or ``None``; ``confidence`` (percent) of the paired intervals of the bold
+    rule. Files are written atomically; missing parent folders are made.
     """
     if not isinstance(table, pd.DataFrame):
         raise ValueError(f"table must be a pandas DataFrame, got {type(table).__name__}")
@@ -1036,7 +1281,7 @@ def write_table(
     if not stem.name:
         raise ValueError(f"stem must name a file, got {str(stem)!r}")
     axis = table.attrs.get(_BOLD_ATTR, "columns") if bold == "auto" else bold
-    flags = _bold_flags(table, axis, decimals)
+    flags = _bold_flags(table, axis, decimals, confidence)
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = {ext: stem.with_name(f"{stem.name}.{ext}") for ext in ("md", "tex", "csv")}
     _atomic_write_text(paths["md"], _markdown(table, caption, flags, decimals))

@@ -151,3 +151,13 @@ def test_configfile_replaces_the_default_benchmark(tmp_path):
     assert planned_models(tmp_path, "--configfile", str(REPO / "config" / "cifar10.yaml")) == cifar
     # --config alone edits the default benchmark instead of replacing it.
     assert planned_models(tmp_path, "--config", "benchmark=digits-edited") == default
+
+
+def test_schema_fills_uncertainty_defaults_and_rejects_a_full_confidence(config):
+    config.pop("uncertainty", None)
+    validate_all(config)
+    assert config["uncertainty"] == {"n_resamples": 1000, "confidence": 95, "seed": 0}
+    bad = copy.deepcopy(config)
+    bad["uncertainty"]["confidence"] = 100
+    with pytest.raises(WorkflowError, match="100"):
+        validate(bad, schema=SCHEMA)

@@ -144,3 +144,37 @@ def test_concat_results_checks_columns(tmp_path):
     with pytest.raises(ValueError, match="bad.parquet.*auroc"):
         concat_results([tmp_path / "good.parquet", tmp_path / "bad.parquet"])
     assert json.loads(merged["params"].iloc[0]) == {"p": 1}
+
+
+def test_score_rows_with_uncertainty_carry_intervals_and_resamples_in_percent(tmp_path):
+    from opnp import bootstrap
+    from opnp.evaluation import CI_COLUMNS, RESAMPLE_COLUMNS
+
+    rng = np.random.default_rng(1)
+    id_scores = rng.normal(1, 1, 300)
+    ood = {"a": rng.normal(0, 1, 200), "b": rng.normal(0.5, 1, 150)}
+    settings = {"n_resamples": 200, "confidence": 90, "seed": 7}
+    rows = score_rows(
+        id_scores, ood, method="energy", params={}, split="test", uncertainty=settings
+    )
+    for row, (name, scores) in zip(rows, ood.items(), strict=True):
+        expected = bootstrap.metric_intervals(
+            id_scores, scores, n_resamples=200, confidence=90, seed=7, ood_name=name
+        )
+        for metric in ("fpr95", "auroc"):
+            np.testing.assert_allclose(row[f"{metric}_resamples"], 100 * expected[metric])
+            low, high = expected[f"{metric}_ci"]
+            assert (row[f"{metric}_ci_low"], row[f"{metric}_ci_high"]) == (100 * low, 100 * high)
+            assert row[f"{metric}_ci_low"] <= row[metric] <= row[f"{metric}_ci_high"]
+            assert row[f"{metric}_ci_high"] - row[f"{metric}_ci_low"] > 1  # percent, not fractions
+    # Without settings (validation rows): NaN intervals, no resamples.
+    plain = score_rows(id_scores, ood, method="energy", params={}, split="val")[0]
+    assert all(np.isnan(plain[c]) for c in CI_COLUMNS)
+    assert all(plain[c] is None for c in RESAMPLE_COLUMNS)
+    # Both kinds of rows survive one Parquet file (list column with nulls).
+    frame = results_frame(rows + [plain], benchmark="b", model="x", config_hash="h", provenance={})
+    frame.to_parquet(tmp_path / "r.parquet")
+    back = concat_results([tmp_path / "r.parquet"])
+    np.testing.assert_allclose(back["auroc_resamples"].iloc[0], rows[0]["auroc_resamples"])
+    assert back["auroc_resamples"].iloc[2] is None
+    assert back[CI_COLUMNS].iloc[:2].notna().all().all()

@@ -12,6 +12,7 @@ ANALYSIS_MODULES = [
     "opnp.pruning",
     "opnp.grid",
     "opnp.metrics",
+    "opnp.bootstrap",
     "opnp.detectors",
     "opnp.evaluation",
     "opnp.artifacts",

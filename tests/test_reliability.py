@@ -404,7 +404,9 @@ def test_a_copy_of_a_test_set_as_validation_set_is_refused_by_the_workflow(tmp_p
     selection_inputs = [
         line for line in _job_lines(plan, ("select_hyperparameters", "select_odin"), "input:")
     ]
-    assert selection_inputs and all("splits_check/smallcnn.json" in line for line in selection_inputs)
+    assert selection_inputs and all(
+        "splits_check/smallcnn.json" in line for line in selection_inputs
+    )
     proc = run_snakemake(
         workdir,
         "--cores",

@@ -11,7 +11,7 @@ import pytest
 
 from opnp.config import ConfigError, check_config
 from opnp.features import load_features, select_feature_rows
-from opnp.replicates import PER_REPLICATE, pool_replicates, replicate_unit, split_rows
+from opnp.replicates import PER_REPLICATE_VALUE, pool_replicates, replicate_unit, split_rows
 
 PARTS = [{"name": "fit", "size": 50}, {"name": "val", "size": 25}, {"name": "test", "size": 25}]
 
@@ -72,6 +72,7 @@ def _rows(unit, method, params, fpr95, seed=0, experiment="main", ood_set="ood")
         "n_id": 10,
         "n_ood": 10,
         "fpr95_ci_low": 0.0,
+        "fpr95_resamples": np.full(3, fpr95),
     }
 
 
@@ -79,8 +80,8 @@ def test_pool_replicates_averages_seeds_within_and_keeps_one_row_per_replicate()
     units = {replicate_unit("m", 0): 0, replicate_unit("m", 5): 5}
     frame = pd.DataFrame(
         [
-            _rows("m-split0", "energy", '{"a": 1}', 10.0),
-            _rows("m-split5", "energy", '{"a": 2}', 20.0),  # chosen per replicate
+            _rows("m-split0", "energy", '{"a": 1, "n": 5}', 10.0),
+            _rows("m-split5", "energy", '{"a": 2, "n": 5}', 20.0),  # chosen per replicate
             _rows("m-split0", "rpp", '{"p": 5}', 30.0, seed=0),
             _rows("m-split0", "rpp", '{"p": 5}', 50.0, seed=1),  # two seeds: averaged
             _rows("m-split5", "rpp", '{"p": 5}', 60.0, seed=0),
@@ -92,9 +93,10 @@ def test_pool_replicates_averages_seeds_within_and_keeps_one_row_per_replicate()
     energy = pooled[pooled["method"] == "energy"].sort_values("seed")
     assert energy["seed"].tolist() == [0, 5]
     assert energy["fpr95"].tolist() == [10.0, 20.0]
-    assert set(energy["params"]) == {PER_REPLICATE}
+    assert set(energy["params"]) == {json.dumps({"a": PER_REPLICATE_VALUE, "n": 5})}
     rpp = pooled[pooled["method"] == "rpp"].sort_values("seed")
     assert rpp["fpr95"].tolist() == [40.0, 60.0]
+    np.testing.assert_array_equal(rpp["fpr95_resamples"].iloc[0], [40.0, 40.0, 40.0])
     assert set(rpp["params"]) == {'{"p": 5}'}  # the same in every replicate: kept
 
 

@@ -407,9 +407,27 @@ def test_statistic_table_columns():
     frame = variant_frame("table9", ["variance", "norm", "median", "min", "max", "mean"])
     table = tables.statistic_table(frame, OOD_SETS[:2])
     assert list(table.columns) == ["Mean", "Max", "Min", "Median", "Norm", "Variance"]
-    assert list(table.index) == OOD_SETS[:2]
+    assert list(table.index) == [*OOD_SETS[:2], tables.SELECTED_LABEL]
+    assert (
+        list(tables.statistic_table(frame, OOD_SETS[:2], show_selected=False).index)
+        == (OOD_SETS[:2])
+    )
     with pytest.raises(ValueError, match="OOD set 'Places'"):
         tables.statistic_table(frame, OOD_SETS[:3])
+
+
+def test_statistic_table_shows_the_percentages_selected_per_statistic(tmp_path):
+    chosen = {"mean": {"neuron_low": 10, "neuron_high": 5}, "max": {"neuron_low": 0.5}}
+    frame = variant_frame("table9", ["max", "mean"])
+    frame["params"] = frame["variant"].map(lambda v: json.dumps(chosen[v], sort_keys=True))
+    table = tables.statistic_table(frame, OOD_SETS[:2])
+    assert table.loc[tables.SELECTED_LABEL, "Mean"] == "neuron_high=5, neuron_low=10"
+    assert table.loc[tables.SELECTED_LABEL, "Max"] == "neuron_low=0.5"
+    paths = tables.write_table(table, tmp_path / "t9", "")
+    assert "| Selected | neuron_high=5, neuron_low=10 | neuron_low=0.5 |" in paths["md"].read_text()
+    csv = pd.read_csv(paths["csv"]).set_index("OOD set")
+    assert csv.loc["Selected", "Mean text"] == "neuron_high=5, neuron_low=10"
+    assert np.isnan(csv.loc["Selected", "Mean FPR95 mean"])
 
 
 def test_selected_params_table():
@@ -519,3 +537,128 @@ def test_write_table_rejects_bad_input(tmp_path):
         tables.write_table(table, tmp_path / "x", "", bold="diagonal")
     with pytest.raises(ValueError, match="decimals"):
         tables.write_table(table, tmp_path / "x", "", decimals=-1)
+
+
+# --------------------------------------------------------------------------------------
+# Bold within noise (paired bootstrap) and caption notes
+
+
+def _noisy(values, scale, seed):
+    return values + np.random.default_rng(seed).normal(0.0, scale, len(values))
+
+
+@pytest.fixture(scope="module")
+def scored_results():
+    """Result rows scored the workflow's way (score_rows with bootstrap settings):
+    Energy, OPNP = Energy's scores plus a little noise (within noise of it), MSP = much
+    noisier scores (clearly worse), on two OOD sets of 300 and one ID set of 400."""
+    from opnp.evaluation import results_frame, score_rows
+
+    rng = np.random.default_rng(0)
+    id_scores = rng.normal(2.0, 1.0, 400)
+    ood = {"SUN": rng.normal(0.0, 1.0, 300), "Places": rng.normal(0.3, 1.0, 300)}
+    methods = {
+        "energy": (id_scores, ood),
+        "opnp": (
+            _noisy(id_scores, 0.1, 1),
+            {k: _noisy(v, 0.1, 2 + i) for i, (k, v) in enumerate(ood.items())},
+        ),
+        "msp": (
+            _noisy(id_scores, 1.2, 5),
+            {k: _noisy(v, 1.2, 6 + i) for i, (k, v) in enumerate(ood.items())},
+        ),
+    }
+    rows = []
+    for method, (ids, oods) in methods.items():
+        rows += score_rows(
+            ids, oods, method=method, params={}, split="test", uncertainty={"n_resamples": 500}
+        )
+    return results_frame(rows, benchmark="b", model="m", config_hash="", provenance={})
+
+
+def bold_cells(path):
+    md = markdown_rows(path)
+    return {k: [c.strip().startswith("**") for c in v.split("|")[2:-1]] for k, v in md.items()}
+
+
+def test_methods_within_noise_of_the_best_are_all_bold(scored_results, tmp_path):
+    table = tables.main_results_table(scored_results, ["msp", "energy", "opnp"], ["SUN", "Places"])
+    # The two close methods print different values in every column, so only the noise
+    # rule can bold both.
+    for column in table.columns:
+        energy, opnp = table.loc["Energy", column], table.loc["OPNP", column]
+        assert f"{energy.mean:.2f}" != f"{opnp.mean:.2f}", column
+    bold = bold_cells(tables.write_table(table, tmp_path / "noise", "")["md"])
+    assert all(bold["Energy"]) and all(bold["OPNP"]), bold
+    assert not any(bold["MSP"]), bold
+    # Without the resampled metrics only the best of each column is bold.
+    plain = scored_results.drop(columns=["fpr95_resamples", "auroc_resamples"])
+    table = tables.main_results_table(plain, ["msp", "energy", "opnp"], ["SUN", "Places"])
+    bold = bold_cells(tables.write_table(table, tmp_path / "plain", "")["md"])
+    assert [a + b for a, b in zip(bold["Energy"], bold["OPNP"], strict=True)] == [1] * 6
+
+
+def test_bold_within_noise_per_row_and_with_a_narrow_confidence(scored_results, tmp_path):
+    table = tables.pruning_methods_table(
+        scored_results, ["SUN", "Places"], methods=["msp", "energy", "opnp"], metric="auroc"
+    )
+    bold = bold_cells(tables.write_table(table, tmp_path / "rows", "")["md"])
+    assert all(bold[name] == [False, True, True] for name in ("SUN", "Places", "Average"))
+    # A 1 % interval is nearly a point: the close method is no longer within it.
+    narrow = bold_cells(tables.write_table(table, tmp_path / "narrow", "", confidence=1)["md"])
+    assert sum(narrow["SUN"]) == 1
+
+
+def test_average_cells_pair_the_mean_over_ood_sets_per_resample(scored_results):
+    table = tables.main_results_table(scored_results, ["energy"], ["SUN", "Places"])
+    rows = scored_results[scored_results["method"] == "energy"]
+    expected = np.mean(np.stack(rows["fpr95_resamples"].to_list()), axis=0)
+    np.testing.assert_allclose(table.loc["Energy", ("Average", "FPR95")].resamples, expected)
+
+
+def test_seed_cells_pair_the_mean_over_seeds_per_resample():
+    frame = pd.DataFrame(
+        [
+            row("rpp", "SUN", s, 10.0 + s, 90.0, fpr95_resamples=np.full(4, 10.0 + 2 * s))
+            for s in (0, 1)
+        ]
+    )
+    table = tables.main_results_table(frame, ["rpp"], ["SUN"], average=False)
+    np.testing.assert_allclose(table.loc["RPP", ("SUN", "FPR95")].resamples, np.full(4, 11.0))
+    assert table.loc["RPP", ("SUN", "AUROC")].resamples is None  # no auroc_resamples column
+    frame.at[1, "fpr95_resamples"] = np.zeros(3)
+    with pytest.raises(ValueError, match="fpr95_resamples has \\[3, 4\\] resamples"):
+        tables.main_results_table(frame, ["rpp"], ["SUN"])
+
+
+def test_caption_notes_state_n_seeds_and_the_bold_rule(scored_results):
+    table = tables.main_results_table(scored_results, ["msp", "energy"], ["SUN", "Places"])
+    notes = tables.caption_notes(table, scored_results, confidence=90)
+    assert notes.startswith("n = 400 ID test images; 300 OOD test images per set (2 sets).")
+    assert "One seed per cell" in notes
+    assert "paired 90 % bootstrap interval" in notes and "500 resamples" in notes
+    mixed = pd.DataFrame(
+        [row("rpp", "SUN", s, 10, 90, n_ood=70) for s in (0, 1, 2)]
+        + [row("tpp", "SUN", 0, 10, 90, n_ood=70), row("tpp", "Places", 0, 10, 90, n_ood=50)]
+        + [row("rpp", "Places", s, 10, 90, n_ood=50) for s in (0, 1, 2)]
+    )
+    table = tables.pruning_methods_table(mixed, ["SUN", "Places"], methods=["rpp", "tpp"])
+    notes = tables.caption_notes(table, mixed)
+    assert "OOD test images per set: SUN 70, Places 50." in notes
+    assert "Seeds per cell: 1, 3 for RPP; ± is the sample standard deviation" in notes
+    assert "Bold: the best value in each row (ties at the printed precision)." in notes
+
+
+def test_subset_sizes_come_from_the_rows_params():
+    frame = variant_frame("table8", ["5%", "1%"], method="opp", seeds=(0, 1))
+    frame["params"] = frame["variant"].map(
+        {
+            "1%": json.dumps({"sensitivity_samples": 9}),
+            "5%": json.dumps({"sensitivity_samples": 45}),
+        }
+    )
+    assert tables.subset_sizes(frame) == {"1%": 9, "5%": 45}
+    assert "1% = 9, 5% = 45 training images" in tables.subset_sizes_text(frame)
+    frame.loc[0, "params"] = "{}"
+    with pytest.raises(ValueError, match="sensitivity_samples"):
+        tables.subset_sizes(frame)

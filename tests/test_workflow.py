@@ -103,6 +103,22 @@ def test_test_ood_sets_never_reach_hyperparameter_selection(tmp_path):
 # ------------------------------------------------------------------ runs (slow)
 
 
+def check_intervals(results: pd.DataFrame, config: dict) -> None:
+    """Every test row about an OOD set (main comparison and ablations) carries a finite
+    bootstrap interval around its value, and the resampled metrics the tables pair."""
+    n_resamples = config.get("uncertainty", {}).get("n_resamples", 1000)
+    test = results[(results["split"] == "test") & (results["ood_set"] != "")]
+    assert set(test["experiment"]) >= {"main", "table7", "table8", "table9", "fig3"}
+    for metric in ("fpr95", "auroc"):
+        low, high = test[f"{metric}_ci_low"], test[f"{metric}_ci_high"]
+        assert np.isfinite(low).all() and np.isfinite(high).all(), metric
+        outside = test[(low > test[metric]) | (test[metric] > high)]
+        assert outside.empty, outside[["experiment", "method", "ood_set", metric]]
+        assert (high > low).any(), f"every {metric} interval is a point"
+        lengths = {len(v) for v in test[f"{metric}_resamples"]}
+        assert lengths == {n_resamples}, lengths
+
+
 def check_outputs(workdir: Path, config: dict) -> pd.DataFrame:
     # The workflow writes nowhere but these folders (and Snakemake its own metadata).
     written = {p.name for p in workdir.iterdir()}
@@ -118,13 +134,22 @@ def check_outputs(workdir: Path, config: dict) -> pd.DataFrame:
             assert ((rows[METRICS] >= 0) & (rows[METRICS] <= 100)).all().all()
     for column in ["config_hash", "opnp_version", "git_commit"]:
         assert (results[column].astype(str).str.len() > 0).all(), column
+    check_intervals(results, config)
     tables = sorted((results_dir / "tables").glob("*.md"))
     ids = {t.name.split("_")[0] for t in tables}
     for paper_id in ["table1", "table3", "table4", "table5", "table7", "table8", "table9"]:
         assert paper_id in ids, f"{paper_id} missing from {sorted(ids)}"
     for md in tables:
         assert md.with_suffix(".tex").read_text().count("\\begin{tabular}") == 1
+        caption = md.read_text().split("\n\n")[0]
+        if not md.name.startswith("selected"):
+            assert "n = " in caption and "ID test images" in caption, caption
+        if md.name.split("_")[0] not in {"selected", "table3"}:
+            assert "bootstrap interval of the difference to the best includes 0" in caption
         assert len(pd.read_csv(md.with_suffix(".csv"))) >= 1
+    caption = next((results_dir / "tables").glob("table8_*.md")).read_text().split("\n\n")[0]
+    assert "Subset sizes: " in caption, caption
+    assert "| Selected |" in next((results_dir / "tables").glob("table9_*.md")).read_text()
     figures = sorted((results_dir / "figures").glob("*.png"))
     fig_ids = {f.name.split("_")[0] for f in figures}
     assert fig_ids >= {"fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig9"}, fig_ids
@@ -155,7 +180,8 @@ def test_tiny_workflow_produces_every_table_and_figure(tiny_run):
 def table_columns(path: Path) -> list[str]:
     """Paper columns of a table CSV ("<column> <METRIC> mean"/"std" -> "<column>")."""
     names = pd.read_csv(path).columns[1:]
-    return list(dict.fromkeys(re.sub(r" (FPR95|AUROC|ID Acc) (mean|std)$", "", n) for n in names))
+    names = [re.sub(r" (FPR95|AUROC|ID Acc) (mean|std)$| text$", "", n) for n in names]
+    return list(dict.fromkeys(names))
 
 
 @pytest.mark.slow

@@ -45,6 +45,7 @@ rule sensitivity_subsets:
         config_hash=stable_hash([FRACTIONS, SEEDS]),
         benchmark=BENCHMARK,
         ood_names=OOD_TEST,
+        uncertainty=UNCERTAINTY,
     script:
         "../scripts/sensitivity_subsets.py"
 
@@ -76,6 +77,7 @@ rule neuron_statistics:
         benchmark=BENCHMARK,
         val_names=OOD_VAL,
         ood_names=OOD_TEST,
+        uncertainty=UNCERTAINTY,
     script:
         "../scripts/neuron_statistics.py"
 
@@ -101,6 +103,7 @@ rule percentage_sweep:
         config_hash=stable_hash(ABLATIONS.get("sweep", {})),
         benchmark=BENCHMARK,
         ood_names=OOD_TEST,
+        uncertainty=UNCERTAINTY,
     script:
         "../scripts/percentage_sweep.py"
 
@@ -155,5 +158,6 @@ rule layer_ablation:
         config_hash=stable_hash(ABLATIONS.get("layers", {})),
         benchmark=BENCHMARK,
         ood_names=OOD_TEST,
+        uncertainty=UNCERTAINTY,
     script:
         "../scripts/layer_ablation.py"

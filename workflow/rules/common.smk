@@ -68,6 +68,8 @@ OOD_TEST = list(config["ood"]["test"])
 OOD_VAL = list(config["ood"]["val"])
 FRACTIONS = list(config["sensitivity"]["fractions"])
 ABLATIONS = canonical(config.get("ablations", {}))
+# Bootstrap settings of the test rows' intervals and of the tables' bold rule.
+UNCERTAINTY = canonical(config["uncertainty"])
 # Threads of each compute job; torch and BLAS follow it (no oversubscription).
 THREADS_PER_JOB = config["resources"]["threads_per_job"]
 # GPUs requested by jobs that run the network (extraction, training, ODIN, Table 7):

@@ -54,6 +54,7 @@ rule evaluate_method:
         config_hash=lambda wc: stable_hash([method_settings(wc.method), SEEDS]),
         benchmark=BENCHMARK,
         ood_names=OOD_TEST,
+        uncertainty=UNCERTAINTY,
     script:
         "../scripts/evaluate_method.py"
 
@@ -113,5 +114,6 @@ rule evaluate_odin:
         config_hash=lambda wc: stable_hash(method_settings("odin")),
         benchmark=BENCHMARK,
         ood_names=OOD_TEST,
+        uncertainty=UNCERTAINTY,
     script:
         "../scripts/odin.py"

@@ -43,6 +43,7 @@ rule make_table:
         methods=METHODS,
         table4_methods=TABLE4_METHODS,
         with_without_methods=WITH_WITHOUT_METHODS,
+        uncertainty=UNCERTAINTY,
     script:
         "../scripts/make_table.py"
 

@@ -41,6 +41,7 @@ rows, scores = evaluate_configs(
     statistic=snakemake.params.statistic,
     seeds=snakemake.params.seeds,
     keep_scores=True,
+    uncertainty=snakemake.params.uncertainty,
 )
 # Classification always uses the unpruned layer (SPEC): the accuracy every method keeps.
 id_accuracy = accuracy(id_test.logits, id_test.labels)

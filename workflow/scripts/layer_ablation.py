@@ -35,6 +35,7 @@ rows, layer_means = layer_ablation(
     batch_size=extraction["batch_size"],
     num_workers=extraction["num_workers"],
     log=log,
+    uncertainty=snakemake.params.uncertainty,
 )
 write_results(job_results(rows, snakemake), snakemake.output.results)
 layer_means.insert(0, "model", snakemake.wildcards.model)

@@ -69,6 +69,20 @@ elif kind == "table9":
     )
 else:
     raise ValueError(f"unknown table kind {kind!r}")
+confidence = snakemake.params.uncertainty["confidence"]
+if kind != "selected":
+    # n, seeds, what ± means and the bold rule, from the test rows of this table's
+    # experiment (every row of one experiment scores the same test sets).
+    experiment = kind if kind in ("table3", "table7", "table8", "table9") else "main"
+    shown = results[(results["experiment"] == experiment) & (results["split"] == "test")]
+    sets = None if kind == "table3" else ood_sets
+    caption = (
+        f"{caption} {tables.caption_notes(table, shown, confidence=confidence, ood_sets=sets)}"
+    )
+if kind == "table8":
+    caption = f"{caption} {tables.subset_sizes_text(shown)}"
+if kind == "table9":
+    caption = f"{caption} Row {tables.SELECTED_LABEL}: the hyperparameters selected on the validation split for each statistic."
 if "replicates" in spec:
     seeds = sorted(spec["replicates"].values())
     caption += (
@@ -77,5 +91,5 @@ if "replicates" in spec:
         "replicate's own validation split)."
     )
 stem = snakemake.output.md[: -len(".md")]
-tables.write_table(table, stem, caption)
+tables.write_table(table, stem, caption, confidence=confidence)
 log.info("wrote %s (%d rows)", stem, len(table))

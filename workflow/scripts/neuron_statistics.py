@@ -54,6 +54,7 @@ for statistic in snakemake.params.statistics:
         split="test",
         statistic=statistic,
         variant=statistic,
+        uncertainty=snakemake.params.uncertainty,
         **common,
     )
     rows += val_rows + test_rows

@@ -56,6 +56,7 @@ rows, scores = evaluate_network_configs(
     split=split,
     batch_size=batch_size,
     num_workers=num_workers,
+    uncertainty=None if selecting else snakemake.params.uncertainty,
 )
 frame = job_results(rows, snakemake)
 if selecting:

@@ -33,6 +33,7 @@ for name, values in snakemake.params.sweep.items():
         statistic=snakemake.params.statistic,
         experiment="fig3",
         variant=name,
+        uncertainty=snakemake.params.uncertainty,
     )
     rows += sweep_rows
     log.info("%s: %d values", name, len(values))

@@ -12,8 +12,9 @@ from opnp.artifacts import (
     load_sensitivity,
     write_results,
 )
-from opnp.evaluation import evaluate_configs, selected_params
+from opnp.evaluation import evaluate_configs, params_json, selected_params
 from opnp.runtime import setup_job
+from opnp.tables import SUBSET_SAMPLES_KEY
 
 log = setup_job(snakemake.log[0], threads=snakemake.threads)
 weight, bias = load_fc(snakemake.input.fc)
@@ -29,17 +30,24 @@ common = dict(
     ood_features=ood_features,
     split="test",
     experiment="table8",
+    uncertainty=snakemake.params.uncertainty,
 )
 rows, _ = evaluate_configs("energy", [{}], variant="none", **common)
 for path in snakemake.input.sensitivities:
     with np.load(path) as data:
-        fraction, seed = float(data["fraction"]), int(data["seed"])
+        fraction, seed, n_samples = (
+            float(data["fraction"]),
+            int(data["seed"]),
+            int(data["n_samples"]),
+        )
     sensitivity = load_sensitivity(path)
     subset_rows, _ = evaluate_configs(
         "opp", [params], sensitivity=sensitivity, variant=f"{fraction:g}%", **common
     )
     for row in subset_rows:
         row["seed"] = seed
+        # The subset size in images goes with the percentages (Table 8's caption states it).
+        row["params"] = params_json({**params, SUBSET_SAMPLES_KEY: n_samples})
     log.info(
         "%g %% seed %d: mean FPR95 %.2f", fraction, seed, np.mean([r["fpr95"] for r in subset_rows])
     )
