@@ -84,7 +84,9 @@ def extract_members(
                 raise ValueError(
                     f"archive {archive}: no files left under {member!r} after skipping {skip_images}"
                 )
-            for relative, info in selected:
+            # Read in archive order: a compressed stream seeks backwards only by
+            # decompressing again from its start.
+            for relative, info in sorted(selected, key=lambda item: item[1].offset):
                 target = tmp / relative
                 target.parent.mkdir(parents=True, exist_ok=True)
                 source = tar.extractfile(info)
