@@ -6,7 +6,10 @@ import os
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
+
+import numpy as np
 
 from .io import apply_umask
 
@@ -17,6 +20,8 @@ def extract_members(
     out_dir: str | Path,
     max_images: int | None = None,
     skip_images: int = 0,
+    classes: Sequence[str] | None = None,
+    shuffle_seed: int | None = None,
 ) -> int:
     """Extract the regular files under ``member/`` of ``archive`` into ``out_dir``.
 
@@ -25,6 +30,12 @@ def extract_members(
     ``out_dir`` (absolute paths, ``..``) or that are links are refused. With
     ``skip_images``/``max_images``, the files in sorted path order are sliced
     ``[skip_images : skip_images + max_images]`` (disjoint halves of one folder).
+    ``classes`` keeps only the files below these top-level folders of ``member`` (e.g.
+    some DTD texture classes, so that validation and test classes are disjoint).
+    ``shuffle_seed`` slices a seeded permutation of the sorted files instead
+    (``numpy.random.default_rng(shuffle_seed).permutation``), so that the slices of a
+    class-ordered folder (``cifar10/test/<class>/``) are random images of every class
+    while equal seeds still give disjoint slices; the files extracted keep their paths.
     The folder appears only when complete: files go to a temporary sibling folder that
     is renamed at the end, so an interrupted extraction never looks finished.
     Returns the number of files extracted.
@@ -54,14 +65,29 @@ def extract_members(
                 selected.append((str(relative), info))
             if not selected:
                 raise ValueError(f"archive {archive} has no files under {member!r}")
+            if classes is not None:
+                found = {PurePosixPath(relative).parts[0] for relative, _ in selected}
+                missing = sorted(set(classes) - found)
+                if missing:
+                    raise ValueError(
+                        f"archive {archive}: classes {missing} are not folders under "
+                        f"{member!r} (it has {sorted(found)})"
+                    )
+                wanted = set(classes)
+                selected = [item for item in selected if PurePosixPath(item[0]).parts[0] in wanted]
             selected.sort(key=lambda item: item[0])
+            if shuffle_seed is not None:
+                order = np.random.default_rng(shuffle_seed).permutation(len(selected))
+                selected = [selected[i] for i in order]
             stop = None if max_images is None else skip_images + max_images
             selected = selected[skip_images:stop]
             if not selected:
                 raise ValueError(
                     f"archive {archive}: no files left under {member!r} after skipping {skip_images}"
                 )
-            for relative, info in selected:
+            # Read in archive order: a compressed stream seeks backwards only by
+            # decompressing again from its start.
+            for relative, info in sorted(selected, key=lambda item: item[1].offset):
                 target = tmp / relative
                 target.parent.mkdir(parents=True, exist_ok=True)
                 source = tar.extractfile(info)

@@ -64,6 +64,17 @@ def check_config(cfg: dict) -> None:
                 raise ConfigError(
                     f"config key datasets.{name}.{key} is required for source {source!r}"
                 )
+        for key in ("classes", "shuffle_seed"):
+            if key in spec and source != "archive":
+                raise ConfigError(
+                    f"config key datasets.{name}.{key} works for source 'archive' only, "
+                    f"not {source!r}"
+                )
+        if spec.get("labels", "none") != "none" and spec.get("format", "folder") != "flat":
+            raise ConfigError(
+                f"config key datasets.{name}.labels: {spec['labels']!r} needs format 'flat', "
+                f"got {spec.get('format', 'folder')!r}"
+            )
     for name in cfg.get("extraction", {}).get("parts", {}):
         if name not in datasets:
             raise ConfigError(

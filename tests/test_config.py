@@ -30,7 +30,15 @@ def validate_all(cfg):
     check_config(cfg)
 
 
-@pytest.mark.parametrize("path", ["config/config.yaml", "tests/configs/tiny.yaml"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "config/config.yaml",
+        "tests/configs/tiny.yaml",
+        "config/cifar10_real.yaml",
+        "config/cifar10_densenet.yaml",
+    ],
+)
 def test_shipped_configs_are_valid(path):
     with open(REPO / path) as handle:
         validate_all(yaml.safe_load(handle))
@@ -96,6 +104,16 @@ def test_schema_rejects(config, mutate, needle):
         (lambda c: c["models"]["smallcnn"].update(checkpoint="x.pt"), "models.smallcnn"),
         (lambda c: c["ablations"].update(fig9_ood="photo-patches-val"), "ablations.fig9_ood"),
         (lambda c: c["extraction"].update(parts={"imagenet-train": 4}), "extraction.parts"),
+        (
+            lambda c: c["datasets"].update(local={"source": "link", "path": "x", "classes": ["a"]}),
+            "datasets.local.classes",
+        ),
+        (
+            lambda c: c["datasets"].update(
+                local={"source": "link", "path": "x", "labels": "wnid_prefix"}
+            ),
+            "datasets.local.labels",
+        ),
     ],
     ids=[
         "weights-sum-100",
@@ -109,6 +127,8 @@ def test_schema_rejects(config, mutate, needle):
         "train-and-checkpoint",
         "fig9-not-test",
         "parts-of-undefined-set",
+        "classes-not-archive",
+        "wnid-labels-not-flat",
     ],
 )
 def test_cross_checks_reject(config, mutate, needle):

@@ -56,6 +56,33 @@ def test_flat_layout_is_unlabelled_and_recursive(tmp_path):
     assert ds.labels.tolist() == [-1, -1, -1]
 
 
+def test_flat_wnid_prefix_labels_are_imagenet_class_indices(tmp_path):
+    wnids = D.imagenet_wnids()
+    assert len(wnids) == 1000 and wnids == sorted(wnids) and wnids[0] == "n01440764"
+    root = tmp_path / "imagenet-sample"
+    for wnid, name in ((wnids[999], "toilet_tissue"), (wnids[1], "goldfish"), (wnids[0], "tench")):
+        _png(root / f"{wnid}_{name}.png", mode="RGB")
+    spec = {"path": str(root), "format": "flat", "labels": "wnid_prefix"}
+    manifest = D.dataset_manifest("sample", spec)
+    ds = D.open_dataset(manifest)
+    assert ds.files == sorted(ds.files)
+    assert dict(zip(ds.files, ds.labels.tolist(), strict=True)) == {
+        f"{wnids[0]}_tench.png": 0,
+        f"{wnids[1]}_goldfish.png": 1,
+        f"{wnids[999]}_toilet_tissue.png": 999,
+    }
+    assert manifest["labelled"] and manifest["labels"] == "wnid_prefix"
+    # A subset keeps the class indices (the label does not depend on the other files).
+    sliced = D.open_dataset({**spec, "skip_images": 2})
+    assert sliced.labels.tolist() == [999]
+    assert (D.open_dataset({"path": str(root), "format": "flat"}).labels == -1).all()
+    _png(root / "n99999999_unknown.png", mode="RGB")
+    with pytest.raises(ValueError, match="n99999999_unknown.png"):
+        D.dataset_manifest("sample", spec)
+    with pytest.raises(ValueError, match="format 'flat'"):
+        D.list_images(root, "folder", labels="wnid_prefix")
+
+
 def test_image_list_with_and_without_labels(tmp_path):
     _png(tmp_path / "root" / "x" / "1.png", 1)
     _png(tmp_path / "root" / "y" / "2.png", 2)

