@@ -39,7 +39,7 @@ RESULT_COLUMNS = [
 # Methods whose result depends on a random draw: run once per configured seed.
 RANDOM_METHODS = frozenset({"rpp", "rnp"})
 # Methods whose hyperparameters are percentages of the OPNP sensitivity masks.
-SENSITIVITY_METHODS = frozenset({"opp", "onp", "opnp", "opnp+react", "opnp+msp"})
+SENSITIVITY_METHODS = frozenset({"opp", "onp", "opnp", "opnp+react", "opp+react", "opnp+msp"})
 # Methods that need class labels of the training features.
 LABELLED_METHODS = frozenset({"mahalanobis", "line"})
 
@@ -63,6 +63,36 @@ def expand_grid(grid: Mapping[str, Iterable] | None, fixed: Mapping[str, Any] | 
         {**fixed, **dict(zip(keys, values, strict=True))}
         for values in itertools.product(*(grid[k] for k in keys))
     ]
+
+
+def resolve_react_percentile(
+    method: str, settings: Mapping[str, Any], react_selection: pd.DataFrame | None = None
+) -> dict:
+    """``settings`` ({"grid": ..., "fixed": ...}) of ``method`` with ReAct's
+    validation-selected percentile put in ``fixed["react_percentile"]`` where the config
+    leaves the percentile to ReAct's selection (:func:`opnp.config.react_percentile_source`
+    is "selected"); ``react_selection`` is ReAct's selection table (its ``percentile``).
+    Settings of other methods, or with the percentile fixed or searched, come back as given.
+    """
+    from .config import REACT_SELECTED, react_percentile_source
+
+    grid = dict(settings.get("grid", {}))
+    fixed = dict(settings.get("fixed", {}))
+    if react_percentile_source(method, {"grid": grid, "fixed": fixed}) != "selected":
+        return {"grid": grid, "fixed": fixed}
+    if react_selection is None:
+        raise ValueError(
+            f"method {method!r} uses ReAct's selected percentile (react_percentile "
+            f"{fixed.get('react_percentile', REACT_SELECTED)!r}); pass ReAct's selection table"
+        )
+    react_params = selected_params(react_selection)
+    if "percentile" not in react_params:
+        raise ValueError(
+            f"ReAct's selection has no 'percentile' (params {react_params}); {method!r} "
+            "cannot take ReAct's selected percentile"
+        )
+    fixed["react_percentile"] = react_params["percentile"]
+    return {"grid": grid, "fixed": fixed}
 
 
 def params_json(params: Mapping[str, Any]) -> str:
@@ -312,7 +342,7 @@ def _grid_scores(
     from .sensitivity import neuron_sensitivity
 
     temperatures = {float(c.get("temperature", 1.0)) for c in configs}
-    react_percentiles = {c.get("react_percentile", 90) for c in configs}
+    react_percentiles = {c.get("react_percentile", 90.0) for c in configs}
     if len(temperatures) > 1 or len(react_percentiles) > 1:
         return None  # the grid varies more than the four percentages
     neurons = neuron_sensitivity(sensitivity, statistic)
@@ -324,7 +354,7 @@ def _grid_scores(
         "temperature": temperatures.pop(),
         "react_threshold": (
             feature_percentile(train_features, react_percentiles.pop())
-            if method == "opnp+react"
+            if method in ("opnp+react", "opp+react")
             else None
         ),
         "plan": plan,

@@ -783,14 +783,36 @@ def statistic_table(
     )
 
 
+#: Where a ReAct combination's clip percentile came from (:func:`opnp.config.
+#: react_percentile_source`) -> the note after its value in the selected-hyperparameters
+#: table.
+REACT_PERCENTILE_SOURCES: dict[str, str] = {
+    "selected": "ReAct's selection",
+    "fixed": "fixed in config",
+    "grid": "searched jointly",
+}
+
+
 def selected_params_table(
-    selected: pd.DataFrame, method_labels: Mapping[str, str] | None = None
+    selected: pd.DataFrame,
+    method_labels: Mapping[str, str] | None = None,
+    react_sources: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """The hyperparameters chosen on the validation split, one row per (model, method)
     in the input order. Input columns: ``model, method, params`` (JSON),
     ``val_fpr95, val_auroc`` (mean over validation OOD sets and seeds). Output: index
     ``Method`` (label), columns ``Model``, ``Hyperparameters`` (``"key=value, ..."``,
-    keys sorted, ``"-"`` for none), ``Val FPR95``, ``Val AUROC``. Not bolded."""
+    keys sorted, ``"-"`` for none), ``Val FPR95``, ``Val AUROC``. Not bolded.
+    ``react_sources``: method -> where its ``react_percentile`` came from (a key of
+    :data:`REACT_PERCENTILE_SOURCES`), written after the value, e.g.
+    ``react_percentile=80 (ReAct's selection)``."""
+    react_sources = dict(react_sources or {})
+    for method, source in react_sources.items():
+        if source not in REACT_PERCENTILE_SOURCES:
+            raise ValueError(
+                f"react_sources[{method!r}] = {source!r}; allowed: "
+                f"{sorted(REACT_PERCENTILE_SOURCES)}"
+            )
     frame = _check_frame(
         selected, "selected", ["model", "method", "params", "val_fpr95", "val_auroc"]
     )
@@ -806,7 +828,11 @@ def selected_params_table(
     for record in frame.itertuples(index=False):
         what = f"selected, model {record.model!r} method {record.method!r}"
         params = _params_dict(record.params, what)
-        text = ", ".join(f"{k}={_number(params[k])}" for k in sorted(params)) or "-"
+        values = {k: _number(params[k]) for k in sorted(params)}
+        if "react_percentile" in values and record.method in react_sources:
+            note = REACT_PERCENTILE_SOURCES[react_sources[record.method]]
+            values["react_percentile"] += f" ({note})"
+        text = ", ".join(f"{k}={v}" for k, v in values.items()) or "-"
         stats = []
         for column, metric in (("val_fpr95", "fpr95"), ("val_auroc", "auroc")):
             value = float(getattr(record, column))

@@ -519,3 +519,29 @@ def test_write_table_rejects_bad_input(tmp_path):
         tables.write_table(table, tmp_path / "x", "", bold="diagonal")
     with pytest.raises(ValueError, match="decimals"):
         tables.write_table(table, tmp_path / "x", "", decimals=-1)
+
+
+def test_selected_params_table_names_where_the_react_percentile_came_from():
+    selected = pd.DataFrame(
+        [
+            {
+                "model": "m",
+                "method": method,
+                "params": json.dumps({"percentile": 50, "react_percentile": 80}),
+                "val_fpr95": 30.0,
+                "val_auroc": 90.0,
+            }
+            for method in ("dice+react", "opnp+react")
+        ]
+    )
+    table = tables.selected_params_table(
+        selected, react_sources={"dice+react": "selected", "opnp+react": "fixed"}
+    )
+    assert table.loc["DICE+ReAct", "Hyperparameters"] == (
+        "percentile=50, react_percentile=80 (ReAct's selection)"
+    )
+    assert table.loc["OPNP+ReAct", "Hyperparameters"] == (
+        "percentile=50, react_percentile=80 (fixed in config)"
+    )
+    with pytest.raises(ValueError, match=r"react_sources\['dice\+react'\] = 'guessed'"):
+        tables.selected_params_table(selected, react_sources={"dice+react": "guessed"})

@@ -18,7 +18,10 @@ os.environ.update(
 )
 
 sys.path.insert(0, workflow.basedir)
-from opnp.config import check_config  # noqa: E402 - needs the path above
+from opnp.config import (  # noqa: E402 - needs the path above
+    check_config,
+    react_percentile_source,
+)
 
 validate(config, schema="../schemas/config.schema.yaml")
 
@@ -66,7 +69,7 @@ LOCAL_CPU_JOBS = config["resources"]["local_cpu_jobs"]
 NETWORK_METHODS = {"odin"}
 FEATURE_METHODS = [m for m in METHODS if m not in NETWORK_METHODS]
 # Methods whose hyperparameters are pruning percentages of the sensitivity masks.
-SENSITIVITY_METHODS = {"opp", "onp", "opnp", "opnp+react", "opnp+msp"}
+SENSITIVITY_METHODS = {"opp", "onp", "opnp", "opnp+react", "opp+react", "opnp+msp"}
 
 
 def _names_regex(names):
@@ -209,6 +212,12 @@ def selection_inputs(wildcards):
     }
     if wildcards.method in SENSITIVITY_METHODS:
         inputs["sensitivity"] = full_sensitivity(m)
+    source = react_percentile_source(
+        wildcards.method, config["methods"][wildcards.method]
+    )
+    if source == "selected":
+        # The combination clips at ReAct's validation-selected percentile.
+        inputs["react_selection"] = f"{RESULTS}/selection/{m}/react.parquet"
     return inputs
 
 

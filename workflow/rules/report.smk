@@ -43,6 +43,11 @@ rule make_table:
         methods=METHODS,
         table4_methods=TABLE4_METHODS,
         with_without_methods=WITH_WITHOUT_METHODS,
+        react_sources={
+            m: react_percentile_source(m, config["methods"][m])
+            for m in METHODS
+            if react_percentile_source(m, config["methods"][m])
+        },
     script:
         "../scripts/make_table.py"
 

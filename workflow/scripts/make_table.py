@@ -35,7 +35,7 @@ elif kind == "selected":
         .reset_index()
         .rename(columns={"fpr95": "val_fpr95", "auroc": "val_auroc"})
     )
-    table = tables.selected_params_table(chosen)
+    table = tables.selected_params_table(chosen, react_sources=snakemake.params.react_sources)
     caption = f"Hyperparameters chosen on the validation split ({spec['model']}), with their mean validation FPR95/AUROC."
 elif kind == "table3":
     table = tables.pruned_accuracy_table(results[results["experiment"] == "table3"])

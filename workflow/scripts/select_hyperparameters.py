@@ -8,12 +8,26 @@ from opnp.artifacts import (
     load_sensitivity,
     write_results,
 )
-from opnp.evaluation import evaluate_configs, expand_grid, mark_selected
+import pandas as pd
+
+from opnp.evaluation import (
+    evaluate_configs,
+    expand_grid,
+    mark_selected,
+    resolve_react_percentile,
+)
 from opnp.runtime import setup_job
 
 log = setup_job(snakemake.log[0], threads=snakemake.threads)
 method = snakemake.wildcards.method
-settings = snakemake.params.settings
+react_selection = (
+    pd.read_parquet(snakemake.input.react_selection)
+    if "react_selection" in snakemake.input.keys()
+    else None
+)
+# A combination with ReAct clips at ReAct's own selected percentile unless the config
+# fixes or searches it (opnp.config.react_percentile_source).
+settings = resolve_react_percentile(method, snakemake.params.settings, react_selection)
 weight, bias = load_fc(snakemake.input.fc)
 train = load_feature_set(snakemake.input.train)
 id_val = load_feature_set(snakemake.input.id_val)
