@@ -128,7 +128,14 @@ def score_rows(
     variant: str = "",
     id_accuracy: float | None = None,
 ) -> list[dict]:
-    """One row per OOD set for the scores of one (method, params, seed)."""
+    """One row per OOD set for the scores of one (method, params, seed).
+
+    Raises ValueError naming the method, params, split and score set when any score is
+    NaN or infinite (a detector that divides by zero, a corrupt feature row), instead of
+    a bare metric error that names none of them."""
+    _check_finite_scores(id_scores, "the ID set", method, params, split, seed)
+    for name, scores in ood_scores.items():
+        _check_finite_scores(scores, f"OOD set {name!r}", method, params, split, seed)
     rows = []
     for name, scores in ood_scores.items():
         rows.append(
@@ -147,6 +154,18 @@ def score_rows(
             }
         )
     return rows
+
+
+def _check_finite_scores(scores, where: str, method, params, split, seed) -> None:
+    values = np.asarray(scores, dtype=np.float64)
+    nan = int(np.isnan(values).sum())
+    inf = int(np.isinf(values).sum())
+    if nan or inf:
+        raise ValueError(
+            f"method {method!r} with params {params_json(params)} (seed {int(seed)}) gave "
+            f"{nan} NaN and {inf} infinite scores of {values.size} on {where} of split "
+            f"{split!r}; the detector's score is undefined for these samples"
+        )
 
 
 def accuracy(logits, labels) -> float:

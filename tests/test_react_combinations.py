@@ -104,7 +104,9 @@ def test_resolve_puts_reacts_selected_percentile_in_fixed(chosen):
     settings = {"grid": {"weight_low": [0, 10]}, "fixed": {"react_percentile": "selected"}}
     resolved = resolve_react_percentile("opnp+react", settings, _react_selection(chosen))
     assert resolved == {"grid": {"weight_low": [0, 10]}, "fixed": {"react_percentile": chosen}}
-    absent = resolve_react_percentile("dice+react", {"grid": {}, "fixed": {}}, _react_selection(chosen))
+    absent = resolve_react_percentile(
+        "dice+react", {"grid": {}, "fixed": {}}, _react_selection(chosen)
+    )
     assert absent["fixed"] == {"react_percentile": chosen}
     fixed = {"grid": {}, "fixed": {"react_percentile": 95}}
     assert resolve_react_percentile("opnp+react", fixed, _react_selection(chosen)) == fixed

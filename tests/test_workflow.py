@@ -143,6 +143,8 @@ def check_outputs(workdir: Path, config: dict) -> pd.DataFrame:
             rows = test[(test["method"] == method) & (test["ood_set"] == ood)]
             assert len(rows) >= 1, f"no test row for {method} on {ood}"
             assert np.isfinite(rows[METRICS].to_numpy()).all(), f"{method} on {ood}"
+            # every method (ODIN too) records the unpruned network's ID test accuracy
+            assert np.isfinite(rows["id_accuracy"]).all(), f"{method} lacks id_accuracy"
             assert ((rows[METRICS] >= 0) & (rows[METRICS] <= 100)).all().all()
     for column in ["config_hash", "opnp_version", "git_commit"]:
         assert (results[column].astype(str).str.len() > 0).all(), column

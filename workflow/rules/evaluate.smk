@@ -93,6 +93,8 @@ rule evaluate_odin:
         model=f"{RESULTS}/models/{{model}}/model.pt",
         selection=f"{RESULTS}/selection/{{model}}/odin.parquet",
         id_test=dataset_manifest(ID_TEST),
+        # cached logits of the unpruned network: the ID accuracy every method records
+        id_test_features=features_of("{model}", ID_TEST)["manifest"],
         ood_test=[dataset_manifest(d) for d in OOD_TEST],
     output:
         results=f"{RESULTS}/evaluation/{{model}}/odin.parquet",
