@@ -242,8 +242,8 @@ def has_methods(*names):
     return all(n in METHODS for n in names)
 
 
-# Fig. 9 when the selected OPNP config prunes nothing: the largest low-sensitivity
-# percentage of the OPNP grid (at least 10 %).
+# Fig. 9 (the low-sensitivity pruned weights of Eq. 11) when the selected OPNP config
+# has weight_low 0: the largest low-sensitivity percentage of the OPNP grid (at least 10 %).
 FIG9_FALLBACK_WEIGHT_LOW = max(
     [10, *config["methods"].get("opnp", {}).get("grid", {}).get("weight_low", [])]
 )
