@@ -1,5 +1,7 @@
 """Grid search of one method's hyperparameters on the validation split only."""
 
+import pandas as pd
+
 from opnp.artifacts import (
     job_results,
     load_fc,
@@ -8,8 +10,6 @@ from opnp.artifacts import (
     load_sensitivity,
     write_results,
 )
-import pandas as pd
-
 from opnp.evaluation import (
     evaluate_configs,
     expand_grid,
