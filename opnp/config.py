@@ -109,6 +109,12 @@ def check_config(cfg: dict) -> None:
                 )
     for method, spec in cfg["methods"].items():
         _check_react_percentile(method, spec, cfg["methods"])
+    layers = cfg.get("ablations", {}).get("layers", {})
+    if layers.get("enabled", False) and "opnp" not in cfg["methods"]:
+        raise ConfigError(
+            "config key ablations.layers.enabled: Table 7 prunes with OPNP's selected "
+            "percentages, but 'opnp' is not under 'methods'; add opnp or disable the ablation"
+        )
     fig9 = cfg.get("ablations", {}).get("fig9_ood")
     if fig9 is not None and fig9 not in cfg["ood"]["test"]:
         raise ConfigError(

@@ -43,6 +43,7 @@ rule make_table:
         methods=METHODS,
         table4_methods=TABLE4_METHODS,
         with_without_methods=WITH_WITHOUT_METHODS,
+        sensitivity={k: config["sensitivity"][k] for k in ("statistic", "reduction")},
         react_sources={
             m: react_percentile_source(m, config["methods"][m])
             for m in METHODS
