@@ -528,6 +528,10 @@ def concat_results(paths: Iterable[str]) -> pd.DataFrame:
     return frame
 
 
+#: Images per batch of Table 7's per-sample sensitivity pass over all conv weights.
+SENSITIVITY_BATCH_SIZE = 32
+
+
 def fc_opnp_keep_mask(param_sensitivity, params: Mapping[str, Any], statistic: str = "mean"):
     """(C, D) keep-mask of the FC weight for the OPNP setting ``params`` (weight and neuron
     percentages): the weight mask with every pruned neuron's column removed, i.e. the
@@ -599,8 +603,13 @@ def layer_ablation(
     stages = {label: f"{module}.weight" for label, module in model.stage_layers().items()}
     stages["fc"] = "fc.weight"
     every = conv_and_fc_weights(model)
+    # Per-sample gradients of every conv weight take batch x (all weights) memory (25M
+    # weights for ResNet-50): small batches here, the scoring passes use ``batch_size``.
     loader = torch.utils.data.DataLoader(
-        train_dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers
+        train_dataset,
+        batch_size=min(batch_size, SENSITIVITY_BATCH_SIZE),
+        shuffle=False,
+        num_workers=num_workers,
     )
     names = list(dict.fromkeys([*every, *stages.values()]))
     sensitivities = module_sensitivity(model, loader, names, device=device)
