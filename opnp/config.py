@@ -12,6 +12,27 @@ class ConfigError(ValueError):
     """A config value that the JSON schema cannot express is wrong."""
 
 
+# Methods that clip the features at ReAct's threshold before their own step. Their
+# ``react_percentile`` is, by default, the percentile ReAct itself selected on the
+# validation split (so that "X+ReAct" and "ReAct" clip alike); a config may instead fix
+# it (``fixed: {react_percentile: 90}``) or search it jointly (``grid: {react_percentile:
+# [...]}``). ``fixed: {react_percentile: selected}`` spells the default out.
+REACT_COMBINATIONS = frozenset({"dice+react", "opnp+react", "opp+react"})
+REACT_SELECTED = "selected"
+
+
+def react_percentile_source(method: str, spec: dict) -> str | None:
+    """Where ``method``'s ReAct percentile comes from: ``"selected"`` (ReAct's
+    validation-selected percentile, the default), ``"fixed"`` or ``"grid"``; None for a
+    method that does not clip at ReAct's threshold."""
+    if method not in REACT_COMBINATIONS:
+        return None
+    if "react_percentile" in spec.get("grid", {}):
+        return "grid"
+    fixed = spec.get("fixed", {}).get("react_percentile", REACT_SELECTED)
+    return "selected" if fixed == REACT_SELECTED else "fixed"
+
+
 def check_config(cfg: dict) -> None:
     """Cross-key checks run before any job: each error names the key and the allowed values."""
     datasets = {**cfg["datasets"], **replicate_parts(cfg)}
@@ -106,6 +127,14 @@ def check_config(cfg: dict) -> None:
                     f"config keys methods.{method}.{low}/{high}: {max(lows)} + {max(highs)} "
                     ">= 100 would prune everything; the sum must stay below 100"
                 )
+    for method, spec in cfg["methods"].items():
+        _check_react_percentile(method, spec, cfg["methods"])
+    layers = cfg.get("ablations", {}).get("layers", {})
+    if layers.get("enabled", False) and "opnp" not in cfg["methods"]:
+        raise ConfigError(
+            "config key ablations.layers.enabled: Table 7 prunes with OPNP's selected "
+            "percentages, but 'opnp' is not under 'methods'; add opnp or disable the ablation"
+        )
     check_method_values(cfg["methods"])
     fig9 = cfg.get("ablations", {}).get("fig9_ood")
     if fig9 is not None and fig9 not in cfg["ood"]["test"]:
@@ -222,6 +251,41 @@ def _check_value(build, params: dict, key: str, value) -> None:
         raise ConfigError(
             f"config key {key}: {value!r} is refused by the detector: {err}"
         ) from None
+
+
+def _check_react_percentile(method: str, spec: dict, methods: dict) -> None:
+    grid = spec.get("grid", {})
+    fixed = spec.get("fixed", {})
+    if method not in REACT_COMBINATIONS:
+        for where, values in (("grid", grid), ("fixed", fixed)):
+            if "react_percentile" in values:
+                raise ConfigError(
+                    f"config key methods.{method}.{where}.react_percentile: {method!r} does "
+                    f"not clip at ReAct's threshold (methods that do: "
+                    f"{sorted(REACT_COMBINATIONS)})"
+                )
+        return
+    if REACT_SELECTED in _as_list(grid.get("react_percentile", [])):
+        raise ConfigError(
+            f"config key methods.{method}.grid.react_percentile: {REACT_SELECTED!r} is a "
+            "fixed value (fixed: {react_percentile: selected}), not a grid value; a grid "
+            "lists percentiles in [0, 100]"
+        )
+    values = _as_list(grid.get("react_percentile", fixed.get("react_percentile", [])))
+    for v in values:
+        if v == REACT_SELECTED:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 100:
+            raise ConfigError(
+                f"config key methods.{method}: react_percentile {v!r} must be a percentile "
+                f"in [0, 100] or {REACT_SELECTED!r} (ReAct's validation-selected percentile)"
+            )
+    if react_percentile_source(method, spec) == "selected" and "react" not in methods:
+        raise ConfigError(
+            f"config key methods.{method}: react_percentile defaults to ReAct's selected "
+            "percentile, but 'react' is not under 'methods'; add react (with its grid) or "
+            f"fix the percentile (methods.{method}.fixed.react_percentile: 90)"
+        )
 
 
 def _as_list(value):

@@ -49,7 +49,7 @@ RESULT_COLUMNS = [
 # Methods whose result depends on a random draw: run once per configured seed.
 RANDOM_METHODS = frozenset({"rpp", "rnp"})
 # Methods whose hyperparameters are percentages of the OPNP sensitivity masks.
-SENSITIVITY_METHODS = frozenset({"opp", "onp", "opnp", "opnp+react", "opnp+msp"})
+SENSITIVITY_METHODS = frozenset({"opp", "onp", "opnp", "opnp+react", "opp+react", "opnp+msp"})
 # Methods that need class labels of the training features.
 LABELLED_METHODS = frozenset({"mahalanobis", "line"})
 
@@ -73,6 +73,36 @@ def expand_grid(grid: Mapping[str, Iterable] | None, fixed: Mapping[str, Any] | 
         {**fixed, **dict(zip(keys, values, strict=True))}
         for values in itertools.product(*(grid[k] for k in keys))
     ]
+
+
+def resolve_react_percentile(
+    method: str, settings: Mapping[str, Any], react_selection: pd.DataFrame | None = None
+) -> dict:
+    """``settings`` ({"grid": ..., "fixed": ...}) of ``method`` with ReAct's
+    validation-selected percentile put in ``fixed["react_percentile"]`` where the config
+    leaves the percentile to ReAct's selection (:func:`opnp.config.react_percentile_source`
+    is "selected"); ``react_selection`` is ReAct's selection table (its ``percentile``).
+    Settings of other methods, or with the percentile fixed or searched, come back as given.
+    """
+    from .config import REACT_SELECTED, react_percentile_source
+
+    grid = dict(settings.get("grid", {}))
+    fixed = dict(settings.get("fixed", {}))
+    if react_percentile_source(method, {"grid": grid, "fixed": fixed}) != "selected":
+        return {"grid": grid, "fixed": fixed}
+    if react_selection is None:
+        raise ValueError(
+            f"method {method!r} uses ReAct's selected percentile (react_percentile "
+            f"{fixed.get('react_percentile', REACT_SELECTED)!r}); pass ReAct's selection table"
+        )
+    react_params = selected_params(react_selection)
+    if "percentile" not in react_params:
+        raise ValueError(
+            f"ReAct's selection has no 'percentile' (params {react_params}); {method!r} "
+            "cannot take ReAct's selected percentile"
+        )
+    fixed["react_percentile"] = react_params["percentile"]
+    return {"grid": grid, "fixed": fixed}
 
 
 def params_json(params: Mapping[str, Any]) -> str:
@@ -130,7 +160,14 @@ def score_rows(
     uncertainty: Mapping[str, Any] | None = None,
 ) -> list[dict]:
     """One row per OOD set for the scores of one (method, params, seed); with
-    ``uncertainty`` settings also the bootstrap columns (:func:`interval_values`)."""
+    ``uncertainty`` settings also the bootstrap columns (:func:`interval_values`).
+
+    Raises ValueError naming the method, params, split and score set when any score is
+    NaN or infinite (a detector that divides by zero, a corrupt feature row), instead of
+    a bare metric error that names none of them."""
+    _check_finite_scores(id_scores, "the ID set", method, params, split, seed)
+    for name, scores in ood_scores.items():
+        _check_finite_scores(scores, f"OOD set {name!r}", method, params, split, seed)
     rows = []
     for name, scores in ood_scores.items():
         rows.append(
@@ -150,6 +187,18 @@ def score_rows(
             }
         )
     return rows
+
+
+def _check_finite_scores(scores, where: str, method, params, split, seed) -> None:
+    values = np.asarray(scores, dtype=np.float64)
+    nan = int(np.isnan(values).sum())
+    inf = int(np.isinf(values).sum())
+    if nan or inf:
+        raise ValueError(
+            f"method {method!r} with params {params_json(params)} (seed {int(seed)}) gave "
+            f"{nan} NaN and {inf} infinite scores of {values.size} on {where} of split "
+            f"{split!r}; the detector's score is undefined for these samples"
+        )
 
 
 def accuracy(logits, labels) -> float:
@@ -361,7 +410,7 @@ def _grid_scores(
     from .sensitivity import neuron_sensitivity
 
     temperatures = {float(c.get("temperature", 1.0)) for c in configs}
-    react_percentiles = {c.get("react_percentile", 90) for c in configs}
+    react_percentiles = {c.get("react_percentile", 90.0) for c in configs}
     if len(temperatures) > 1 or len(react_percentiles) > 1:
         return None  # the grid varies more than the four percentages
     neurons = neuron_sensitivity(sensitivity, statistic)
@@ -373,7 +422,7 @@ def _grid_scores(
         "temperature": temperatures.pop(),
         "react_threshold": (
             feature_percentile(train_features, react_percentiles.pop())
-            if method == "opnp+react"
+            if method in ("opnp+react", "opp+react")
             else None
         ),
         "plan": plan,
@@ -530,83 +579,150 @@ def concat_results(paths: Iterable[str]) -> pd.DataFrame:
     return frame
 
 
+#: Images per batch of Table 7's per-sample sensitivity pass over all conv weights.
+SENSITIVITY_BATCH_SIZE = 32
+
+
+def fc_opnp_keep_mask(param_sensitivity, params: Mapping[str, Any], statistic: str = "mean"):
+    """(C, D) keep-mask of the FC weight for the OPNP setting ``params`` (weight and neuron
+    percentages): the weight mask with every pruned neuron's column removed, i.e. the
+    layer the main OPNP result scores (f' = (W * M_w)(h * m_n) + b = (W * M_w * m_n) h + b).
+    """
+    from .pruning import pruning_masks
+    from .sensitivity import neuron_sensitivity
+
+    percentages = ("weight_low", "weight_high", "neuron_low", "neuron_high")
+    sens = np.asarray(param_sensitivity, dtype=np.float64)
+    weight_mask, neuron_mask = pruning_masks(
+        sens,
+        neuron_sensitivity(sens, statistic),
+        **{k: float(params.get(k, 0)) for k in percentages},
+    )
+    return weight_mask & neuron_mask[None, :]
+
+
 def layer_ablation(
     model,
     train_dataset,
     id_dataset,
     ood_datasets: Mapping[str, Any],
     *,
-    low: float,
-    high: float,
+    selected: Mapping[str, Any],
+    fc_sensitivity,
+    statistic: str = "mean",
+    train_fraction: float | None = None,
     batch_size: int = 256,
     num_workers: int = 0,
     log=None,
     uncertainty: Mapping[str, Any] | None = None,
 ):
-    """Table 7 and Fig. 6: weight pruning by sensitivity inside the network.
+    """Table 7 and Fig. 6: OPNP's weight pruning inside the network, like with like.
 
-    Sensitivities (mean over ``train_dataset`` of |dE/dW|, per-sample autograd) of the
-    weight of the last convolution of each stage and of the FC layer. Variants, each
-    scored with Energy of the pruned network on ``id_dataset`` and every OOD set:
-    ``layer1``..``layerK`` and ``fc`` prune ``low`` % least and ``high`` % most sensitive
-    weights of that layer only; ``layerwise`` prunes the same percentages in every one of
-    these layers (thresholds per layer); ``global`` uses one threshold pair over all of
-    their sensitivities pooled. Returns ``(rows, layer_means)``: result rows (experiment
-    "table7", with bootstrap intervals when ``uncertainty`` settings are given) and a
-    DataFrame of the mean sensitivity per layer (Fig. 6).
+    ``selected``: OPNP's validation-selected percentages; every row prunes with them.
+    Rows (``variant``), each scored with Energy of the pruned network on ``id_dataset``
+    and every OOD set, with the pruned network's ID accuracy (``id_accuracy``):
+
+    - ``fc``: the main OPNP result, the FC layer pruned with the selected weight *and*
+      neuron masks from ``fc_sensitivity`` (the full-training-set sensitivity).
+    - ``layer1``..``layerK``: the selected ``weight_low`` / ``weight_high`` percent least /
+      most sensitive weights of that stage's last convolution only.
+    - ``layerwise``: the same percentages in every convolution and the FC layer, with
+      each layer's own thresholds; ``global``: one threshold pair over the sensitivities
+      of all convolutions and the FC layer pooled (paper appendix B.1).
+    - ``none``: the unpruned network (the Energy baseline and its accuracy).
+
+    In-network sensitivities (mean over ``train_dataset`` of |dE/dW|, per-sample autograd)
+    use the training subset ``train_dataset`` (``train_fraction`` percent, recorded).
+    Returns ``(rows, layer_means)``: result rows (experiment "table7", with bootstrap
+    intervals when ``uncertainty`` settings are given) and a DataFrame of
+    the mean sensitivity of each stage's last convolution and of the FC layer (Fig. 6).
     """
     import torch
 
-    from .network import energy, layer_pruning_masks, mean_sensitivity, module_sensitivity, pruning
+    from .network import (
+        conv_and_fc_weights,
+        layer_pruning_masks,
+        mean_sensitivity,
+        module_sensitivity,
+        network_logits,
+        pruning,
+    )
     from .runtime import torch_device
 
     device = torch_device()
     model = model.to(device)
-    parameters = {label: f"{module}.weight" for label, module in model.stage_layers().items()}
-    parameters["fc"] = "fc.weight"
+    low = float(selected.get("weight_low", 0))
+    high = float(selected.get("weight_high", 0))
+    stages = {label: f"{module}.weight" for label, module in model.stage_layers().items()}
+    stages["fc"] = "fc.weight"
+    every = conv_and_fc_weights(model)
+    # Per-sample gradients of every conv weight take batch x (all weights) memory (25M
+    # weights for ResNet-50): small batches here, the scoring passes use ``batch_size``.
     loader = torch.utils.data.DataLoader(
-        train_dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers
+        train_dataset,
+        batch_size=min(batch_size, SENSITIVITY_BATCH_SIZE),
+        shuffle=False,
+        num_workers=num_workers,
     )
-    sensitivities = module_sensitivity(model, loader, list(parameters.values()), device=device)
+    names = list(dict.fromkeys([*every, *stages.values()]))
+    sensitivities = module_sensitivity(model, loader, names, device=device)
     means = mean_sensitivity(sensitivities)
     layer_means = pd.DataFrame(
         {
-            "layer": list(parameters),
-            "parameter": list(parameters.values()),
-            "mean_sensitivity": [means[name] for name in parameters.values()],
-            "n_parameters": [int(sensitivities[name].numel()) for name in parameters.values()],
+            "layer": list(stages),
+            "parameter": list(stages.values()),
+            "mean_sensitivity": [means[name] for name in stages.values()],
+            "n_parameters": [int(sensitivities[name].numel()) for name in stages.values()],
         }
     )
-    variants = {
-        label: layer_pruning_masks({name: sensitivities[name]}, low, high, "per_layer")
-        for label, name in parameters.items()
-    }
-    variants["layerwise"] = layer_pruning_masks(sensitivities, low, high, "layerwise")
-    variants["global"] = layer_pruning_masks(sensitivities, low, high, "global")
+    subset = "training subset" if train_fraction is None else f"{train_fraction:g} % of training"
+    in_network = {"weight_low": low, "weight_high": high, "sensitivity": subset}
+    variants: dict[str, tuple[dict, dict]] = {"none": ({}, {"parameters": []})}
+    for label, name in stages.items():
+        if label == "fc":
+            continue
+        masks = layer_pruning_masks({name: sensitivities[name]}, low, high, "per_layer")
+        variants[label] = (masks, {**in_network, "parameters": [name]})
+    pooled = {name: sensitivities[name] for name in every}
+    for mode, label in (("global", "global"), ("layerwise", "layerwise")):
+        masks = layer_pruning_masks(pooled, low, high, mode)
+        variants[label] = (masks, {**in_network, "parameters": every})
+    fc_keep = torch.from_numpy(fc_opnp_keep_mask(fc_sensitivity, selected, statistic))
+    variants["fc"] = (
+        {"fc.weight": fc_keep},
+        {**dict(selected), "sensitivity": "full training set", "parameters": ["fc.weight"]},
+    )
 
-    def score_batch(inputs):
-        with torch.no_grad():
-            return -energy(model(inputs.to(device)))
+    from .sensitivity import logsumexp
 
+    kw = {"batch_size": batch_size, "num_workers": num_workers, "device": device}
     rows = []
-    for variant, masks in variants.items():
-        pruned = [parameters[variant]] if variant in parameters else list(parameters.values())
-        params = {"low": low, "high": high, "parameters": pruned}
+    for variant, (masks, params) in variants.items():
         with pruning(model, masks):
-            variant_rows, _ = evaluate_network_configs(
-                "opnp",
-                [params],
-                lambda _params: score_batch,
-                id_dataset,
-                ood_datasets,
-                split="test",
-                batch_size=batch_size,
-                num_workers=num_workers,
-                experiment="table7",
-                variant=variant,
-                uncertainty=uncertainty,
-            )
+            id_logits, id_labels = network_logits(model, id_dataset, **kw)
+            ood_scores = {
+                name: logsumexp(network_logits(model, ds, **kw)[0], axis=1)
+                for name, ds in ood_datasets.items()
+            }
+        pruned = sum(int((~m).sum()) for m in masks.values())
+        variant_rows = score_rows(
+            logsumexp(id_logits, axis=1),
+            ood_scores,
+            method="opnp",
+            params={**params, "n_pruned": pruned},
+            split="test",
+            experiment="table7",
+            variant=variant,
+            id_accuracy=accuracy(id_logits, id_labels),
+            uncertainty=uncertainty,
+        )
         rows += variant_rows
         if log is not None:
-            log.info("%s: mean FPR95 %.2f", variant, np.mean([r["fpr95"] for r in variant_rows]))
+            log.info(
+                "%s: %d weights pruned, mean FPR95 %.2f, ID accuracy %.2f",
+                variant,
+                pruned,
+                np.mean([r["fpr95"] for r in variant_rows]),
+                variant_rows[0]["id_accuracy"],
+            )
     return rows, layer_means

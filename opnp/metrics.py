@@ -2,13 +2,28 @@
 
 Scores are ID-confidence (higher = in-distribution); ID is the positive class (SPEC).
 
-- FPR95 (paper convention, the one of the DICE / ReAct / LINe code the paper follows):
-  the threshold t is the largest score that keeps at least 95 % of the ID samples
-  (``score >= t``); FPR95 is the fraction of OOD samples with ``score >= t``. Ties at t
-  count as kept / as false positives ("at or above"). This is the first point of the ROC
-  curve, scanned from high to low thresholds, with TPR >= 0.95. (The DICE code's
-  ``fpr_and_fdr_at_recall`` picks the threshold whose recall is *closest* to 0.95, which
-  can be just below it; the two agree whenever some threshold gives exactly 95 %.)
+- FPR95 (paper convention): the threshold t is the largest score that keeps at least
+  95 % of the ID samples (``score >= t``); FPR95 is the fraction of OOD samples with
+  ``score >= t``. Ties at t count as kept / as false positives ("at or above"). This is
+  the first point of the ROC curve, scanned from high to low thresholds, with TPR >= 0.95.
+  How it relates to ``get_measures`` / ``fpr_and_fdr_at_recall`` of the DICE / ReAct
+  evaluation code (inherited from Hendrycks et al.'s outlier-exposure code; ID positive,
+  higher score = ID): both put thresholds at distinct scores and count ``score >=
+  threshold``, but they pick different thresholds. (1) TPR: here the smallest TPR >= 0.95
+  (the k = ceil(0.95 n_ID) largest ID scores kept); there the TPR closest to 0.95 (on an
+  exact tie of distances the higher one), which is *below* 0.95 when the nearest
+  achievable TPR under 0.95 is nearer than the nearest one at or above it: an ID count
+  that is not a multiple of 20 (13 ID samples: 12/13 = 0.923 beats 13/13) or ties among
+  ID scores that make the TPR jump over 0.95 (0.94 beats 0.99). (2) Threshold at that
+  TPR: here the k-th largest ID score s_k itself; there the *lowest* distinct score (ID
+  or OOD) with the same TPR, i.e. the lowest score above the next-lower ID score
+  s_(k+1). So at equal TPR the reference FPR95 counts, in addition, every OOD score in
+  (s_(k+1), s_k) and is never lower; an OOD score tied with s_k counts in both (with all
+  ID kept, k = n_ID, the reference also thresholds at s_k). They agree exactly when the
+  TPRs agree and no OOD score lies strictly between s_(k+1) and s_k; with large,
+  continuous samples the gap holds about n_OOD / n_ID OOD samples (0.01 percentage points
+  at 10,000 each), with small or tied samples far more. tests/test_metrics.py checks
+  these cases against a re-derivation of the reference.
 - ``convention="openood"`` (OpenOOD v1.5): OOD is the positive class, detected by a low
   score; FPR@95 is the fraction of ID samples flagged as OOD at the first threshold that
   flags at least 95 % of the OOD samples. Never mixed with the paper convention in one

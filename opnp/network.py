@@ -1,5 +1,8 @@
 """Sensitivity and pruning inside the network (paper Table 7, Fig. 6). Needs torch.
 
+- :func:`conv_and_fc_weights`: the weights of every convolution and of the FC layer
+  (what Table 7's global and layer-wise pruning prune); :func:`network_logits`: logits
+  and labels of a dataset (the pruned network's score and ID accuracy).
 - :func:`module_sensitivity`: S_theta = (1/N) sum_k |dE(x_k)/dtheta| for any named
   parameters of an ``nn.Module``, E = -T logsumexp(f/T) of the model's output, by
   per-sample autograd (``torch.func``: ``functional_call`` + ``vmap`` + ``grad``, which
@@ -158,6 +161,51 @@ def _thresholds(values: np.ndarray, lo: float, hi: float):
     )
 
 
+def conv_and_fc_weights(model: torch.nn.Module) -> list[str]:
+    """Names of the weights of every convolution (``nn.Conv1d/2d/3d``, in network order)
+    and of the FC layer ``fc``: what "global" and "layer-wise" pruning of Table 7 prune
+    (paper appendix B.1: "all the weights in Convolution layer and FC layer")."""
+    convs = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
+    names = [
+        f"{name}.weight"
+        for name, module in model.named_modules()
+        if isinstance(module, convs) and name != "fc"
+    ]
+    if not isinstance(getattr(model, "fc", None), torch.nn.Linear):
+        raise ValueError(f"{type(model).__name__} has no nn.Linear 'fc' layer")
+    return [*names, "fc.weight"]
+
+
+def network_logits(
+    model: torch.nn.Module,
+    dataset,
+    *,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    device: str | torch.device | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(logits (N, C) float64, labels (N,) int64)`` of ``model`` (eval mode) over a
+    dataset of ``(input, label)`` pairs, in order."""
+    if device is None:
+        device = next(model.parameters()).device
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers
+    )
+    was_training = model.training
+    model.eval()
+    logits, labels = [], []
+    try:
+        with torch.no_grad():
+            for inputs, targets in loader:
+                logits.append(model(inputs.to(device)).double().cpu().numpy())
+                labels.append(np.asarray(targets, dtype=np.int64))
+    finally:
+        model.train(was_training)
+    if not logits:
+        raise ValueError(f"dataset {dataset!r} has no images")
+    return np.concatenate(logits), np.concatenate(labels)
+
+
 def _check_masks(model: torch.nn.Module, masks: Mapping[str, torch.Tensor]) -> dict:
     named = dict(model.named_parameters())
     for name, mask in masks.items():
@@ -204,10 +252,12 @@ def mean_sensitivity(sensitivities: Mapping[str, torch.Tensor]) -> dict[str, flo
 
 
 __all__: Iterable[str] = [
+    "conv_and_fc_weights",
     "energy",
     "layer_pruning_masks",
     "mean_sensitivity",
     "module_sensitivity",
+    "network_logits",
     "pruned_model",
     "pruning",
 ]

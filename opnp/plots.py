@@ -681,6 +681,38 @@ def plot_layer_sensitivity(
         return _save(fig, path)
 
 
+def low_sensitivity_pruned(
+    param_sensitivity: Any,
+    selected: Mapping[str, Any],
+    fallback_weight_low: float,
+) -> tuple[np.ndarray, float, str]:
+    """The weights Fig. 9 shows: those OPNP prunes on the *low*-sensitivity side (paper
+    Eq. 11 / Remark 2 are about them), ``S < percentile(S, weight_low)`` with the
+    selected ``weight_low`` (:func:`opnp.pruning.tail_mask`); high-sensitivity and
+    neuron pruning are not part of it. When the selection pruned no low-sensitivity
+    weight (``weight_low`` 0 or absent), ``fallback_weight_low`` percent instead.
+    Returns ``(keep_mask (C, D) bool, weight_low used, where it came from)``."""
+    from .pruning import tail_mask
+
+    s = _array(param_sensitivity, "param_sensitivity", nonnegative=True)
+    if s.ndim != 2:
+        raise ValueError(f"param_sensitivity must be (C, D), got shape {s.shape}")
+    weight_low = float(selected.get("weight_low", 0) or 0)
+    source = "selected weight_low"
+    if weight_low == 0:
+        weight_low = float(fallback_weight_low)
+        source = "fallback: the selected weight_low is 0"
+    if not 0 < weight_low < 100:
+        raise ValueError(f"fallback_weight_low must be in (0, 100), got {fallback_weight_low!r}")
+    keep = tail_mask(s, low=weight_low, name="weight")
+    if keep.all():
+        raise ValueError(
+            f"weight_low={weight_low:g} % prunes no weight (all sensitivities tie at the "
+            "threshold): nothing to plot"
+        )
+    return keep, weight_low, source
+
+
 def plot_pruned_weight_sensitivity(
     id_sensitivity: Any,
     ood_sensitivity: Any,
@@ -690,11 +722,15 @@ def plot_pruned_weight_sensitivity(
     *,
     bins: int = 60,
     title: str | None = None,
+    pruned_what: str = "",
 ) -> Figure:
-    """Paper Fig. 9: histograms of the sensitivity of the pruned weights (``weight_mask``
-    False) computed on the ID set and on the OOD set ``ood_name``, raw values (not
-    normalised, so the means compare with the paper's 0.00018 vs 0.00024) on shared bins
-    with log counts; both means in the legend and as dashed lines."""
+    """Paper Fig. 9 (a test of Eq. 11): histograms of the sensitivity of the pruned
+    weights (``weight_mask`` False) computed on the ID set and on the OOD set
+    ``ood_name``, raw values (not normalised, so the means compare with the paper's
+    0.00018 vs 0.00024) on shared bins with log counts; both means in the legend and as
+    dashed lines, and the measured ratio mean OOD / mean ID in the panel (Eq. 11 predicts
+    > 1). ``pruned_what``: a second title line saying which weights were pruned (e.g.
+    "the 20 % least sensitive (selected weight_low)")."""
     path = _out_path(out_path)
     bins = _bins(bins)
     if not isinstance(ood_name, str) or not ood_name:
@@ -711,8 +747,9 @@ def plot_pruned_weight_sensitivity(
     pruned_id, pruned_ood = ids[~keep], oods[~keep]
     high = max(float(pruned_id.max()), float(pruned_ood.max()))
     edges = np.linspace(0.0, high if high > 0 else 1.0, bins + 1)
+    means = {}
     with _style() as sns:
-        fig, axes = _figure(1, 1, panel_size=(6.0, 4.0))
+        fig, axes = _figure(1, 1, panel_size=(6.5, 4.2))
         ax = axes[0, 0]
         palette = sns.color_palette("deep")
         for values, label, colour in (
@@ -720,6 +757,7 @@ def plot_pruned_weight_sensitivity(
             (pruned_ood, ood_name, palette[3]),
         ):
             mean = float(values.mean())
+            means[label] = mean
             _hist(
                 ax,
                 values,
@@ -731,10 +769,21 @@ def plot_pruned_weight_sensitivity(
                 label=f"{label} (mean {mean:.3g})",
             )
             ax.axvline(mean, color=colour, ls="--", lw=1.2)
+        ratio = means[ood_name] / means["ID"] if means["ID"] > 0 else float("inf")
+        ax.text(
+            0.98,
+            0.62,
+            f"mean {ood_name} / mean ID = {ratio:.3g}\n(Eq. 11 predicts > 1)",
+            transform=ax.transAxes,
+            ha="right",
+            va="top",
+            fontsize="small",
+        )
         ax.set_xlabel("parameter sensitivity of the pruned weights")
         ax.set_ylabel("count (log scale)")
-        ax.set_title(
-            title or f"Sensitivity of the {pruned_id.size:,} pruned weights: ID vs {ood_name}"
-        )
-        ax.legend()
+        default = f"Eq. 11: sensitivity of the {pruned_id.size:,} pruned weights, ID vs {ood_name}"
+        if pruned_what:
+            default += f"\n{pruned_what}"
+        ax.set_title(title or default, fontsize="medium")
+        ax.legend(loc="upper right")
         return _save(fig, path)

@@ -110,6 +110,7 @@ LAYER_LABELS: dict[str, str] = {
     "global": "Global Threshold Pruning",
     "layerwise": "Layer-wise Pruning",
     "fc": "FC Layer",
+    "none": "No pruning (Energy)",
 }
 
 #: Table 9's columns: neuron statistic (``variant``) -> label, in the paper's order.
@@ -650,6 +651,20 @@ def pruning_methods_table(
     return table
 
 
+def onp_low_side_note(statistic: str, reduction: str) -> str:
+    """Table 4's caption note: with the "mean" neuron statistic and the per-sample
+    sensitivity (Eq. 6), s_j = mean_k |h_j(x_k)| / C because the softmax sums to 1, so
+    ONP's low side prunes the same neurons as TNP (docs/methods.md, "ONP's low side is
+    TNP"); "" for settings where that does not hold in general."""
+    if statistic == "mean" and reduction == "per_sample":
+        return (
+            " With the mean neuron statistic, ONP's neuron sensitivity is the mean |activation|"
+            " / C (the softmax sums to 1), so its low side prunes exactly TNP's neurons: any"
+            " difference between ONP and TNP comes from ONP's high side (neuron_high)."
+        )
+    return ""
+
+
 def _variants_present(frame: pd.DataFrame, order_key) -> list[str]:
     present = [v for v in dict.fromkeys(frame["variant"].astype(str))]
     first_seen = {v: i for i, v in enumerate(present)}
@@ -698,10 +713,10 @@ def _variant_table(
 
 
 def _layer_order(variant: str) -> tuple[int, float]:
-    match = re.fullmatch(r"layer(\d+)", variant)
+    match = re.fullmatch(r"(?:layer|stage)(\d+)", variant)
     if match:
         return (0, int(match.group(1)))
-    fixed = {"global": 2, "layerwise": 3, "fc": 4}
+    fixed = {"none": -1, "global": 2, "layerwise": 3, "fc": 4}
     return (fixed.get(variant, 1), 0)
 
 
@@ -715,14 +730,17 @@ def layer_ablation_table(
     split: str | None = "test",
     experiment: str | None = "table7",
 ) -> pd.DataFrame:
-    """Paper Table 7: OPNP inside the network. Rows: the ``variant`` values ``layer1`` ..
-    ``layer4`` (last conv of each stage), ``global`` (one threshold over all layers),
-    ``layerwise`` (the same percentages in every layer), ``fc`` (the FC layer), labelled
-    as in the paper (:data:`LAYER_LABELS`); default ``variants=None``: those present,
-    layers by number first, then unknown names (by appearance), then global, layer-wise,
-    FC. An explicit list must all be present. Columns: ``ood_sets`` (no average in the
-    paper), ``"FPR95/AUROC"`` cells. Bold: best row per column."""
-    return _variant_table(
+    """Paper Table 7: OPNP inside the network. Rows: the ``variant`` values ``none`` (the
+    unpruned network), ``layer1`` .. ``layer4`` (last conv of each stage; ``stage1`` ..
+    for the small CNN), ``global`` (one threshold over every conv and the FC layer),
+    ``layerwise`` (the same percentages in every one of them), ``fc`` (the main OPNP
+    result), labelled as in the paper (:data:`LAYER_LABELS`); default ``variants=None``:
+    those present, no pruning first, then layers by number, unknown names (by
+    appearance), global, layer-wise, FC. An explicit list must all be present. Columns:
+    ``ood_sets`` (no average in the paper), ``"FPR95/AUROC"`` cells, then ``ID Acc``: the
+    pruned network's ID test accuracy (``id_accuracy``, required). Bold: best row per
+    column."""
+    table = _variant_table(
         results,
         ood_sets,
         variants,
@@ -736,6 +754,63 @@ def layer_ablation_table(
         experiment=experiment,
         table_name="layer_ablation_table",
         bold="columns",
+    )
+    frame = _select(
+        results,
+        split=split,
+        experiment=experiment,
+        columns=["variant", "id_accuracy"],
+        table="layer_ablation_table",
+    )
+    frame = frame.assign(variant=frame["variant"].astype(str))
+    variant_of = {LAYER_LABELS.get(v, v): v for v in dict.fromkeys(frame["variant"])}
+    accuracy = []
+    for label in table.index:
+        rows = frame[frame["variant"] == variant_of[label]]
+        per_seed = rows.groupby("seed", sort=True)["id_accuracy"].first()
+        if per_seed.isna().any():
+            raise ValueError(
+                f"layer_ablation_table: variant {variant_of[label]!r} has no id_accuracy "
+                "(the pruned network's ID accuracy); rerun the layer_ablation rule"
+            )
+        accuracy.append(
+            SeedStat("id_accuracy", tuple(map(float, per_seed)), tuple(map(int, per_seed.index)))
+        )
+    table[METRICS["id_accuracy"][0]] = accuracy
+    return table
+
+
+def layer_ablation_caption(results: pd.DataFrame, model: str) -> str:
+    """Table 7's caption from its rows: which weights each row prunes and with which
+    percentages (OPNP's validation-selected ones, read from the ``fc`` row's params)."""
+    frame = _check_frame(results, "results", ["variant", "params"])
+    params = {
+        str(v): _params_dict(p, f"table7 variant {v!r}")
+        for v, p in zip(frame["variant"], frame["params"], strict=True)
+    }
+    if "fc" not in params:
+        raise ValueError(f"layer_ablation_caption: no 'fc' row (have {sorted(params)})")
+    fc = params["fc"]
+    pct = {k: _number(fc.get(k, 0)) for k in PERCENTAGE_NAMES}
+    in_network = next((p for v, p in params.items() if v in ("global", "layerwise")), {})
+    n_layers = len(in_network.get("parameters", [])) - 1
+    subset = in_network.get("sensitivity", "a training subset")
+    nothing = ""
+    if float(fc.get("weight_low", 0)) == 0 and float(fc.get("weight_high", 0)) == 0:
+        nothing = " (the selection prunes no weight, so the in-network rows prune nothing)"
+    return (
+        f"OPNP applied in different layers ({model}, paper Table 7), cells FPR95/AUROC, "
+        "and the pruned network's ID accuracy (%). Every row prunes with OPNP's "
+        f"validation-selected percentages: the {pct['weight_low']} % least and "
+        f"{pct['weight_high']} % most sensitive weights{nothing}. Layer rows: those of one "
+        "stage's "
+        "last convolution only. Global Threshold Pruning: one threshold pair over the "
+        f"weights of all {n_layers} convolutions and the FC layer together; Layer-wise "
+        "Pruning: the same percentages in each of them with its own thresholds (in-network "
+        f"sensitivities from {subset}). FC Layer: the main OPNP result, the FC layer "
+        f"with the selected weight masks and {pct['neuron_low']} % / {pct['neuron_high']} % "
+        "least / most sensitive neurons pruned, sensitivities from the full training set. "
+        "No pruning: the unpruned network (Energy)."
     )
 
 
@@ -852,14 +927,36 @@ def _params_text(params: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={_number(params[k])}" for k in sorted(params)) or "-"
 
 
+#: Where a ReAct combination's clip percentile came from (:func:`opnp.config.
+#: react_percentile_source`) -> the note after its value in the selected-hyperparameters
+#: table.
+REACT_PERCENTILE_SOURCES: dict[str, str] = {
+    "selected": "ReAct's selection",
+    "fixed": "fixed in config",
+    "grid": "searched jointly",
+}
+
+
 def selected_params_table(
-    selected: pd.DataFrame, method_labels: Mapping[str, str] | None = None
+    selected: pd.DataFrame,
+    method_labels: Mapping[str, str] | None = None,
+    react_sources: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """The hyperparameters chosen on the validation split, one row per (model, method)
     in the input order. Input columns: ``model, method, params`` (JSON),
     ``val_fpr95, val_auroc`` (mean over validation OOD sets and seeds). Output: index
     ``Method`` (label), columns ``Model``, ``Hyperparameters`` (``"key=value, ..."``,
-    keys sorted, ``"-"`` for none), ``Val FPR95``, ``Val AUROC``. Not bolded."""
+    keys sorted, ``"-"`` for none), ``Val FPR95``, ``Val AUROC``. Not bolded.
+    ``react_sources``: method -> where its ``react_percentile`` came from (a key of
+    :data:`REACT_PERCENTILE_SOURCES`), written after the value, e.g.
+    ``react_percentile=80 (ReAct's selection)``."""
+    react_sources = dict(react_sources or {})
+    for method, source in react_sources.items():
+        if source not in REACT_PERCENTILE_SOURCES:
+            raise ValueError(
+                f"react_sources[{method!r}] = {source!r}; allowed: "
+                f"{sorted(REACT_PERCENTILE_SOURCES)}"
+            )
     frame = _check_frame(
         selected, "selected", ["model", "method", "params", "val_fpr95", "val_auroc"]
     )
@@ -875,7 +972,11 @@ def selected_params_table(
     for record in frame.itertuples(index=False):
         what = f"selected, model {record.model!r} method {record.method!r}"
         params = _params_dict(record.params, what)
-        text = _params_text(params)
+        values = {k: _number(params[k]) for k in sorted(params)}
+        if "react_percentile" in values and record.method in react_sources:
+            note = REACT_PERCENTILE_SOURCES[react_sources[record.method]]
+            values["react_percentile"] += f" ({note})"
+        text = ", ".join(f"{k}={v}" for k, v in values.items()) or "-"
         stats = []
         for column, metric in (("val_fpr95", "fpr95"), ("val_auroc", "auroc")):
             value = float(getattr(record, column))

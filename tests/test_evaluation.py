@@ -12,6 +12,7 @@ from sklearn.metrics import roc_auc_score
 from opnp.evaluation import (
     RESULT_COLUMNS,
     concat_results,
+    evaluate_configs,
     expand_grid,
     mark_selected,
     params_json,
@@ -178,3 +179,31 @@ def test_score_rows_with_uncertainty_carry_intervals_and_resamples_in_percent(tm
     np.testing.assert_allclose(back["auroc_resamples"].iloc[0], rows[0]["auroc_resamples"])
     assert back["auroc_resamples"].iloc[2] is None
     assert back[CI_COLUMNS].iloc[:2].notna().all().all()
+
+
+def test_nan_scores_name_the_method_params_split_and_set():
+    ids = np.array([1.0, 2.0, np.nan, 3.0])
+    with pytest.raises(
+        ValueError,
+        match=r"method 'ash' with params \{\"percentile\": 90\} \(seed 0\) gave 1 NaN and 0 "
+        r"infinite scores of 4 on the ID set of split 'val'",
+    ):
+        score_rows(ids, {"ood": np.zeros(3)}, method="ash", params={"percentile": 90}, split="val")
+    oods = np.array([0.0, np.nan, np.nan, -np.inf])
+    with pytest.raises(ValueError, match=r"2 NaN and 1 infinite scores of 4 on OOD set 'svhn'"):
+        score_rows(np.ones(3), {"svhn": oods}, method="opnp", params={}, split="test", seed=2)
+
+
+def test_evaluate_configs_names_the_detector_whose_scores_are_nan():
+    """The workflow path: a detector whose score is not finite fails with its name, not
+    with a bare metric error."""
+    rng = np.random.default_rng(0)
+    w, b = rng.normal(size=(3, 5)), np.zeros(3)
+    train = np.abs(rng.normal(size=(20, 5)))
+    bad = np.abs(rng.normal(size=(6, 5)))
+    bad[2] = 1e308  # finite features whose logits overflow
+    with pytest.raises(ValueError, match=r"method 'energy' .* infinite scores .* OOD set 'bad'"):
+        evaluate_configs(
+            "energy", [{}], weight=w, bias=b, train_features=train, train_labels=None,
+            id_features=train, ood_features={"bad": bad}, split="test",
+        )  # fmt: skip

@@ -80,3 +80,67 @@ def test_ece_hand_computed():
     correct = np.array([0, 1, 1])
     # 2 bins: (0, .5]: conf mean .3, acc .5; (.5, 1]: conf 1, acc 1 -> ECE = 2/3 * .2
     assert metrics.expected_calibration_error(conf, correct, n_bins=2) == pytest.approx(0.4 / 3)
+
+
+def _reference_fpr95(id_scores, ood_scores, recall_level=0.95):
+    """FPR95 as DICE / ReAct's ``fpr_and_fdr_at_recall`` defines it (ID positive, higher =
+    ID), re-derived: thresholds at the distinct scores, TPR and FP counts of ``score >=
+    threshold``, the threshold whose TPR is closest to ``recall_level`` chosen, scanning
+    from the lowest threshold (highest TPR) up, the first on a tie."""
+    scores = np.concatenate([id_scores, ood_scores])
+    thresholds = np.unique(scores)  # ascending: TPR descending
+    tpr = np.array([np.mean(id_scores >= t) for t in thresholds])
+    fpr = np.array([np.mean(ood_scores >= t) for t in thresholds])
+    full = np.nonzero(tpr == 1.0)[0].max()  # the highest threshold keeping every ID sample
+    tpr, fpr = tpr[full:], fpr[full:]
+    return float(fpr[np.argmin(np.abs(tpr - recall_level))])
+
+
+def _kth_and_next(ids):
+    k = int(np.ceil(0.95 * len(ids) - 1e-12))
+    ordered = np.sort(ids)[::-1]
+    return ordered[k - 1], ordered[k]
+
+
+@pytest.mark.parametrize("n_id", [20, 40, 21, 41, 1000])
+def test_fpr95_agrees_with_the_reference_without_ood_scores_in_the_threshold_gap(n_id):
+    """Same TPR (a multiple of 20, or the TPR at or above 0.95 the nearer one) and no OOD
+    score strictly between the k-th and (k+1)-th largest ID scores: identical."""
+    rng = np.random.default_rng(n_id)
+    ids, oods = rng.normal(1, 1, n_id), rng.normal(0, 1, 300)
+    s_k, s_next = _kth_and_next(ids)
+    oods = oods[(oods <= s_next) | (oods >= s_k)]
+    oods = np.append(oods, s_k)  # an OOD score tied with the threshold counts in both
+    assert metrics.fpr_at_95_tpr(ids, oods) == _reference_fpr95(ids, oods)
+
+
+@pytest.mark.parametrize("n_id", [20, 40, 21, 41])
+def test_fpr95_reference_also_counts_ood_scores_in_the_threshold_gap(n_id):
+    """The reference thresholds at the lowest score above s_(k+1), this module at s_k: at
+    the same TPR the reference FPR95 adds the OOD scores in (s_(k+1), s_k)."""
+    rng = np.random.default_rng(n_id)
+    ids, oods = rng.normal(1, 1, n_id), rng.normal(0, 1, 300)
+    s_k, s_next = _kth_and_next(ids)
+    gap = np.mean((oods > s_next) & (oods < s_k))
+    assert gap > 0
+    assert _reference_fpr95(ids, oods) == pytest.approx(metrics.fpr_at_95_tpr(ids, oods) + gap)
+
+
+def test_fpr95_differs_from_the_reference_for_odd_counts():
+    """13 ID samples: TPR 12/13 = 0.923 is nearer to 0.95 than 13/13, so the reference
+    keeps 12 and thresholds just above the 13th ID score; here all 13 are kept and an OOD
+    score tied with the lowest ID score is a false positive."""
+    ids = np.arange(1.0, 14.0)  # 1 .. 13
+    oods = np.array([0.0, 1.0, 1.5, 20.0])
+    assert metrics.fpr_at_95_tpr(ids, oods) == 3 / 4  # >= 1: 1.0, 1.5, 20
+    assert _reference_fpr95(ids, oods) == 2 / 4  # > 1: 1.5, 20
+
+
+def test_fpr95_differs_from_the_reference_when_id_ties_jump_over_95():
+    """100 ID samples whose 95th-99th largest scores tie: the TPR jumps from 0.94 to 0.99;
+    the reference takes 0.94 (nearer), this module 0.99 (the smallest TPR >= 0.95)."""
+    ids = np.concatenate([np.linspace(10, 20, 94), np.full(5, 5.0), [1.0]])
+    oods = np.array([5.0, 5.0, 7.0, 0.0])
+    assert np.mean(ids >= 5.0) == 0.99 and np.mean(ids >= 10.0) == 0.94
+    assert metrics.fpr_at_95_tpr(ids, oods) == 3 / 4  # threshold 5, its ties included
+    assert _reference_fpr95(ids, oods) == 1 / 4  # lowest score above 5 with TPR 0.94: 7

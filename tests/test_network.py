@@ -88,3 +88,72 @@ def test_pruned_copy_and_context_manager():
     with pytest.raises(ValueError, match="mask for '5.weight' has shape"):
         pruned_model(model, {"5.weight": mask[:2]})
     assert np.isfinite(clone[5].weight.detach().numpy()).all()
+
+
+def _tiny_cnn_and_data():
+    from opnp.models import small_cnn
+
+    torch.manual_seed(0)
+    model = small_cnn(num_classes=4, in_channels=1, feature_dim=16).eval()
+    gen = torch.Generator().manual_seed(1)
+
+    def dataset(n, shift):
+        x = torch.rand(n, 1, 8, 8, generator=gen) + shift
+        return torch.utils.data.TensorDataset(x, torch.randint(0, 4, (n,), generator=gen))
+
+    return model, dataset(40, 0.0), dataset(30, 0.0), {"far": dataset(25, 2.0)}
+
+
+def test_conv_and_fc_weights_lists_every_conv_then_fc():
+    from opnp.network import conv_and_fc_weights
+
+    model, *_ = _tiny_cnn_and_data()
+    names = conv_and_fc_weights(model)
+    convs = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    assert names == [f"{n}.weight" for n in convs] + ["fc.weight"]
+    assert len(convs) == 6  # two per stage, not only each stage's last
+    with pytest.raises(ValueError, match="no nn.Linear 'fc'"):
+        conv_and_fc_weights(_net())
+
+
+def test_table7_rows_compare_like_with_like():
+    """FC row = the main OPNP result (selected weight and neuron masks, full sensitivity);
+    in-network rows prune the selected weight percentages; global / layer-wise cover every
+    conv and the FC layer; every row has the pruned network's ID accuracy."""
+    import json
+
+    from opnp.detectors import create_detector
+    from opnp.evaluation import accuracy, layer_ablation, metric_values
+    from opnp.network import conv_and_fc_weights, network_logits
+
+    model, train, id_test, ood = _tiny_cnn_and_data()
+    with torch.no_grad():
+        h_train = model.forward_features(train.tensors[0]).double().numpy()
+        h_id = model.forward_features(id_test.tensors[0]).double().numpy()
+        h_ood = model.forward_features(ood["far"].tensors[0]).double().numpy()
+    w, b = (p.detach().double().numpy() for p in (model.fc.weight, model.fc.bias))
+    selected = {"weight_low": 20, "weight_high": 2, "neuron_low": 10, "neuron_high": 10}
+    main = create_detector("opnp", weight=w, bias=b, **selected).fit(h_train)
+    rows, layer_means = layer_ablation(
+        model, train, id_test, ood, selected=selected, fc_sensitivity=main.param_sensitivity,
+        train_fraction=100, batch_size=16,
+    )  # fmt: skip
+    by_variant = {r["variant"]: r for r in rows}
+    assert set(by_variant) == {"none", "stage1", "stage2", "stage3", "global", "layerwise", "fc"}
+    fc = by_variant["fc"]
+    expected = metric_values(main.score(h_id), main.score(h_ood))
+    for metric, value in expected.items():
+        assert fc[metric] == pytest.approx(value, abs=1e-9), metric
+    assert fc["id_accuracy"] == accuracy(main.logits(h_id), id_test.tensors[1].numpy())
+    every = conv_and_fc_weights(model)
+    for variant, row in by_variant.items():
+        params = json.loads(row["params"])
+        if variant in ("global", "layerwise"):
+            assert params["parameters"] == every
+        if variant.startswith("stage") or variant in ("global", "layerwise"):
+            assert (params["weight_low"], params["weight_high"]) == (20, 2)
+            assert params["n_pruned"] > 0
+        assert np.isfinite(row["id_accuracy"])
+    logits, labels = network_logits(model, id_test)
+    assert by_variant["none"]["id_accuracy"] == accuracy(logits, labels)
+    assert list(layer_means["layer"]) == ["stage1", "stage2", "stage3", "fc"]

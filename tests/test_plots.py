@@ -388,3 +388,37 @@ def test_pruned_weight_sensitivity_rejects_bad_input(tmp_path, sensitivity):
         plots.plot_pruned_weight_sensitivity(param, param, ~keep, out, ood_name="")
     with pytest.raises(ValueError, match="bins"):
         plots.plot_pruned_weight_sensitivity(param, param, ~keep, out, bins=0)
+
+
+def test_fig9_plots_the_low_sensitivity_pruned_weights(tmp_path, sensitivity):
+    """Eq. 11 is about the weights pruned on the low side: the selected weight_low tail,
+    not the high side or pruned neurons; the title says which and the panel the ratio."""
+    param, _ = sensitivity
+    selected = {"weight_low": 20, "weight_high": 1, "neuron_low": 10, "neuron_high": 5}
+    keep, weight_low, source = plots.low_sensitivity_pruned(param, selected, 60)
+    assert (weight_low, source) == (20.0, "selected weight_low")
+    np.testing.assert_array_equal(~keep, param < np.percentile(param, 20))
+    assert param[~keep].max() <= param[keep].min()  # low side only
+    rng = np.random.default_rng(9)
+    ood = param * rng.uniform(1.0, 2.0, size=param.shape)
+    out = tmp_path / "fig9.png"
+    fig = plots.plot_pruned_weight_sensitivity(
+        param, ood, keep, out, ood_name="SUN", pruned_what="the 20 % least sensitive"
+    )
+    check_png(out)
+    title = fig.axes[0].get_title()
+    assert f"{(~keep).sum():,} pruned weights, ID vs SUN" in title
+    assert "Eq. 11" in title and "the 20 % least sensitive" in title
+    ratio = ood[~keep].mean() / param[~keep].mean()
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert any(f"mean SUN / mean ID = {ratio:.3g}" in t for t in texts), texts
+
+
+def test_fig9_falls_back_when_the_selection_pruned_no_low_side(sensitivity):
+    param, _ = sensitivity
+    for selected in ({"weight_high": 1, "neuron_low": 10}, {"weight_low": 0}):
+        keep, weight_low, source = plots.low_sensitivity_pruned(param, selected, 40)
+        assert weight_low == 40.0 and source.startswith("fallback")
+        np.testing.assert_array_equal(~keep, param < np.percentile(param, 40))
+    with pytest.raises(ValueError, match="fallback_weight_low must be in"):
+        plots.low_sensitivity_pruned(param, {}, 0)

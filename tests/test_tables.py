@@ -365,10 +365,13 @@ def variant_frame(experiment, variants, method="opnp", seeds=(0,), extra=()):
 
 
 def test_layer_ablation_table_rows():
-    variants = ["fc", "layerwise", "layer4", "layer2", "global", "layer1", "layer3"]
+    variants = ["fc", "layerwise", "layer4", "none", "layer2", "global", "layer1", "layer3"]
     frame = variant_frame("table7", variants)
+    accuracy = {v: 70.0 + i for i, v in enumerate(variants)}
+    frame["id_accuracy"] = frame["variant"].map(accuracy)
     table = tables.layer_ablation_table(frame, OOD_SETS[:2])
     assert list(table.index) == [
+        "No pruning (Energy)",
         "Layer1",
         "Layer2",
         "Layer3",
@@ -377,7 +380,11 @@ def test_layer_ablation_table_rows():
         "Layer-wise Pruning",
         "FC Layer",
     ]
-    assert list(table.columns) == OOD_SETS[:2]
+    assert list(table.columns) == [*OOD_SETS[:2], "ID Acc"]
+    assert table.loc["Global Threshold Pruning", "ID Acc"].mean == accuracy["global"]
+    assert table.loc["No pruning (Energy)", "ID Acc"].mean == accuracy["none"]
+    with pytest.raises(ValueError, match="variant 'none' has no id_accuracy"):
+        tables.layer_ablation_table(frame.assign(id_accuracy=np.nan), OOD_SETS[:2])
     cell = table.loc["FC Layer", "SUN"]
     sel = frame[(frame["variant"] == "fc") & (frame["ood_set"] == "SUN")].iloc[0]
     assert str(cell) == f"{sel['fpr95']:.2f}/{sel['auroc']:.2f}"
@@ -662,3 +669,62 @@ def test_subset_sizes_come_from_the_rows_params():
     frame.loc[0, "params"] = "{}"
     with pytest.raises(ValueError, match="sensitivity_samples"):
         tables.subset_sizes(frame)
+
+
+def test_selected_params_table_names_where_the_react_percentile_came_from():
+    selected = pd.DataFrame(
+        [
+            {
+                "model": "m",
+                "method": method,
+                "params": json.dumps({"percentile": 50, "react_percentile": 80}),
+                "val_fpr95": 30.0,
+                "val_auroc": 90.0,
+            }
+            for method in ("dice+react", "opnp+react")
+        ]
+    )
+    table = tables.selected_params_table(
+        selected, react_sources={"dice+react": "selected", "opnp+react": "fixed"}
+    )
+    assert table.loc["DICE+ReAct", "Hyperparameters"] == (
+        "percentile=50, react_percentile=80 (ReAct's selection)"
+    )
+    assert table.loc["OPNP+ReAct", "Hyperparameters"] == (
+        "percentile=50, react_percentile=80 (fixed in config)"
+    )
+    with pytest.raises(ValueError, match=r"react_sources\['dice\+react'\] = 'guessed'"):
+        tables.selected_params_table(selected, react_sources={"dice+react": "guessed"})
+
+
+def test_table4_note_states_onp_low_side_is_tnp_only_where_it_holds():
+    note = tables.onp_low_side_note("mean", "per_sample")
+    assert "low side prunes exactly TNP's neurons" in note and "high side" in note
+    assert tables.onp_low_side_note("max", "per_sample") == ""
+    assert tables.onp_low_side_note("mean", "batch") == ""
+
+
+def test_layer_ablation_caption_says_what_each_row_prunes():
+    selected = {"neuron_high": 5, "neuron_low": 10, "weight_high": 0.5, "weight_low": 20}
+    every = ["a.weight", "b.weight", "c.weight", "fc.weight"]
+    in_network = {"weight_low": 20, "weight_high": 0.5, "sensitivity": "20 % of training"}
+    frame = pd.DataFrame(
+        {
+            "variant": ["fc", "global", "layer1"],
+            "params": [
+                json.dumps({**selected, "parameters": ["fc.weight"]}),
+                json.dumps({**in_network, "parameters": every}),
+                json.dumps({**in_network, "parameters": ["a.weight"]}),
+            ],
+        }
+    )
+    caption = tables.layer_ablation_caption(frame, "resnet50")
+    assert "the 20 % least and 0.5 % most sensitive weights." in caption
+    assert "all 3 convolutions and the FC layer" in caption
+    assert "20 % of training" in caption
+    assert "10 % / 5 % least / most sensitive neurons" in caption
+    assert "ID accuracy" in caption
+    zero = frame.assign(params=[json.dumps({"weight_low": 0, "neuron_high": 5})] * 3)
+    assert "prunes no weight" in tables.layer_ablation_caption(zero, "m")
+    with pytest.raises(ValueError, match="no 'fc' row"):
+        tables.layer_ablation_caption(frame[frame["variant"] != "fc"], "m")

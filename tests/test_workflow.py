@@ -100,6 +100,34 @@ def test_test_ood_sets_never_reach_hyperparameter_selection(tmp_path):
             assert f"/{name}." in inputs, f"{rule} misses validation OOD set {name}"
 
 
+def test_react_combinations_wait_for_reacts_selection(tmp_path):
+    """dice+react / opnp+react take ReAct's selected percentile: their selection job reads
+    ReAct's selection table, the other methods' jobs do not."""
+    config = load(REPO / "config" / "config.yaml")
+    jobs = dry_run_job_files(tmp_path, REPO / "config" / "config.yaml")
+    selection = [inputs for rule, inputs in jobs if rule == "select_hyperparameters"]
+    react_table = "/selection/smallcnn/react.parquet"
+    readers = [i for i in selection if react_table in i]
+    assert len(readers) == 2, readers
+    for method in ("dice+react", "opnp+react"):
+        assert config["methods"][method]["fixed"]["react_percentile"] == "selected"
+    # One reader is opnp+react (it also reads the sensitivity), the other dice+react.
+    assert sorted("/sensitivity/" in i for i in readers) == [False, True]
+
+
+def react_percentiles(results: pd.DataFrame, method: str) -> set[float]:
+    rows = results[(results["method"] == method) & (results["experiment"] == "main")]
+    return {json.loads(p).get("react_percentile") for p in rows["params"]}
+
+
+def selected_react_percentile(results: pd.DataFrame) -> float:
+    react = results[
+        (results["method"] == "react") & (results["split"] == "val") & results["selected"]
+    ]
+    (percentile,) = {json.loads(p)["percentile"] for p in react["params"]}
+    return percentile
+
+
 # ------------------------------------------------------------------ runs (slow)
 
 
@@ -131,6 +159,8 @@ def check_outputs(workdir: Path, config: dict) -> pd.DataFrame:
             rows = test[(test["method"] == method) & (test["ood_set"] == ood)]
             assert len(rows) >= 1, f"no test row for {method} on {ood}"
             assert np.isfinite(rows[METRICS].to_numpy()).all(), f"{method} on {ood}"
+            # every method (ODIN too) records the unpruned network's ID test accuracy
+            assert np.isfinite(rows["id_accuracy"]).all(), f"{method} lacks id_accuracy"
             assert ((rows[METRICS] >= 0) & (rows[METRICS] <= 100)).all().all()
     for column in ["config_hash", "opnp_version", "git_commit"]:
         assert (results[column].astype(str).str.len() > 0).all(), column
@@ -304,7 +334,14 @@ def test_killed_runs_resume_to_identical_results(tiny_run, tmp_path):
 @pytest.mark.slow
 def test_default_workflow_end_to_end(default_run):
     config = load(REPO / "config" / "config.yaml")
-    check_outputs(default_run, config)
+    results = check_outputs(default_run, config)
+    # The ReAct combinations clip at ReAct's selected percentile, in selection and test
+    # rows alike, and the selected-hyperparameters table says so.
+    chosen = selected_react_percentile(results)
+    for method in ("opnp+react", "dice+react"):
+        assert react_percentiles(results, method) == {chosen}, method
+    table = (default_run / "results/digits/tables/selected_hyperparameters_smallcnn.md").read_text()
+    assert f"react_percentile={chosen:g} (ReAct's selection)" in table
     summary = json.loads((default_run / "results/digits/models/smallcnn/summary.json").read_text())
     assert summary["id_test_accuracy"] > 90
     report = default_run / "report.html"

@@ -2,7 +2,7 @@
 
 Names (see each module's docstring for the definition and every choice made):
 msp, maxlogit, energy (logits.py); mahalanobis; react; dice, dice+react (dice.py); ash;
-knn; gradnorm; line; opp, onp, opnp, opnp+react, opnp+msp (opnp.py);
+knn; gradnorm; line; opp, onp, opnp, opnp+react, opp+react, opnp+msp (opnp.py);
 rpp, rnp, tpp, tnp (pruning_baselines.py). ODIN needs the network: :mod:`opnp.odin`.
 """
 

@@ -2,8 +2,9 @@
 
 Per sample h (D,): s1 = sum(h); keep the k = D - round(D * p / 100) largest entries
 (``percentile`` p, default 90; SPEC: 95 for ViT and CIFAR DenseNet), zero the rest;
-s2 = sum of the kept entries; h' = kept * exp(s1 / s2). Score: Energy T logsumexp(f/T)
-of W h' + b. (The ASH code applies this to the feature map before global pooling; with
+s2 = sum of the kept entries; h' = kept * exp(s1 / s2), and h' = kept (no scaling) when
+s2 = 0, e.g. an all-zero feature row, whose score is then the Energy of the bias. Score:
+Energy T logsumexp(f/T) of W h' + b. (The ASH code applies this to the feature map before global pooling; with
 cached pooled features it is applied to the pooled vector, as in OpenOOD's feature-level
 evaluations. Which entries are kept among exact ties is unspecified, as with topk.)
 """
@@ -30,8 +31,11 @@ def ash_s(h: np.ndarray, percentile: float) -> np.ndarray:
     rows = np.arange(n)[:, None]
     out[rows, top] = h[rows, top]
     s2 = out.sum(axis=1)
+    # A row whose kept entries sum to 0 (e.g. an all-zero feature row) is not scaled:
+    # exp(s1 / s2) would be 0/0 = NaN, and the kept row is all zeros (ReLU) anyway.
+    zero = s2 == 0
     with np.errstate(divide="ignore", invalid="ignore"):
-        scale = np.exp(s1 / s2)
+        scale = np.where(zero, 1.0, np.exp(s1 / np.where(zero, 1.0, s2)))
     return out * scale[:, None]
 
 

@@ -1,4 +1,4 @@
-"""OPNP (paper section 3) and its variants: opp, onp, opnp, opnp+react, opnp+msp.
+"""OPNP (paper section 3) and its variants: opp, onp, opnp, opnp+react, opp+react, opnp+msp.
 
 1. Parameter sensitivity S (C, D) of the FC layer on the training features, Eq. 6
    (:func:`opnp.sensitivity.parameter_sensitivity`), or the precomputed matrix passed as
@@ -13,8 +13,11 @@
 ``opp`` uses the weight mask only (accepts weight_low / weight_high), ``onp`` the neuron
 mask only (neuron_low / neuron_high), ``opnp`` both. ``opnp+react`` first clips the
 features at the ReAct threshold (``react_percentile``-th percentile, default 90, of all
-training activations); sensitivities are computed on the unclipped training features
-(SPEC). All percentages default to 0, and with all of them 0 the score equals Energy.
+training activations; the workflow passes ReAct's validation-selected percentile unless
+the config fixes it, see config/README.md); sensitivities are computed on the unclipped
+training features (SPEC). ``opp+react`` is the same with the weight mask only (the
+paper's "OPP+ReAct" of Table 2, ViT). All percentages default to 0, and with all of them
+0 the score equals Energy (ReAct for the +react variants).
 ``.logits(features)`` returns the pruned (and clipped) layer's logits (Table 3, Fig. 4);
 classification in the paper always uses the unpruned layer.
 """
@@ -136,6 +139,14 @@ class OPNPReAct(SensitivityPruning):
     """ReAct clipping, then the OPNP-pruned layer, Energy score."""
 
     defaults = {**SensitivityPruning.defaults, "react_percentile": 90.0}
+    react = True
+
+
+@register_detector("opp+react")
+class OPPReAct(SensitivityPruning):
+    """ReAct clipping, then the OPP-pruned layer (weight mask only), Energy score."""
+
+    defaults = {"weight_low": 0.0, "weight_high": 0.0, **_COMMON, "react_percentile": 90.0}
     react = True
 
 

@@ -17,3 +17,14 @@ def test_ash_s_hand_computed():
     assert det.score(h)[0] == pytest.approx(np.log(np.exp(out).sum()))
     # p = 75 keeps round(4 - 3) = 1 entry
     np.testing.assert_allclose(ash_s(h, 75), [[0.0, 4.0 * np.exp(10 / 4), 0.0, 0.0]])
+
+
+def test_all_zero_feature_row_is_not_scaled():
+    """s1 = s2 = 0: no scaling (exp(0/0) would be NaN); the score is the bias's Energy."""
+    rng = np.random.default_rng(1)
+    w, b = rng.normal(size=(4, 10)), rng.normal(size=4)
+    h = np.vstack([np.zeros(10), np.maximum(rng.normal(size=10), 0)])
+    np.testing.assert_array_equal(ash_s(h, 80)[0], np.zeros(10))
+    scores = create_detector("ash", weight=w, bias=b, percentile=80).score(h)
+    assert np.isfinite(scores).all()
+    assert scores[0] == pytest.approx(np.log(np.exp(b).sum()), rel=1e-12)

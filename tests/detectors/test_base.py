@@ -11,7 +11,7 @@ from opnp.detectors import available_detectors, create_detector
 
 EXPECTED = {
     "msp", "maxlogit", "energy", "mahalanobis", "react", "dice", "ash", "knn", "gradnorm",
-    "line", "opp", "onp", "opnp", "opnp+react", "opnp+msp", "dice+react", "rpp", "rnp",
+    "line", "opp", "onp", "opnp", "opnp+react", "opp+react", "opnp+msp", "dice+react", "rpp", "rnp",
     "tpp", "tnp",
 }  # fmt: skip
 

@@ -138,6 +138,8 @@ rule layer_ablation:
         id_test=lambda wc: dataset_manifest(ID_TEST, wc.model),
         ood_test=unit_manifests(*OOD_TEST),
         fc_sensitivity=full_sensitivity("{model}"),
+        # every row prunes with OPNP's validation-selected percentages
+        selection=f"{RESULTS}/selection/{{model}}/opnp.parquet",
     output:
         results=f"{RESULTS}/ablations/{{model}}/table7_layers.parquet",
         layer_means=f"{RESULTS}/ablations/{{model}}/fig6_layer_sensitivity.parquet",
@@ -154,8 +156,11 @@ rule layer_ablation:
         spec=lambda wc: model_spec(wc.model),
         layers=ABLATIONS.get("layers", {}),
         extraction=EXTRACTION_SETTINGS,
+        statistic=config["sensitivity"]["statistic"],
         seed=SEEDS[0],
-        config_hash=stable_hash(ABLATIONS.get("layers", {})),
+        config_hash=stable_hash(
+            [ABLATIONS.get("layers", {}), config["sensitivity"]["statistic"]]
+        ),
         benchmark=BENCHMARK,
         ood_names=OOD_TEST,
         uncertainty=UNCERTAINTY,

@@ -18,7 +18,11 @@ os.environ.update(
 )
 
 sys.path.insert(0, workflow.basedir)
-from opnp.config import check_config, replicate_parts  # noqa: E402 - needs the path above
+from opnp.config import (  # noqa: E402 - needs the path above
+    check_config,
+    react_percentile_source,
+    replicate_parts,
+)
 from opnp.datasets import source_fingerprint  # noqa: E402
 from opnp.replicates import replicate_unit  # noqa: E402
 
@@ -84,7 +88,7 @@ LOCAL_CPU_JOBS = config["resources"]["local_cpu_jobs"]
 NETWORK_METHODS = {"odin"}
 FEATURE_METHODS = [m for m in METHODS if m not in NETWORK_METHODS]
 # Methods whose hyperparameters are pruning percentages of the sensitivity masks.
-SENSITIVITY_METHODS = {"opp", "onp", "opnp", "opnp+react", "opnp+msp"}
+SENSITIVITY_METHODS = {"opp", "onp", "opnp", "opnp+react", "opp+react", "opnp+msp"}
 
 
 def _names_regex(names):
@@ -287,6 +291,12 @@ def selection_inputs(wildcards):
     }
     if wildcards.method in SENSITIVITY_METHODS:
         inputs["sensitivity"] = full_sensitivity(m)
+    source = react_percentile_source(
+        wildcards.method, config["methods"][wildcards.method]
+    )
+    if source == "selected":
+        # The combination clips at ReAct's validation-selected percentile.
+        inputs["react_selection"] = f"{RESULTS}/selection/{m}/react.parquet"
     return inputs
 
 
@@ -311,8 +321,8 @@ def has_methods(*names):
     return all(n in METHODS for n in names)
 
 
-# Fig. 9 when the selected OPNP config prunes nothing: the largest low-sensitivity
-# percentage of the OPNP grid (at least 10 %).
+# Fig. 9 (the low-sensitivity pruned weights of Eq. 11) when the selected OPNP config
+# has weight_low 0: the largest low-sensitivity percentage of the OPNP grid (at least 10 %).
 FIG9_FALLBACK_WEIGHT_LOW = max(
     [10, *config["methods"].get("opnp", {}).get("grid", {}).get("weight_low", [])]
 )

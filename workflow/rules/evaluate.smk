@@ -95,6 +95,8 @@ rule evaluate_odin:
         model=model_file,
         selection=f"{RESULTS}/selection/{{model}}/odin.parquet",
         id_test=lambda wc: dataset_manifest(ID_TEST, wc.model),
+        # cached logits of the unpruned network: the ID accuracy every method records
+        id_test_features=features_of("{model}", ID_TEST)["manifest"],
         ood_test=unit_manifests(*OOD_TEST),
     output:
         results=f"{RESULTS}/evaluation/{{model}}/odin.parquet",

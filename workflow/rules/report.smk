@@ -44,6 +44,12 @@ rule make_table:
         table4_methods=TABLE4_METHODS,
         with_without_methods=WITH_WITHOUT_METHODS,
         uncertainty=UNCERTAINTY,
+        sensitivity={k: config["sensitivity"][k] for k in ("statistic", "reduction")},
+        react_sources={
+            m: react_percentile_source(m, config["methods"][m])
+            for m in METHODS
+            if react_percentile_source(m, config["methods"][m])
+        },
     script:
         "../scripts/make_table.py"
 

@@ -1,12 +1,16 @@
-"""Table 7 and Fig. 6: OPNP-style weight pruning inside the network. Sensitivities of the
-last conv layer of each stage and of the FC layer by per-sample autograd on a seeded
-training subset; then pruning in one layer at a time, with one global threshold over all
-layers, or with the same percentages in every layer; each pruned network is scored with
-Energy on the test sets."""
+"""Table 7 and Fig. 6: OPNP's pruning inside the network with the percentages OPNP
+selected on validation. The FC row is the main OPNP result (selected weight and neuron
+masks from the full-training-set sensitivity); Layer1-K prune the same weight
+percentages in one stage's last convolution; global / layer-wise pruning cover every
+convolution and the FC layer (sensitivities by per-sample autograd on a seeded training
+subset). Each pruned network is scored with Energy on the test sets, with its ID
+accuracy."""
 
-from opnp.artifacts import job_results, load_model, read_json, write_results
+import pandas as pd
+
+from opnp.artifacts import job_results, load_model, load_sensitivity, read_json, write_results
 from opnp.datasets import open_dataset, seeded_subset
-from opnp.evaluation import layer_ablation
+from opnp.evaluation import layer_ablation, selected_params
 from opnp.models import preprocessing
 from opnp.runtime import setup_job
 
@@ -25,13 +29,17 @@ ood_test = {
     name: open_dataset(read_json(path), transform=transform)
     for name, path in zip(snakemake.params.ood_names, snakemake.input.ood_test, strict=True)
 }
+selected = selected_params(pd.read_parquet(snakemake.input.selection))
+log.info("OPNP's selected setting: %s", selected)
 rows, layer_means = layer_ablation(
     model,
     train,
     id_test,
     ood_test,
-    low=layers.get("low", 10),
-    high=layers.get("high", 1),
+    selected=selected,
+    fc_sensitivity=load_sensitivity(snakemake.input.fc_sensitivity),
+    statistic=snakemake.params.statistic,
+    train_fraction=layers["train_fraction"],
     batch_size=extraction["batch_size"],
     num_workers=extraction["num_workers"],
     log=log,

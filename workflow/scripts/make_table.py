@@ -38,7 +38,7 @@ elif kind == "selected":
         .reset_index()
         .rename(columns={"fpr95": "val_fpr95", "auroc": "val_auroc"})
     )
-    table = tables.selected_params_table(chosen)
+    table = tables.selected_params_table(chosen, react_sources=snakemake.params.react_sources)
     caption = f"Hyperparameters chosen on the validation split ({spec['model']}), with their mean validation FPR95/AUROC."
 elif kind == "table3":
     table = tables.pruned_accuracy_table(results[results["experiment"] == "table3"])
@@ -48,13 +48,11 @@ elif kind == "table4":
         main[main["method"].isin(snakemake.params.table4_methods)], ood_sets
     )
     caption = f"Random (RPP/RNP), magnitude (TPP/TNP) and sensitivity-guided (OPP/ONP) pruning, each at its validation-selected percentage; FPR95 ({spec['model']}, paper Table 4)."
+    caption += tables.onp_low_side_note(**snakemake.params.sensitivity)
 elif kind == "table7":
-    table = tables.layer_ablation_table(
-        results[(results["experiment"] == "table7") & (results["split"] == "test")], ood_sets
-    )
-    caption = (
-        f"OPNP applied in different layers ({spec['model']}, paper Table 7), cells FPR95/AUROC."
-    )
+    table7 = results[(results["experiment"] == "table7") & (results["split"] == "test")]
+    table = tables.layer_ablation_table(table7, ood_sets)
+    caption = tables.layer_ablation_caption(table7, spec["model"])
 elif kind == "table8":
     table = tables.subset_table(
         results[(results["experiment"] == "table8") & (results["split"] == "test")], ood_sets

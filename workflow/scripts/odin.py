@@ -4,9 +4,10 @@ validation split (rule select_odin) or score the selected values on the test set
 
 import pandas as pd
 
-from opnp.artifacts import job_results, load_model, read_json, write_results
+from opnp.artifacts import job_results, load_feature_set, load_model, read_json, write_results
 from opnp.datasets import open_dataset
 from opnp.evaluation import (
+    accuracy,
     evaluate_network_configs,
     expand_grid,
     mark_selected,
@@ -63,5 +64,9 @@ if selecting:
     frame = mark_selected(frame, snakemake.params.metric)
     write_results(frame, snakemake.output[0])
 else:
+    # ODIN classifies with the unpruned, unperturbed network, like every other method:
+    # its accuracy on the ID test set (from the cached logits).
+    id_test = load_feature_set(snakemake.input.id_test_features)
+    frame["id_accuracy"] = accuracy(id_test.logits, id_test.labels)
     write_results(frame, snakemake.output.results)
     save_npz_atomic(snakemake.output.scores, **scores[0])

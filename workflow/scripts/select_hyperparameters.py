@@ -1,5 +1,7 @@
 """Grid search of one method's hyperparameters on the validation split only."""
 
+import pandas as pd
+
 from opnp.artifacts import (
     job_results,
     load_fc,
@@ -8,12 +10,24 @@ from opnp.artifacts import (
     load_sensitivity,
     write_results,
 )
-from opnp.evaluation import evaluate_configs, expand_grid, mark_selected
+from opnp.evaluation import (
+    evaluate_configs,
+    expand_grid,
+    mark_selected,
+    resolve_react_percentile,
+)
 from opnp.runtime import setup_job
 
 log = setup_job(snakemake.log[0], threads=snakemake.threads)
 method = snakemake.wildcards.method
-settings = snakemake.params.settings
+react_selection = (
+    pd.read_parquet(snakemake.input.react_selection)
+    if "react_selection" in snakemake.input.keys()
+    else None
+)
+# A combination with ReAct clips at ReAct's own selected percentile unless the config
+# fixes or searches it (opnp.config.react_percentile_source).
+settings = resolve_react_percentile(method, snakemake.params.settings, react_selection)
 weight, bias = load_fc(snakemake.input.fc)
 train = load_feature_set(snakemake.input.train)
 id_val = load_feature_set(snakemake.input.id_val)
