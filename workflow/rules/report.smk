@@ -2,6 +2,32 @@
 # cached arrays, never by re-running a model.
 
 
+def figure_facts(wildcards, output):
+    """The numbers a figure's caption quotes (its <stem>.facts.json, see opnp.plots),
+    for the caption template as snakemake.params.facts; {} before the figure exists.
+    A function of the output, so Snakemake does not count it among the params whose
+    change triggers a rerun: `snakemake --report` reads it after the run."""
+    if not os.path.isfile(output.facts):
+        return {}
+    with open(output.facts, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def figure_files(stem, caption, labels):
+    """Outputs of a figure rule: the PNG (in the report, with its caption), the vector
+    PDF and the facts JSON that opnp.plots writes beside it."""
+    return {
+        "png": report(
+            f"{RESULTS}/figures/{stem}.png",
+            caption=caption,
+            category="Figures",
+            labels=labels,
+        ),
+        "pdf": f"{RESULTS}/figures/{stem}.pdf",
+        "facts": f"{RESULTS}/figures/{stem}.facts.json",
+    }
+
+
 rule aggregate_results:
     input:
         result_parquets(),
@@ -51,10 +77,9 @@ rule figure_sensitivity_distribution:
     input:
         sensitivities=[full_sensitivity(m) for m in MODELS],
     output:
-        report(
-            f"{RESULTS}/figures/{{fig}}_sensitivity_distribution.png",
+        **figure_files(
+            "{fig}_sensitivity_distribution",
             caption="../report/fig_sensitivity_distribution.rst",
-            category="Figures",
             labels={"figure": "{fig} sensitivity distribution"},
         ),
     log:
@@ -67,6 +92,7 @@ rule figure_sensitivity_distribution:
         "../envs/analysis.yaml"
     params:
         models=MODELS,
+        facts=figure_facts,
     script:
         "../scripts/figure_sensitivity_distribution.py"
 
@@ -76,10 +102,9 @@ rule figure_pruning_before_after:
         sensitivity=full_sensitivity("{model}"),
         selection=f"{RESULTS}/selection/{{model}}/opnp.parquet",
     output:
-        report(
-            f"{RESULTS}/figures/fig2_pruning_before_after_{{model}}.png",
+        **figure_files(
+            "fig2_pruning_before_after_{model}",
             caption="../report/fig2.rst",
-            category="Figures",
             labels={"figure": "fig2", "model": "{model}"},
         ),
     log:
@@ -90,6 +115,7 @@ rule figure_pruning_before_after:
         "../envs/analysis.yaml"
     params:
         statistic=config["sensitivity"]["statistic"],
+        facts=figure_facts,
     script:
         "../scripts/figure_pruning_before_after.py"
 
@@ -98,10 +124,9 @@ rule figure_percentage_sweep:
     input:
         f"{RESULTS}/ablations/{{model}}/fig3_sweep.parquet",
     output:
-        report(
-            f"{RESULTS}/figures/fig3_percentage_sweep_{{model}}.png",
+        **figure_files(
+            "fig3_percentage_sweep_{model}",
             caption="../report/fig3.rst",
-            category="Figures",
             labels={"figure": "fig3", "model": "{model}"},
         ),
     log:
@@ -110,6 +135,8 @@ rule figure_percentage_sweep:
         f"{BENCHMARKS}/figures/fig3_{{model}}.tsv"
     conda:
         "../envs/analysis.yaml"
+    params:
+        facts=figure_facts,
     script:
         "../scripts/figure_percentage_sweep.py"
 
@@ -118,10 +145,9 @@ rule figure_reliability:
     input:
         f"{RESULTS}/ablations/{{model}}/fig4_calibration.parquet",
     output:
-        report(
-            f"{RESULTS}/figures/fig4_reliability_{{model}}.png",
+        **figure_files(
+            "fig4_reliability_{model}",
             caption="../report/fig4.rst",
-            category="Figures",
             labels={"figure": "fig4", "model": "{model}"},
         ),
     log:
@@ -130,6 +156,9 @@ rule figure_reliability:
         f"{BENCHMARKS}/figures/fig4_{{model}}.tsv"
     conda:
         "../envs/analysis.yaml"
+    params:
+        min_bin_count=ABLATIONS["calibration"]["min_bin_count"],
+        facts=figure_facts,
     script:
         "../scripts/figure_reliability.py"
 
@@ -139,10 +168,9 @@ rule figure_score_distributions:
         energy=f"{RESULTS}/scores/{{model}}/energy.npz",
         opnp=f"{RESULTS}/scores/{{model}}/opnp.npz",
     output:
-        report(
-            f"{RESULTS}/figures/fig5_score_distributions_{{model}}.png",
+        **figure_files(
+            "fig5_score_distributions_{model}",
             caption="../report/fig5.rst",
-            category="Figures",
             labels={"figure": "fig5", "model": "{model}"},
         ),
     log:
@@ -151,6 +179,8 @@ rule figure_score_distributions:
         f"{BENCHMARKS}/figures/fig5_{{model}}.tsv"
     conda:
         "../envs/analysis.yaml"
+    params:
+        facts=figure_facts,
     script:
         "../scripts/figure_score_distributions.py"
 
@@ -159,10 +189,9 @@ rule figure_layer_sensitivity:
     input:
         f"{RESULTS}/ablations/{{model}}/fig6_layer_sensitivity.parquet",
     output:
-        report(
-            f"{RESULTS}/figures/fig6_layer_sensitivity_{{model}}.png",
+        **figure_files(
+            "fig6_layer_sensitivity_{model}",
             caption="../report/fig6.rst",
-            category="Figures",
             labels={"figure": "fig6", "model": "{model}"},
         ),
     log:
@@ -171,6 +200,8 @@ rule figure_layer_sensitivity:
         f"{BENCHMARKS}/figures/fig6_{{model}}.tsv"
     conda:
         "../envs/analysis.yaml"
+    params:
+        facts=figure_facts,
     script:
         "../scripts/figure_layer_sensitivity.py"
 
