@@ -1,9 +1,17 @@
 """The paper's figures, drawn with seaborn from Parquet results and cached arrays.
 
 Each function validates its input (ValueError naming the argument and the bad value,
-before any drawing), writes one 150-dpi PNG to ``out_path`` atomically (a temporary
-file in the same folder, then ``os.replace``; missing parent folders are made) and
-returns the :class:`matplotlib.figure.Figure`.
+before any drawing), writes the figure atomically (a temporary file in the same folder,
+then ``os.replace``; missing parent folders are made) and returns the
+:class:`matplotlib.figure.Figure`. One figure is three files (:func:`figure_paths`):
+
+- ``<stem>.png``: 150-dpi raster, for the Snakemake report;
+- ``<stem>.pdf``: the same figure as vector graphics (TrueType fonts, no creation date,
+  so the bytes depend only on the data);
+- ``<stem>.facts.json``: the numbers the figure shows that its report caption quotes, and
+  ``summary``, one reStructuredText paragraph stating them. The captions
+  (``workflow/report/*.rst``) are Jinja2 templates that insert ``summary``, so every
+  number a caption gives comes from the run that drew the figure.
 
 Figures are built as ``matplotlib.figure.Figure`` objects rendered by the Agg canvas,
 never through ``pyplot``: nothing depends on (or changes) the global backend, so the
@@ -34,8 +42,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib import rc_context
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator
 
 from ._validation import to_numpy
 from .io import atomic_write
@@ -174,10 +184,30 @@ def _figure(nrows: int, ncols: int, panel_size=(4.2, 3.3), **kwargs):
     return fig, axes
 
 
-def _save(fig: Figure, path: Path) -> Figure:
-    """Render to a temporary PNG beside ``path``, then rename it over ``path``."""
-    with atomic_write(path, "wb") as handle:
+def figure_paths(out_path: str | os.PathLike) -> dict[str, Path]:
+    """The files of the figure whose PNG is ``out_path``: ``{"png", "pdf", "facts"}``
+    (``<stem>.png``, ``<stem>.pdf``, ``<stem>.facts.json``)."""
+    png = _out_path(out_path)
+    return {"png": png, "pdf": png.with_suffix(".pdf"), "facts": png.with_suffix(".facts.json")}
+
+
+def _save(fig: Figure, path: Path, facts: Mapping[str, Any] | None = None) -> Figure:
+    """Write the PNG and the PDF of ``fig`` (and ``facts`` as JSON when given) beside
+    ``path``, each to a temporary file renamed over its final name."""
+    paths = figure_paths(path)
+    # One layout pass first: a legend placed outside its axes (Figs. 4, 5) moves with the
+    # axes, so constrained layout needs a second pass (the saving draw) to make room.
+    fig.draw_without_rendering()
+    with atomic_write(paths["png"], "wb") as handle:
         fig.savefig(handle, dpi=DPI, format="png")
+    # TrueType (42) instead of Type 3 fonts: text stays text in vector editors; no
+    # creation date, so re-drawing the same data gives the same bytes.
+    with rc_context({"pdf.fonttype": 42}), atomic_write(paths["pdf"], "wb") as handle:
+        fig.savefig(handle, format="pdf", metadata={"CreationDate": None})
+    if facts is not None:
+        text = json.dumps(facts, indent=2, sort_keys=True, allow_nan=False, ensure_ascii=False)
+        with atomic_write(paths["facts"], "w") as handle:
+            handle.write(text + "\n")
     return fig
 
 
@@ -222,15 +252,19 @@ def _text_box(ax, text: str, loc="upper right"):
 def plot_sensitivity_distribution(
     sensitivities: Mapping[str, Any],
     out_path: str | os.PathLike,
-    title: str = "Sensitivity distribution of the FC layer",
+    title: str | None = None,
     *,
     neuron_sensitivities: Mapping[str, Any] | None = None,
     bins: int = 100,
 ) -> Figure:
     """Paper Figs. 1, 7, 8: histograms of FC parameter sensitivities normalised to max 1,
     one panel per label (model), log-scaled counts; with ``neuron_sensitivities`` (same
-    labels) a second row for the neuron sensitivities. Each panel marks the mean and
-    states max / mean (the paper notes the largest sensitivity is about 20x the mean)."""
+    labels) a second row for the neuron sensitivities. Each panel marks the mean (dashed)
+    and states n, max / mean and the mean in its title (off the data). The default
+    ``title`` names what both rows show.
+
+    Facts (caption): per label and kind, ``n``, ``max_over_mean`` and
+    ``share_below_1pct`` (fraction of values below 1 % of the maximum)."""
     path = _out_path(out_path)
     bins = _bins(bins)
     params = _named_arrays(sensitivities, "sensitivities")
@@ -252,25 +286,50 @@ def plot_sensitivity_distribution(
                 },
             )
         )
+    if title is None:
+        title = (
+            "FC-layer sensitivities:\nparameters (top row), neurons (bottom row)"
+            if len(rows) == 2
+            else "FC-layer parameter sensitivities"
+        )
     edges = np.linspace(0.0, 1.0, bins + 1)
+    facts: dict[str, Any] = {"figure": "sensitivity_distribution", "labels": {}}
+    sentences = []
     with _style() as sns:
-        fig, axes = _figure(len(rows), len(params))
+        fig, axes = _figure(len(rows), len(params), panel_size=(4.2, 3.5))
         palette = sns.color_palette("deep")
         for r, (kind, data) in enumerate(rows):
             for c, (label, values) in enumerate(data.items()):
                 ax = axes[r, c]
                 normalised = values.ravel() / values.max()
                 mean = float(normalised.mean())
+                stats = {
+                    "n": int(normalised.size),
+                    "max_over_mean": 1 / mean,
+                    "share_below_1pct": float(np.mean(normalised < 0.01)),
+                }
+                facts["labels"].setdefault(label, {})[kind] = stats
                 _hist(ax, normalised, edges, log=True, color=palette[r], edgecolor=None)
-                ax.axvline(mean, color="0.2", ls="--", lw=1, label=f"mean = {mean:.3g}")
-                _text_box(ax, f"max / mean = {1 / mean:.1f}×\nn = {normalised.size:,}")
-                ax.set_title(f"{label}: {kind}")
+                ax.axvline(mean, color="0.2", ls="--", lw=1)
+                ax.set_title(
+                    f"{label}: {kind} (n = {normalised.size:,})\n"
+                    f"max / mean = {1 / mean:.1f}×, dashed: mean = {mean:.3g}",
+                    fontsize="medium",
+                )
                 ax.set_xlabel(f"{kind[:-1]} sensitivity / max")
                 ax.set_ylabel("count (log scale)")
                 ax.set_xlim(0, 1)
-                ax.legend(loc="center right", fontsize="small")
+        for label, kinds in facts["labels"].items():
+            parts = [
+                f"the largest of the {s['n']:,} {kind[:-1]} sensitivities is "
+                f"{s['max_over_mean']:.1f}× their mean and {100 * s['share_below_1pct']:.1f} % "
+                "are below 1 % of the largest"
+                for kind, s in kinds.items()
+            ]
+            sentences.append(f"{label}: " + "; ".join(parts) + ".")
+        facts["summary"] = " ".join(sentences)
         fig.suptitle(title)
-        return _save(fig, path)
+        return _save(fig, path, facts)
 
 
 def plot_pruning_before_after(
@@ -280,13 +339,20 @@ def plot_pruning_before_after(
     neuron_mask: Any,
     out_path: str | os.PathLike,
     *,
+    setting: Mapping[str, Any] | None = None,
     bins: int = 100,
     title: str = "Sensitivities before and after OPNP pruning",
 ) -> Figure:
     """Paper Fig. 2(b): 2x2 histograms, parameter (top) and neuron (bottom) sensitivity,
     before (left) and after (right) pruning. "After" shows the kept values (mask True).
     Both columns are divided by the maximum *before* pruning, so the x axes are the same
-    and the removed tails show; counts on a log axis, shared per row."""
+    and the removed tails show; counts on a log axis, shared per row. A row whose mask
+    keeps everything says so in its "after" panel ("nothing pruned"). ``setting`` (the
+    pruning percentages, e.g. the validation-selected ones) is stated under the title.
+
+    Facts (caption): per row (``parameters``, ``neurons``) ``n``, ``kept``,
+    ``max_over_mean`` before and after, the kept range (``kept_min``, ``kept_max``, over
+    the maximum before pruning); ``nothing_pruned``; ``setting``."""
     path = _out_path(out_path)
     bins = _bins(bins)
     param = _sensitivity(param_sensitivity, "param_sensitivity")
@@ -303,29 +369,104 @@ def plot_pruning_before_after(
             raise ValueError(
                 f"{name} prunes everything ({m.size} of {m.size}): nothing left to plot"
             )
+    setting = _setting(setting)
     edges = np.linspace(0.0, 1.0, bins + 1)
     rows = [("Parameter", param, wmask), ("Neuron", neuron, nmask)]
+    facts: dict[str, Any] = {
+        "figure": "pruning_before_after",
+        "setting": setting,
+        "nothing_pruned": bool(wmask.all() and nmask.all()),
+    }
     with _style() as sns:
         fig, axes = _figure(2, 2, panel_size=(5.0, 3.6), sharey="row")
         palette = sns.color_palette("deep")
         for r, (kind, values, keep) in enumerate(rows):
             normalised = values / values.max()
             kept = normalised[keep]
+            facts[f"{kind.lower()}s"] = {
+                "n": int(values.size),
+                "kept": int(keep.sum()),
+                "max_over_mean_before": float(1 / normalised.mean()),
+                "max_over_mean_after": float(kept.max() / kept.mean()),
+                "kept_min": float(kept.min()),
+                "kept_max": float(kept.max()),
+            }
             _hist(axes[r, 0], normalised.ravel(), edges, log=True, color=palette[0])
             _hist(axes[r, 1], kept.ravel(), edges, log=True, color=palette[2])
             axes[r, 0].set_title(f"{kind} sensitivity, before pruning\n(n = {values.size:,})")
             axes[r, 1].set_title(
-                f"{kind} sensitivity, after pruning\n(kept {keep.sum():,} = {100 * keep.mean():.1f} %)"
+                f"{kind} sensitivity, after pruning\n"
+                + (
+                    f"(nothing pruned: all {keep.size:,} kept, same as before)"
+                    if keep.all()
+                    else f"(kept {keep.sum():,} = {100 * keep.mean():.1f} %)"
+                )
             )
             for c in range(2):
                 axes[r, c].set_xlim(0, 1)
                 axes[r, c].set_xlabel(f"{kind.lower()} sensitivity / max before pruning")
                 axes[r, c].set_ylabel("count (log scale)")
-            # The kept range: everything outside it was pruned.
-            for x in (kept.min(), kept.max()):
-                axes[r, 1].axvline(x, color="0.3", ls=":", lw=1)
+            if not keep.all():
+                # The kept range: everything outside it was pruned.
+                for x in (kept.min(), kept.max()):
+                    axes[r, 1].axvline(x, color="0.3", ls=":", lw=1)
+        if setting is not None:
+            title += "\n" + _setting_text(setting)
         fig.suptitle(title)
-        return _save(fig, path)
+        facts["summary"] = _pruning_summary(facts)
+        return _save(fig, path, facts)
+
+
+def _setting(setting: Any) -> dict[str, float] | None:
+    if setting is None:
+        return None
+    if not isinstance(setting, Mapping):
+        raise ValueError(f"setting must be a dict of percentage name -> value, got {setting!r}")
+    out = {}
+    for name, value in setting.items():
+        if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+            raise ValueError(f"setting[{name!r}] must be a number, got {value!r}")
+        out[str(name)] = float(value)
+    return out
+
+
+def _setting_text(setting: Mapping[str, float]) -> str:
+    pruned = {k: v for k, v in setting.items() if v}
+    if not pruned:
+        return "setting: every percentage 0 (no pruning)"
+    return "setting: " + ", ".join(f"{k} = {v:g} %" for k, v in pruned.items())
+
+
+def _pruning_summary(facts: Mapping[str, Any]) -> str:
+    setting = facts["setting"]
+    lead = ""
+    if setting is not None:
+        pruned = {k: v for k, v in setting.items() if v}
+        lead = (
+            "The setting prunes nothing (every percentage is 0). "
+            if not pruned
+            else "Setting: " + ", ".join(f"``{k}`` = {v:g} %" for k, v in pruned.items()) + ". "
+        )
+    if facts["nothing_pruned"]:
+        return (
+            lead + "Nothing was pruned: every weight and every neuron is kept, so the "
+            "after-pruning panels repeat the before-pruning ones and the figure shows no "
+            "effect of pruning."
+        )
+    parts = []
+    for kind in ("parameters", "neurons"):
+        f = facts[kind]
+        if f["kept"] == f["n"]:
+            parts.append(f"no {kind[:-1]} was pruned (all {f['n']:,} kept)")
+            continue
+        parts.append(
+            f"{f['kept']:,} of {f['n']:,} {kind} kept ({100 * f['kept'] / f['n']:.1f} %), "
+            f"their sensitivities run from {f['kept_min']:.3g} to {f['kept_max']:.3g} of the "
+            f"maximum before pruning, and max / mean goes from {f['max_over_mean_before']:.1f}× to "
+            f"{f['max_over_mean_after']:.1f}×"
+        )
+    text = "; ".join(parts)
+    return lead + text[0].upper() + text[1:] + "."
 
 
 def _sweep_frame(results: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
@@ -429,7 +570,10 @@ def plot_percentage_sweep(
                 ax.plot(
                     avg["x"], avg[metric], color="black", ls="--", lw=2, marker="s", label="Average"
                 )
-                ax.set_xlabel(PERCENTAGE_LABELS.get(name, f"{name} (%)"))
+                xlabel = PERCENTAGE_LABELS.get(name, f"{name} (%)")
+                if _percentage_axis(ax, avg["x"].to_numpy()) == "symlog":
+                    xlabel += ", symlog scale"
+                ax.set_xlabel(xlabel)
                 ax.set_ylabel(METRIC_LABELS[metric])
                 if r == 0:
                     ax.set_title(f"({_PANEL_LETTERS[c]}) {name}")
@@ -438,7 +582,76 @@ def plot_percentage_sweep(
             axes[0, 0].get_legend().remove()
         fig.legend(handles, labels, title="OOD set", loc="outside right center")
         fig.suptitle(title)
-        return _save(fig, path)
+        facts = _sweep_facts(average, names, metrics, oods, frame["seed"].nunique())
+        facts["x_scales"] = {name: axes[0, c].get_xscale() for c, name in enumerate(names)}
+        return _save(fig, path, facts)
+
+
+#: Fig. 3: a percentage axis whose positive values span at least this ratio is drawn
+#: symlog, so that e.g. 0.1 and 0.2 % do not sit on top of 0 beside 5 %. Not 10: on a
+#: 5-50 % sweep symlog crowds 30, 40, 50 together, where a linear axis reads well.
+SYMLOG_MIN_SPAN = 20.0
+
+
+def _percentage_axis(ax, values: np.ndarray) -> str:
+    """Symlog x axis (linear from 0 to the smallest positive value, logarithmic above)
+    where the positive ``values`` span ``SYMLOG_MIN_SPAN`` or more, else linear; ticks
+    at the values. Returns the scale."""
+    positive = np.unique(values[values > 0])
+    scale = "linear"
+    if positive.size >= 2 and positive.max() / positive.min() >= SYMLOG_MIN_SPAN:
+        ax.set_xscale("symlog", linthresh=float(positive.min()), linscale=0.5)
+        scale = "symlog"
+    ticks = np.unique(values)
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.xaxis.set_minor_locator(NullLocator())
+    return scale
+
+
+def _sweep_facts(
+    average: pd.DataFrame,
+    names: Sequence[str],
+    metrics: Sequence[str],
+    oods: Sequence[str],
+    n_seeds: int,
+) -> dict[str, Any]:
+    """Per swept percentage and metric: the average at 0 and the best average (lowest
+    FPR95, highest otherwise) with the percentage where it is reached."""
+    facts: dict[str, Any] = {
+        "figure": "percentage_sweep",
+        "ood_sets": list(oods),
+        "n_seeds": int(n_seeds),
+        "variants": {},
+    }
+    for name in names:
+        rows = average[average["variant"] == name].sort_values("x")
+        entry: dict[str, Any] = {"values": [float(x) for x in rows["x"]]}
+        for metric in metrics:
+            values = rows[metric].to_numpy(dtype=np.float64)
+            best = int(np.argmin(values) if metric == "fpr95" else np.argmax(values))
+            at_zero = rows.loc[rows["x"] == 0, metric]
+            entry[metric] = {
+                "at_zero": float(at_zero.iloc[0]) if len(at_zero) else None,
+                "best": float(values[best]),
+                "best_at": float(rows["x"].iloc[best]),
+            }
+        facts["variants"][name] = entry
+    seeds = f" and {n_seeds} seeds" if n_seeds > 1 else ""
+    sentences = [f"Averages over the {len(oods)} OOD test sets{seeds}."]
+    for metric in metrics:
+        label = METRIC_LABELS[metric].split(" (")[0]
+        zeros = [e[metric]["at_zero"] for e in facts["variants"].values()]
+        zero = next((z for z in zeros if z is not None), None)
+        if zero is not None:
+            sentences.append(f"{label} with nothing pruned (0 %): {zero:.2f} %.")
+        word = "Lowest" if metric == "fpr95" else "Highest"
+        best = ", ".join(
+            f"``{name}`` {e[metric]['best']:.2f} % at {e[metric]['best_at']:g} %"
+            for name, e in facts["variants"].items()
+        )
+        sentences.append(f"{word} {label} of each sweep: {best}.")
+    facts["summary"] = " ".join(sentences)
+    return facts
 
 
 def _calibration_checks(frame: pd.DataFrame, method: str) -> tuple[pd.DataFrame, float]:
@@ -481,18 +694,32 @@ def plot_reliability(
     calibration: pd.DataFrame,
     out_path: str | os.PathLike,
     *,
+    min_bin_count: int = 10,
     method_labels: Mapping[str, str] | None = None,
     title: str = "Calibration on the ID test set",
 ) -> Figure:
     """Paper Fig. 4: (a) the confidence histogram of each method (fraction of samples per
     bin, dashed: mean confidence), then one reliability diagram per method (accuracy per
     confidence bin as bars, the gap to the mean confidence hatched, the diagonal = perfect
-    calibration) with the ECE in its title.
+    calibration) with the ECE in its title. Each bar is labelled with its bin's sample
+    count; bins with fewer than ``min_bin_count`` samples (whose accuracy is too noisy to
+    read; the workflow passes ``ablations.calibration.min_bin_count``) are drawn faded,
+    as their own legend entry.
 
     ``calibration``: columns ``method`` (``"energy"`` = the original layer, ``"opnp"``),
     ``bin_lower, bin_upper, confidence, accuracy`` (fractions; NaN allowed only in empty
-    bins), ``count``, ``ece`` (percent, checked against the bins)."""
+    bins), ``count``, ``ece`` (percent, checked against the bins).
+
+    Facts (caption): per method ``ece``, ``n``, ``accuracy``, ``mean_confidence``,
+    ``sparse_bins`` (filled bins under ``min_bin_count``), ``filled_bins``; ``n_bins``,
+    ``min_bin_count``."""
     path = _out_path(out_path)
+    if (
+        isinstance(min_bin_count, bool)
+        or not isinstance(min_bin_count, int | np.integer)
+        or min_bin_count < 1
+    ):
+        raise ValueError(f"min_bin_count must be a positive integer, got {min_bin_count!r}")
     frame = _frame(
         calibration,
         "calibration",
@@ -501,14 +728,21 @@ def plot_reliability(
     methods = list(dict.fromkeys(frame["method"]))
     checked = {m: _calibration_checks(frame, m) for m in methods}
     labels = {**CALIBRATION_LABELS, **(method_labels or {})}
+    facts: dict[str, Any] = {
+        "figure": "reliability",
+        "min_bin_count": int(min_bin_count),
+        "n_bins": {m: int(len(checked[m][0])) for m in methods},
+        "methods": {},
+    }
     with _style() as sns:
         fig, axes = _figure(1, 1 + len(methods), panel_size=(4.0, 3.8))
         palette = sns.color_palette("deep", len(methods))
         ax = axes[0, 0]
         for i, method in enumerate(methods):
-            rows, _ = checked[method]
+            rows, ece = checked[method]
             width = (rows["bin_upper"] - rows["bin_lower"]).to_numpy() / len(methods)
-            share = rows["count"].to_numpy(dtype=np.float64) / rows["count"].sum()
+            count = rows["count"].to_numpy(dtype=np.float64)
+            share = count / count.sum()
             ax.bar(
                 rows["bin_lower"].to_numpy() + i * width,
                 share,
@@ -517,9 +751,19 @@ def plot_reliability(
                 color=palette[i],
                 label=labels.get(method, method),
             )
-            filled = rows["count"] > 0
-            mean_conf = float(np.average(rows["confidence"][filled], weights=rows["count"][filled]))
+            filled = count > 0
+            mean_conf = float(np.average(rows["confidence"][filled], weights=count[filled]))
+            accuracy = float(np.average(rows["accuracy"][filled], weights=count[filled]))
             ax.axvline(mean_conf, color=palette[i], ls="--", lw=1.2)
+            facts["methods"][method] = {
+                "label": labels.get(method, method),
+                "ece": ece,
+                "n": int(count.sum()),
+                "accuracy": accuracy,
+                "mean_confidence": mean_conf,
+                "filled_bins": int(filled.sum()),
+                "sparse_bins": int(((count > 0) & (count < min_bin_count)).sum()),
+            }
         ax.set_xlim(0, 1)
         ax.set_xlabel("confidence (max softmax)")
         ax.set_ylabel("fraction of samples")
@@ -529,40 +773,83 @@ def plot_reliability(
             rows, ece = checked[method]
             rows = rows[rows["count"] > 0]
             ax = axes[0, i]
-            lower = rows["bin_lower"].to_numpy()
-            width = (rows["bin_upper"] - rows["bin_lower"]).to_numpy()
-            accuracy = rows["accuracy"].to_numpy()
-            confidence = rows["confidence"].to_numpy()
-            ax.bar(
-                lower,
-                accuracy,
-                width=width,
-                align="edge",
-                color=palette[i - 1],
-                edgecolor="0.25",
-                label="accuracy",
-            )
-            ax.bar(
-                lower,
-                confidence - accuracy,
-                bottom=accuracy,
-                width=width,
-                align="edge",
-                color="tab:red",
-                alpha=0.3,
-                hatch="//",
-                edgecolor="tab:red",
-                label="gap",
-            )
+            sparse = (rows["count"] < min_bin_count).to_numpy()
+            for subset, alpha, label in (
+                (~sparse, 1.0, "accuracy"),
+                (sparse, 0.3, f"accuracy, bin with < {min_bin_count} samples"),
+            ):
+                if not subset.any():
+                    continue
+                part = rows[subset]
+                lower = part["bin_lower"].to_numpy()
+                width = (part["bin_upper"] - part["bin_lower"]).to_numpy()
+                accuracy = part["accuracy"].to_numpy()
+                confidence = part["confidence"].to_numpy()
+                ax.bar(
+                    lower,
+                    accuracy,
+                    width=width,
+                    align="edge",
+                    color=palette[i - 1],
+                    edgecolor="0.25",
+                    alpha=alpha,
+                    label=label,
+                )
+                ax.bar(
+                    lower,
+                    confidence - accuracy,
+                    bottom=accuracy,
+                    width=width,
+                    align="edge",
+                    color="tab:red",
+                    alpha=0.3 * alpha,
+                    hatch="//",
+                    edgecolor="tab:red",
+                    label="gap to confidence" if alpha == 1.0 else None,
+                )
+            # The sample count of each bin, at the foot of its bar.
+            centres = ((rows["bin_lower"] + rows["bin_upper"]) / 2).to_numpy()
+            for x, n in zip(centres, rows["count"].to_numpy(), strict=True):
+                ax.text(
+                    x,
+                    0.02,
+                    f"{int(n):,}",
+                    rotation=90,
+                    ha="center",
+                    va="bottom",
+                    fontsize="xx-small",
+                    color="0.1",
+                )
             ax.plot([0, 1], [0, 1], color="0.3", ls="--", lw=1, label="perfect calibration")
             ax.set_xlim(0, 1)
             ax.set_ylim(0, 1)
-            ax.set_xlabel("confidence (max softmax)")
+            ax.set_xlabel("confidence (max softmax)\nnumber on a bar: samples in its bin")
             ax.set_ylabel("accuracy")
             ax.set_title(f"({_PANEL_LETTERS[i]}) {labels.get(method, method)}\nECE = {ece:.2f} %")
-            ax.legend(loc="upper left", fontsize="small")
+            # Below the panel: inside it would cover bars near accuracy 1.
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncols=2, fontsize="x-small")
         fig.suptitle(title)
-        return _save(fig, path)
+        facts["summary"] = _reliability_summary(facts)
+        return _save(fig, path, facts)
+
+
+def _reliability_summary(facts: Mapping[str, Any]) -> str:
+    sentences = []
+    for method, f in facts["methods"].items():
+        if f["mean_confidence"] > f["accuracy"]:
+            kind = "over-confident on average"
+        elif f["mean_confidence"] < f["accuracy"]:
+            kind = "under-confident on average"
+        else:
+            kind = "neither over- nor under-confident on average"
+        sentences.append(
+            f"{f['label']}: ECE {f['ece']:.2f} % over {f['n']:,} ID test images in "
+            f"{facts['n_bins'][method]} bins; accuracy {100 * f['accuracy']:.2f} %, mean "
+            f"confidence {100 * f['mean_confidence']:.2f} % ({kind}); {f['sparse_bins']} of "
+            f"its {f['filled_bins']} non-empty bins hold fewer than {facts['min_bin_count']} "
+            "samples (faded)."
+        )
+    return " ".join(sentences)
 
 
 def plot_score_distributions(
@@ -574,9 +861,14 @@ def plot_score_distributions(
 ) -> Figure:
     """Paper Fig. 5: ``scores = {method label: {"ID": array, <OOD name>: array, ...}}``;
     one column per method (e.g. Energy, OPNP), one row per OOD set, each panel the
-    density histograms of the ID scores and that OOD set's scores. Bins are shared within
-    a column (over all of that method's arrays), so panels of a method are comparable;
-    each panel states the AUROC and FPR95 (ID positive, percent)."""
+    density histograms of the ID scores and that OOD set's scores. A row shares its x
+    axis and its bins (over all arrays of the row), so the methods of a row compare on
+    one scale: pass scores of one kind (Energy and OPNP are both energies). Each panel's
+    title states the AUROC and FPR95 (ID positive, percent); each row's legend sits to
+    the right of the row, off the data.
+
+    Facts (caption): ``n_id``, per method and OOD set ``n_ood``, ``auroc``, ``fpr95``
+    (percent)."""
     from .metrics import auroc, fpr_at_95_tpr
 
     path = _out_path(out_path)
@@ -599,16 +891,22 @@ def plot_score_distributions(
         arrays[method] = {
             n: _array(sets[n], f"scores[{method!r}][{n!r}]", ndim=1) for n in ["ID", *oods]
         }
+    facts: dict[str, Any] = {
+        "figure": "score_distributions",
+        "n_id": {m: int(sets["ID"].size) for m, sets in arrays.items()},
+        "methods": {m: {} for m in arrays},
+    }
     with _style() as sns:
-        fig, axes = _figure(len(oods), len(methods), panel_size=(4.2, 3.0))
+        fig, axes = _figure(len(oods), len(methods), panel_size=(4.2, 3.0), sharex="row")
         palette = sns.color_palette("deep")
-        for c, (method, sets) in enumerate(arrays.items()):
-            low = min(float(a.min()) for a in sets.values())
-            high = max(float(a.max()) for a in sets.values())
+        for r, ood in enumerate(oods):
+            row = [a for sets in arrays.values() for a in (sets["ID"], sets[ood])]
+            low = min(float(a.min()) for a in row)
+            high = max(float(a.max()) for a in row)
             if high == low:  # constant scores: a unit-wide range around them
                 low, high = low - 0.5, high + 0.5
             edges = np.linspace(low, high, bins + 1)
-            for r, ood in enumerate(oods):
+            for c, (method, sets) in enumerate(arrays.items()):
                 ax = axes[r, c]
                 for values, label, colour in (
                     (sets["ID"], "ID", palette[0]),
@@ -625,18 +923,38 @@ def plot_score_distributions(
                         color=colour,
                         label=f"{label} (n = {values.size:,})",
                     )
-                _text_box(
-                    ax,
-                    f"AUROC {100 * auroc(sets['ID'], sets[ood]):.2f}\n"
-                    f"FPR95 {100 * fpr_at_95_tpr(sets['ID'], sets[ood]):.2f}",
-                    loc="upper left",
+                area = 100 * auroc(sets["ID"], sets[ood])
+                fpr = 100 * fpr_at_95_tpr(sets["ID"], sets[ood])
+                facts["methods"][method][ood] = {
+                    "n_ood": int(sets[ood].size),
+                    "auroc": float(area),
+                    "fpr95": float(fpr),
+                }
+                ax.set_title(
+                    f"{method}: ID vs {ood}\nAUROC {area:.2f} %, FPR95 {fpr:.2f} %",
+                    fontsize="medium",
                 )
-                ax.set_title(f"{method}: ID vs {ood}")
                 ax.set_xlabel(f"{method} score (higher = ID)")
                 ax.set_ylabel("density")
-                ax.legend(loc="upper right", fontsize="small")
+                ax.set_xlim(low, high)
+            axes[r, -1].legend(
+                loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, fontsize="small"
+            )
         fig.suptitle(title)
-        return _save(fig, path)
+        parts = []
+        for ood in oods:
+            values = "; ".join(
+                f"{method} {facts['methods'][method][ood]['auroc']:.2f} / "
+                f"{facts['methods'][method][ood]['fpr95']:.2f}"
+                for method in arrays
+            )
+            parts.append(f"{ood}: {values}")
+        n_id = sorted(set(facts["n_id"].values()))
+        facts["summary"] = (
+            f"AUROC / FPR95 (%) on each OOD test set ({' or '.join(f'{n:,}' for n in n_id)} "
+            "ID test scores): " + ". ".join(parts) + "."
+        )
+        return _save(fig, path, facts)
 
 
 def plot_layer_sensitivity(
@@ -678,7 +996,21 @@ def plot_layer_sensitivity(
         ax.set_ylabel("mean parameter sensitivity (log scale)")
         ax.tick_params(axis="x", labelrotation=30)
         ax.set_title(title)
-        return _save(fig, path)
+        largest, smallest = int(np.argmax(values)), int(np.argmin(values))
+        facts = {
+            "figure": "layer_sensitivity",
+            "layers": dict(zip(layers, values.tolist(), strict=True)),
+            "largest": layers[largest],
+            "smallest": layers[smallest],
+            "max_over_min": float(values[largest] / values[smallest]),
+        }
+        facts["summary"] = (
+            f"The mean parameter sensitivity of the {len(layers)} layers runs from "
+            f"{values[smallest]:.3g} ({layers[smallest]}) to {values[largest]:.3g} "
+            f"({layers[largest]}), a factor of {facts['max_over_min']:.1f} "
+            f"({math.log10(facts['max_over_min']):.1f} orders of magnitude)."
+        )
+        return _save(fig, path, facts)
 
 
 def low_sensitivity_pruned(
@@ -786,4 +1118,21 @@ def plot_pruned_weight_sensitivity(
             default += f"\n{pruned_what}"
         ax.set_title(title or default, fontsize="medium")
         ax.legend(loc="upper right")
-        return _save(fig, path)
+        facts = {
+            "figure": "pruned_weight_sensitivity",
+            "n_pruned": int(pruned_id.size),
+            "ood_name": ood_name,
+            "mean_id": means["ID"],
+            "mean_ood": means[ood_name],
+            "ratio": ratio if np.isfinite(ratio) else None,
+            "pruned_what": pruned_what,
+        }
+        verdict = (
+            "above 1, as Eq. 11 predicts" if ratio > 1 else "not above 1: Eq. 11 does not hold"
+        )
+        facts["summary"] = (
+            f"{pruned_id.size:,} pruned weights ({pruned_what or 'weight mask'}); mean "
+            f"sensitivity on ID {means['ID']:.3g}, on {ood_name} {means[ood_name]:.3g}: ratio "
+            f"{ratio:.3g}, {verdict} in this run."
+        )
+        return _save(fig, path, facts)

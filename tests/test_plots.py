@@ -1,5 +1,6 @@
-"""Figures: each writes a valid 150-dpi PNG, shows the numbers it claims to show (checked
-against hand computations on the returned Figure), and rejects bad input."""
+"""Figures: each writes a valid 150-dpi PNG and a vector PDF, shows the numbers it
+claims to show (checked against hand computations on the returned Figure), writes the
+numbers its caption quotes (facts JSON), and rejects bad input."""
 
 from __future__ import annotations
 
@@ -20,8 +21,18 @@ def check_png(path):
         assert image.mode in ("RGB", "RGBA")
         assert image.size[0] > 100 and image.size[1] > 100
         assert image.info["dpi"] == pytest.approx((plots.DPI, plots.DPI), abs=0.5)
+    # the same figure as a PDF beside it
+    pdf = path.with_suffix(".pdf").read_bytes()
+    assert pdf.startswith(b"%PDF-") and pdf.rstrip().endswith(b"%%EOF")
     # written atomically: no temporary file left beside the figure
     assert [p.name for p in path.parent.iterdir() if p.name.startswith(".")] == []
+
+
+def read_facts(path):
+    """The facts JSON beside the PNG ``path``; its summary is a non-empty sentence."""
+    facts = json.loads(plots.figure_paths(path)["facts"].read_text(encoding="utf-8"))
+    assert isinstance(facts["summary"], str) and facts["summary"].endswith(".")
+    return facts
 
 
 def all_texts(fig):
@@ -92,6 +103,48 @@ def test_sensitivity_distribution_rejects_bad_input(tmp_path, sensitivity):
     assert not out.exists()
 
 
+def test_figure_files_pdf_is_vector_and_reproducible(tmp_path, sensitivity):
+    param, neuron = sensitivity
+    paths = plots.figure_paths(tmp_path / "fig1.png")
+    assert paths == {
+        "png": tmp_path / "fig1.png",
+        "pdf": tmp_path / "fig1.pdf",
+        "facts": tmp_path / "fig1.facts.json",
+    }
+    plots.plot_sensitivity_distribution({"a": param}, paths["png"])
+    first = paths["pdf"].read_bytes()
+    # vector: the bars are paths, no embedded raster image
+    assert b"/Subtype /Image" not in first
+    # TrueType fonts (editable text), and the same data gives the same bytes
+    assert b"/FontFile2" in first
+    plots.plot_sensitivity_distribution({"a": param}, paths["png"])
+    assert paths["pdf"].read_bytes() == first
+    with pytest.raises(ValueError, match=r"\.png"):
+        plots.figure_paths(tmp_path / "fig1.pdf")
+
+
+def test_sensitivity_distribution_title_and_facts(tmp_path, sensitivity):
+    param, neuron = sensitivity
+    out = tmp_path / "fig1.png"
+    fig = plots.plot_sensitivity_distribution(
+        {"ResNet": param}, out, neuron_sensitivities={"ResNet": neuron}
+    )
+    # one title over both rows, naming both
+    title = fig.get_suptitle()
+    assert "parameters" in title and "neurons" in title
+    facts = read_facts(out)
+    stats = facts["labels"]["ResNet"]
+    assert stats["parameters"]["max_over_mean"] == pytest.approx(param.max() / param.mean())
+    assert stats["neurons"]["n"] == neuron.size
+    share = np.mean(param / param.max() < 0.01)
+    assert stats["parameters"]["share_below_1pct"] == pytest.approx(share)
+    assert f"{param.max() / param.mean():.1f}× their mean" in facts["summary"]
+    assert f"{100 * share:.1f} % are below 1 %" in facts["summary"]
+    # one row: the default title does not mention neurons
+    fig = plots.plot_sensitivity_distribution({"ResNet": param}, out)
+    assert "neuron" not in fig.get_suptitle()
+
+
 # --------------------------------------------------------------------------------------
 # Fig. 2(b)
 
@@ -108,6 +161,55 @@ def test_pruning_before_after(tmp_path, sensitivity):
     assert sum(p.get_height() for p in axes[0, 1].patches) == weight_mask.sum()
     assert sum(p.get_height() for p in axes[1, 1].patches) == neuron_mask.sum()
     assert f"{100 * weight_mask.mean():.1f} %" in axes[0, 1].get_title()
+
+
+def test_pruning_before_after_facts(tmp_path, sensitivity):
+    param, neuron = sensitivity
+    weight_mask = param < np.percentile(param, 95)
+    neuron_mask = neuron > np.percentile(neuron, 10)
+    out = tmp_path / "fig2.png"
+    setting = {"weight_high": 5, "neuron_low": 10, "weight_low": 0}
+    fig = plots.plot_pruning_before_after(
+        param, neuron, weight_mask, neuron_mask, out, setting=setting
+    )
+    assert "weight_high = 5 %, neuron_low = 10 %" in fig.get_suptitle()
+    assert not any("nothing pruned" in t for t in all_texts(fig))
+    facts = read_facts(out)
+    assert facts["nothing_pruned"] is False
+    assert facts["parameters"]["kept"] == weight_mask.sum()
+    assert facts["neurons"]["kept"] == neuron_mask.sum()
+    kept = param[weight_mask] / param.max()
+    assert facts["parameters"]["max_over_mean_after"] == pytest.approx(kept.max() / kept.mean())
+    assert facts["parameters"]["kept_max"] == pytest.approx(kept.max())
+    assert f"{weight_mask.sum():,} of {param.size:,} parameters kept" in facts["summary"]
+
+
+def test_pruning_before_after_says_when_nothing_was_pruned(tmp_path, sensitivity):
+    param, neuron = sensitivity
+    keep_w = np.ones(param.shape, dtype=bool)
+    keep_n = np.ones(neuron.shape, dtype=bool)
+    out = tmp_path / "fig2.png"
+    fig = plots.plot_pruning_before_after(
+        param, neuron, keep_w, keep_n, out, setting={"weight_low": 0, "neuron_high": 0}
+    )
+    axes = np.array(fig.axes).reshape(2, 2)
+    # both "after" panels say so, the "before" ones do not
+    assert "nothing pruned" in axes[0, 1].get_title()
+    assert "nothing pruned" in axes[1, 1].get_title()
+    assert "nothing pruned" not in axes[0, 0].get_title()
+    assert "no pruning" in fig.get_suptitle()
+    facts = read_facts(out)
+    assert facts["nothing_pruned"] is True
+    assert "Nothing was pruned" in facts["summary"]
+    # only neurons pruned: the parameter row alone says nothing was pruned there
+    keep_n[:5] = False
+    fig = plots.plot_pruning_before_after(param, neuron, keep_w, keep_n, out)
+    axes = np.array(fig.axes).reshape(2, 2)
+    assert "nothing pruned" in axes[0, 1].get_title()
+    assert "nothing pruned" not in axes[1, 1].get_title()
+    facts = read_facts(out)
+    assert facts["nothing_pruned"] is False
+    assert f"No parameter was pruned (all {param.size:,} kept)" in facts["summary"]
 
 
 def test_pruning_before_after_rejects_bad_input(tmp_path, sensitivity):
@@ -181,6 +283,45 @@ def test_percentage_sweep(tmp_path):
     assert {"SUN", "Places", "Average"} <= set(all_texts(fig))
 
 
+def test_percentage_sweep_symlog_axis_where_values_span_decades(tmp_path):
+    results = sweep_results(seeds=(0,))
+    # weight_high: 0.1 .. 5 (50x) -> symlog; weight_low 10..20, neuron_low 10 -> linear
+    results["params"] = [
+        json.dumps({"weight_high": {0: 0, 0.5: 0.1, 1: 5}[json.loads(p)["weight_high"]]})
+        if v == "weight_high"
+        else p
+        for v, p in zip(results["variant"], results["params"], strict=True)
+    ]
+    out = tmp_path / "fig3.png"
+    fig = plots.plot_percentage_sweep(results, out)
+    axes = np.array(fig.axes).reshape(2, 4)
+    assert [ax.get_xscale() for ax in axes[0]] == ["symlog", "linear", "linear", "linear"]
+    assert axes[1, 0].get_xscale() == "symlog"
+    assert "symlog" in axes[0, 0].get_xlabel()
+    assert [t.get_text() for t in axes[0, 0].get_xticklabels()] == ["0", "0.1", "5"]
+    assert read_facts(out)["x_scales"]["weight_high"] == "symlog"
+
+
+def test_percentage_sweep_facts(tmp_path):
+    results = sweep_results()
+    out = tmp_path / "fig3.png"
+    plots.plot_percentage_sweep(results, out)
+    facts = read_facts(out)
+    assert facts["ood_sets"] == ["SUN", "Places"] and facts["n_seeds"] == 2
+    # by hand: mean over OOD sets and seeds per swept value
+    sel = results[results["variant"] == "weight_low"]
+    means = {
+        v: sel[sel["params"] == json.dumps({"weight_low": v})]["fpr95"].mean() for v in (0, 10, 20)
+    }
+    best_at = min(means, key=means.get)
+    entry = facts["variants"]["weight_low"]
+    assert entry["values"] == [0, 10, 20]
+    assert entry["fpr95"]["at_zero"] == pytest.approx(means[0])
+    assert entry["fpr95"]["best"] == pytest.approx(means[best_at])
+    assert entry["fpr95"]["best_at"] == best_at
+    assert f"``weight_low`` {means[best_at]:.2f} % at {best_at:g} %" in facts["summary"]
+
+
 def test_percentage_sweep_rejects_bad_input(tmp_path):
     results = sweep_results(seeds=(0,))
     out = tmp_path / "f.png"
@@ -252,6 +393,43 @@ def test_reliability(tmp_path):
     assert heights == pytest.approx([0.30, 0.55, 0.70])
 
 
+def test_reliability_shows_counts_and_marks_sparse_bins(tmp_path):
+    frame = calibration_frame()
+    out = tmp_path / "fig4.png"
+    # energy bins hold 10, 30, 60 samples; opnp 20, 40, 40 (and one empty bin each)
+    fig = plots.plot_reliability(frame, out, min_bin_count=25)
+    for ax, counts, sparse in (
+        (fig.axes[1], [10, 30, 60], [10]),
+        (fig.axes[2], [20, 40, 40], [20]),
+    ):
+        # the count of every non-empty bin is written on its bar
+        assert sorted(int(t.get_text()) for t in ax.texts) == counts
+        faded = [c for c in ax.containers if c.get_label().startswith("accuracy, bin with < 25")]
+        assert len(faded) == 1 and len(faded[0].patches) == len(sparse)
+        assert all(p.get_alpha() < 1 for p in faded[0].patches)
+        solid = [c for c in ax.containers if c.get_label() == "accuracy"]
+        assert len(solid[0].patches) == len(counts) - len(sparse)
+        # the legend sits below the panel, off the bars
+        fig.draw_without_rendering()
+        legend = ax.get_legend().get_window_extent()
+        assert legend.y1 <= ax.get_window_extent().y0
+    facts = read_facts(out)
+    assert facts["min_bin_count"] == 25
+    assert facts["methods"]["energy"]["sparse_bins"] == 1
+    assert facts["methods"]["energy"]["filled_bins"] == 3
+    assert facts["methods"]["opnp"]["ece"] == pytest.approx(3.4)
+    # accuracy and mean confidence weighted by the bin counts (opnp is over-confident)
+    assert facts["methods"]["opnp"]["accuracy"] == pytest.approx(
+        (20 * 0.35 + 40 * 0.60 + 40 * 0.80) / 100
+    )
+    assert "ECE 3.40 %" in facts["summary"] and "over-confident" in facts["summary"]
+    # below every count: no bin is faded
+    fig = plots.plot_reliability(frame, out, min_bin_count=1)
+    assert not [c for c in fig.axes[1].containers if c.get_label().startswith("accuracy, bin")]
+    with pytest.raises(ValueError, match="min_bin_count"):
+        plots.plot_reliability(frame, out, min_bin_count=0)
+
+
 def test_reliability_rejects_bad_input(tmp_path):
     frame = calibration_frame()
     out = tmp_path / "f.png"
@@ -293,12 +471,40 @@ def test_score_distributions(tmp_path):
     fig = plots.plot_score_distributions(scores, out)
     check_png(out)
     axes = np.array(fig.axes).reshape(2, 2)
-    assert axes[0, 0].get_title() == "Energy: ID vs SUN"
-    assert axes[1, 1].get_title() == "OPNP: ID vs Places"
+    assert axes[0, 0].get_title().startswith("Energy: ID vs SUN\n")
+    assert axes[1, 1].get_title().startswith("OPNP: ID vs Places\n")
     # AUROC by hand: fraction of (ID, OOD) pairs with the ID score higher (no ties).
     ids, ood = scores["OPNP"]["ID"], scores["OPNP"]["SUN"]
     auroc = 100 * np.mean(ids[:, None] > ood[None, :])
-    assert any(f"AUROC {auroc:.2f}" in t for t in [t.get_text() for t in axes[0, 1].texts])
+    assert f"AUROC {auroc:.2f} %" in axes[0, 1].get_title()
+
+
+def test_score_distributions_share_x_per_row_and_keep_legends_off_the_data(tmp_path):
+    rng = np.random.default_rng(6)
+    scores = {
+        "Energy": {"ID": rng.normal(8, 2, 300), "SUN": rng.normal(4, 1, 200)},
+        "OPNP": {"ID": rng.normal(5, 1, 300), "SUN": rng.normal(3, 0.5, 200)},
+    }
+    out = tmp_path / "fig5.png"
+    fig = plots.plot_score_distributions(scores, out)
+    axes = np.array(fig.axes).reshape(1, 2)
+    # one x range for the row, covering every score in it
+    assert axes[0, 0].get_xlim() == axes[0, 1].get_xlim()
+    low, high = axes[0, 0].get_xlim()
+    everything = np.concatenate([a for sets in scores.values() for a in sets.values()])
+    assert low == pytest.approx(everything.min()) and high == pytest.approx(everything.max())
+    # one legend per row, right of the row's last panel, outside every panel
+    assert axes[0, 0].get_legend() is None
+    fig.draw_without_rendering()
+    legend = axes[0, 1].get_legend().get_window_extent()
+    assert legend.x0 >= axes[0, 1].get_window_extent().x1
+    assert not axes[0, 1].texts  # the metrics are in the titles, not over the data
+    facts = read_facts(out)
+    ids, sun = scores["OPNP"]["ID"], scores["OPNP"]["SUN"]
+    auroc = 100 * np.mean(ids[:, None] > sun[None, :])
+    assert facts["methods"]["OPNP"]["SUN"]["auroc"] == pytest.approx(auroc)
+    assert facts["n_id"] == {"Energy": 300, "OPNP": 300}
+    assert f"OPNP {auroc:.2f} / " in facts["summary"]
 
 
 def test_score_distributions_rejects_bad_input(tmp_path):
@@ -338,6 +544,19 @@ def test_layer_sensitivity(tmp_path):
     assert [p.get_height() for p in ax.patches] == pytest.approx(
         list(layer_means["mean_sensitivity"])
     )
+
+
+def test_layer_sensitivity_facts(tmp_path):
+    layer_means = pd.DataFrame(
+        {"layer": ["stage1", "stage2", "fc"], "mean_sensitivity": [0.3, 0.02, 0.04]}
+    )
+    out = tmp_path / "fig6.png"
+    plots.plot_layer_sensitivity(layer_means, out)
+    facts = read_facts(out)
+    assert facts["largest"] == "stage1" and facts["smallest"] == "stage2"
+    assert facts["max_over_min"] == pytest.approx(15.0)
+    assert "a factor of 15.0" in facts["summary"]
+    assert "1.2 orders of magnitude" in facts["summary"]
 
 
 def test_layer_sensitivity_rejects_bad_input(tmp_path):
@@ -422,3 +641,14 @@ def test_fig9_falls_back_when_the_selection_pruned_no_low_side(sensitivity):
         np.testing.assert_array_equal(~keep, param < np.percentile(param, 40))
     with pytest.raises(ValueError, match="fallback_weight_low must be in"):
         plots.low_sensitivity_pruned(param, {}, 0)
+
+
+def test_fig9_facts_state_the_ratio_and_whether_eq11_holds(tmp_path):
+    ids = np.array([[1.0, 2.0], [3.0, 4.0]])
+    keep = np.array([[False, True], [False, True]])
+    plots.plot_pruned_weight_sensitivity(ids, 2 * ids, keep, tmp_path / "f.png", ood_name="SUN")
+    facts = json.loads((tmp_path / "f.facts.json").read_text())
+    assert facts["n_pruned"] == 2 and facts["ratio"] == pytest.approx(2.0)
+    assert "above 1, as Eq. 11 predicts" in facts["summary"]
+    plots.plot_pruned_weight_sensitivity(ids, ids / 2, keep, tmp_path / "g.png", ood_name="SUN")
+    assert "Eq. 11 does not hold" in json.loads((tmp_path / "g.facts.json").read_text())["summary"]

@@ -188,6 +188,8 @@ def check_outputs(workdir: Path, config: dict) -> pd.DataFrame:
             image.verify()
         with Image.open(figure) as image:
             assert image.size[0] > 200 and image.size[1] > 200
+        # every figure also as a vector PDF
+        assert figure.with_suffix(".pdf").read_bytes().startswith(b"%PDF-"), figure
     return results
 
 
@@ -347,3 +349,14 @@ def test_default_workflow_end_to_end(default_run):
     report = default_run / "report.html"
     run_snakemake(default_run, "--report", str(report), timeout=600)
     assert report.stat().st_size > 10_000
+    # Captions carry this run's numbers: Fig. 4's gives the ECE of the calibration step.
+    results = default_run / "results" / config["benchmark"]
+    calibration = pd.read_parquet(results / "ablations/smallcnn/fig4_calibration.parquet")
+    ece = calibration.groupby("method")["ece"].first()
+    facts = json.loads((results / "figures/fig4_reliability_smallcnn.facts.json").read_text())
+    html = report.read_text(encoding="utf-8")
+    # (the report embeds each caption as a JSON string: non-ASCII escaped)
+    caption = json.dumps(f"<strong>This run:</strong> {facts['summary']}")[1:-1]
+    assert caption in html
+    for method in ("energy", "opnp"):
+        assert f"ECE {ece[method]:.2f} %" in facts["summary"]

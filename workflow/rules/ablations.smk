@@ -125,7 +125,7 @@ rule calibration:
         "../envs/analysis.yaml"
     params:
         statistic=config["sensitivity"]["statistic"],
-        n_bins=15,
+        n_bins=ABLATIONS["calibration"]["n_bins"],
         benchmark=BENCHMARK,
     script:
         "../scripts/calibration.py"

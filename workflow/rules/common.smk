@@ -400,6 +400,32 @@ def final_figures():
     return figures
 
 
+def figure_facts(wildcards, output):
+    """The numbers a figure's caption quotes (its <stem>.facts.json, see opnp.plots),
+    for the caption template as snakemake.params.facts; {} before the figure exists.
+    A function of the output, so Snakemake does not count it among the params whose
+    change triggers a rerun: `snakemake --report` reads it after the run."""
+    if not os.path.isfile(output.facts):
+        return {}
+    with open(output.facts, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def figure_files(stem, caption, labels):
+    """Outputs of a figure rule: the PNG (in the report, with its caption), the vector
+    PDF and the facts JSON that opnp.plots writes beside it."""
+    return {
+        "png": report(
+            f"{RESULTS}/figures/{stem}.png",
+            caption=caption,
+            category="Figures",
+            labels=labels,
+        ),
+        "pdf": f"{RESULTS}/figures/{stem}.pdf",
+        "facts": f"{RESULTS}/figures/{stem}.facts.json",
+    }
+
+
 def final_outputs():
     return [f"{RESULTS}/results.parquet", *final_tables(), *final_figures()]
 

@@ -58,10 +58,9 @@ rule figure_sensitivity_distribution:
     input:
         sensitivities=[full_sensitivity(m) for m in SENSITIVITY_FIGURE_MODELS],
     output:
-        report(
-            f"{RESULTS}/figures/{{fig}}_sensitivity_distribution.png",
+        **figure_files(
+            "{fig}_sensitivity_distribution",
             caption="../report/fig_sensitivity_distribution.rst",
-            category="Figures",
             labels={"figure": "{fig} sensitivity distribution"},
         ),
     log:
@@ -74,6 +73,7 @@ rule figure_sensitivity_distribution:
         "../envs/analysis.yaml"
     params:
         models=SENSITIVITY_FIGURE_MODELS,
+        facts=figure_facts,
     script:
         "../scripts/figure_sensitivity_distribution.py"
 
@@ -83,10 +83,9 @@ rule figure_pruning_before_after:
         sensitivity=full_sensitivity("{model}"),
         selection=f"{RESULTS}/selection/{{model}}/opnp.parquet",
     output:
-        report(
-            f"{RESULTS}/figures/fig2_pruning_before_after_{{model}}.png",
+        **figure_files(
+            "fig2_pruning_before_after_{model}",
             caption="../report/fig2.rst",
-            category="Figures",
             labels={"figure": "fig2", "model": "{model}"},
         ),
     log:
@@ -97,6 +96,7 @@ rule figure_pruning_before_after:
         "../envs/analysis.yaml"
     params:
         statistic=config["sensitivity"]["statistic"],
+        facts=figure_facts,
     script:
         "../scripts/figure_pruning_before_after.py"
 
@@ -105,10 +105,9 @@ rule figure_percentage_sweep:
     input:
         f"{RESULTS}/ablations/{{model}}/fig3_sweep.parquet",
     output:
-        report(
-            f"{RESULTS}/figures/fig3_percentage_sweep_{{model}}.png",
+        **figure_files(
+            "fig3_percentage_sweep_{model}",
             caption="../report/fig3.rst",
-            category="Figures",
             labels={"figure": "fig3", "model": "{model}"},
         ),
     log:
@@ -117,6 +116,8 @@ rule figure_percentage_sweep:
         f"{BENCHMARKS}/figures/fig3_{{model}}.tsv"
     conda:
         "../envs/analysis.yaml"
+    params:
+        facts=figure_facts,
     script:
         "../scripts/figure_percentage_sweep.py"
 
@@ -125,10 +126,9 @@ rule figure_reliability:
     input:
         f"{RESULTS}/ablations/{{model}}/fig4_calibration.parquet",
     output:
-        report(
-            f"{RESULTS}/figures/fig4_reliability_{{model}}.png",
+        **figure_files(
+            "fig4_reliability_{model}",
             caption="../report/fig4.rst",
-            category="Figures",
             labels={"figure": "fig4", "model": "{model}"},
         ),
     log:
@@ -137,6 +137,9 @@ rule figure_reliability:
         f"{BENCHMARKS}/figures/fig4_{{model}}.tsv"
     conda:
         "../envs/analysis.yaml"
+    params:
+        min_bin_count=ABLATIONS["calibration"]["min_bin_count"],
+        facts=figure_facts,
     script:
         "../scripts/figure_reliability.py"
 
@@ -146,10 +149,9 @@ rule figure_score_distributions:
         energy=f"{RESULTS}/scores/{{model}}/energy.npz",
         opnp=f"{RESULTS}/scores/{{model}}/opnp.npz",
     output:
-        report(
-            f"{RESULTS}/figures/fig5_score_distributions_{{model}}.png",
+        **figure_files(
+            "fig5_score_distributions_{model}",
             caption="../report/fig5.rst",
-            category="Figures",
             labels={"figure": "fig5", "model": "{model}"},
         ),
     log:
@@ -158,6 +160,8 @@ rule figure_score_distributions:
         f"{BENCHMARKS}/figures/fig5_{{model}}.tsv"
     conda:
         "../envs/analysis.yaml"
+    params:
+        facts=figure_facts,
     script:
         "../scripts/figure_score_distributions.py"
 
@@ -166,10 +170,9 @@ rule figure_layer_sensitivity:
     input:
         f"{RESULTS}/ablations/{{model}}/fig6_layer_sensitivity.parquet",
     output:
-        report(
-            f"{RESULTS}/figures/fig6_layer_sensitivity_{{model}}.png",
+        **figure_files(
+            "fig6_layer_sensitivity_{model}",
             caption="../report/fig6.rst",
-            category="Figures",
             labels={"figure": "fig6", "model": "{model}"},
         ),
     log:
@@ -178,6 +181,8 @@ rule figure_layer_sensitivity:
         f"{BENCHMARKS}/figures/fig6_{{model}}.tsv"
     conda:
         "../envs/analysis.yaml"
+    params:
+        facts=figure_facts,
     script:
         "../scripts/figure_layer_sensitivity.py"
 
@@ -190,10 +195,9 @@ rule figure_pruned_weight_sensitivity:
         id_test=features_of("{model}", ID_TEST)["manifest"],
         ood=features_of("{model}", ABLATIONS.get("fig9_ood", OOD_TEST[0]))["manifest"],
     output:
-        report(
-            f"{RESULTS}/figures/fig9_pruned_weight_sensitivity_{{model}}.png",
+        **figure_files(
+            "fig9_pruned_weight_sensitivity_{model}",
             caption="../report/fig9.rst",
-            category="Figures",
             labels={"figure": "fig9", "model": "{model}"},
         ),
     log:
@@ -206,5 +210,6 @@ rule figure_pruned_weight_sensitivity:
         statistic=config["sensitivity"]["statistic"],
         ood_name=ABLATIONS.get("fig9_ood", OOD_TEST[0]),
         fallback_weight_low=FIG9_FALLBACK_WEIGHT_LOW,
+        facts=figure_facts,
     script:
         "../scripts/figure_pruned_weight_sensitivity.py"

@@ -6,4 +6,4 @@ from opnp.plots import plot_layer_sensitivity
 from opnp.runtime import setup_job
 
 setup_job(snakemake.log[0])
-plot_layer_sensitivity(pd.read_parquet(snakemake.input[0]), snakemake.output[0])
+plot_layer_sensitivity(pd.read_parquet(snakemake.input[0]), snakemake.output.png)

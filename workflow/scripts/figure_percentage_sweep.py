@@ -6,4 +6,4 @@ from opnp.plots import plot_percentage_sweep
 from opnp.runtime import setup_job
 
 setup_job(snakemake.log[0])
-plot_percentage_sweep(pd.read_parquet(snakemake.input[0]), snakemake.output[0])
+plot_percentage_sweep(pd.read_parquet(snakemake.input[0]), snakemake.output.png)

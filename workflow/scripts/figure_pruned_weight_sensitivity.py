@@ -28,7 +28,7 @@ plot_pruned_weight_sensitivity(
     id_sensitivity,
     ood_sensitivity,
     keep,
-    snakemake.output[0],
+    snakemake.output.png,
     ood_name=snakemake.params.ood_name,
     pruned_what=f"low-sensitivity side: the {weight_low:g} % least sensitive ({source})",
 )

@@ -12,4 +12,6 @@ setup_job(snakemake.log[0])
 param, neuron = load_sensitivity(snakemake.input.sensitivity, snakemake.params.statistic)
 params = selected_params(pd.read_parquet(snakemake.input.selection))
 weight_mask, neuron_mask = pruning_masks(param, neuron, **params)
-plot_pruning_before_after(param, neuron, weight_mask, neuron_mask, snakemake.output[0])
+plot_pruning_before_after(
+    param, neuron, weight_mask, neuron_mask, snakemake.output.png, setting=params
+)

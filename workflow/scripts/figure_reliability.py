@@ -6,4 +6,8 @@ from opnp.plots import plot_reliability
 from opnp.runtime import setup_job
 
 setup_job(snakemake.log[0])
-plot_reliability(pd.read_parquet(snakemake.input[0]), snakemake.output[0])
+plot_reliability(
+    pd.read_parquet(snakemake.input[0]),
+    snakemake.output.png,
+    min_bin_count=snakemake.params.min_bin_count,
+)

@@ -10,4 +10,4 @@ scores = {}
 for label, path in (("Energy", snakemake.input.energy), ("OPNP", snakemake.input.opnp)):
     with np.load(path) as data:
         scores[label] = {name: np.asarray(data[name]) for name in data.files}
-plot_score_distributions(scores, snakemake.output[0])
+plot_score_distributions(scores, snakemake.output.png)

@@ -8,9 +8,4 @@ setup_job(snakemake.log[0])
 params, neurons = {}, {}
 for model, path in zip(snakemake.params.models, snakemake.input.sensitivities, strict=True):
     params[model], neurons[model] = load_sensitivity(path, "mean")
-plot_sensitivity_distribution(
-    params,
-    snakemake.output[0],
-    title="Parameter sensitivity of the FC layer",
-    neuron_sensitivities=neurons,
-)
+plot_sensitivity_distribution(params, snakemake.output.png, neuron_sensitivities=neurons)
