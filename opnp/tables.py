@@ -1031,7 +1031,8 @@ def sample_sizes_text(results: pd.DataFrame, ood_sets: Sequence[str] | None = No
             raise ValueError(f"results has no rows about OOD set {name!r}")
         per_set.append((name, " or ".join(_count(n) for n in sizes)))
     if len({size for _, size in per_set}) == 1:
-        ood_text = f"{per_set[0][1]} OOD test images per set ({len(per_set)} sets)"
+        sets = "1 set" if len(per_set) == 1 else f"{len(per_set)} sets"
+        ood_text = f"{per_set[0][1]} OOD test images per set ({sets})"
     else:
         ood_text = "OOD test images per set: " + ", ".join(f"{n} {s}" for n, s in per_set)
     return f"n = {id_text} ID test images; {ood_text}."
