@@ -271,13 +271,15 @@ def _check_react_percentile(method: str, spec: dict, methods: dict) -> None:
             "fixed value (fixed: {react_percentile: selected}), not a grid value; a grid "
             "lists percentiles in [0, 100]"
         )
+    where = "grid" if "react_percentile" in grid else "fixed"
     values = _as_list(grid.get("react_percentile", fixed.get("react_percentile", [])))
     for v in values:
         if v == REACT_SELECTED:
             continue
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 100:
             raise ConfigError(
-                f"config key methods.{method}: react_percentile {v!r} must be a percentile "
+                f"config key methods.{method}.{where}.react_percentile: {v!r} must be a "
+                "percentile "
                 f"in [0, 100] or {REACT_SELECTED!r} (ReAct's validation-selected percentile)"
             )
     if react_percentile_source(method, spec) == "selected" and "react" not in methods:

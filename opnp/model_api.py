@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from .detectors import available_detectors, create_detector
+from .evaluation import SENSITIVITY_METHODS as _SENSITIVITY_METHODS
 from .sensitivity import SensitivityAccumulator
 
 #: Method name -> what ``fit`` collects (see the module docstring). Unknown names: "features".
@@ -63,6 +64,7 @@ FIT_NEEDS = {
     "opnp": ("sensitivity",),
     "opnp+msp": ("sensitivity",),
     "opnp+react": ("sensitivity", "features"),
+    "opp+react": ("sensitivity", "features"),
     "dice": ("mean",),
     "tnp": ("abs_mean",),
     "line": ("class_means",),
@@ -71,7 +73,8 @@ FIT_NEEDS = {
     "react": ("features",),
     "dice+react": ("features",),
 }
-SENSITIVITY_METHODS = ("opp", "onp", "opnp", "opnp+react", "opnp+msp")
+# The workflow's list: one home for which methods prune by the OPNP sensitivities.
+SENSITIVITY_METHODS = tuple(sorted(_SENSITIVITY_METHODS))
 LABELLED_METHODS = ("line", "mahalanobis")
 ODIN_DEFAULTS = {"temperature": 1000.0, "epsilon": 0.0014}
 
@@ -89,6 +92,7 @@ DEFAULT_GRIDS: dict[str, dict[str, list]] = {
     "onp": {k: _OPNP_GRID[k] for k in ("neuron_low", "neuron_high")},
     "opnp": _OPNP_GRID,
     "opnp+react": _OPNP_GRID,
+    "opp+react": {k: _OPNP_GRID[k] for k in ("weight_low", "weight_high")},
     "opnp+msp": _OPNP_GRID,
     "odin": {"temperature": [1, 10, 100, 1000], "epsilon": [0.0, 0.0014, 0.005]},
     "react": {"percentile": [80, 85, 90, 95, 99]},

@@ -34,6 +34,7 @@ PARAMS = {
     "onp": {"neuron_low": 10, "neuron_high": 10},
     "opnp": {"weight_low": 20, "weight_high": 2, "neuron_low": 10, "neuron_high": 10},
     "opnp+react": {"weight_low": 20, "neuron_high": 10, "react_percentile": 85},
+    "opp+react": {"weight_low": 20, "weight_high": 2, "react_percentile": 85},
     "opnp+msp": {"weight_low": 20, "neuron_high": 10},
     "rpp": {"percentage": 20, "seed": 3},
     "rnp": {"percentage": 20, "seed": 3},
