@@ -58,11 +58,11 @@ def test_source_of_the_react_percentile():
         (lambda c: c["methods"].pop("react"), r"methods\.dice\+react.*'react' is not under"),
         (
             lambda c: c["methods"]["opnp+react"]["fixed"].update(react_percentile="best"),
-            r"methods\.opnp\+react: react_percentile 'best'",
+            r"methods\.opnp\+react\.fixed\.react_percentile: 'best'",
         ),
         (
             lambda c: c["methods"]["dice+react"]["fixed"].update(react_percentile=120),
-            r"methods\.dice\+react: react_percentile 120",
+            r"methods\.dice\+react\.fixed\.react_percentile: 120",
         ),
         (
             lambda c: c["methods"]["opnp+react"].update(
