@@ -511,6 +511,39 @@ def part_rows(n: int, parts: int, index: int) -> tuple[int, int]:
     return index * n // parts, (index + 1) * n // parts
 
 
+#: Settings of the extraction a merged or selected feature set inherits from its source.
+_INHERITED_KEYS = (
+    "format_version",
+    "seed",
+    "device",
+    "amp",
+    "channels_last",
+    "batch_size",
+    "num_workers",
+    "shard_size",
+    "model_sha256",
+)
+
+
+def _derived_manifest(first: Mapping, records: dict, n: int, meta: Mapping, **extra) -> dict:
+    """The manifest of a feature set written from another one's rows (a merge of parts,
+    a selection of rows): the source's extraction settings, the new arrays, ``extra``."""
+    manifest = {key: first[key] for key in _INHERITED_KEYS if key in first}
+    manifest.update(
+        n=n,
+        n_images=n,
+        feature_dim=records["features"]["shape"][1],
+        num_classes=records["logits"]["shape"][1],
+        arrays=records,
+        model=meta.get("model", first.get("model")),
+        dataset=meta.get("dataset", first.get("dataset")),
+        meta=dict(meta),
+        **extra,
+        provenance=provenance(),
+    )
+    return manifest
+
+
 def merge_feature_parts(
     part_stems,
     out_stem: str | os.PathLike,
@@ -598,30 +631,11 @@ def merge_feature_parts(
         **{k: v for k, v in first.get("meta", {}).items() if k != "part"},
         **dict(meta or {}),
     }
-    manifest = {
-        key: first[key]
-        for key in (
-            "format_version",
-            "seed",
-            "device",
-            "amp",
-            "channels_last",
-            "batch_size",
-            "num_workers",
-            "shard_size",
-        )
-        if key in first
-    }
-    manifest.update(
-        n=n,
-        n_images=n,
-        feature_dim=records["features"]["shape"][1],
-        num_classes=records["logits"]["shape"][1],
-        arrays=records,
-        model=meta.get("model", first.get("model")),
-        dataset=meta.get("dataset", first.get("dataset")),
-        meta=meta,
-        model_sha256=first["model_sha256"],
+    manifest = _derived_manifest(
+        first,
+        records,
+        n,
+        meta,
         parts=[
             {
                 "stem": Path(stem).name,
@@ -635,7 +649,6 @@ def merge_feature_parts(
             "images_per_second": n / extract_seconds if extract_seconds > 0 else None,
             "merge_seconds": time.perf_counter() - start_time,
         },
-        provenance=provenance(),
     )
     write_json_atomic(array_path(out_stem, "manifest"), manifest)
     log(f"merged {len(stems)} parts into {n} images of {manifest['dataset']}")
@@ -683,27 +696,17 @@ def select_feature_rows(
         writers.discard()
         raise
     meta = {**first.get("meta", {}), **dict(meta or {})}
-    manifest = {
-        key: first[key]
-        for key in ("format_version", "seed", "device", "amp", "channels_last", "model_sha256")
-        if key in first
-    }
-    manifest.update(
-        n=len(rows),
-        n_images=len(rows),
-        feature_dim=records["features"]["shape"][1],
-        num_classes=records["logits"]["shape"][1],
-        arrays=records,
-        model=meta.get("model", first.get("model")),
-        dataset=meta.get("dataset", first.get("dataset")),
-        meta=meta,
+    manifest = _derived_manifest(
+        first,
+        records,
+        len(rows),
+        meta,
         selected_from={
             "stem": os.fspath(in_stem),
             "n": n_source,
             "features_sha256": first["arrays"]["features"]["sha256"],
         },
         timing={"seconds": 0.0, "images_per_second": None},
-        provenance=provenance(),
     )
     write_json_atomic(array_path(out_stem, "manifest"), manifest)
     return manifest
