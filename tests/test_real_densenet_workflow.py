@@ -39,7 +39,7 @@ def test_real_cifar10_densenet_main_results(shared_data, tmp_path):
     model = config["models"]["densenet"]
     model["checkpoint"] = model["checkpoint"].replace("../shared/data", str(shared_data))
     path = tmp_path / "cifar10_densenet.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
     results = tmp_path / "results" / config["benchmark"]
     table = f"results/{config['benchmark']}/tables/table1_main_results_densenet.md"
     start = time.perf_counter()

@@ -73,7 +73,7 @@ def test_imagenet_lite0_main_results_over_five_split_seeds(shared_data, tmp_path
         if "path" in spec:
             spec["path"] = spec["path"].replace("../shared/data", str(shared_data))
     path = tmp_path / "imagenet_lite0.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
     bench = config["benchmark"]
     start = time.perf_counter()
     run_snakemake(

@@ -25,7 +25,7 @@ def test_real_cifar10_main_results(shared_data, tmp_path):
         "../shared/data", str(shared_data)
     )
     path = tmp_path / "cifar10_real.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
     results = tmp_path / "results" / config["benchmark"]
     start = time.perf_counter()
     run_snakemake(
