@@ -266,7 +266,7 @@ def test_rerun_does_nothing_and_a_param_change_reruns_only_that_method(tiny_run,
     proc = run_snakemake(tiny_run, "-n", configfile=TINY)
     assert "Nothing to be done" in proc.stdout + proc.stderr
     changed = load(TINY)
-    changed["methods"]["react"]["grid"]["percentile"] = [85, 95]
+    changed["methods"]["dice"]["grid"]["percentile"] = [60, 90]
     path = tmp_path / "changed.yaml"
     path.write_text(yaml.safe_dump(changed))
     counts = dry_run_jobs(tiny_run, path)
@@ -280,7 +280,17 @@ def test_rerun_does_nothing_and_a_param_change_reruns_only_that_method(tiny_run,
     assert n_tables >= 1
     for rule, outputs in dry_run_job_files(tiny_run, path, kind="output"):
         if rule in ("select_hyperparameters", "evaluate_method"):
-            assert "/smallcnn/react." in outputs, outputs
+            assert "/smallcnn/dice." in outputs, outputs
+    # ReAct's grid also re-runs exactly the combinations that clip at its selection.
+    changed = load(TINY)
+    changed["methods"]["react"]["grid"]["percentile"] = [85, 95]
+    path.write_text(yaml.safe_dump(changed))
+    rerun = {
+        outputs.split("/smallcnn/")[1].split(".parquet")[0]
+        for rule, outputs in dry_run_job_files(tiny_run, path, kind="output")
+        if rule == "select_hyperparameters"
+    }
+    assert rerun == {"react", "dice+react", "opnp+react"}, rerun
 
 
 def _wait_for(pattern: str, workdir: Path, proc: subprocess.Popen, timeout: float) -> bool:
