@@ -12,7 +12,7 @@ import pytest
 import yaml
 from workflow_helpers import REPO, run_snakemake
 
-pytestmark = [pytest.mark.real_data, pytest.mark.slow]
+pytestmark = [pytest.mark.real_data, pytest.mark.slow, pytest.mark.long]
 
 #: Images per set in this test (the config's sizes cost ~10x more on 2 CPU cores):
 #: DenseNet-BC-100 is the slow part; ODIN and Table 7 pass the sets through it again.

