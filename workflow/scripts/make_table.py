@@ -83,10 +83,15 @@ if kind == "table9":
     caption = f"{caption} Row {tables.SELECTED_LABEL}: the hyperparameters selected on the validation split for each statistic."
 if "replicates" in spec:
     seeds = sorted(spec["replicates"].values())
+    chosen = (
+        ""
+        if kind == "table3"
+        else (" (hyperparameters chosen on each replicate's own validation split)")
+    )
     caption += (
-        f" Pooled over {len(seeds)} replicates (split seeds {seeds}): each cell is the mean ± "
-        "std over replicates of one replicate's result (hyperparameters chosen on each "
-        "replicate's own validation split)."
+        f" Pooled over {len(seeds)} replicates (split seeds {seeds}): the seeds above are "
+        f"these split seeds; each cell is the mean ± std over replicates of one replicate's "
+        f"result{chosen}."
     )
 stem = snakemake.output.md[: -len(".md")]
 tables.write_table(table, stem, caption, confidence=confidence)
