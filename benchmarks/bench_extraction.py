@@ -7,7 +7,7 @@
 
 Bare forward: ``model.features_and_logits`` over pre-built batches already in memory
 (on the device, under the same autocast / channels_last settings as extraction). Extraction:
-the whole ``opnp.features.extract_features`` call (DataLoader, host transfer, NaN
+the whole ``opnp.nets.extraction.extract_features`` call (DataLoader, host transfer, NaN
 checks, writes through memory maps, SHA-256 of every file, manifest) on a dataset of the
 same images. ``--source synthetic`` serves ready tensors (the overhead of the extraction
 machinery itself); ``--source images`` decodes PNG files with the model's preprocessing
@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from opnp.datasets import open_dataset
-from opnp.features import extract_features
-from opnp.models import build_model, preprocessing
+from opnp.data.datasets import open_dataset
+from opnp.nets.extraction import extract_features
+from opnp.nets.models import build_model, preprocessing
 
 
 class TensorRows(torch.utils.data.Dataset):

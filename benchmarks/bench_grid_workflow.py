@@ -130,9 +130,9 @@ class Layout:
 
 def write_feature_set(stem: Path, n, w, b, rng, *, dtype, scale, labelled, meta, block=8192):
     """Synthetic ReLU features (N, D) with logits fc(h) in float32, labels (-1 for OOD)
-    and a manifest of the form opnp.features.extract_features writes."""
-    from opnp.features import FORMAT_VERSION, array_path
+    and a manifest of the form opnp.nets.extraction.extract_features writes."""
     from opnp.io import provenance, sha256_file, write_json_atomic
+    from opnp.nets.extraction import FORMAT_VERSION, array_path
 
     c, d = w.shape
     stem.parent.mkdir(parents=True, exist_ok=True)
@@ -207,8 +207,8 @@ def dataset_sizes(cfg: dict, args) -> dict[str, int]:
 def write_inputs(layout: Layout, cfg: dict, args) -> dict:
     """Every input file of the two jobs; returns {dataset: (rows, bytes of features, all
     files)} and the seconds it took."""
-    from opnp.artifacts import load_feature_set, save_sensitivity
     from opnp.io import save_npz_atomic
+    from opnp.pipeline.artifacts import load_feature_set, save_sensitivity
     from opnp.sensitivity import NEURON_STATISTICS, neuron_sensitivity, parameter_sensitivity
 
     rng = np.random.default_rng(0)
@@ -216,7 +216,7 @@ def write_inputs(layout: Layout, cfg: dict, args) -> dict:
     w = (rng.standard_normal((c, d)) * 0.05).astype(np.float32)
     b = (rng.standard_normal(c) * 0.1).astype(np.float32)
     layout.fc().parent.mkdir(parents=True, exist_ok=True)
-    save_npz_atomic(layout.fc(), weight=w, bias=b)  # as opnp.features.save_fc
+    save_npz_atomic(layout.fc(), weight=w, bias=b)  # as opnp.nets.extraction.save_fc
     ood = set(cfg["ood"]["test"]) | set(cfg["ood"]["val"])
     sizes = {}
     for dataset, n in dataset_sizes(cfg, args).items():
@@ -386,9 +386,14 @@ def breakdown(layout: Layout, cfg: dict, threads: int) -> list[tuple[str, float]
     from threadpoolctl import threadpool_limits
 
     from opnp._validation import iter_chunks
-    from opnp.artifacts import load_fc, load_feature_set, load_ood_features, load_sensitivity
-    from opnp.evaluation import expand_grid, metric_values
     from opnp.grid import GridPlan, score_pruning_grid
+    from opnp.pipeline.artifacts import (
+        load_fc,
+        load_feature_set,
+        load_ood_features,
+        load_sensitivity,
+    )
+    from opnp.pipeline.evaluation import expand_grid, metric_values
     from opnp.sensitivity import neuron_sensitivity
 
     spec = cfg["methods"][METHOD]
@@ -438,7 +443,7 @@ def breakdown(layout: Layout, cfg: dict, threads: int) -> list[tuple[str, float]
 def report(layout, cfg, args, sizes, runs, n_configs, threads) -> None:
     import pandas as pd
 
-    from opnp.evaluation import selected_params
+    from opnp.pipeline.evaluation import selected_params
 
     ood_test, ood_val = cfg["ood"]["test"], cfg["ood"]["val"]
     id_val, id_test, train = cfg["id"]["val"], cfg["id"]["test"], cfg["id"]["train"]
@@ -541,7 +546,7 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
 
-    from opnp.evaluation import expand_grid
+    from opnp.pipeline.evaluation import expand_grid
 
     with open(args.configfile) as handle:
         base = yaml.safe_load(handle)

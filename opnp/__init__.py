@@ -2,7 +2,7 @@
 (Chen et al., NeurIPS 2023), with the post-hoc baselines, metrics and the workflow glue.
 
 The numerical core (sensitivity, pruning, grid, metrics, detectors) needs only numpy and
-scipy; the network-level parts (:mod:`opnp.network`, :mod:`opnp.odin`) import torch when
+scipy; the network-level parts (:mod:`opnp.nets.network`, :mod:`opnp.nets.odin`) import torch when
 they are used.
 """
 
@@ -10,11 +10,11 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from . import metrics
-from .detectors import available_detectors, create_detector, register_detector
-from .grid import evaluate_pruning_grid, score_pruning_grid
-from .pruning import feature_percentile, masked_weight, pruning_masks
-from .sensitivity import (
+from opnp import metrics
+from opnp.detectors import available_detectors, create_detector, register_detector
+from opnp.grid import evaluate_pruning_grid, score_pruning_grid
+from opnp.pruning import feature_percentile, masked_weight, pruning_masks
+from opnp.sensitivity import (
     NEURON_STATISTICS,
     energy_score,
     neuron_sensitivity,
@@ -22,12 +22,12 @@ from .sensitivity import (
 )
 
 _LAZY = {
-    "from_model": ("model_api", "from_model"),
-    "ModelDetector": ("model_api", "ModelDetector"),
-    "odin_scores": ("odin", "odin_scores"),
-    "module_sensitivity": ("network", "module_sensitivity"),
-    "layer_pruning_masks": ("network", "layer_pruning_masks"),
-    "pruned_model": ("network", "pruned_model"),
+    "from_model": ("nets.model_api", "from_model"),
+    "ModelDetector": ("nets.model_api", "ModelDetector"),
+    "odin_scores": ("nets.odin", "odin_scores"),
+    "module_sensitivity": ("nets.network", "module_sensitivity"),
+    "layer_pruning_masks": ("nets.network", "layer_pruning_masks"),
+    "pruned_model": ("nets.network", "pruned_model"),
     "parameter_sensitivity_autograd": ("sensitivity", "parameter_sensitivity_autograd"),
 }
 

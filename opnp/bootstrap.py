@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from .metrics import _scores
+from opnp.metrics import _scores
 
 __all__ = [
     "DEFAULT_CONFIDENCE",

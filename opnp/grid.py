@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from ._validation import (
+from opnp._validation import (
     check_choice,
     check_features,
     check_linear,
@@ -41,7 +41,7 @@ from ._validation import (
     check_positive,
     iter_chunks,
 )
-from .pruning import _check_sensitivities, percentile
+from opnp.pruning import _check_sensitivities, percentile
 
 SCORES = ("energy", "msp", "maxlogit")
 PERCENT_KEYS = ("weight_low", "weight_high", "neuron_low", "neuron_high")
@@ -310,7 +310,7 @@ def evaluate_pruning_grid(
     config's four percentages, ``ood_set`` and ``fpr95, auroc, aupr_in, aupr_out``
     (fractions in [0, 1], :func:`opnp.metrics.evaluate`). A single OOD array is named
     "ood"."""
-    from .metrics import evaluate
+    from opnp.metrics import evaluate
 
     if not isinstance(ood_features, Mapping):
         ood_features = {"ood": ood_features}

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from ._validation import check_choice, to_numpy
+from opnp._validation import check_choice, to_numpy
 
 CONVENTIONS = ("paper", "openood")
 

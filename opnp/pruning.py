@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ._validation import (
+from opnp._validation import (
     check_chunk_size,
     check_features,
     check_finite,

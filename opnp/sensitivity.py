@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ._validation import (
+from opnp._validation import (
     check_choice,
     check_chunk_size,
     check_features,
@@ -129,7 +129,7 @@ class SensitivityAccumulator:
     S (C, D) float64 of all rows seen so far, identical to one
     :func:`parameter_sensitivity` call on the stacked rows (the same per-chunk products
     added into one float64 sum). Memory is O(C * D) whatever the number of rows: what
-    :class:`opnp.model_api.ModelDetector` uses to fit OPNP in one pass over a loader.
+    :class:`opnp.nets.model_api.ModelDetector` uses to fit OPNP in one pass over a loader.
     """
 
     def __init__(
@@ -224,7 +224,7 @@ def parameter_sensitivity_autograd(
     """
     import torch
 
-    from .network import module_sensitivity  # torch is imported there
+    from opnp.nets.network import module_sensitivity  # torch is imported there
 
     check_choice(reduction, "reduction", REDUCTIONS)
     check_choice(dtype, "dtype", PRECISIONS)
@@ -249,7 +249,7 @@ def parameter_sensitivity_autograd(
 
 def module_sensitivity(*args, **kwargs):
     """Autograd sensitivity of any ``nn.Module`` parameter: see
-    :func:`opnp.network.module_sensitivity` (imported lazily; needs torch)."""
-    from .network import module_sensitivity as _impl
+    :func:`opnp.nets.network.module_sensitivity` (imported lazily; needs torch)."""
+    from opnp.nets.network import module_sensitivity as _impl
 
     return _impl(*args, **kwargs)

@@ -7,7 +7,7 @@ import tarfile
 
 import pytest
 
-from opnp.archives import extract_members
+from opnp.data.archives import extract_members
 
 
 def make_tar(path, members: dict[str, bytes]):

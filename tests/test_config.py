@@ -14,7 +14,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 from workflow_helpers import REPO, run_snakemake
 
-from opnp.config import ConfigError, check_config
+from opnp.pipeline.config import ConfigError, check_config
 
 SCHEMA = str(REPO / "workflow" / "schemas" / "config.schema.yaml")
 

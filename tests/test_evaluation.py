@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from opnp.evaluation import (
+from opnp.pipeline.evaluation import (
     RESULT_COLUMNS,
     concat_results,
     evaluate_configs,
@@ -149,7 +149,7 @@ def test_concat_results_checks_columns(tmp_path):
 
 def test_score_rows_with_uncertainty_carry_intervals_and_resamples_in_percent(tmp_path):
     from opnp import bootstrap
-    from opnp.evaluation import CI_COLUMNS, RESAMPLE_COLUMNS
+    from opnp.pipeline.evaluation import CI_COLUMNS, RESAMPLE_COLUMNS
 
     rng = np.random.default_rng(1)
     id_scores = rng.normal(1, 1, 300)

@@ -1,4 +1,4 @@
-"""Feature extraction: exactness, sharding/resume, atomicity, NaN checks (opnp.features)."""
+"""Feature extraction: exactness, sharding/resume, atomicity, NaN checks (opnp.nets.extraction)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from opnp.features import (
+from opnp.nets.extraction import (
     array_path,
     extract_features,
     load_features,
@@ -19,7 +19,7 @@ from opnp.features import (
     part_rows,
     save_fc,
 )
-from opnp.models import FeatureClassifier, small_cnn
+from opnp.nets.models import FeatureClassifier, small_cnn
 
 N, D_IN, D, C = 47, 12, 6, 3
 

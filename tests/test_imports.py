@@ -14,13 +14,13 @@ ANALYSIS_MODULES = [
     "opnp.metrics",
     "opnp.bootstrap",
     "opnp.detectors",
-    "opnp.evaluation",
-    "opnp.artifacts",
-    "opnp.config",
-    "opnp.tables",
-    "opnp.plots",
+    "opnp.pipeline.evaluation",
+    "opnp.pipeline.artifacts",
+    "opnp.pipeline.config",
+    "opnp.report.tables",
+    "opnp.report.plots",
     "opnp.io",
-    "opnp.model_api",  # torch only when a ModelDetector is built
+    "opnp.nets.model_api",  # torch only when a ModelDetector is built
 ]
 
 

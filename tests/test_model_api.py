@@ -16,8 +16,8 @@ import yaml
 from torch import nn
 
 import opnp
-from opnp.evaluation import expand_grid, select_best
-from opnp.model_api import DEFAULT_GRIDS, FIT_NEEDS, TrainingStatistics
+from opnp.nets.model_api import DEFAULT_GRIDS, FIT_NEEDS, TrainingStatistics
+from opnp.pipeline.evaluation import expand_grid, select_best
 
 REPO = Path(__file__).resolve().parents[1]
 D, C = 24, 5

@@ -1,4 +1,4 @@
-"""Architectures, FeatureClassifier, checkpoints and preprocessing (opnp.models)."""
+"""Architectures, FeatureClassifier, checkpoints and preprocessing (opnp.nets.models)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from opnp import models as M
+from opnp.nets import models as M
 
 
 @pytest.mark.parametrize("arch", ["small_cnn", "cifar_resnet20"])
@@ -298,7 +298,7 @@ def test_densenet_feature_is_the_pooled_relu_of_the_last_block():
 
 
 def test_densenet_table7_layers_and_sensitivities():
-    from opnp.network import module_sensitivity
+    from opnp.nets.network import module_sensitivity
 
     model = M.densenet_bc_100()
     assert model.stage_layers() == {

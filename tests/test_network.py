@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from opnp.network import (  # noqa: E402
+from opnp.nets.network import (  # noqa: E402
     layer_pruning_masks,
     module_sensitivity,
     pruned_model,
@@ -91,7 +91,7 @@ def test_pruned_copy_and_context_manager():
 
 
 def _tiny_cnn_and_data():
-    from opnp.models import small_cnn
+    from opnp.nets.models import small_cnn
 
     torch.manual_seed(0)
     model = small_cnn(num_classes=4, in_channels=1, feature_dim=16).eval()
@@ -105,7 +105,7 @@ def _tiny_cnn_and_data():
 
 
 def test_conv_and_fc_weights_lists_every_conv_then_fc():
-    from opnp.network import conv_and_fc_weights
+    from opnp.nets.network import conv_and_fc_weights
 
     model, *_ = _tiny_cnn_and_data()
     names = conv_and_fc_weights(model)
@@ -123,8 +123,8 @@ def test_table7_rows_compare_like_with_like():
     import json
 
     from opnp.detectors import create_detector
-    from opnp.evaluation import accuracy, layer_ablation, metric_values
-    from opnp.network import conv_and_fc_weights, network_logits
+    from opnp.nets.network import conv_and_fc_weights, network_logits
+    from opnp.pipeline.evaluation import accuracy, layer_ablation, metric_values
 
     model, train, id_test, ood = _tiny_cnn_and_data()
     with torch.no_grad():

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from opnp import plots
+from opnp.report import plots
 
 
 def check_png(path):

@@ -11,8 +11,13 @@ import yaml
 from snakemake.utils import validate
 from workflow_helpers import REPO
 
-from opnp.config import REACT_COMBINATIONS, ConfigError, check_config, react_percentile_source
-from opnp.evaluation import mark_selected, resolve_react_percentile
+from opnp.pipeline.config import (
+    REACT_COMBINATIONS,
+    ConfigError,
+    check_config,
+    react_percentile_source,
+)
+from opnp.pipeline.evaluation import mark_selected, resolve_react_percentile
 
 SCHEMA = str(REPO / "workflow" / "schemas" / "config.schema.yaml")
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from opnp.datasets import dataset_manifest, open_dataset
-from opnp.features import extract_features, load_features
-from opnp.models import build_model, preprocessing
-from opnp.training import evaluate_accuracy
+from opnp.data.datasets import dataset_manifest, open_dataset
+from opnp.nets.extraction import extract_features, load_features
+from opnp.nets.models import build_model, preprocessing
+from opnp.nets.training import evaluate_accuracy
 
 pytestmark = pytest.mark.real_data
 

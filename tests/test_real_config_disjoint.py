@@ -9,7 +9,7 @@ import pytest
 import yaml
 from workflow_helpers import REPO
 
-from opnp.archives import extract_members
+from opnp.data.archives import extract_members
 
 pytestmark = pytest.mark.real_data
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from workflow_helpers import REPO, run_snakemake
 
-from opnp.replicates import replicate_unit, split_rows
+from opnp.pipeline.replicates import replicate_unit, split_rows
 
 pytestmark = pytest.mark.real_data
 

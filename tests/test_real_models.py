@@ -9,10 +9,10 @@ import time
 import pytest
 from workflow_helpers import SHARED_DATA
 
-from opnp.archives import extract_members
-from opnp.datasets import dataset_manifest, open_dataset
-from opnp.models import build_model, preprocessing
-from opnp.training import evaluate_accuracy
+from opnp.data.archives import extract_members
+from opnp.data.datasets import dataset_manifest, open_dataset
+from opnp.nets.models import build_model, preprocessing
+from opnp.nets.training import evaluate_accuracy
 
 pytestmark = pytest.mark.real_data
 #: Minutes on 2 CPU cores (Lite0: 1,000 images at 224 px; DenseNet: 10,000 at 32 px).

@@ -25,8 +25,8 @@ import yaml
 from workflow_helpers import TINY, run_snakemake, snakemake_command
 
 from opnp import io
-from opnp import models as M
-from opnp.config import ConfigError, check_config
+from opnp.nets import models as M
+from opnp.pipeline.config import ConfigError, check_config
 
 # ------------------------------------------------------------------ 5. permissions
 
@@ -191,7 +191,7 @@ def test_a_failed_jobs_error_appears_in_snakemakes_output(tmp_path, tiny_config)
 
 
 def test_source_fingerprint_follows_the_folder(tmp_path):
-    from opnp.datasets import source_fingerprint
+    from opnp.data.datasets import source_fingerprint
 
     images = tmp_path / "images"
     _write_pngs(images, 3)
@@ -303,7 +303,7 @@ def _hashes(**sets):
 
 
 def test_disjoint_sets_pass_and_every_required_pair_is_checked():
-    from opnp.splits import check_split_separation
+    from opnp.data.splits import check_split_separation
 
     hashes = _hashes(train=["t1", "t2"], val=["v1"], test=["s1"], ood_val=["o1"], ood_test=["p1"])
     report = check_split_separation(hashes, ROLES)
@@ -328,7 +328,7 @@ def test_disjoint_sets_pass_and_every_required_pair_is_checked():
     ],
 )
 def test_shared_images_stop_the_workflow_naming_sets_and_files(sets, needle):
-    from opnp.splits import SplitLeakError, check_split_separation
+    from opnp.data.splits import SplitLeakError, check_split_separation
 
     base = {
         "train": ["t1", "t2"],
@@ -346,7 +346,7 @@ def test_shared_images_stop_the_workflow_naming_sets_and_files(sets, needle):
 
 
 def test_the_papers_id_protocol_is_allowed_only_when_stated():
-    from opnp.splits import SplitLeakError, check_split_separation
+    from opnp.data.splits import SplitLeakError, check_split_separation
 
     hashes = _hashes(train=["t1"], val=["s1"], test=["s1"], ood_val=["o1"], ood_test=["p1"])
     with pytest.raises(SplitLeakError, match="id_val_may_be_id_test: true"):
@@ -371,7 +371,7 @@ def test_id_val_equal_to_id_test_by_name_needs_the_config_key(tiny_config):
 def test_manifests_record_the_content_hash_of_every_image(tmp_path):
     import hashlib
 
-    from opnp.datasets import IMAGE_HASH_DIGITS, dataset_manifest, image_hashes, manifest_files
+    from opnp.data.datasets import IMAGE_HASH_DIGITS, dataset_manifest, image_hashes, manifest_files
 
     images = tmp_path / "images"
     _write_pngs(images, 4)

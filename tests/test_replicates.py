@@ -1,4 +1,4 @@
-"""Replicated evaluation on seeded re-splits of pooled datasets (opnp.replicates and the
+"""Replicated evaluation on seeded re-splits of pooled datasets (opnp.pipeline.replicates and the
 workflow's `replicates` config)."""
 
 from __future__ import annotations
@@ -9,9 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from opnp.config import ConfigError, check_config
-from opnp.features import load_features, select_feature_rows
-from opnp.replicates import PER_REPLICATE_VALUE, pool_replicates, replicate_unit, split_rows
+from opnp.nets.extraction import load_features, select_feature_rows
+from opnp.pipeline.config import ConfigError, check_config
+from opnp.pipeline.replicates import (
+    PER_REPLICATE_VALUE,
+    pool_replicates,
+    replicate_unit,
+    split_rows,
+)
 
 PARTS = [{"name": "fit", "size": 50}, {"name": "val", "size": 25}, {"name": "test", "size": 25}]
 
@@ -121,7 +126,7 @@ def test_pool_replicates_names_missing_replicates():
 
 
 def test_select_feature_rows_copies_exactly_those_rows(tmp_path):
-    from opnp.features import _Writers
+    from opnp.nets.extraction import _Writers
 
     rng = np.random.default_rng(0)
     feats = rng.normal(size=(30, 4)).astype(np.float32)
@@ -149,8 +154,8 @@ def test_select_feature_rows_copies_exactly_those_rows(tmp_path):
 def test_split_manifest_opens_the_rows_of_the_pool(tmp_path):
     from PIL import Image
 
-    from opnp.datasets import dataset_manifest, open_dataset
-    from opnp.replicates import pool_labels, split_manifest
+    from opnp.data.datasets import dataset_manifest, open_dataset
+    from opnp.pipeline.replicates import pool_labels, split_manifest
 
     for cls in ("a", "b"):
         (tmp_path / "pool" / cls).mkdir(parents=True)
@@ -206,7 +211,7 @@ def test_workflow_runs_every_replicate_and_pools_the_tables(tmp_path):
     import torch
     from workflow_helpers import REPO, run_snakemake
 
-    from opnp.models import build_model
+    from opnp.nets.models import build_model
 
     torch.manual_seed(0)
     model = build_model({"arch": "small_cnn", "num_classes": 10, "in_channels": 1})

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from opnp import tables
-from opnp.tables import CombinedCell, SeedStat
+from opnp.report import tables
+from opnp.report.tables import CombinedCell, SeedStat
 
 OOD_SETS = ["iNaturalist", "SUN", "Places", "Textures"]
 MAIN_METHODS = ["msp", "energy", "react", "dice+react", "opnp", "opnp+react"]
@@ -559,7 +559,7 @@ def scored_results():
     """Result rows scored the workflow's way (score_rows with bootstrap settings):
     Energy, OPNP = Energy's scores plus a little noise (within noise of it), MSP = much
     noisier scores (clearly worse), on two OOD sets of 300 and one ID set of 400."""
-    from opnp.evaluation import results_frame, score_rows
+    from opnp.pipeline.evaluation import results_frame, score_rows
 
     rng = np.random.default_rng(0)
     id_scores = rng.normal(2.0, 1.0, 400)

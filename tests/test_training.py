@@ -1,4 +1,4 @@
-"""Seeded training loop and accuracy (opnp.training)."""
+"""Seeded training loop and accuracy (opnp.nets.training)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from opnp.models import small_cnn
-from opnp.training import evaluate_accuracy, random_crop_flip, train_classifier
+from opnp.nets.models import small_cnn
+from opnp.nets.training import evaluate_accuracy, random_crop_flip, train_classifier
 
 
 def _toy_images(n=96, seed=0):

@@ -2,13 +2,13 @@
 
 Names (see each module's docstring for the definition and every choice made):
 msp, maxlogit, energy (logits.py); mahalanobis; react; dice, dice+react (dice.py); ash;
-knn; gradnorm; line; opp, onp, opnp, opnp+react, opp+react, opnp+msp (opnp.py);
-rpp, rnp, tpp, tnp (pruning_baselines.py). ODIN needs the network: :mod:`opnp.odin`.
+knn; gradnorm; line; opp, onp, opnp, opnp+react, opp+react, opnp+msp (optimal_pruning.py);
+rpp, rnp, tpp, tnp (pruning_baselines.py). ODIN needs the network: :mod:`opnp.nets.odin`.
 """
 
 from __future__ import annotations
 
-from .base import Detector, LinearDetector, score_logits
+from opnp.detectors.base import Detector, LinearDetector, score_logits
 
 _REGISTRY: dict[str, type[Detector]] = {}
 
@@ -41,7 +41,7 @@ def create_detector(name: str, **kwargs) -> Detector:
 
 
 # Importing the modules registers their detectors (numpy only; torch is never needed).
-from . import (  # noqa: E402
+from opnp.detectors import (  # noqa: E402
     ash,
     dice,
     gradnorm,
@@ -49,7 +49,7 @@ from . import (  # noqa: E402
     line,
     logits,
     mahalanobis,
-    opnp,
+    optimal_pruning,
     pruning_baselines,
     react,
 )
@@ -66,7 +66,7 @@ __all__ = [
     "line",
     "logits",
     "mahalanobis",
-    "opnp",
+    "optimal_pruning",
     "pruning_baselines",
     "react",
     "register_detector",

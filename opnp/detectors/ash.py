@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import check_positive
-from . import register_detector
-from .base import LinearDetector
-from .react import check_percentile_param
+from opnp._validation import check_positive
+from opnp.detectors import register_detector
+from opnp.detectors.base import LinearDetector
+from opnp.detectors.react import check_percentile_param
 
 
 def ash_s(h: np.ndarray, percentile: float) -> np.ndarray:

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .._validation import (
+from opnp._validation import (
     DEFAULT_CHUNK_ROWS,
     check_chunk_size,
     check_features,
@@ -28,7 +28,7 @@ from .._validation import (
     check_linear,
     iter_chunks,
 )
-from ..sensitivity import logsumexp
+from opnp.sensitivity import logsumexp
 
 
 class Detector:

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import check_positive
-from ..pruning import feature_percentile
-from . import register_detector
-from .base import LinearDetector, mean_features
-from .react import check_percentile_param
+from opnp._validation import check_positive
+from opnp.detectors import register_detector
+from opnp.detectors.base import LinearDetector, mean_features
+from opnp.detectors.react import check_percentile_param
+from opnp.pruning import feature_percentile
 
 
 @register_detector("dice")

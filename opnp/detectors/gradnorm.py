@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import check_positive
-from ..sensitivity import softmax
-from . import register_detector
-from .base import LinearDetector
+from opnp._validation import check_positive
+from opnp.detectors import register_detector
+from opnp.detectors.base import LinearDetector
+from opnp.sensitivity import softmax
 
 
 @register_detector("gradnorm")

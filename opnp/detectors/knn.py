@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import register_detector
-from .base import Detector
+from opnp.detectors import register_detector
+from opnp.detectors.base import Detector
 
 
 def l2_normalise(h: np.ndarray) -> np.ndarray:

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import check_positive, iter_chunks
-from . import register_detector
-from .base import LinearDetector, score_logits
-from .react import check_percentile_param
+from opnp._validation import check_positive, iter_chunks
+from opnp.detectors import register_detector
+from opnp.detectors.base import LinearDetector, score_logits
+from opnp.detectors.react import check_percentile_param
 
 
 @register_detector("line")

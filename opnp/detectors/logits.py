@@ -7,9 +7,9 @@
 
 from __future__ import annotations
 
-from .._validation import check_positive
-from . import register_detector
-from .base import LinearDetector
+from opnp._validation import check_positive
+from opnp.detectors import register_detector
+from opnp.detectors.base import LinearDetector
 
 
 class _LogitDetector(LinearDetector):

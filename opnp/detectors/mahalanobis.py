@@ -14,9 +14,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse
 
-from .._validation import iter_chunks
-from . import register_detector
-from .base import Detector
+from opnp._validation import iter_chunks
+from opnp.detectors import register_detector
+from opnp.detectors.base import Detector
 
 
 @register_detector("mahalanobis")
@@ -50,7 +50,7 @@ class Mahalanobis(Detector):
 
     def fit_gaussian(self, classes, class_means, covariance) -> Mahalanobis:
         """Fit from precomputed statistics: the class labels (K,), their means (K, D) and
-        the shared covariance (D, D) (e.g. streamed by :mod:`opnp.model_api`); the same
+        the shared covariance (D, D) (e.g. streamed by :mod:`opnp.nets.model_api`); the same
         detector as ``fit`` on the features these come from. Returns ``self``."""
         classes = np.asarray(classes)
         means = np.asarray(class_means, dtype=np.float64)

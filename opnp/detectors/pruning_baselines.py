@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import check_percentage, iter_chunks
-from ..pruning import masked_weight, tail_mask
-from . import register_detector
-from .base import LinearDetector
+from opnp._validation import check_percentage, iter_chunks
+from opnp.detectors import register_detector
+from opnp.detectors.base import LinearDetector
+from opnp.pruning import masked_weight, tail_mask
 
 
 class _PercentagePruning(LinearDetector):

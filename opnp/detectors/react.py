@@ -9,10 +9,10 @@ Score: Energy T logsumexp(f/T) of the clipped features through the unpruned FC l
 
 from __future__ import annotations
 
-from .._validation import check_positive
-from ..pruning import feature_percentile
-from . import register_detector
-from .base import LinearDetector
+from opnp._validation import check_positive
+from opnp.detectors import register_detector
+from opnp.detectors.base import LinearDetector
+from opnp.pruning import feature_percentile
 
 
 def check_percentile_param(value, name: str) -> float:

@@ -18,13 +18,13 @@ os.environ.update(
 )
 
 sys.path.insert(0, workflow.basedir)
-from opnp.config import (  # noqa: E402 - needs the path above
+from opnp.pipeline.config import (  # noqa: E402 - needs the path above
     check_config,
     react_percentile_source,
     replicate_parts,
 )
-from opnp.datasets import source_fingerprint  # noqa: E402
-from opnp.replicates import replicate_unit  # noqa: E402
+from opnp.data.datasets import source_fingerprint  # noqa: E402
+from opnp.pipeline.replicates import replicate_unit  # noqa: E402
 
 validate(config, schema="../schemas/config.schema.yaml")
 
@@ -160,7 +160,7 @@ def model_spec(name):
     return canonical(config["models"][model_base(name)])
 
 
-# The sets whose images must be disjoint (opnp.splits), checked per unit (a replicate
+# The sets whose images must be disjoint (opnp.data.splits), checked per unit (a replicate
 # checks its own parts): the check's file is an input of every selection job.
 SPLIT_ROLES = {
     "id_train": ID_TRAIN,
@@ -401,7 +401,7 @@ def final_figures():
 
 
 def figure_facts(wildcards, output):
-    """The numbers a figure's caption quotes (its <stem>.facts.json, see opnp.plots),
+    """The numbers a figure's caption quotes (its <stem>.facts.json, see opnp.report.plots),
     for the caption template as snakemake.params.facts; {} before the figure exists.
     A function of the output, so Snakemake does not count it among the params whose
     change triggers a rerun: `snakemake --report` reads it after the run."""
@@ -413,7 +413,7 @@ def figure_facts(wildcards, output):
 
 def figure_files(stem, caption, labels):
     """Outputs of a figure rule: the PNG (in the report, with its caption), the vector
-    PDF and the facts JSON that opnp.plots writes beside it."""
+    PDF and the facts JSON that opnp.report.plots writes beside it."""
     return {
         "png": report(
             f"{RESULTS}/figures/{stem}.png",

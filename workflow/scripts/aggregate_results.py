@@ -1,8 +1,8 @@
 """Concatenate every Parquet result file of the benchmark into one table."""
 
-from opnp.artifacts import write_results
-from opnp.evaluation import concat_results
-from opnp.runtime import setup_job
+from opnp.pipeline.artifacts import write_results
+from opnp.pipeline.evaluation import concat_results
+from opnp.pipeline.runtime import setup_job
 
 log = setup_job(snakemake.log[0])
 frame = concat_results(snakemake.input)

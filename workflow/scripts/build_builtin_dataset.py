@@ -1,8 +1,8 @@
 """Build one dataset of the embedded benchmark from data bundled with scikit-learn."""
 
-from opnp.datasets import build_builtin_dataset
+from opnp.data.datasets import build_builtin_dataset
 from opnp.io import write_json_atomic
-from opnp.runtime import setup_job
+from opnp.pipeline.runtime import setup_job
 
 log = setup_job(snakemake.log[0])
 manifest = build_builtin_dataset(

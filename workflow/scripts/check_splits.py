@@ -1,10 +1,10 @@
 """Stop before any selection job when sets that must be disjoint share images."""
 
-from opnp.artifacts import read_json
-from opnp.datasets import image_hashes, manifest_files
+from opnp.data.datasets import image_hashes, manifest_files
+from opnp.data.splits import check_split_separation
 from opnp.io import write_json_atomic
-from opnp.runtime import setup_job
-from opnp.splits import check_split_separation
+from opnp.pipeline.artifacts import read_json
+from opnp.pipeline.runtime import setup_job
 
 log = setup_job(snakemake.log[0])
 manifests = {

@@ -1,8 +1,8 @@
 """OPNP parameter sensitivity (Eq. 6) and every neuron statistic (Eq. 8) on a seeded
 subset of the training features."""
 
-from opnp.artifacts import load_fc, load_feature_set, save_sensitivity
-from opnp.runtime import setup_job
+from opnp.pipeline.artifacts import load_fc, load_feature_set, save_sensitivity
+from opnp.pipeline.runtime import setup_job
 from opnp.sensitivity import NEURON_STATISTICS, neuron_sensitivity, parameter_sensitivity
 from opnp.subsets import seeded_subset_indices
 

@@ -1,8 +1,8 @@
 """Download a public dataset with checksum verification (only when the config asks)."""
 
-from opnp.datasets import download_dataset
+from opnp.data.datasets import download_dataset
 from opnp.io import write_json_atomic
-from opnp.runtime import setup_job
+from opnp.pipeline.runtime import setup_job
 
 log = setup_job(snakemake.log[0])
 manifest = download_dataset(

@@ -2,7 +2,8 @@
 
 import pandas as pd
 
-from opnp.artifacts import (
+from opnp.io import save_npz_atomic
+from opnp.pipeline.artifacts import (
     job_results,
     load_fc,
     load_feature_set,
@@ -10,9 +11,8 @@ from opnp.artifacts import (
     load_sensitivity,
     write_results,
 )
-from opnp.evaluation import accuracy, evaluate_configs, selected_params
-from opnp.io import save_npz_atomic
-from opnp.runtime import setup_job
+from opnp.pipeline.evaluation import accuracy, evaluate_configs, selected_params
+from opnp.pipeline.runtime import setup_job
 
 log = setup_job(snakemake.log[0], threads=snakemake.threads)
 method = snakemake.wildcards.method

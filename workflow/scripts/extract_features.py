@@ -4,11 +4,11 @@ extract_feature_part, wildcard ``part``)."""
 
 from pathlib import Path
 
-from opnp.artifacts import feature_stem, load_model, read_json
-from opnp.datasets import open_dataset
-from opnp.features import extract_features, part_rows
-from opnp.models import preprocessing
-from opnp.runtime import setup_job
+from opnp.data.datasets import open_dataset
+from opnp.nets.extraction import extract_features, part_rows
+from opnp.nets.models import preprocessing
+from opnp.pipeline.artifacts import feature_stem, load_model, read_json
+from opnp.pipeline.runtime import setup_job
 
 log = setup_job(snakemake.log[0], threads=snakemake.threads)
 spec = snakemake.params.spec

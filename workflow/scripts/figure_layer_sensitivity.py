@@ -2,8 +2,8 @@
 
 import pandas as pd
 
-from opnp.plots import plot_layer_sensitivity
-from opnp.runtime import setup_job
+from opnp.pipeline.runtime import setup_job
+from opnp.report.plots import plot_layer_sensitivity
 
 setup_job(snakemake.log[0])
 plot_layer_sensitivity(pd.read_parquet(snakemake.input[0]), snakemake.output.png)

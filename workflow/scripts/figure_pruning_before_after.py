@@ -2,11 +2,11 @@
 
 import pandas as pd
 
-from opnp.artifacts import load_sensitivity
-from opnp.evaluation import selected_params
-from opnp.plots import plot_pruning_before_after
+from opnp.pipeline.artifacts import load_sensitivity
+from opnp.pipeline.evaluation import selected_params
+from opnp.pipeline.runtime import setup_job
 from opnp.pruning import pruning_masks
-from opnp.runtime import setup_job
+from opnp.report.plots import plot_pruning_before_after
 
 setup_job(snakemake.log[0])
 param, neuron = load_sensitivity(snakemake.input.sensitivity, snakemake.params.statistic)

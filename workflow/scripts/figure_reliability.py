@@ -2,8 +2,8 @@
 
 import pandas as pd
 
-from opnp.plots import plot_reliability
-from opnp.runtime import setup_job
+from opnp.pipeline.runtime import setup_job
+from opnp.report.plots import plot_reliability
 
 setup_job(snakemake.log[0])
 plot_reliability(

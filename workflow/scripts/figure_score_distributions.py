@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from opnp.plots import plot_score_distributions
-from opnp.runtime import setup_job
+from opnp.pipeline.runtime import setup_job
+from opnp.report.plots import plot_score_distributions
 
 setup_job(snakemake.log[0])
 scores = {}

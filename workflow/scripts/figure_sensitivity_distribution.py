@@ -1,8 +1,8 @@
 """Fig. 1 / 7 / 8: FC-layer parameter and neuron sensitivity distributions (max = 1)."""
 
-from opnp.artifacts import load_sensitivity
-from opnp.plots import plot_sensitivity_distribution
-from opnp.runtime import setup_job
+from opnp.pipeline.artifacts import load_sensitivity
+from opnp.pipeline.runtime import setup_job
+from opnp.report.plots import plot_sensitivity_distribution
 
 setup_job(snakemake.log[0])
 params, neurons = {}, {}

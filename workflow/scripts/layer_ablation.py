@@ -8,11 +8,17 @@ accuracy."""
 
 import pandas as pd
 
-from opnp.artifacts import job_results, load_model, load_sensitivity, read_json, write_results
-from opnp.datasets import open_dataset, seeded_subset
-from opnp.evaluation import layer_ablation, selected_params
-from opnp.models import preprocessing
-from opnp.runtime import setup_job
+from opnp.data.datasets import open_dataset, seeded_subset
+from opnp.nets.models import preprocessing
+from opnp.pipeline.artifacts import (
+    job_results,
+    load_model,
+    load_sensitivity,
+    read_json,
+    write_results,
+)
+from opnp.pipeline.evaluation import layer_ablation, selected_params
+from opnp.pipeline.runtime import setup_job
 
 log = setup_job(snakemake.log[0], threads=snakemake.threads, seed=snakemake.params.seed)
 spec = snakemake.params.spec

@@ -1,8 +1,8 @@
 """Verify a local dataset folder (count, readability) and record it in a manifest."""
 
-from opnp.datasets import link_dataset
+from opnp.data.datasets import link_dataset
 from opnp.io import write_json_atomic
-from opnp.runtime import setup_job
+from opnp.pipeline.runtime import setup_job
 
 log = setup_job(snakemake.log[0])
 manifest = link_dataset(

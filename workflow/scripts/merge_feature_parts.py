@@ -1,8 +1,8 @@
 """The parts of a dataset extracted by several jobs, merged into one feature set."""
 
-from opnp.artifacts import feature_stem
-from opnp.features import merge_feature_parts
-from opnp.runtime import setup_job
+from opnp.nets.extraction import merge_feature_parts
+from opnp.pipeline.artifacts import feature_stem
+from opnp.pipeline.runtime import setup_job
 
 log = setup_job(snakemake.log[0], threads=snakemake.threads)
 manifests = [path for path in snakemake.input if path.endswith(".manifest.json")]

@@ -1,7 +1,7 @@
 """Table 9: ONP with each neuron statistic; percentages selected on the validation split
 separately for each statistic (their scales differ)."""
 
-from opnp.artifacts import (
+from opnp.pipeline.artifacts import (
     job_results,
     load_fc,
     load_feature_set,
@@ -9,8 +9,8 @@ from opnp.artifacts import (
     load_sensitivity,
     write_results,
 )
-from opnp.evaluation import evaluate_configs, expand_grid, results_frame, select_best
-from opnp.runtime import setup_job
+from opnp.pipeline.evaluation import evaluate_configs, expand_grid, results_frame, select_best
+from opnp.pipeline.runtime import setup_job
 
 log = setup_job(snakemake.log[0], threads=snakemake.threads)
 weight, bias = load_fc(snakemake.input.fc)

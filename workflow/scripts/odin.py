@@ -4,19 +4,25 @@ validation split (rule select_odin) or score the selected values on the test set
 
 import pandas as pd
 
-from opnp.artifacts import job_results, load_feature_set, load_model, read_json, write_results
-from opnp.datasets import open_dataset
-from opnp.evaluation import (
+from opnp.data.datasets import open_dataset
+from opnp.io import save_npz_atomic
+from opnp.nets.models import preprocessing
+from opnp.nets.odin import odin_scores
+from opnp.pipeline.artifacts import (
+    job_results,
+    load_feature_set,
+    load_model,
+    read_json,
+    write_results,
+)
+from opnp.pipeline.evaluation import (
     accuracy,
     evaluate_network_configs,
     expand_grid,
     mark_selected,
     selected_params,
 )
-from opnp.io import save_npz_atomic
-from opnp.models import preprocessing
-from opnp.odin import odin_scores
-from opnp.runtime import setup_job, torch_device
+from opnp.pipeline.runtime import setup_job, torch_device
 
 log = setup_job(snakemake.log[0], threads=snakemake.threads)
 spec = snakemake.params.spec

@@ -1,6 +1,6 @@
 """Fig. 3 data: FPR95/AUROC against each pruning percentage with the others at 0."""
 
-from opnp.artifacts import (
+from opnp.pipeline.artifacts import (
     job_results,
     load_fc,
     load_feature_set,
@@ -8,8 +8,8 @@ from opnp.artifacts import (
     load_sensitivity,
     write_results,
 )
-from opnp.evaluation import evaluate_configs
-from opnp.runtime import setup_job
+from opnp.pipeline.evaluation import evaluate_configs
+from opnp.pipeline.runtime import setup_job
 
 log = setup_job(snakemake.log[0], threads=snakemake.threads)
 weight, bias = load_fc(snakemake.input.fc)

@@ -1,8 +1,14 @@
 """Table 3: ID accuracy of the pruned FC layer, one pruning percentage at a time."""
 
-from opnp.artifacts import job_results, load_fc, load_feature_set, load_sensitivity, write_results
-from opnp.evaluation import pruned_accuracy_rows
-from opnp.runtime import setup_job
+from opnp.pipeline.artifacts import (
+    job_results,
+    load_fc,
+    load_feature_set,
+    load_sensitivity,
+    write_results,
+)
+from opnp.pipeline.evaluation import pruned_accuracy_rows
+from opnp.pipeline.runtime import setup_job
 
 log = setup_job(snakemake.log[0], threads=snakemake.threads)
 weight, bias = load_fc(snakemake.input.fc)

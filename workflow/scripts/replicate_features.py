@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from opnp.artifacts import feature_stem, read_json
-from opnp.features import select_feature_rows
-from opnp.runtime import setup_job
+from opnp.nets.extraction import select_feature_rows
+from opnp.pipeline.artifacts import feature_stem, read_json
+from opnp.pipeline.runtime import setup_job
 
 log = setup_job(snakemake.log[0])
 source = read_json(snakemake.input.source)

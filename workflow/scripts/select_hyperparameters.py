@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from opnp.artifacts import (
+from opnp.pipeline.artifacts import (
     job_results,
     load_fc,
     load_feature_set,
@@ -10,13 +10,13 @@ from opnp.artifacts import (
     load_sensitivity,
     write_results,
 )
-from opnp.evaluation import (
+from opnp.pipeline.evaluation import (
     evaluate_configs,
     expand_grid,
     mark_selected,
     resolve_react_percentile,
 )
-from opnp.runtime import setup_job
+from opnp.pipeline.runtime import setup_job
 
 log = setup_job(snakemake.log[0], threads=snakemake.threads)
 method = snakemake.wildcards.method
@@ -26,7 +26,7 @@ react_selection = (
     else None
 )
 # A combination with ReAct clips at ReAct's own selected percentile unless the config
-# fixes or searches it (opnp.config.react_percentile_source).
+# fixes or searches it (opnp.pipeline.config.react_percentile_source).
 settings = resolve_react_percentile(method, snakemake.params.settings, react_selection)
 weight, bias = load_fc(snakemake.input.fc)
 train = load_feature_set(snakemake.input.train)

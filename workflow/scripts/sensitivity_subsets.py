@@ -4,7 +4,7 @@ subsets), at the percentages selected on the validation split with 100 %."""
 import numpy as np
 import pandas as pd
 
-from opnp.artifacts import (
+from opnp.pipeline.artifacts import (
     job_results,
     load_fc,
     load_feature_set,
@@ -12,9 +12,9 @@ from opnp.artifacts import (
     load_sensitivity,
     write_results,
 )
-from opnp.evaluation import evaluate_configs, params_json, selected_params
-from opnp.runtime import setup_job
-from opnp.tables import SUBSET_SAMPLES_KEY
+from opnp.pipeline.evaluation import evaluate_configs, params_json, selected_params
+from opnp.pipeline.runtime import setup_job
+from opnp.report.tables import SUBSET_SAMPLES_KEY
 
 log = setup_job(snakemake.log[0], threads=snakemake.threads)
 weight, bias = load_fc(snakemake.input.fc)

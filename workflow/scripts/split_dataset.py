@@ -1,10 +1,10 @@
 """One seeded part of a pooled dataset (config ``replicates``): the pool's manifest plus
 the rows of this part, so that extraction-free steps and network steps see the same images."""
 
-from opnp.artifacts import read_json
 from opnp.io import write_json_atomic
-from opnp.replicates import pool_labels, split_manifest, split_rows
-from opnp.runtime import setup_job
+from opnp.pipeline.artifacts import read_json
+from opnp.pipeline.replicates import pool_labels, split_manifest, split_rows
+from opnp.pipeline.runtime import setup_job
 
 log = setup_job(snakemake.log[0])
 pool = read_json(snakemake.input.pool)

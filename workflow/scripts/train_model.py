@@ -1,12 +1,12 @@
 """Train a classifier on the ID training split (seeded) and save it with its FC head."""
 
-from opnp.artifacts import read_json, save_model
-from opnp.datasets import open_dataset
-from opnp.features import save_fc
+from opnp.data.datasets import open_dataset
 from opnp.io import write_json_atomic
-from opnp.models import build_model, preprocessing
-from opnp.runtime import setup_job, torch_device
-from opnp.training import evaluate_accuracy, train_classifier
+from opnp.nets.extraction import save_fc
+from opnp.nets.models import build_model, preprocessing
+from opnp.nets.training import evaluate_accuracy, train_classifier
+from opnp.pipeline.artifacts import read_json, save_model
+from opnp.pipeline.runtime import setup_job, torch_device
 
 spec = snakemake.params.spec
 train_cfg = spec["train"]

@@ -1,10 +1,10 @@
 """Unpack one folder of a local tar archive (e.g. ../shared/data's JPEG CIFAR-10) and
 verify the images before any extraction starts."""
 
-from opnp.archives import extract_members
-from opnp.datasets import dataset_manifest
+from opnp.data.archives import extract_members
+from opnp.data.datasets import dataset_manifest
 from opnp.io import write_json_atomic
-from opnp.runtime import setup_job
+from opnp.pipeline.runtime import setup_job
 
 log = setup_job(snakemake.log[0])
 spec = snakemake.params.spec

@@ -49,8 +49,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import bootstrap as _bootstrap
-from .io import atomic_write
+from opnp import bootstrap as _bootstrap
+from opnp.io import atomic_write
 
 #: Metric column -> (label shown in tables, which direction is better).
 METRICS: dict[str, tuple[str, str]] = {
@@ -927,7 +927,7 @@ def _params_text(params: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={_number(params[k])}" for k in sorted(params)) or "-"
 
 
-#: Where a ReAct combination's clip percentile came from (:func:`opnp.config.
+#: Where a ReAct combination's clip percentile came from (:func:`opnp.pipeline.config.
 #: react_percentile_source`) -> the note after its value in the selected-hyperparameters
 #: table.
 REACT_PERCENTILE_SOURCES: dict[str, str] = {

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import bootstrap as _bootstrap
-from . import metrics as _metrics
+from opnp import bootstrap as _bootstrap
+from opnp import metrics as _metrics
 
 METRIC_COLUMNS = ["fpr95", "auroc", "aupr_in", "aupr_out"]
 #: Metrics with a bootstrap interval (percent, like the metrics).
@@ -80,11 +80,11 @@ def resolve_react_percentile(
 ) -> dict:
     """``settings`` ({"grid": ..., "fixed": ...}) of ``method`` with ReAct's
     validation-selected percentile put in ``fixed["react_percentile"]`` where the config
-    leaves the percentile to ReAct's selection (:func:`opnp.config.react_percentile_source`
+    leaves the percentile to ReAct's selection (:func:`opnp.pipeline.config.react_percentile_source`
     is "selected"); ``react_selection`` is ReAct's selection table (its ``percentile``).
     Settings of other methods, or with the percentile fixed or searched, come back as given.
     """
-    from .config import REACT_SELECTED, react_percentile_source
+    from opnp.pipeline.config import REACT_SELECTED, react_percentile_source
 
     grid = dict(settings.get("grid", {}))
     fixed = dict(settings.get("fixed", {}))
@@ -306,7 +306,7 @@ def build_detector(
 ):
     """Create and fit one detector of the registry with the workflow's conventions:
     sensitivity methods get the precomputed (C, D) sensitivity, random methods a seed."""
-    from .detectors import create_detector
+    from opnp.detectors import create_detector
 
     kwargs = dict(params)
     if method in SENSITIVITY_METHODS:
@@ -405,9 +405,9 @@ def _grid_scores(
     or None for other methods and single configs (the per-config detector path)."""
     if method not in SENSITIVITY_METHODS or len(configs) < 2:
         return None
-    from .grid import GridPlan, score_pruning_grid
-    from .pruning import feature_percentile
-    from .sensitivity import neuron_sensitivity
+    from opnp.grid import GridPlan, score_pruning_grid
+    from opnp.pruning import feature_percentile
+    from opnp.sensitivity import neuron_sensitivity
 
     temperatures = {float(c.get("temperature", 1.0)) for c in configs}
     react_percentiles = {c.get("react_percentile", 90.0) for c in configs}
@@ -588,8 +588,8 @@ def fc_opnp_keep_mask(param_sensitivity, params: Mapping[str, Any], statistic: s
     percentages): the weight mask with every pruned neuron's column removed, i.e. the
     layer the main OPNP result scores (f' = (W * M_w)(h * m_n) + b = (W * M_w * m_n) h + b).
     """
-    from .pruning import pruning_masks
-    from .sensitivity import neuron_sensitivity
+    from opnp.pruning import pruning_masks
+    from opnp.sensitivity import neuron_sensitivity
 
     percentages = ("weight_low", "weight_high", "neuron_low", "neuron_high")
     sens = np.asarray(param_sensitivity, dtype=np.float64)
@@ -639,7 +639,7 @@ def layer_ablation(
     """
     import torch
 
-    from .network import (
+    from opnp.nets.network import (
         conv_and_fc_weights,
         layer_pruning_masks,
         mean_sensitivity,
@@ -647,7 +647,7 @@ def layer_ablation(
         network_logits,
         pruning,
     )
-    from .runtime import torch_device
+    from opnp.pipeline.runtime import torch_device
 
     device = torch_device()
     model = model.to(device)
@@ -693,7 +693,7 @@ def layer_ablation(
         {**dict(selected), "sensitivity": "full training set", "parameters": ["fc.weight"]},
     )
 
-    from .sensitivity import logsumexp
+    from opnp.sensitivity import logsumexp
 
     kw = {"batch_size": batch_size, "num_workers": num_workers, "device": device}
     rows = []

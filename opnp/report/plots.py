@@ -47,8 +47,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 
-from ._validation import to_numpy
-from .io import atomic_write
+from opnp._validation import to_numpy
+from opnp.io import atomic_write
 
 DPI = 150
 
@@ -161,7 +161,7 @@ def _named_arrays(data: Any, name: str) -> dict[str, Any]:
 
 def _seaborn():
     # Imported on first use: seaborn pulls in scipy.stats and pyplot (about a second),
-    # which importing opnp.plots (e.g. for its constants) should not pay.
+    # which importing opnp.report.plots (e.g. for its constants) should not pay.
     import seaborn
 
     return seaborn
@@ -869,7 +869,7 @@ def plot_score_distributions(
 
     Facts (caption): ``n_id``, per method and OOD set ``n_ood``, ``auroc``, ``fpr95``
     (percent)."""
-    from .metrics import auroc, fpr_at_95_tpr
+    from opnp.metrics import auroc, fpr_at_95_tpr
 
     path = _out_path(out_path)
     bins = _bins(bins)
@@ -1024,7 +1024,7 @@ def low_sensitivity_pruned(
     neuron pruning are not part of it. When the selection pruned no low-sensitivity
     weight (``weight_low`` 0 or absent), ``fallback_weight_low`` percent instead.
     Returns ``(keep_mask (C, D) bool, weight_low used, where it came from)``."""
-    from .pruning import tail_mask
+    from opnp.pruning import tail_mask
 
     s = _array(param_sensitivity, "param_sensitivity", nonnegative=True)
     if s.ndim != 2:

@@ -44,9 +44,9 @@ from typing import Any
 
 import numpy as np
 
-from .detectors import available_detectors, create_detector
-from .evaluation import SENSITIVITY_METHODS as _SENSITIVITY_METHODS
-from .sensitivity import SensitivityAccumulator
+from opnp.detectors import available_detectors, create_detector
+from opnp.pipeline.evaluation import SENSITIVITY_METHODS as _SENSITIVITY_METHODS
+from opnp.sensitivity import SensitivityAccumulator
 
 #: Method name -> what ``fit`` collects (see the module docstring). Unknown names: "features".
 FIT_NEEDS = {
@@ -565,7 +565,7 @@ class ModelDetector:
 
     def _score_batch(self, x, params) -> np.ndarray:
         if self.method == "odin":
-            from .odin import odin_scores
+            from opnp.nets.odin import odin_scores
 
             if self._head is None:
                 self._forward(x)  # head and weights, for predict / to_module errors
@@ -615,15 +615,20 @@ class ModelDetector:
         inputs, or a dict name -> inputs (the selection uses the mean over the sets).
         ``grid``: hyperparameter -> values (default :data:`DEFAULT_GRIDS`; the other
         hyperparameters keep their values); ``metric``: ``fpr95`` or ``auroc``
-        (:func:`opnp.evaluation.select_best`). The OPNP family is scored with the
-        vectorised grid of :func:`opnp.evaluation.evaluate_configs`; statistics are those
+        (:func:`opnp.pipeline.evaluation.select_best`). The OPNP family is scored with the
+        vectorised grid of :func:`opnp.pipeline.evaluation.evaluate_configs`; statistics are those
         of the last ``fit`` (no new pass over the training data). Returns the table of every
         (config, OOD set) with metrics in percent and a ``selected`` column; ``self.params``
         becomes the chosen setting.
         """
         import pandas as pd
 
-        from .evaluation import evaluate_configs, expand_grid, mark_selected, score_rows
+        from opnp.pipeline.evaluation import (
+            evaluate_configs,
+            expand_grid,
+            mark_selected,
+            score_rows,
+        )
 
         grid = dict(DEFAULT_GRIDS.get(self.method, {}) if grid is None else grid)
         if self.method in SENSITIVITY_METHODS and {"temperature", "reduction"} & set(grid):
@@ -701,8 +706,8 @@ class ModelDetector:
         the head, the unpruned head (logits, as the model's output) and the fitted
         detector on the same features as a second head (its scores equal :meth:`score`).
         Scriptable with ``torch.jit.script`` and exportable with ``torch.onnx.export``.
-        See :func:`opnp.export.detector_module`."""
-        from .export import detector_module
+        See :func:`opnp.nets.export.detector_module`."""
+        from opnp.nets.export import detector_module
 
         return detector_module(self, score_dtype=score_dtype)
 
@@ -714,7 +719,7 @@ class ModelDetector:
 
 
 def _same(config: Mapping[str, Any], table) -> bool:
-    from .evaluation import params_json
+    from opnp.pipeline.evaluation import params_json
 
     chosen = table.loc[table["selected"], "params"].iloc[0]
     return params_json(config) == chosen

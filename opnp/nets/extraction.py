@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from .io import apply_umask, provenance, save_npz_atomic, sha256_file, write_json_atomic
+from opnp.io import apply_umask, provenance, save_npz_atomic, sha256_file, write_json_atomic
 
 __all__ = [
     "FeatureSet",
@@ -318,7 +318,7 @@ def extract_features(
     rows: tuple[int, int] | None = None,
     log=None,
 ) -> dict:
-    """Run ``model`` (a :class:`opnp.models.FeatureClassifier`) over ``dataset`` once and
+    """Run ``model`` (a :class:`opnp.nets.models.FeatureClassifier`) over ``dataset`` once and
     cache features, logits and labels under ``out_stem``; returns the manifest dict.
 
     ``device``: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ...; ``amp``:
@@ -342,7 +342,7 @@ def extract_features(
         raise ValueError(f"feature_dtype must be 'float32' or 'float16', got {feature_dtype!r}")
     if not hasattr(model, "features_and_logits"):
         raise ValueError(
-            f"model must provide features_and_logits(x) (an opnp.models.FeatureClassifier), got "
+            f"model must provide features_and_logits(x) (an opnp.nets.models.FeatureClassifier), got "
             f"{type(model).__name__}"
         )
     meta = dict(meta or {})
@@ -759,7 +759,7 @@ def load_features(
 def save_fc(model, path: str | os.PathLike) -> None:
     """Write the FC head as ``fc.npz``: ``weight`` (C, D) and ``bias`` (C,), float32.
 
-    ``model`` is a :class:`opnp.models.FeatureClassifier` (its ``fc``) or an
+    ``model`` is a :class:`opnp.nets.models.FeatureClassifier` (its ``fc``) or an
     ``nn.Linear``; a missing bias is saved as zeros.
     """
     fc = getattr(model, "fc", model)

@@ -204,9 +204,9 @@ def _detector_builder(method: str):
     check), on a tiny dummy head: the detector's own checks judge each value."""
     import numpy as np
 
-    from .detectors import available_detectors, create_detector
-    from .evaluation import SENSITIVITY_METHODS
-    from .odin import check_odin_params
+    from opnp.detectors import available_detectors, create_detector
+    from opnp.nets.odin import check_odin_params
+    from opnp.pipeline.evaluation import SENSITIVITY_METHODS
 
     if method == "odin":  # needs the network, so it is not in the detector registry
         return lambda params: check_odin_params(**params)

@@ -57,8 +57,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .io import apply_umask, sha256_file, write_json_atomic
-from .subsets import seeded_subset_indices
+from opnp.io import apply_umask, sha256_file, write_json_atomic
+from opnp.subsets import seeded_subset_indices
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -109,7 +109,7 @@ FORMATS = ("folder", "flat", "image_list")
 LABELS = ("none", "wnid_prefix")
 ON_BAD_IMAGE = ("fail", "skip")
 #: What a manifest's ``image_hashes`` are: one per image, in manifest order, to find
-#: identical images in sets that must be disjoint (opnp.splits). 64 bits keep an ImageNet
+#: identical images in sets that must be disjoint (opnp.data.splits). 64 bits keep an ImageNet
 #: manifest small (~20 MB); a chance collision among 2M images has probability ~1e-7.
 IMAGE_HASH = "sha256 of the file's bytes, first 16 hex digits"
 IMAGE_HASH_DIGITS = 16
@@ -458,7 +458,7 @@ def dataset_manifest(
     ``spec`` keys: ``path`` (root), ``format`` (default ``folder``), ``image_list``,
     ``expected_count``, ``skip_images``, ``max_images``, ``resize``. For ``source:
     archive`` the slicing was already applied when the archive was unpacked
-    (:func:`opnp.archives.extract_members`), so it is not applied again here.
+    (:func:`opnp.data.archives.extract_members`), so it is not applied again here.
     ``extra`` items are stored in the manifest as they are (builder parameters ...).
     """
     spec = dict(spec)
@@ -554,7 +554,7 @@ def _load_image(path: Path) -> Image.Image:
     except Exception as err:  # noqa: BLE001 - re-raised naming the file
         raise OSError(
             f"cannot read image {path}: {type(err).__name__}: {err} (verify the dataset with "
-            "opnp.datasets.verify_image_folder; set on_bad_image: skip to exclude bad files)"
+            "opnp.data.datasets.verify_image_folder; set on_bad_image: skip to exclude bad files)"
         ) from err
 
 

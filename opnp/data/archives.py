@@ -11,7 +11,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from .io import apply_umask
+from opnp.io import apply_umask
 
 
 def extract_members(

@@ -28,12 +28,17 @@ from typing import ClassVar
 
 import numpy as np
 
-from .._validation import check_choice, check_percentage_pair, check_positive, to_numpy
-from ..pruning import feature_percentile, masked_weight, pruning_masks
-from ..sensitivity import NEURON_STATISTICS, REDUCTIONS, neuron_sensitivity, parameter_sensitivity
-from . import register_detector
-from .base import LinearDetector
-from .react import check_percentile_param
+from opnp._validation import check_choice, check_percentage_pair, check_positive, to_numpy
+from opnp.detectors import register_detector
+from opnp.detectors.base import LinearDetector
+from opnp.detectors.react import check_percentile_param
+from opnp.pruning import feature_percentile, masked_weight, pruning_masks
+from opnp.sensitivity import (
+    NEURON_STATISTICS,
+    REDUCTIONS,
+    neuron_sensitivity,
+    parameter_sensitivity,
+)
 
 _COMMON = {
     "neuron_statistic": "mean",

@@ -1,4 +1,4 @@
-"""A fitted :class:`opnp.model_api.ModelDetector` as one deployable ``nn.Module``.
+"""A fitted :class:`opnp.nets.model_api.ModelDetector` as one deployable ``nn.Module``.
 
 ``detector_module(md)`` returns ``DetectorModule``: ``forward(x) -> (logits, score)``,
 where ``logits`` is the model's own output (the unpruned head) and ``score`` the
@@ -26,12 +26,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .detectors.ash import ASH
-from .detectors.base import LinearDetector
-from .detectors.gradnorm import GradNorm
-from .detectors.knn import KNN
-from .detectors.line import LINe
-from .detectors.mahalanobis import Mahalanobis
+from opnp.detectors.ash import ASH
+from opnp.detectors.base import LinearDetector
+from opnp.detectors.gradnorm import GradNorm
+from opnp.detectors.knn import KNN
+from opnp.detectors.line import LINe
+from opnp.detectors.mahalanobis import Mahalanobis
 
 _KINDS = {"energy": 0, "msp": 1, "maxlogit": 2}
 
@@ -219,7 +219,7 @@ def score_head(detector, dtype=torch.float64) -> nn.Module:
 
 
 def detector_module(model_detector, score_dtype=None) -> DetectorModule:
-    """:class:`DetectorModule` of a fitted :class:`opnp.model_api.ModelDetector`."""
+    """:class:`DetectorModule` of a fitted :class:`opnp.nets.model_api.ModelDetector`."""
     md = model_detector
     if md.method == "odin":
         raise ValueError(

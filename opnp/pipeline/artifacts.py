@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .io import save_npz_atomic, write_parquet_atomic
+from opnp.io import save_npz_atomic, write_parquet_atomic
 
 MANIFEST_SUFFIX = ".manifest.json"
 
@@ -24,7 +24,7 @@ def feature_stem(manifest_path: str | Path) -> str:
 
 def load_feature_set(manifest_path: str | Path, mmap: bool = True):
     """Cached features, logits, labels and manifest of one (model, dataset)."""
-    from .features import load_features
+    from opnp.nets.extraction import load_features
 
     return load_features(feature_stem(manifest_path), mmap=mmap)
 
@@ -79,7 +79,7 @@ def save_model(model, spec: dict, path: str | Path) -> None:
     """Save the model's state and its spec atomically (a plain dict: loads with weights_only)."""
     import torch
 
-    from .io import atomic_write
+    from opnp.io import atomic_write
 
     state = {
         "spec": spec,
@@ -93,7 +93,7 @@ def load_model(path: str | Path, map_location: str = "cpu"):
     """Rebuild a model saved by :func:`save_model` (``torch.load(weights_only=True)``)."""
     import torch
 
-    from .models import build_model
+    from opnp.nets.models import build_model
 
     state = torch.load(path, map_location=map_location, weights_only=True)
     if not isinstance(state, dict) or "spec" not in state or "state_dict" not in state:
@@ -115,8 +115,8 @@ def job_results(rows: list[dict], job) -> pd.DataFrame:
     ``job`` is the rule's ``snakemake`` object: the benchmark and the settings hash come
     from its ``params`` (``benchmark``, ``config_hash``), the model from its wildcards.
     """
-    from .evaluation import results_frame
-    from .io import provenance
+    from opnp.io import provenance
+    from opnp.pipeline.evaluation import results_frame
 
     return results_frame(
         rows,

@@ -28,8 +28,8 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-from ._validation import check_choice, check_percentage_pair, check_positive
-from .pruning import percentile
+from opnp._validation import check_choice, check_percentage_pair, check_positive
+from opnp.pruning import percentile
 
 MODES = ("per_layer", "layerwise", "global")
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._validation import check_positive
+from opnp._validation import check_positive
 
 if TYPE_CHECKING:
     import torch
