@@ -62,6 +62,11 @@ def _check_sensitivities(param_sensitivity, neuron_sensitivity):
     return s, n
 
 
+#: The four pruning percentages of OPP/ONP/OPNP (paper Eq. 10-11), in the order of
+#: :func:`pruning_masks`' arguments: the only place these names are spelled as a set.
+PERCENTAGE_NAMES = ("weight_low", "weight_high", "neuron_low", "neuron_high")
+
+
 def pruning_masks(
     param_sensitivity: Any,
     neuron_sensitivity: Any,
