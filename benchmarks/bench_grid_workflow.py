@@ -393,7 +393,8 @@ def breakdown(layout: Layout, cfg: dict, threads: int) -> list[tuple[str, float]
         load_ood_features,
         load_sensitivity,
     )
-    from opnp.pipeline.evaluation import expand_grid, metric_values
+    from opnp.pipeline.results import metric_values
+    from opnp.pipeline.selection import expand_grid
     from opnp.sensitivity import neuron_sensitivity
 
     spec = cfg["methods"][METHOD]
@@ -443,7 +444,7 @@ def breakdown(layout: Layout, cfg: dict, threads: int) -> list[tuple[str, float]
 def report(layout, cfg, args, sizes, runs, n_configs, threads) -> None:
     import pandas as pd
 
-    from opnp.pipeline.evaluation import selected_params
+    from opnp.pipeline.selection import selected_params
 
     ood_test, ood_val = cfg["ood"]["test"], cfg["ood"]["val"]
     id_val, id_test, train = cfg["id"]["val"], cfg["id"]["test"], cfg["id"]["train"]
@@ -546,7 +547,7 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
 
-    from opnp.pipeline.evaluation import expand_grid
+    from opnp.pipeline.selection import expand_grid
 
     with open(args.configfile) as handle:
         base = yaml.safe_load(handle)

@@ -14,12 +14,8 @@ from opnp import metrics
 from opnp.detectors import available_detectors, create_detector, register_detector
 from opnp.grid import evaluate_pruning_grid, score_pruning_grid
 from opnp.pruning import feature_percentile, masked_weight, pruning_masks
-from opnp.sensitivity import (
-    NEURON_STATISTICS,
-    energy_score,
-    neuron_sensitivity,
-    parameter_sensitivity,
-)
+from opnp.scores import energy_score
+from opnp.sensitivity import NEURON_STATISTICS, neuron_sensitivity, parameter_sensitivity
 
 _LAZY = {
     "from_model": ("nets.model_api", "from_model"),

@@ -36,43 +36,12 @@ from opnp._validation import (
     iter_chunks,
     to_numpy,
 )
+from opnp.scores import energy_score, logsumexp, softmax  # noqa: F401 - re-exported
 
 #: Neuron statistics over classes (paper Table 9); "mean" is the paper's default (Eq. 8).
 NEURON_STATISTICS = ("mean", "max", "min", "median", "norm", "variance")
 REDUCTIONS = ("per_sample", "batch")
 PRECISIONS = ("float64", "float32")
-
-
-def logsumexp(x: np.ndarray, axis: int = 1) -> np.ndarray:
-    """Numerically stable log(sum(exp(x))) along ``axis`` (max shifted out first)."""
-    x = np.asarray(x)
-    m = np.max(x, axis=axis, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0.0)
-    out = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)) + m
-    return np.squeeze(out, axis=axis)
-
-
-def softmax(x: np.ndarray, axis: int = 1, out: np.ndarray | None = None) -> np.ndarray:
-    """Row-wise softmax (stable); ``out=x`` computes it in place."""
-    x = np.asarray(x)
-    if out is None:
-        out = np.empty_like(x)
-    np.subtract(x, np.max(x, axis=axis, keepdims=True), out=out)
-    np.exp(out, out=out)
-    out /= np.sum(out, axis=axis, keepdims=True)
-    return out
-
-
-def energy_score(logits: Any, temperature: float = 1.0) -> np.ndarray:
-    """The Energy detection score -E(x) = T logsumexp(f(x) / T), float64 (N,).
-
-    Higher means in-distribution (SPEC: the detection score is -E).
-    """
-    t = check_positive(temperature, "temperature")
-    f = np.asarray(to_numpy(logits, "logits"), dtype=np.float64)
-    if f.ndim != 2:
-        raise ValueError(f"logits must be 2-dimensional (N, C), got shape {tuple(f.shape)}")
-    return t * logsumexp(f / t, axis=1)
 
 
 def parameter_sensitivity(

@@ -9,18 +9,15 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from opnp.pipeline.evaluation import (
+from opnp.pipeline.evaluation import evaluate_configs
+from opnp.pipeline.results import (
     RESULT_COLUMNS,
     concat_results,
-    evaluate_configs,
-    expand_grid,
-    mark_selected,
     params_json,
     results_frame,
     score_rows,
-    select_best,
-    selected_params,
 )
+from opnp.pipeline.selection import expand_grid, mark_selected, select_best, selected_params
 
 
 def test_expand_grid_is_the_cartesian_product_in_sorted_key_order():
@@ -149,7 +146,7 @@ def test_concat_results_checks_columns(tmp_path):
 
 def test_score_rows_with_uncertainty_carry_intervals_and_resamples_in_percent(tmp_path):
     from opnp import bootstrap
-    from opnp.pipeline.evaluation import CI_COLUMNS, RESAMPLE_COLUMNS
+    from opnp.pipeline.results import CI_COLUMNS, RESAMPLE_COLUMNS
 
     rng = np.random.default_rng(1)
     id_scores = rng.normal(1, 1, 300)

@@ -17,7 +17,7 @@ from torch import nn
 
 import opnp
 from opnp.nets.model_api import DEFAULT_GRIDS, FIT_NEEDS, TrainingStatistics
-from opnp.pipeline.evaluation import expand_grid, select_best
+from opnp.pipeline.selection import expand_grid, select_best
 
 REPO = Path(__file__).resolve().parents[1]
 D, C = 24, 5

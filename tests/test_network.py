@@ -124,7 +124,8 @@ def test_table7_rows_compare_like_with_like():
 
     from opnp.detectors import create_detector
     from opnp.nets.network import conv_and_fc_weights, network_logits
-    from opnp.pipeline.evaluation import accuracy, layer_ablation, metric_values
+    from opnp.pipeline.ablations import layer_ablation
+    from opnp.pipeline.results import accuracy, metric_values
 
     model, train, id_test, ood = _tiny_cnn_and_data()
     with torch.no_grad():

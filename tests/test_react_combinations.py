@@ -11,13 +11,13 @@ import yaml
 from snakemake.utils import validate
 from workflow_helpers import REPO
 
+from opnp.detectors import methods_where
 from opnp.pipeline.config import (
-    REACT_COMBINATIONS,
     ConfigError,
     check_config,
     react_percentile_source,
 )
-from opnp.pipeline.evaluation import mark_selected, resolve_react_percentile
+from opnp.pipeline.selection import mark_selected, resolve_react_percentile
 
 SCHEMA = str(REPO / "workflow" / "schemas" / "config.schema.yaml")
 
@@ -39,7 +39,7 @@ def test_every_shipped_config_clips_combinations_at_reacts_selection(path):
     cfg = load(REPO / path)
     validate(cfg, schema=SCHEMA)
     check_config(cfg)
-    combos = [m for m in cfg["methods"] if m in REACT_COMBINATIONS]
+    combos = [m for m in cfg["methods"] if m in methods_where("clips_at_react")]
     assert combos, f"{path} configures no ReAct combination"
     for method in combos:
         assert react_percentile_source(method, cfg["methods"][method]) == "selected", method

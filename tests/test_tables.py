@@ -559,7 +559,7 @@ def scored_results():
     """Result rows scored the workflow's way (score_rows with bootstrap settings):
     Energy, OPNP = Energy's scores plus a little noise (within noise of it), MSP = much
     noisier scores (clearly worse), on two OOD sets of 300 and one ID set of 400."""
-    from opnp.pipeline.evaluation import results_frame, score_rows
+    from opnp.pipeline.results import results_frame, score_rows
 
     rng = np.random.default_rng(0)
     id_scores = rng.normal(2.0, 1.0, 400)

@@ -31,13 +31,23 @@ def available_detectors() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def create_detector(name: str, **kwargs) -> Detector:
-    """Build the detector ``name`` with ``weight=``, ``bias=`` and its hyperparameters."""
+def detector_class(name: str) -> type[Detector]:
+    """The class registered under ``name`` (ValueError listing the names if unknown)."""
     if name not in _REGISTRY:
         raise ValueError(
             f"unknown detector name {name!r}; available: {', '.join(available_detectors())}"
         )
-    return _REGISTRY[name](**kwargs)
+    return _REGISTRY[name]
+
+
+def methods_where(attribute: str) -> list[str]:
+    """Registered names whose class sets ``attribute`` true, sorted (e.g. "seeded")."""
+    return [name for name in available_detectors() if getattr(_REGISTRY[name], attribute)]
+
+
+def create_detector(name: str, **kwargs) -> Detector:
+    """Build the detector ``name`` with ``weight=``, ``bias=`` and its hyperparameters."""
+    return detector_class(name)(**kwargs)
 
 
 # Importing the modules registers their detectors (numpy only; torch is never needed).
@@ -49,6 +59,7 @@ from opnp.detectors import (  # noqa: E402
     line,
     logits,
     mahalanobis,
+    odin,
     optimal_pruning,
     pruning_baselines,
     react,
@@ -65,7 +76,10 @@ __all__ = [
     "knn",
     "line",
     "logits",
+    "detector_class",
     "mahalanobis",
+    "methods_where",
+    "odin",
     "optimal_pruning",
     "pruning_baselines",
     "react",

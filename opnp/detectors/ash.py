@@ -41,6 +41,8 @@ def ash_s(h: np.ndarray, percentile: float) -> np.ndarray:
 
 @register_detector("ash")
 class ASH(LinearDetector):
+    label = "ASH-S"
+    default_grid = {"percentile": [60, 70, 80, 90]}
     defaults = {"percentile": 90.0, "temperature": 1.0}
 
     def _check_params(self) -> None:

@@ -28,7 +28,7 @@ from opnp._validation import (
     check_linear,
     iter_chunks,
 )
-from opnp.sensitivity import logsumexp
+from opnp.scores import score_logits  # noqa: F401 - part of this module's interface
 
 
 class Detector:
@@ -38,13 +38,36 @@ class Detector:
     raises ValueError naming it. ``needs_head`` says whether weight and bias are
     required; ``needs_labels`` whether ``fit`` requires ``train_labels``;
     ``needs_fit`` whether ``score`` may be called without ``fit``.
+
+    What the workflow, the tables and the model-level API need to know about a method is
+    declared here, on its class, and nowhere else:
+
+    - ``label``: the method's name in the paper's tables;
+    - ``uses_sensitivity``: its hyperparameters are percentages of the OPNP sensitivity
+      masks (it takes ``param_sensitivity=``, the workflow passes the cached matrix);
+    - ``seeded``: its result depends on a random draw (it takes ``seed=``; the workflow
+      runs it once per configured seed);
+    - ``needs_network``: it runs the network on images (ODIN), not cached features;
+    - ``clips_at_react``: it clips the features at ReAct's threshold first (its
+      ``react_percentile`` is ReAct's validation-selected one unless the config fixes it);
+    - ``fit_needs``: the training statistics ``fit`` uses (what the model-level API
+      streams): "features" (the rows themselves), "sensitivity", "mean", "abs_mean",
+      "class_means", "covariance"; empty when nothing is fitted;
+    - ``default_grid``: the hyperparameter grid searched when none is given.
     """
 
     name: ClassVar[str] = "detector"
+    label: ClassVar[str] = ""
     defaults: ClassVar[Mapping[str, Any]] = {}
     needs_head: ClassVar[bool] = True
     needs_labels: ClassVar[bool] = False
     needs_fit: ClassVar[bool] = False
+    uses_sensitivity: ClassVar[bool] = False
+    seeded: ClassVar[bool] = False
+    needs_network: ClassVar[bool] = False
+    clips_at_react: ClassVar[bool] = False
+    fit_needs: ClassVar[tuple[str, ...]] = ()
+    default_grid: ClassVar[Mapping[str, list]] = {}
 
     def __init__(self, weight=None, bias=None, chunk_size: int | None = None, **params):
         unknown = sorted(set(params) - set(self.defaults))
@@ -170,20 +193,6 @@ class LinearDetector(Detector):
 
     def _score_chunk(self, h: np.ndarray) -> np.ndarray:
         return score_logits(self._logits_chunk(h), self.score_kind, self.temperature)
-
-
-def score_logits(logits: np.ndarray, kind: str, temperature: float = 1.0) -> np.ndarray:
-    """Energy (T logsumexp(f/T)), MSP (max softmax(f/T)) or max logit of each row."""
-    if kind == "energy":
-        if temperature == 1.0:
-            return logsumexp(logits, axis=1)
-        return temperature * logsumexp(logits / temperature, axis=1)
-    if kind == "msp":
-        z = logits / temperature if temperature != 1.0 else logits
-        return np.exp(np.max(z, axis=1) - logsumexp(z, axis=1))
-    if kind == "maxlogit":
-        return np.max(logits, axis=1)
-    raise ValueError(f"unknown score kind {kind!r}; available: energy, msp, maxlogit")
 
 
 def mean_features(features: np.ndarray, chunk_size: int = DEFAULT_CHUNK_ROWS) -> np.ndarray:

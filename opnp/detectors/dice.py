@@ -24,6 +24,9 @@ from opnp.pruning import feature_percentile
 
 @register_detector("dice")
 class DICE(LinearDetector):
+    label = "DICE"
+    fit_needs = ("mean",)
+    default_grid = {"percentile": [10, 30, 50, 70, 90]}
     defaults = {"percentile": 90.0, "temperature": 1.0}
     needs_fit = True
 
@@ -46,6 +49,9 @@ class DICE(LinearDetector):
 
 @register_detector("dice+react")
 class DICEReAct(DICE):
+    label = "DICE+ReAct"
+    fit_needs = ("features",)
+    clips_at_react = True
     defaults = {"percentile": 90.0, "react_percentile": 90.0, "temperature": 1.0}
 
     def _check_params(self) -> None:

@@ -22,6 +22,7 @@ from opnp.sensitivity import softmax
 
 @register_detector("gradnorm")
 class GradNorm(LinearDetector):
+    label = "GradNorm"
     defaults = {"temperature": 1.0}
 
     def _check_params(self) -> None:

@@ -26,6 +26,9 @@ def l2_normalise(h: np.ndarray) -> np.ndarray:
 
 @register_detector("knn")
 class KNN(Detector):
+    label = "KNN"
+    fit_needs = ("features",)
+    default_grid = {"k": [1, 5, 10, 50]}
     defaults = {"k": 50, "max_train": None, "seed": 0}
     needs_head = False
     needs_fit = True

@@ -31,6 +31,9 @@ from opnp.detectors.react import check_percentile_param
 
 @register_detector("line")
 class LINe(LinearDetector):
+    label = "LINe"
+    fit_needs = ("class_means",)
+    default_grid = {"p_w": [10, 50, 90], "p_a": [10, 50, 90], "clip": [0.8, 1.0]}
     defaults = {"p_w": 10.0, "p_a": 10.0, "clip": 0.8, "temperature": 1.0}
     needs_labels = True
     needs_fit = True

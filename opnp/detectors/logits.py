@@ -23,6 +23,8 @@ class _LogitDetector(LinearDetector):
 class MSP(_LogitDetector):
     """Maximum softmax probability max_c softmax(f / T)_c (T = 1 by default)."""
 
+    label = "MSP"
+
     score_kind = "msp"
 
 
@@ -30,11 +32,15 @@ class MSP(_LogitDetector):
 class MaxLogit(LinearDetector):
     """Maximum logit max_c f_c."""
 
+    label = "MaxLogit"
+
     score_kind = "maxlogit"
 
 
 @register_detector("energy")
 class Energy(_LogitDetector):
     """Energy score T logsumexp(f / T) (the negative free energy), T = 1 by default."""
+
+    label = "Energy"
 
     score_kind = "energy"

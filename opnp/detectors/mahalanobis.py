@@ -21,6 +21,8 @@ from opnp.detectors.base import Detector
 
 @register_detector("mahalanobis")
 class Mahalanobis(Detector):
+    label = "Mahalanobis"
+    fit_needs = ("class_means", "covariance")
     defaults = {}
     needs_head = False
     needs_labels = True

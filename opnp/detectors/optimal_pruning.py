@@ -32,13 +32,27 @@ from opnp._validation import check_choice, check_percentage_pair, check_positive
 from opnp.detectors import register_detector
 from opnp.detectors.base import LinearDetector
 from opnp.detectors.react import check_percentile_param
-from opnp.pruning import feature_percentile, masked_weight, pruning_masks
+from opnp.pruning import PERCENTAGE_NAMES, feature_percentile, masked_weight, pruning_masks
 from opnp.sensitivity import (
     NEURON_STATISTICS,
     REDUCTIONS,
     neuron_sensitivity,
     parameter_sensitivity,
 )
+
+#: The paper's OPNP search grid (section 4.1, ImageNet): each family member's default grid.
+PAPER_GRID = {
+    "weight_low": [0, 10, 20, 30, 40],
+    "weight_high": [0, 0.1, 0.2, 0.5, 1],
+    "neuron_low": [0, 5, 10, 20, 30],
+    "neuron_high": [0, 1, 5, 10, 20],
+}
+
+
+def _paper_grid(kind: str) -> dict:
+    """The paper grid's ``weight_*`` or ``neuron_*`` percentages."""
+    return {k: v for k, v in PAPER_GRID.items() if k.startswith(kind)}
+
 
 _COMMON = {
     "neuron_statistic": "mean",
@@ -58,7 +72,10 @@ class SensitivityPruning(LinearDetector):
         "neuron_high": 0.0,
         **_COMMON,
     }
-    react: ClassVar[bool] = False
+    uses_sensitivity = True
+    needs_fit = True
+    fit_needs: ClassVar[tuple[str, ...]] = ("sensitivity",)
+    default_grid: ClassVar[dict] = PAPER_GRID
 
     def _check_params(self) -> None:
         p = self._params
@@ -73,7 +90,7 @@ class SensitivityPruning(LinearDetector):
         check_choice(p["neuron_statistic"], "neuron_statistic", NEURON_STATISTICS)
         check_choice(p["reduction"], "reduction", REDUCTIONS)
         p["temperature"] = check_positive(p["temperature"], "temperature")
-        if self.react:
+        if self.clips_at_react:
             p["react_percentile"] = check_percentile_param(
                 p["react_percentile"], "react_percentile"
             )
@@ -87,7 +104,7 @@ class SensitivityPruning(LinearDetector):
             p["param_sensitivity"] = s
 
     def _requires_train_features(self) -> bool:
-        return self._params["param_sensitivity"] is None or self.react
+        return self._params["param_sensitivity"] is None or self.clips_at_react
 
     def _fit(self, train_features, train_labels) -> None:
         p = self._params
@@ -113,21 +130,59 @@ class SensitivityPruning(LinearDetector):
             neuron_high=p.get("neuron_high", 0.0),
         )
         self._w = masked_weight(self.weight, self.weight_mask, self.neuron_mask)
-        if self.react:
+        if self.clips_at_react:
             self._clip = feature_percentile(train_features, p["react_percentile"])
             self.threshold = self._clip
 
-    needs_fit = True
+    @classmethod
+    def grid_scorer(
+        cls, configs, *, weight, bias, sensitivity, statistic, train_features, features
+    ):
+        """Scores of every config of a pruning grid at once (:mod:`opnp.grid`): pruned
+        logits = full logits minus the contribution of the pruned entries, updated
+        incrementally across nested percentiles. ``features``: name -> (N, D) array.
+        Returns ``params -> {name: scores}``, or None when the grid varies more than the
+        four percentages or has one config (the per-config detector path then scores it).
+        """
+        if len(configs) < 2:
+            return None
+        from opnp.grid import GridPlan, score_pruning_grid
+
+        temperatures = {float(c.get("temperature", 1.0)) for c in configs}
+        react_percentiles = {c.get("react_percentile", 90.0) for c in configs}
+        if len(temperatures) > 1 or len(react_percentiles) > 1:
+            return None
+        neurons = neuron_sensitivity(sensitivity, statistic)
+        grid_configs = [{k: c[k] for k in PERCENTAGE_NAMES if k in c} for c in configs]
+        plan = GridPlan(weight, bias, sensitivity, neurons, grid_configs)
+        kwargs = {
+            "score": cls.score_kind,
+            "temperature": temperatures.pop(),
+            "react_threshold": (
+                feature_percentile(train_features, react_percentiles.pop())
+                if cls.clips_at_react
+                else None
+            ),
+            "plan": plan,
+        }
+        grid_args = (weight, bias, sensitivity, neurons, grid_configs)
+        scores = {name: score_pruning_grid(f, *grid_args, **kwargs) for name, f in features.items()}
+        return lambda i: {name: s[i] for name, s in scores.items()}
 
 
 @register_detector("opnp")
 class OPNP(SensitivityPruning):
     """Parameter and neuron pruning by sensitivity, Energy score."""
 
+    label = "OPNP"
+
 
 @register_detector("opp")
 class OPP(SensitivityPruning):
     """Parameter pruning only (weight_low, weight_high)."""
+
+    label = "OPP"
+    default_grid = _paper_grid("weight")
 
     defaults = {"weight_low": 0.0, "weight_high": 0.0, **_COMMON}
 
@@ -136,6 +191,9 @@ class OPP(SensitivityPruning):
 class ONP(SensitivityPruning):
     """Neuron pruning only (neuron_low, neuron_high)."""
 
+    label = "ONP"
+    default_grid = _paper_grid("neuron")
+
     defaults = {"neuron_low": 0.0, "neuron_high": 0.0, **_COMMON}
 
 
@@ -143,20 +201,29 @@ class ONP(SensitivityPruning):
 class OPNPReAct(SensitivityPruning):
     """ReAct clipping, then the OPNP-pruned layer, Energy score."""
 
+    label = "OPNP+ReAct"
+    fit_needs = ("sensitivity", "features")
+    clips_at_react = True
+
     defaults = {**SensitivityPruning.defaults, "react_percentile": 90.0}
-    react = True
 
 
 @register_detector("opp+react")
 class OPPReAct(SensitivityPruning):
     """ReAct clipping, then the OPP-pruned layer (weight mask only), Energy score."""
 
+    label = "OPP+ReAct"
+    fit_needs = ("sensitivity", "features")
+    clips_at_react = True
+    default_grid = _paper_grid("weight")
+
     defaults = {"weight_low": 0.0, "weight_high": 0.0, **_COMMON, "react_percentile": 90.0}
-    react = True
 
 
 @register_detector("opnp+msp")
 class OPNPMSP(SensitivityPruning):
     """The OPNP-pruned layer scored by the maximum softmax probability."""
+
+    label = "MSP+OPNP"
 
     score_kind = "msp"

@@ -49,6 +49,8 @@ class _PercentagePruning(LinearDetector):
 
 @register_detector("rpp")
 class RPP(_PercentagePruning):
+    label = "RPP"
+    seeded = True
     defaults = {"percentage": 0.0, "seed": 0}
 
     def _fit(self, train_features, train_labels) -> None:
@@ -61,6 +63,8 @@ class RPP(_PercentagePruning):
 
 @register_detector("rnp")
 class RNP(_PercentagePruning):
+    label = "RNP"
+    seeded = True
     defaults = {"percentage": 0.0, "seed": 0}
 
     def _fit(self, train_features, train_labels) -> None:
@@ -73,6 +77,8 @@ class RNP(_PercentagePruning):
 
 @register_detector("tpp")
 class TPP(_PercentagePruning):
+    label = "TPP"
+
     def _fit(self, train_features, train_labels) -> None:
         mask = tail_mask(np.abs(self.weight), low=self._params["percentage"], name="|weight|")
         self._set_masks(weight_mask=mask)
@@ -80,6 +86,9 @@ class TPP(_PercentagePruning):
 
 @register_detector("tnp")
 class TNP(_PercentagePruning):
+    label = "TNP"
+    fit_needs = ("abs_mean",)
+
     def _requires_train_features(self) -> bool:
         return True
 

@@ -27,6 +27,9 @@ def check_percentile_param(value, name: str) -> float:
 
 @register_detector("react")
 class ReAct(LinearDetector):
+    label = "ReAct"
+    fit_needs = ("features",)
+    default_grid = {"percentile": [80, 85, 90, 95, 99]}
     defaults = {"percentile": 90.0, "threshold": None, "temperature": 1.0}
     needs_fit = True
 

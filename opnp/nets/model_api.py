@@ -44,8 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from opnp.detectors import available_detectors, create_detector
-from opnp.pipeline.evaluation import SENSITIVITY_METHODS as _SENSITIVITY_METHODS
+from opnp.detectors import available_detectors, create_detector, methods_where
 from opnp.sensitivity import SensitivityAccumulator
 
 #: Method name -> what ``fit`` collects (see the module docstring). Unknown names: "features".
@@ -74,8 +73,8 @@ FIT_NEEDS = {
     "dice+react": ("features",),
 }
 # The workflow's list: one home for which methods prune by the OPNP sensitivities.
-SENSITIVITY_METHODS = tuple(sorted(_SENSITIVITY_METHODS))
-LABELLED_METHODS = ("line", "mahalanobis")
+SENSITIVITY_METHODS = tuple(methods_where("uses_sensitivity"))
+LABELLED_METHODS = tuple(methods_where("needs_labels"))
 ODIN_DEFAULTS = {"temperature": 1000.0, "epsilon": 0.0014}
 
 _OPNP_GRID = {  # paper section 4.1 (as in config/imagenet.yaml)
@@ -623,12 +622,9 @@ class ModelDetector:
         """
         import pandas as pd
 
-        from opnp.pipeline.evaluation import (
-            evaluate_configs,
-            expand_grid,
-            mark_selected,
-            score_rows,
-        )
+        from opnp.pipeline.evaluation import evaluate_configs
+        from opnp.pipeline.results import score_rows
+        from opnp.pipeline.selection import expand_grid, mark_selected
 
         grid = dict(DEFAULT_GRIDS.get(self.method, {}) if grid is None else grid)
         if self.method in SENSITIVITY_METHODS and {"temperature", "reduction"} & set(grid):
@@ -719,7 +715,7 @@ class ModelDetector:
 
 
 def _same(config: Mapping[str, Any], table) -> bool:
-    from opnp.pipeline.evaluation import params_json
+    from opnp.pipeline.results import params_json
 
     chosen = table.loc[table["selected"], "params"].iloc[0]
     return params_json(config) == chosen

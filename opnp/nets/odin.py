@@ -1,10 +1,11 @@
-"""ODIN (Liang, Li & Srikant, 2018): temperature scaling and input perturbation.
+"""ODIN's input perturbation (Liang, Li & Srikant, 2018); the detector, its
+hyperparameters and defaults are :class:`opnp.detectors.odin.ODIN`.
 
 x' = x - epsilon * sign(-grad_x log max_c softmax(f(x)/T)) / std, the step divided by
 the per-channel standard deviation of the input normalisation (``std``), as the ODIN
 code does for inputs normalised inside the data pipeline; the score is
-max_c softmax(f(x')/T). Defaults T = 1000, epsilon = 0.0014 (CIFAR; SPEC: 0.005 for
-ImageNet). The gradient is that of the cross-entropy loss at the predicted class,
+max_c softmax(f(x')/T). Defaults T = 1000, epsilon = 0.0014 (CIFAR; the ODIN paper uses
+0.005 for ImageNet). The gradient is that of the cross-entropy loss at the predicted class,
 -log softmax(f(x)/T)_{argmax}, which equals -grad log max softmax. ``sign`` is
 ``torch.sign`` (a zero gradient gives no step; the ODIN code maps it to +1 instead,
 which only differs on exactly-zero gradients). Samples are independent (the model runs
@@ -18,34 +19,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from opnp._validation import check_positive
-
 if TYPE_CHECKING:
     import torch
 
-#: ODIN's hyperparameters (config ``methods.odin``) and their defaults.
-ODIN_DEFAULTS = {"temperature": 1000.0, "epsilon": 0.0014}
-
 
 def check_odin_params(**params: Any) -> dict:
-    """ODIN's hyperparameters, checked (ValueError naming the bad one), defaults filled.
+    """ODIN's hyperparameters, checked by its detector class (ValueError naming the bad
+    one), defaults filled. Torch-free, so the workflow checks a config before any job."""
+    from opnp.detectors import create_detector
 
-    Torch-free, so the workflow can check a config's values before any job runs.
-    """
-    unknown = sorted(set(params) - set(ODIN_DEFAULTS))
-    if unknown:
-        raise ValueError(
-            f"odin: unknown hyperparameter(s) {unknown}; accepted: {sorted(ODIN_DEFAULTS)}"
-        )
-    values = {**ODIN_DEFAULTS, **params}
-    t = check_positive(values["temperature"], "temperature")
-    try:
-        eps = float(values["epsilon"])
-    except (TypeError, ValueError):
-        eps = float("nan")
-    if isinstance(values["epsilon"], bool) or not (eps >= 0 and np.isfinite(eps)):
-        raise ValueError(f"epsilon must be a nonnegative number, got {values['epsilon']!r}")
-    return {"temperature": t, "epsilon": eps}
+    return dict(create_detector("odin", **params).params)
 
 
 def odin_scores(

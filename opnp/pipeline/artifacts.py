@@ -116,7 +116,7 @@ def job_results(rows: list[dict], job) -> pd.DataFrame:
     from its ``params`` (``benchmark``, ``config_hash``), the model from its wildcards.
     """
     from opnp.io import provenance
-    from opnp.pipeline.evaluation import results_frame
+    from opnp.pipeline.results import results_frame
 
     return results_frame(
         rows,

@@ -12,12 +12,12 @@ class ConfigError(ValueError):
     """A config value that the JSON schema cannot express is wrong."""
 
 
-# Methods that clip the features at ReAct's threshold before their own step. Their
-# ``react_percentile`` is, by default, the percentile ReAct itself selected on the
-# validation split (so that "X+ReAct" and "ReAct" clip alike); a config may instead fix
-# it (``fixed: {react_percentile: 90}``) or search it jointly (``grid: {react_percentile:
-# [...]}``). ``fixed: {react_percentile: selected}`` spells the default out.
-REACT_COMBINATIONS = frozenset({"dice+react", "opnp+react", "opp+react"})
+# Methods that clip the features at ReAct's threshold before their own step (their class
+# sets ``clips_at_react``). Their ``react_percentile`` is, by default, the percentile ReAct
+# itself selected on the validation split (so that "X+ReAct" and "ReAct" clip alike); a
+# config may instead fix it (``fixed: {react_percentile: 90}``) or search it jointly
+# (``grid: {react_percentile: [...]}``). ``fixed: {react_percentile: selected}`` spells the
+# default out.
 REACT_SELECTED = "selected"
 
 
@@ -25,12 +25,18 @@ def react_percentile_source(method: str, spec: dict) -> str | None:
     """Where ``method``'s ReAct percentile comes from: ``"selected"`` (ReAct's
     validation-selected percentile, the default), ``"fixed"`` or ``"grid"``; None for a
     method that does not clip at ReAct's threshold."""
-    if method not in REACT_COMBINATIONS:
+    if not _clips_at_react(method):
         return None
     if "react_percentile" in spec.get("grid", {}):
         return "grid"
     fixed = spec.get("fixed", {}).get("react_percentile", REACT_SELECTED)
     return "selected" if fixed == REACT_SELECTED else "fixed"
+
+
+def _clips_at_react(method: str) -> bool:
+    from opnp.detectors import available_detectors, detector_class
+
+    return method in available_detectors() and detector_class(method).clips_at_react
 
 
 def check_config(cfg: dict) -> None:
@@ -204,19 +210,16 @@ def _detector_builder(method: str):
     check), on a tiny dummy head: the detector's own checks judge each value."""
     import numpy as np
 
-    from opnp.detectors import available_detectors, create_detector
-    from opnp.nets.odin import check_odin_params
-    from opnp.pipeline.evaluation import SENSITIVITY_METHODS
+    from opnp.detectors import available_detectors, create_detector, detector_class
 
-    if method == "odin":  # needs the network, so it is not in the detector registry
-        return lambda params: check_odin_params(**params)
     if method not in available_detectors():
         raise ConfigError(
             f"config key methods.{method}: no detector named {method!r} "
-            f"(available: {available_detectors() + ['odin']})"
+            f"(available: {available_detectors()})"
         )
     weight, bias = np.ones((2, 3)), np.zeros(2)
-    extra = {"param_sensitivity": np.ones((2, 3))} if method in SENSITIVITY_METHODS else {}
+    uses_sensitivity = detector_class(method).uses_sensitivity
+    extra = {"param_sensitivity": np.ones((2, 3))} if uses_sensitivity else {}
     return lambda params: create_detector(method, weight=weight, bias=bias, **extra, **params)
 
 
@@ -254,15 +257,17 @@ def _check_value(build, params: dict, key: str, value) -> None:
 
 
 def _check_react_percentile(method: str, spec: dict, methods: dict) -> None:
+    from opnp.detectors import methods_where
+
     grid = spec.get("grid", {})
     fixed = spec.get("fixed", {})
-    if method not in REACT_COMBINATIONS:
+    if not _clips_at_react(method):
         for where, values in (("grid", grid), ("fixed", fixed)):
             if "react_percentile" in values:
                 raise ConfigError(
                     f"config key methods.{method}.{where}.react_percentile: {method!r} does "
                     f"not clip at ReAct's threshold (methods that do: "
-                    f"{sorted(REACT_COMBINATIONS)})"
+                    f"{methods_where('clips_at_react')})"
                 )
         return
     if REACT_SELECTED in _as_list(grid.get("react_percentile", [])):

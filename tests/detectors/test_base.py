@@ -17,7 +17,35 @@ EXPECTED = {
 
 
 def test_registry_lists_every_method():
-    assert set(available_detectors()) == EXPECTED
+    # ODIN is registered too, but runs the network: the tests below score features
+    assert set(available_detectors()) == EXPECTED | {"odin"}
+
+
+def test_odin_refuses_cached_features_and_checks_its_values():
+    det = create_detector("odin", temperature=10)
+    assert det.params == {"temperature": 10.0, "epsilon": 0.0014}
+    with pytest.raises(ValueError, match="odin perturbs the input images"):
+        det.score(np.ones((2, 3)))
+    with pytest.raises(ValueError, match="epsilon must be a nonnegative number"):
+        create_detector("odin", epsilon=-1)
+
+
+def test_each_method_is_described_by_its_class():
+    """What the workflow and the tables read from the classes (one home per method)."""
+    from opnp.detectors import detector_class, methods_where
+
+    assert methods_where("uses_sensitivity") == [
+        "onp", "opnp", "opnp+msp", "opnp+react", "opp", "opp+react"
+    ]  # fmt: skip
+    assert methods_where("seeded") == ["rnp", "rpp"]
+    assert methods_where("needs_network") == ["odin"]
+    assert methods_where("clips_at_react") == ["dice+react", "opnp+react", "opp+react"]
+    assert methods_where("needs_labels") == ["line", "mahalanobis"]
+    labels = {name: detector_class(name).label for name in available_detectors()}
+    assert all(labels.values()) and len(set(labels.values())) == len(labels)
+    for name in available_detectors():
+        cls = detector_class(name)
+        assert set(cls.default_grid) <= set(cls.defaults), name
 
 
 def test_unknown_name_lists_available():

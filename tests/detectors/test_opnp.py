@@ -104,7 +104,8 @@ def test_opp_react_clips_before_the_opp_pruned_layer():
 
 def test_opp_react_grid_fast_path_equals_the_detector():
     """The workflow's vectorised grid path clips for opp+react as for opnp+react."""
-    from opnp.pipeline.evaluation import evaluate_configs, expand_grid
+    from opnp.pipeline.evaluation import evaluate_configs
+    from opnp.pipeline.selection import expand_grid
 
     w, b, train, test = _setup()
     s = parameter_sensitivity(train, w, b)

@@ -1,7 +1,7 @@
 """Concatenate every Parquet result file of the benchmark into one table."""
 
 from opnp.pipeline.artifacts import write_results
-from opnp.pipeline.evaluation import concat_results
+from opnp.pipeline.results import concat_results
 from opnp.pipeline.runtime import setup_job
 
 log = setup_job(snakemake.log[0])

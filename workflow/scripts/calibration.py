@@ -3,9 +3,11 @@ on the ID test set."""
 
 import pandas as pd
 
+from opnp.pipeline.ablations import calibration_frame
 from opnp.pipeline.artifacts import load_fc, load_feature_set, load_sensitivity, write_results
-from opnp.pipeline.evaluation import build_detector, calibration_frame, selected_params
+from opnp.pipeline.evaluation import build_detector
 from opnp.pipeline.runtime import setup_job
+from opnp.pipeline.selection import selected_params
 
 log = setup_job(snakemake.log[0], threads=snakemake.threads)
 weight, bias = load_fc(snakemake.input.fc)

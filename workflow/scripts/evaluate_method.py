@@ -11,8 +11,10 @@ from opnp.pipeline.artifacts import (
     load_sensitivity,
     write_results,
 )
-from opnp.pipeline.evaluation import accuracy, evaluate_configs, selected_params
+from opnp.pipeline.evaluation import evaluate_configs
+from opnp.pipeline.results import accuracy
 from opnp.pipeline.runtime import setup_job
+from opnp.pipeline.selection import selected_params
 
 log = setup_job(snakemake.log[0], threads=snakemake.threads)
 method = snakemake.wildcards.method

@@ -3,8 +3,8 @@
 import pandas as pd
 
 from opnp.pipeline.artifacts import load_sensitivity
-from opnp.pipeline.evaluation import selected_params
 from opnp.pipeline.runtime import setup_job
+from opnp.pipeline.selection import selected_params
 from opnp.pruning import pruning_masks
 from opnp.report.plots import plot_pruning_before_after
 

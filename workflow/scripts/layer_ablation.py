@@ -10,6 +10,7 @@ import pandas as pd
 
 from opnp.data.datasets import open_dataset, seeded_subset
 from opnp.nets.models import preprocessing
+from opnp.pipeline.ablations import layer_ablation
 from opnp.pipeline.artifacts import (
     job_results,
     load_model,
@@ -17,8 +18,8 @@ from opnp.pipeline.artifacts import (
     read_json,
     write_results,
 )
-from opnp.pipeline.evaluation import layer_ablation, selected_params
 from opnp.pipeline.runtime import setup_job
+from opnp.pipeline.selection import selected_params
 
 log = setup_job(snakemake.log[0], threads=snakemake.threads, seed=snakemake.params.seed)
 spec = snakemake.params.spec

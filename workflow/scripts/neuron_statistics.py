@@ -9,8 +9,10 @@ from opnp.pipeline.artifacts import (
     load_sensitivity,
     write_results,
 )
-from opnp.pipeline.evaluation import evaluate_configs, expand_grid, results_frame, select_best
+from opnp.pipeline.evaluation import evaluate_configs
+from opnp.pipeline.results import results_frame
 from opnp.pipeline.runtime import setup_job
+from opnp.pipeline.selection import expand_grid, select_best
 
 log = setup_job(snakemake.log[0], threads=snakemake.threads)
 weight, bias = load_fc(snakemake.input.fc)

@@ -15,14 +15,10 @@ from opnp.pipeline.artifacts import (
     read_json,
     write_results,
 )
-from opnp.pipeline.evaluation import (
-    accuracy,
-    evaluate_network_configs,
-    expand_grid,
-    mark_selected,
-    selected_params,
-)
+from opnp.pipeline.evaluation import evaluate_network_configs
+from opnp.pipeline.results import accuracy
 from opnp.pipeline.runtime import setup_job, torch_device
+from opnp.pipeline.selection import expand_grid, mark_selected, selected_params
 
 log = setup_job(snakemake.log[0], threads=snakemake.threads)
 spec = snakemake.params.spec

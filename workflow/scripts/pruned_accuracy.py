@@ -1,5 +1,6 @@
 """Table 3: ID accuracy of the pruned FC layer, one pruning percentage at a time."""
 
+from opnp.pipeline.ablations import pruned_accuracy_rows
 from opnp.pipeline.artifacts import (
     job_results,
     load_fc,
@@ -7,7 +8,6 @@ from opnp.pipeline.artifacts import (
     load_sensitivity,
     write_results,
 )
-from opnp.pipeline.evaluation import pruned_accuracy_rows
 from opnp.pipeline.runtime import setup_job
 
 log = setup_job(snakemake.log[0], threads=snakemake.threads)

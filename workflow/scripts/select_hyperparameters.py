@@ -10,13 +10,9 @@ from opnp.pipeline.artifacts import (
     load_sensitivity,
     write_results,
 )
-from opnp.pipeline.evaluation import (
-    evaluate_configs,
-    expand_grid,
-    mark_selected,
-    resolve_react_percentile,
-)
+from opnp.pipeline.evaluation import evaluate_configs
 from opnp.pipeline.runtime import setup_job
+from opnp.pipeline.selection import expand_grid, mark_selected, resolve_react_percentile
 
 log = setup_job(snakemake.log[0], threads=snakemake.threads)
 method = snakemake.wildcards.method

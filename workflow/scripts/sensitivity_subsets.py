@@ -12,8 +12,10 @@ from opnp.pipeline.artifacts import (
     load_sensitivity,
     write_results,
 )
-from opnp.pipeline.evaluation import evaluate_configs, params_json, selected_params
+from opnp.pipeline.evaluation import evaluate_configs
+from opnp.pipeline.results import params_json
 from opnp.pipeline.runtime import setup_job
+from opnp.pipeline.selection import selected_params
 from opnp.report.tables import SUBSET_SAMPLES_KEY
 
 log = setup_job(snakemake.log[0], threads=snakemake.threads)

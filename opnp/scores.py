@@ -1,0 +1,61 @@
+"""Scores of logits, in numpy float64: log-sum-exp, softmax, the Energy score and the
+three scores a linear detector can put on its logits. The one home of these formulas on
+the numpy side (the torch modules in :mod:`opnp.nets` use ``torch.logsumexp``).
+
+Energy (Liu et al., 2020; paper Eq. 3, logits f = W h + b of Eq. 2): E(x) = -T logsumexp(f(x) / T); the detection
+score is -E (higher = in-distribution).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from opnp._validation import check_positive, to_numpy
+
+
+def logsumexp(x: np.ndarray, axis: int = 1) -> np.ndarray:
+    """Numerically stable log(sum(exp(x))) along ``axis`` (max shifted out first)."""
+    x = np.asarray(x)
+    m = np.max(x, axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    out = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)) + m
+    return np.squeeze(out, axis=axis)
+
+
+def softmax(x: np.ndarray, axis: int = 1, out: np.ndarray | None = None) -> np.ndarray:
+    """Row-wise softmax (stable); ``out=x`` computes it in place."""
+    x = np.asarray(x)
+    if out is None:
+        out = np.empty_like(x)
+    np.subtract(x, np.max(x, axis=axis, keepdims=True), out=out)
+    np.exp(out, out=out)
+    out /= np.sum(out, axis=axis, keepdims=True)
+    return out
+
+
+def energy_score(logits: Any, temperature: float = 1.0) -> np.ndarray:
+    """The Energy detection score -E(x) = T logsumexp(f(x) / T), float64 (N,).
+
+    Higher means in-distribution (the detection score is -E, paper Eq. 3).
+    """
+    t = check_positive(temperature, "temperature")
+    f = np.asarray(to_numpy(logits, "logits"), dtype=np.float64)
+    if f.ndim != 2:
+        raise ValueError(f"logits must be 2-dimensional (N, C), got shape {tuple(f.shape)}")
+    return t * logsumexp(f / t, axis=1)
+
+
+def score_logits(logits: np.ndarray, kind: str, temperature: float = 1.0) -> np.ndarray:
+    """Energy (T logsumexp(f/T)), MSP (max softmax(f/T)) or max logit of each row."""
+    if kind == "energy":
+        if temperature == 1.0:
+            return logsumexp(logits, axis=1)
+        return temperature * logsumexp(logits / temperature, axis=1)
+    if kind == "msp":
+        z = logits / temperature if temperature != 1.0 else logits
+        return np.exp(np.max(z, axis=1) - logsumexp(z, axis=1))
+    if kind == "maxlogit":
+        return np.max(logits, axis=1)
+    raise ValueError(f"unknown score kind {kind!r}; available: energy, msp, maxlogit")
