@@ -43,7 +43,7 @@ def pruned_accuracy_rows(
         )
         rows.append(
             {
-                "experiment": "table3",
+                "experiment": "pruned_accuracy",
                 "method": "opnp",
                 "variant": next(iter(params), "none"),
                 "params": params_json(params),
@@ -122,7 +122,7 @@ def layer_ablation(
 
     In-network sensitivities (mean over ``train_dataset`` of |dE/dW|, per-sample autograd)
     use the training subset ``train_dataset`` (``train_fraction`` percent, recorded).
-    Returns ``(rows, layer_means)``: result rows (experiment "table7", with bootstrap
+    Returns ``(rows, layer_means)``: result rows (experiment "layers", with bootstrap
     intervals when ``uncertainty`` settings are given) and a DataFrame of
     the mean sensitivity of each stage's last convolution and of the FC layer (Fig. 6).
     """
@@ -198,7 +198,7 @@ def layer_ablation(
             method="opnp",
             params={**params, "n_pruned": pruned},
             split="test",
-            experiment="table7",
+            experiment="layers",
             variant=variant,
             id_accuracy=accuracy(id_logits, id_labels),
             uncertainty=uncertainty,

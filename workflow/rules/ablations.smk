@@ -1,4 +1,5 @@
-# Ablations of the paper (Tables 3, 7, 8, 9; data of Figs. 3, 4, 6). All but the
+# Ablations of the paper (Tables 3, 7, 8, 9; data of Figs. 3, 4, 6); each rule is named
+# after its experiment in opnp.pipeline.experiments, like its result file and rows. All but the
 # in-network ablation (Table 7) run on cached features.
 
 
@@ -8,11 +9,11 @@ rule pruned_accuracy:
         id_test=features_of("{model}", ID_TEST)["manifest"],
         sensitivity=full_sensitivity("{model}"),
     output:
-        f"{RESULTS}/ablations/{{model}}/table3_pruned_accuracy.parquet",
+        ablation_result("pruned_accuracy"),
     log:
-        f"{LOGS}/ablations/{{model}}/table3.log",
+        f"{LOGS}/ablations/{{model}}/pruned_accuracy.log",
     benchmark:
-        f"{BENCHMARKS}/ablations/{{model}}/table3.tsv"
+        f"{BENCHMARKS}/ablations/{{model}}/pruned_accuracy.tsv"
     localrule: LOCAL_CPU_JOBS
     conda:
         "../envs/analysis.yaml"
@@ -25,7 +26,7 @@ rule pruned_accuracy:
         "../scripts/pruned_accuracy.py"
 
 
-rule sensitivity_subsets:
+rule subsets:
     input:
         fc=model_fc,
         selection=f"{RESULTS}/selection/{{model}}/opp.parquet",
@@ -33,11 +34,11 @@ rule sensitivity_subsets:
         id_test=features_of("{model}", ID_TEST)["manifest"],
         ood_test=feature_manifests("{model}", OOD_TEST),
     output:
-        f"{RESULTS}/ablations/{{model}}/table8_subsets.parquet",
+        ablation_result("subsets"),
     log:
-        f"{LOGS}/ablations/{{model}}/table8.log",
+        f"{LOGS}/ablations/{{model}}/subsets.log",
     benchmark:
-        f"{BENCHMARKS}/ablations/{{model}}/table8.tsv"
+        f"{BENCHMARKS}/ablations/{{model}}/subsets.tsv"
     localrule: LOCAL_CPU_JOBS
     conda:
         "../envs/analysis.yaml"
@@ -47,10 +48,10 @@ rule sensitivity_subsets:
         ood_names=OOD_TEST,
         uncertainty=UNCERTAINTY,
     script:
-        "../scripts/sensitivity_subsets.py"
+        "../scripts/subsets.py"
 
 
-rule neuron_statistics:
+rule statistics:
     input:
         fc=model_fc,
         sensitivity=full_sensitivity("{model}"),
@@ -59,11 +60,11 @@ rule neuron_statistics:
         id_test=features_of("{model}", ID_TEST)["manifest"],
         ood_test=feature_manifests("{model}", OOD_TEST),
     output:
-        f"{RESULTS}/ablations/{{model}}/table9_statistics.parquet",
+        ablation_result("statistics"),
     log:
-        f"{LOGS}/ablations/{{model}}/table9.log",
+        f"{LOGS}/ablations/{{model}}/statistics.log",
     benchmark:
-        f"{BENCHMARKS}/ablations/{{model}}/table9.tsv"
+        f"{BENCHMARKS}/ablations/{{model}}/statistics.tsv"
     localrule: LOCAL_CPU_JOBS
     conda:
         "../envs/analysis.yaml"
@@ -79,21 +80,21 @@ rule neuron_statistics:
         ood_names=OOD_TEST,
         uncertainty=UNCERTAINTY,
     script:
-        "../scripts/neuron_statistics.py"
+        "../scripts/statistics.py"
 
 
-rule percentage_sweep:
+rule sweep:
     input:
         fc=model_fc,
         sensitivity=full_sensitivity("{model}"),
         id_test=features_of("{model}", ID_TEST)["manifest"],
         ood_test=feature_manifests("{model}", OOD_TEST),
     output:
-        f"{RESULTS}/ablations/{{model}}/fig3_sweep.parquet",
+        ablation_result("sweep"),
     log:
-        f"{LOGS}/ablations/{{model}}/fig3.log",
+        f"{LOGS}/ablations/{{model}}/sweep.log",
     benchmark:
-        f"{BENCHMARKS}/ablations/{{model}}/fig3.tsv"
+        f"{BENCHMARKS}/ablations/{{model}}/sweep.tsv"
     localrule: LOCAL_CPU_JOBS
     conda:
         "../envs/analysis.yaml"
@@ -105,7 +106,7 @@ rule percentage_sweep:
         ood_names=OOD_TEST,
         uncertainty=UNCERTAINTY,
     script:
-        "../scripts/percentage_sweep.py"
+        "../scripts/sweep.py"
 
 
 rule calibration:
@@ -115,11 +116,11 @@ rule calibration:
         selection=f"{RESULTS}/selection/{{model}}/opnp.parquet",
         id_test=features_of("{model}", ID_TEST)["manifest"],
     output:
-        f"{RESULTS}/ablations/{{model}}/fig4_calibration.parquet",
+        ablation_result("calibration"),
     log:
-        f"{LOGS}/ablations/{{model}}/fig4.log",
+        f"{LOGS}/ablations/{{model}}/calibration.log",
     benchmark:
-        f"{BENCHMARKS}/ablations/{{model}}/fig4.tsv"
+        f"{BENCHMARKS}/ablations/{{model}}/calibration.tsv"
     localrule: LOCAL_CPU_JOBS
     conda:
         "../envs/analysis.yaml"
@@ -131,7 +132,7 @@ rule calibration:
         "../scripts/calibration.py"
 
 
-rule layer_ablation:
+rule layers:
     input:
         model=model_file,
         train=lambda wc: dataset_manifest(ID_TRAIN, wc.model),
@@ -141,12 +142,12 @@ rule layer_ablation:
         # every row prunes with OPNP's validation-selected percentages
         selection=f"{RESULTS}/selection/{{model}}/opnp.parquet",
     output:
-        results=f"{RESULTS}/ablations/{{model}}/table7_layers.parquet",
-        layer_means=f"{RESULTS}/ablations/{{model}}/fig6_layer_sensitivity.parquet",
+        results=ablation_result("layers"),
+        layer_means=f"{RESULTS}/ablations/{{model}}/layers_sensitivity.parquet",
     log:
-        f"{LOGS}/ablations/{{model}}/table7.log",
+        f"{LOGS}/ablations/{{model}}/layers.log",
     benchmark:
-        f"{BENCHMARKS}/ablations/{{model}}/table7.tsv"
+        f"{BENCHMARKS}/ablations/{{model}}/layers.tsv"
     conda:
         "../envs/pytorch.yaml"
     threads: THREADS_PER_JOB
@@ -165,4 +166,4 @@ rule layer_ablation:
         ood_names=OOD_TEST,
         uncertainty=UNCERTAINTY,
     script:
-        "../scripts/layer_ablation.py"
+        "../scripts/layers.py"

@@ -24,6 +24,16 @@ from opnp.pipeline.config import (  # noqa: E402 - needs the path above
     replicate_parts,
 )
 from opnp.data.datasets import source_fingerprint  # noqa: E402
+from opnp.detectors import detector_class  # noqa: E402
+from opnp.pipeline.experiments import (  # noqa: E402
+    EXPERIMENTS,
+    PRUNING_METHODS,
+    WITH_WITHOUT_METHODS,
+    active_experiments,
+    figure_stem,
+    skipped_experiments,
+    table_stem,
+)
 from opnp.pipeline.replicates import replicate_unit  # noqa: E402
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -84,11 +94,17 @@ GPUS_PER_NETWORK_JOB = config["resources"]["gpus_per_network_job"]
 # work; the network jobs are always submitted.
 LOCAL_CPU_JOBS = config["resources"]["local_cpu_jobs"]
 
-# Methods that need the network (input perturbation) rather than cached features.
-NETWORK_METHODS = {"odin"}
+# What the DAG needs to know about a method comes from its detector class: whether it
+# runs the network (ODIN: its own rules on images) and whether it prunes by the OPNP
+# sensitivities (its jobs read the cached sensitivity matrix).
+NETWORK_METHODS = {m for m in METHODS if detector_class(m).needs_network}
 FEATURE_METHODS = [m for m in METHODS if m not in NETWORK_METHODS]
-# Methods whose hyperparameters are pruning percentages of the sensitivity masks.
-SENSITIVITY_METHODS = {"opp", "onp", "opnp", "opnp+react", "opp+react", "opnp+msp"}
+SENSITIVITY_METHODS = {m for m in METHODS if detector_class(m).uses_sensitivity}
+# The experiment catalogue (opnp.pipeline.experiments) decides which tables, figures and
+# ablations run; the ones that do not are named, with the reason, on every invocation.
+ACTIVE = {e.name for e in active_experiments(config)}
+for _label, _reason in skipped_experiments(config).items():
+    print(f"Not produced: {_label}: {_reason}", file=sys.stderr)
 
 
 def _names_regex(names):
@@ -317,8 +333,15 @@ def evaluation_inputs(wildcards):
 # ---------------------------------------------------------------- final targets
 
 
-def has_methods(*names):
-    return all(n in METHODS for n in names)
+def is_activated(name):
+    """Whether experiment ``name`` of the catalogue runs under this config."""
+    return name in ACTIVE
+
+
+def ablation_result(name, model="{model}"):
+    """The result file of an ablation experiment (rows with experiment = its name)."""
+    assert EXPERIMENTS[name].result, name
+    return f"{RESULTS}/ablations/{model}/{name}.parquet"
 
 
 # Fig. 9 (the low-sensitivity pruned weights of Eq. 11) when the selected OPNP config
@@ -326,41 +349,23 @@ def has_methods(*names):
 FIG9_FALLBACK_WEIGHT_LOW = max(
     [10, *config["methods"].get("opnp", {}).get("grid", {}).get("weight_low", [])]
 )
-TABLE4_METHODS = ["rpp", "tpp", "opp", "rnp", "tnp", "onp"]
-WITH_WITHOUT_METHODS = ["msp", "opnp+msp", "energy", "opnp", "react", "opnp+react"]
-
-
-def layer_ablation_enabled():
-    return bool(ABLATIONS.get("layers", {}).get("enabled", False))
 
 
 def table_specs():
-    """Table file stem -> what it shows; each stem starts with the paper's id."""
+    """Table file stem -> {"experiment", "model"} for every active experiment with a
+    table; with replicates also the pooled tables (mean ± std over split seeds; the
+    selected hyperparameters stay per unit)."""
     specs = {}
     for m in MODELS:
-        main = model_spec(m)["main_table"]
-        specs[f"{main}_main_results_{m}"] = {"kind": "main", "model": m}
-        specs[f"selected_hyperparameters_{m}"] = {"kind": "selected", "model": m}
-        if has_methods(*WITH_WITHOUT_METHODS):
-            stem = f"{config['report']['with_without_table']}_with_without_opnp_{m}"
-            specs[stem] = {"kind": "with_without", "model": m}
-        if "pruned_accuracy" in ABLATIONS:
-            specs[f"table3_pruned_accuracy_{m}"] = {"kind": "table3", "model": m}
-        if has_methods(*TABLE4_METHODS):
-            specs[f"table4_pruning_methods_{m}"] = {"kind": "table4", "model": m}
-        if layer_ablation_enabled():
-            specs[f"table7_layers_{m}"] = {"kind": "table7", "model": m}
-        if has_methods("opp", "energy"):
-            specs[f"table8_subsets_{m}"] = {"kind": "table8", "model": m}
-        if "statistics" in ABLATIONS and has_methods("onp"):
-            specs[f"table9_statistics_{m}"] = {"kind": "table9", "model": m}
-    # With replicates, each table of a unit also exists pooled over the model's units:
-    # mean ± std over split seeds (the selected hyperparameters stay per unit).
+        for exp in active_experiments(config):
+            if exp.table:
+                stem = table_stem(exp, config, m, model_base(m))
+                specs[stem] = {"experiment": exp.name, "model": m}
     for base in BASE_MODELS if UNITS else []:
         units = {u: seed for u, (b, seed) in UNITS.items() if b == base}
         first = next(iter(units))
         for stem, spec in list(specs.items()):
-            if spec["model"] == first and spec["kind"] != "selected":
+            if spec["model"] == first and spec["experiment"] != "selected":
                 pooled = stem[: -len(first)] + base
                 specs[pooled] = {**spec, "model": base, "replicates": units}
     return specs
@@ -370,18 +375,9 @@ TABLE_SPECS = table_specs()
 
 
 def figure_ids(model):
-    ids = [f"fig2_pruning_before_after_{model}"]
-    if "sweep" in ABLATIONS:
-        ids.append(f"fig3_percentage_sweep_{model}")
-    if has_methods("opnp"):
-        ids += [
-            f"fig4_reliability_{model}",
-            f"fig5_score_distributions_{model}",
-            f"fig9_pruned_weight_sensitivity_{model}",
-        ]
-    if layer_ablation_enabled():
-        ids.append(f"fig6_layer_sensitivity_{model}")
-    return ids
+    return [
+        figure_stem(exp, model) for exp in active_experiments(config) if exp.figure
+    ]
 
 
 def final_tables():
@@ -433,15 +429,10 @@ def final_outputs():
 def result_parquets():
     files = [f"{RESULTS}/selection/{m}/{x}.parquet" for m in MODELS for x in METHODS]
     files += [f"{RESULTS}/evaluation/{m}/{x}.parquet" for m in MODELS for x in METHODS]
-    for m in MODELS:
-        if "pruned_accuracy" in ABLATIONS:
-            files.append(f"{RESULTS}/ablations/{m}/table3_pruned_accuracy.parquet")
-        if layer_ablation_enabled():
-            files.append(f"{RESULTS}/ablations/{m}/table7_layers.parquet")
-        if has_methods("opp", "energy"):
-            files.append(f"{RESULTS}/ablations/{m}/table8_subsets.parquet")
-        if "statistics" in ABLATIONS and has_methods("onp"):
-            files.append(f"{RESULTS}/ablations/{m}/table9_statistics.parquet")
-        if "sweep" in ABLATIONS:
-            files.append(f"{RESULTS}/ablations/{m}/fig3_sweep.parquet")
+    files += [
+        ablation_result(exp.name, m)
+        for m in MODELS
+        for exp in active_experiments(config)
+        if exp.result and exp.name != "calibration"  # a reliability curve, not rows
+    ]
     return files

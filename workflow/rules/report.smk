@@ -41,8 +41,6 @@ rule make_table:
         spec=lambda wc: TABLE_SPECS[wc.table],
         ood_names=OOD_TEST,
         methods=METHODS,
-        table4_methods=TABLE4_METHODS,
-        with_without_methods=WITH_WITHOUT_METHODS,
         uncertainty=UNCERTAINTY,
         sensitivity={k: config["sensitivity"][k] for k in ("statistic", "reduction")},
         react_sources={
@@ -103,7 +101,7 @@ rule figure_pruning_before_after:
 
 rule figure_percentage_sweep:
     input:
-        f"{RESULTS}/ablations/{{model}}/fig3_sweep.parquet",
+        ablation_result("sweep"),
     output:
         **figure_files(
             "fig3_percentage_sweep_{model}",
@@ -124,7 +122,7 @@ rule figure_percentage_sweep:
 
 rule figure_reliability:
     input:
-        f"{RESULTS}/ablations/{{model}}/fig4_calibration.parquet",
+        ablation_result("calibration"),
     output:
         **figure_files(
             "fig4_reliability_{model}",
@@ -168,7 +166,7 @@ rule figure_score_distributions:
 
 rule figure_layer_sensitivity:
     input:
-        f"{RESULTS}/ablations/{{model}}/fig6_layer_sensitivity.parquet",
+        f"{RESULTS}/ablations/{{model}}/layers_sensitivity.parquet",
     output:
         **figure_files(
             "fig6_layer_sensitivity_{model}",

@@ -6,4 +6,4 @@ from opnp.pipeline.runtime import setup_job
 from opnp.report.plots import plot_percentage_sweep
 
 setup_job(snakemake.log[0])
-plot_percentage_sweep(pd.read_parquet(snakemake.input[0]), snakemake.output.png)
+plot_percentage_sweep(pd.read_parquet(snakemake.input[0]), snakemake.output.png, experiment="sweep")

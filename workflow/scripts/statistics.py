@@ -29,7 +29,7 @@ common = dict(
     train_features=None,
     train_labels=None,
     sensitivity=sensitivity,
-    experiment="table9",
+    experiment=snakemake.rule,
 )
 rows = []
 for statistic in snakemake.params.statistics:

@@ -31,7 +31,7 @@ common = dict(
     id_features=id_test.features,
     ood_features=ood_features,
     split="test",
-    experiment="table8",
+    experiment=snakemake.rule,
     uncertainty=snakemake.params.uncertainty,
 )
 rows, _ = evaluate_configs("energy", [{}], variant="none", **common)

@@ -31,7 +31,7 @@ for name, values in snakemake.params.sweep.items():
         split="test",
         sensitivity=sensitivity,
         statistic=snakemake.params.statistic,
-        experiment="fig3",
+        experiment=snakemake.rule,
         variant=name,
         uncertainty=snakemake.params.uncertainty,
     )
