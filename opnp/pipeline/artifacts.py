@@ -127,6 +127,25 @@ def job_results(rows: list[dict], job) -> pd.DataFrame:
     )
 
 
-def load_ood_features(manifests: Iterable[str | Path], names: Iterable[str]) -> dict:
-    """OOD set name -> cached features (memory-mapped), one per manifest, in order."""
-    return {name: fs.features for name, fs in load_feature_sets(manifests, names).items()}
+def load_ood_features(manifests: Iterable[str | Path]) -> dict:
+    """OOD set name -> cached features (memory-mapped), in the order of ``manifests``;
+    each set is named by its own manifest (``dataset``), never by its position."""
+    out = {}
+    for path in manifests:
+        name = read_json(path)["dataset"]
+        if name in out:
+            raise ValueError(f"two feature manifests of dataset {name!r}: {path}")
+        out[name] = load_feature_set(path).features
+    return out
+
+
+def open_named_datasets(manifests: Iterable[str | Path], transform=None) -> dict:
+    """Dataset name -> image dataset, in the order of ``manifests``; each named by its own
+    manifest (``name``), never by its position."""
+    from opnp.data.datasets import open_dataset
+
+    out = {}
+    for path in manifests:
+        manifest = read_json(path)
+        out[manifest["name"]] = open_dataset(manifest, transform=transform)
+    return out

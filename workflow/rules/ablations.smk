@@ -45,7 +45,6 @@ rule subsets:
     params:
         config_hash=stable_hash([FRACTIONS, SEEDS]),
         benchmark=BENCHMARK,
-        ood_names=OOD_TEST,
         uncertainty=UNCERTAINTY,
     script:
         "../scripts/subsets.py"
@@ -76,8 +75,6 @@ rule statistics:
             [ABLATIONS.get("statistics", []), config["methods"].get("onp", {})]
         ),
         benchmark=BENCHMARK,
-        val_names=OOD_VAL,
-        ood_names=OOD_TEST,
         uncertainty=UNCERTAINTY,
     script:
         "../scripts/statistics.py"
@@ -103,7 +100,6 @@ rule sweep:
         statistic=config["sensitivity"]["statistic"],
         config_hash=stable_hash(ABLATIONS.get("sweep", {})),
         benchmark=BENCHMARK,
-        ood_names=OOD_TEST,
         uncertainty=UNCERTAINTY,
     script:
         "../scripts/sweep.py"
@@ -163,7 +159,6 @@ rule layers:
             [ABLATIONS.get("layers", {}), config["sensitivity"]["statistic"]]
         ),
         benchmark=BENCHMARK,
-        ood_names=OOD_TEST,
         uncertainty=UNCERTAINTY,
     script:
         "../scripts/layers.py"

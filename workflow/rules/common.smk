@@ -375,9 +375,7 @@ TABLE_SPECS = table_specs()
 
 
 def figure_ids(model):
-    return [
-        figure_stem(exp, model) for exp in active_experiments(config) if exp.figure
-    ]
+    return [figure_stem(exp, model) for exp in active_experiments(config) if exp.figure]
 
 
 def final_tables():

@@ -27,7 +27,6 @@ rule select_hyperparameters:
             [method_settings(wc.method), SEEDS, config["selection"]]
         ),
         benchmark=BENCHMARK,
-        ood_names=OOD_VAL,
     script:
         "../scripts/select_hyperparameters.py"
 
@@ -53,7 +52,6 @@ rule evaluate_method:
         statistic=config["sensitivity"]["statistic"],
         config_hash=lambda wc: stable_hash([method_settings(wc.method), SEEDS]),
         benchmark=BENCHMARK,
-        ood_names=OOD_TEST,
         uncertainty=UNCERTAINTY,
     script:
         "../scripts/evaluate_method.py"
@@ -85,7 +83,6 @@ rule select_odin:
             [method_settings("odin"), config["selection"]]
         ),
         benchmark=BENCHMARK,
-        ood_names=OOD_VAL,
     script:
         "../scripts/odin.py"
 
@@ -115,7 +112,6 @@ rule evaluate_odin:
         extraction=EXTRACTION_SETTINGS,
         config_hash=lambda wc: stable_hash(method_settings("odin")),
         benchmark=BENCHMARK,
-        ood_names=OOD_TEST,
         uncertainty=UNCERTAINTY,
     script:
         "../scripts/odin.py"

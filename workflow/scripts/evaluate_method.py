@@ -22,7 +22,7 @@ params = selected_params(pd.read_parquet(snakemake.input.selection))
 weight, bias = load_fc(snakemake.input.fc)
 train = load_feature_set(snakemake.input.train)
 id_test = load_feature_set(snakemake.input.id_test)
-ood_test = load_ood_features(snakemake.input.ood_test, snakemake.params.ood_names)
+ood_test = load_ood_features(snakemake.input.ood_test)
 sensitivity = (
     load_sensitivity(snakemake.input.sensitivity)
     if "sensitivity" in snakemake.input.keys()

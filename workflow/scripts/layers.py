@@ -15,6 +15,7 @@ from opnp.pipeline.artifacts import (
     job_results,
     load_model,
     load_sensitivity,
+    open_named_datasets,
     read_json,
     write_results,
 )
@@ -32,10 +33,7 @@ train = seeded_subset(
     train, layers["train_fraction"], seed=snakemake.params.seed, max_items=layers.get("max_images")
 )
 id_test = open_dataset(read_json(snakemake.input.id_test), transform=transform)
-ood_test = {
-    name: open_dataset(read_json(path), transform=transform)
-    for name, path in zip(snakemake.params.ood_names, snakemake.input.ood_test, strict=True)
-}
+ood_test = open_named_datasets(snakemake.input.ood_test, transform=transform)
 selected = selected_params(pd.read_parquet(snakemake.input.selection))
 log.info("OPNP's selected setting: %s", selected)
 rows, layer_means = layer_ablation(

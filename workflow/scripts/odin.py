@@ -5,13 +5,14 @@ validation split (rule select_odin) or score the selected values on the test set
 import pandas as pd
 
 from opnp.data.datasets import open_dataset
+from opnp.detectors import create_detector
 from opnp.io import save_npz_atomic
 from opnp.nets.models import preprocessing
-from opnp.nets.odin import odin_scores
 from opnp.pipeline.artifacts import (
     job_results,
     load_feature_set,
     load_model,
+    open_named_datasets,
     read_json,
     write_results,
 )
@@ -36,18 +37,12 @@ else:
     configs = [selected_params(pd.read_parquet(snakemake.input.selection))]
     id_manifest, ood_manifests, split = snakemake.input.id_test, snakemake.input.ood_test, "test"
 id_set = open_dataset(read_json(id_manifest), transform=transform)
-ood_sets = {
-    name: open_dataset(read_json(path), transform=transform)
-    for name, path in zip(snakemake.params.ood_names, ood_manifests, strict=True)
-}
+ood_sets = open_named_datasets(ood_manifests, transform=transform)
 
 
 def scorer(params):
-    temperature = params.get("temperature", 1000.0)
-    epsilon = params.get("epsilon", 0.0014)
-    return lambda x: odin_scores(
-        model, x.to(device), temperature=temperature, epsilon=epsilon, std=std
-    )
+    detector = create_detector("odin", **params)  # its class holds the defaults
+    return lambda x: detector.score_batch(model, x.to(device), std=std)
 
 
 rows, scores = evaluate_network_configs(

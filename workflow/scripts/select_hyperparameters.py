@@ -27,7 +27,7 @@ settings = resolve_react_percentile(method, snakemake.params.settings, react_sel
 weight, bias = load_fc(snakemake.input.fc)
 train = load_feature_set(snakemake.input.train)
 id_val = load_feature_set(snakemake.input.id_val)
-ood_val = load_ood_features(snakemake.input.ood_val, snakemake.params.ood_names)
+ood_val = load_ood_features(snakemake.input.ood_val)
 sensitivity = (
     load_sensitivity(snakemake.input.sensitivity)
     if "sensitivity" in snakemake.input.keys()

@@ -18,9 +18,9 @@ log = setup_job(snakemake.log[0], threads=snakemake.threads)
 weight, bias = load_fc(snakemake.input.fc)
 sensitivity = load_sensitivity(snakemake.input.sensitivity)
 id_val = load_feature_set(snakemake.input.id_val)
-ood_val = load_ood_features(snakemake.input.ood_val, snakemake.params.val_names)
+ood_val = load_ood_features(snakemake.input.ood_val)
 id_test = load_feature_set(snakemake.input.id_test)
-ood_test = load_ood_features(snakemake.input.ood_test, snakemake.params.ood_names)
+ood_test = load_ood_features(snakemake.input.ood_test)
 settings = snakemake.params.settings
 configs = expand_grid(settings.get("grid", {}), settings.get("fixed", {}))
 common = dict(

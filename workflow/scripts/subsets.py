@@ -21,7 +21,7 @@ from opnp.report.tables import SUBSET_SAMPLES_KEY
 log = setup_job(snakemake.log[0], threads=snakemake.threads)
 weight, bias = load_fc(snakemake.input.fc)
 id_test = load_feature_set(snakemake.input.id_test)
-ood_features = load_ood_features(snakemake.input.ood_test, snakemake.params.ood_names)
+ood_features = load_ood_features(snakemake.input.ood_test)
 params = selected_params(pd.read_parquet(snakemake.input.selection))
 common = dict(
     weight=weight,

@@ -15,7 +15,7 @@ log = setup_job(snakemake.log[0], threads=snakemake.threads)
 weight, bias = load_fc(snakemake.input.fc)
 sensitivity = load_sensitivity(snakemake.input.sensitivity)
 id_test = load_feature_set(snakemake.input.id_test)
-ood_test = load_ood_features(snakemake.input.ood_test, snakemake.params.ood_names)
+ood_test = load_ood_features(snakemake.input.ood_test)
 rows = []
 for name, values in snakemake.params.sweep.items():
     configs = [{name: value} for value in values]

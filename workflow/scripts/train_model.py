@@ -10,7 +10,7 @@ from opnp.pipeline.runtime import setup_job, torch_device
 
 spec = snakemake.params.spec
 train_cfg = spec["train"]
-log = setup_job(snakemake.log[0], threads=snakemake.threads, seed=train_cfg.get("seed", 0))
+log = setup_job(snakemake.log[0], threads=snakemake.threads, seed=train_cfg["seed"])
 model = build_model(spec)
 eval_transform, _, _ = preprocessing(spec)
 train_set = open_dataset(read_json(snakemake.input.train), transform=eval_transform)
@@ -21,10 +21,10 @@ history = train_classifier(
     epochs=train_cfg["epochs"],
     lr=train_cfg["lr"],
     batch_size=train_cfg["batch_size"],
-    weight_decay=train_cfg.get("weight_decay", 5e-4),
-    seed=train_cfg.get("seed", 0),
-    num_workers=train_cfg.get("num_workers", 0),
-    augment=None if train_cfg.get("augment", "none") == "none" else train_cfg["augment"],
+    weight_decay=train_cfg["weight_decay"],
+    seed=train_cfg["seed"],
+    num_workers=train_cfg["num_workers"],
+    augment=None if train_cfg["augment"] == "none" else train_cfg["augment"],
     log=log.info,
     device=torch_device(),
 )
