@@ -1,6 +1,6 @@
 """OOD detection and calibration metrics, in the natural [0, 1] scale.
 
-Scores are ID-confidence (higher = in-distribution); ID is the positive class (SPEC).
+Scores are ID-confidence (higher = in-distribution); ID is the positive class (as in the paper's section 4.1 and the DICE/ReAct code).
 
 - FPR95 (paper convention): the threshold t is the largest score that keeps at least
   95 % of the ID samples (``score >= t``); FPR95 is the fraction of OOD samples with

@@ -1,6 +1,6 @@
 """Percentile thresholds and pruning masks (paper Eq. 7, 9), and pruned FC logits.
 
-Convention (SPEC): a pruning percentage ``high`` removes the ``high`` % largest values,
+Convention (paper Eq. 7, 9): a pruning percentage ``high`` removes the ``high`` % largest values,
 ``low`` the ``low`` % smallest. Thresholds are ``numpy.percentile`` with linear
 interpolation over the whole (C, D) matrix for weights and over the D neurons for
 neurons. A value is pruned when ``value > percentile(values, 100 - high)`` or
@@ -62,7 +62,7 @@ def _check_sensitivities(param_sensitivity, neuron_sensitivity):
     return s, n
 
 
-#: The four pruning percentages of OPP/ONP/OPNP (paper Eq. 10-11), in the order of
+#: The four pruning percentages of OPP/ONP/OPNP (paper Eq. 7 and 9), in the order of
 #: :func:`pruning_masks`' arguments: the only place these names are spelled as a set.
 PERCENTAGE_NAMES = ("weight_low", "weight_high", "neuron_low", "neuron_high")
 

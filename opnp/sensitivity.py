@@ -1,6 +1,6 @@
 """Parameter and neuron sensitivity of the last fully connected layer (paper Eq. 6, 8).
 
-Notation (SPEC): features h(x) in R^D, FC weight W (C, D), bias b (C,), logits
+Notation (paper section 3, Eq. 2-3): features h(x) in R^D, FC weight W (C, D), bias b (C,), logits
 f = W h + b, energy E(x) = -T logsumexp(f(x) / T) with temperature T (default 1).
 
 Parameter sensitivity, Eq. 6: S_cj = (1/N) sum_k |dE(x_k)/dW_cj| over N training

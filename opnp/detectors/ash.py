@@ -1,7 +1,7 @@
 """ASH-S (Djurisic et al., 2023): activation shaping with scaling, on cached features.
 
 Per sample h (D,): s1 = sum(h); keep the k = D - round(D * p / 100) largest entries
-(``percentile`` p, default 90; SPEC: 95 for ViT and CIFAR DenseNet), zero the rest;
+(``percentile`` p, default 90; the ASH paper uses 95 for ViT and CIFAR DenseNet), zero the rest;
 s2 = sum of the kept entries; h' = kept * exp(s1 / s2), and h' = kept (no scaling) when
 s2 = 0, e.g. an all-zero feature row, whose score is then the Energy of the bias. Score:
 Energy T logsumexp(f/T) of W h' + b. (The ASH code applies this to the feature map before global pooling; with

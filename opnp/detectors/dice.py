@@ -3,7 +3,7 @@
 Contribution matrix V = mean training feature (as a row) * W, i.e.
 V_cj = mean_k h_j(x_k) * W_cj (signed, as in the DICE code). Weights with
 V > percentile(V, p) over the whole (C, D) matrix are kept (strict inequality), the rest
-zeroed; ``percentile`` p defaults to 90 (CIFAR; SPEC: 70 for ImageNet). Score: Energy of
+zeroed; ``percentile`` p defaults to 90 (CIFAR; the DICE paper uses 70 for ImageNet). Score: Energy of
 the masked layer, T logsumexp(f'/T).
 
 ``dice+react``: the features are first clipped at the ReAct threshold, the

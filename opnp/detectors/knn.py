@@ -3,7 +3,7 @@
 fit: stores the L2-normalised training features z = h / ||h|| (float32, to keep 1.28M
 ImageNet features in memory; ``max_train`` keeps a seeded uniform subsample of that many
 rows, ``seed`` default 0). score: -(Euclidean distance from the normalised test feature
-to its ``k``-th nearest stored training feature), k default 50 (SPEC: 1000 on ImageNet).
+to its ``k``-th nearest stored training feature), k default 50 (the KNN-OOD paper, Sun et al. 2022, uses 1000 on ImageNet).
 
 Exact search: for unit vectors ||a - b||^2 = 2 - 2 a.b, so the k-th nearest neighbour is
 the k-th largest inner product, found by chunked matrix products and ``np.partition``

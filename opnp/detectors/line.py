@@ -1,6 +1,6 @@
 """LINe: Leveraging Important Neurons (Ahn, Park & Kim, CVPR 2023), on cached features.
 
-Definitions (SPEC, following the LINe code: ``extract_shap.py`` and ``RouteLUNCH``):
+Definitions (the LINe paper, CVPR 2023, following its code: ``extract_shap.py`` and ``RouteLUNCH``):
 
 - Contribution (first-order Taylor approximation of the Shapley value) of neuron j to
   class c: A_cj = mean over training samples k with label c of h_j(x_k) * W_cj, i.e. the
@@ -8,11 +8,11 @@ Definitions (SPEC, following the LINe code: ``extract_shap.py`` and ``RouteLUNCH
   training features (the LINe code computes it with the forward pass that has no
   clipping). A class without training samples gets A_c = 0.
 - Activation clipping: h <- min(h, ``clip``), a raw threshold (default 0.8, the ImageNet
-  ResNet50 value; SPEC: 1.0 for CIFAR).
+  ResNet50 value; the LINe paper uses 1.0 for CIFAR).
 - Per class k, a weight mask M^k = (|A_k|[None, :] * W > percentile(|A_k|[None, :] * W,
   ``p_w``)) over the whole (C, D) matrix (strict), and a neuron mask
   m^k = (A_k > percentile(A_k, ``p_a``)) over the D neurons (strict); p_w = p_a = 10 by
-  default (ImageNet ResNet50; SPEC: 90/90 CIFAR-10, 90/10 CIFAR-100).
+  default (ImageNet ResNet50; the LINe paper: 90/90 CIFAR-10, 90/10 CIFAR-100).
 - Scoring a sample: its predicted class k = argmax of the clipped features through the
   unpruned layer; logits f' = (W * M^k)(min(h, clip) * m^k) + b; score = Energy
   T logsumexp(f'/T) (T = 1). Samples are grouped by predicted class, so each class's

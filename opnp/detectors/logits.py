@@ -1,4 +1,4 @@
-"""Detectors on the unmodified logits f = W h + b (SPEC baselines).
+"""Detectors on the unmodified logits f = W h + b (the paper's baselines, section 4.1).
 
 - ``msp``: max_c softmax(f)_c (Hendrycks & Gimpel, 2017).
 - ``maxlogit``: max_c f_c (Hendrycks et al., 2022).

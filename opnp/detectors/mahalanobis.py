@@ -6,7 +6,7 @@ Sigma = (1/N) sum_k (h_k - mu_{y_k})(h_k - mu_{y_k})^T of the class-centred feat
 precision is the Moore-Penrose pseudo-inverse (``numpy.linalg.pinv``, hermitian), so a
 singular covariance (e.g. dead ReLU units) is handled.
 score: max_c -(h - mu_c)^T Sigma^+ (h - mu_c). No input perturbation and no layer
-ensemble (SPEC). The FC layer is not used.
+ensemble (the baseline as the DICE and ReAct papers report it). The FC layer is not used.
 """
 
 from __future__ import annotations

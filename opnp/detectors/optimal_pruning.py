@@ -15,7 +15,7 @@ mask only (neuron_low / neuron_high), ``opnp`` both. ``opnp+react`` first clips 
 features at the ReAct threshold (``react_percentile``-th percentile, default 90, of all
 training activations; the workflow passes ReAct's validation-selected percentile unless
 the config fixes it, see config/README.md); sensitivities are computed on the unclipped
-training features (SPEC). ``opp+react`` is the same with the weight mask only (the
+training features (the paper's section 3.2 computes them before any clipping). ``opp+react`` is the same with the weight mask only (the
 paper's "OPP+ReAct" of Table 2, ViT). All percentages default to 0, and with all of them
 0 the score equals Energy (ReAct for the +react variants).
 ``.logits(features)`` returns the pruned (and clipped) layer's logits (Table 3, Fig. 4);
