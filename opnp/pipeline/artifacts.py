@@ -109,20 +109,17 @@ def load_model(path: str | Path, map_location: str = "cpu"):
     return model
 
 
-def job_results(rows: list[dict], job) -> pd.DataFrame:
-    """Result rows of one workflow job as a results frame with provenance.
-
-    ``job`` is the rule's ``snakemake`` object: the benchmark and the settings hash come
-    from its ``params`` (``benchmark``, ``config_hash``), the model from its wildcards.
-    """
+def job_results(rows: list[dict], *, benchmark: str, model: str, config_hash: str) -> pd.DataFrame:
+    """Result rows of one workflow job as a results frame with this checkout's provenance
+    (``config_hash``: the hash of the job's settings, so that changed settings show)."""
     from opnp.io import provenance
     from opnp.pipeline.results import results_frame
 
     return results_frame(
         rows,
-        benchmark=job.params.benchmark,
-        model=job.wildcards.model,
-        config_hash=job.params.config_hash,
+        benchmark=benchmark,
+        model=model,
+        config_hash=config_hash,
         provenance=provenance(),
     )
 

@@ -49,7 +49,12 @@ rows, scores = evaluate_configs(
 id_accuracy = accuracy(id_test.logits, id_test.labels)
 for row in rows:
     row["id_accuracy"] = id_accuracy
-frame = job_results(rows, snakemake)
+frame = job_results(
+    rows,
+    benchmark=snakemake.params.benchmark,
+    model=snakemake.wildcards.model,
+    config_hash=snakemake.params.config_hash,
+)
 write_results(frame, snakemake.output.results)
 first_key = sorted(scores)[0]
 save_npz_atomic(snakemake.output.scores, **scores[first_key])

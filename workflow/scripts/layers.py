@@ -50,7 +50,15 @@ rows, layer_means = layer_ablation(
     log=log,
     uncertainty=snakemake.params.uncertainty,
 )
-write_results(job_results(rows, snakemake), snakemake.output.results)
+write_results(
+    job_results(
+        rows,
+        benchmark=snakemake.params.benchmark,
+        model=snakemake.wildcards.model,
+        config_hash=snakemake.params.config_hash,
+    ),
+    snakemake.output.results,
+)
 layer_means.insert(0, "model", snakemake.wildcards.model)
 layer_means.insert(0, "benchmark", snakemake.params.benchmark)
 write_results(layer_means, snakemake.output.layer_means)

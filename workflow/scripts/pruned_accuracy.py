@@ -25,5 +25,10 @@ rows = pruned_accuracy_rows(
 )
 for row in rows:
     log.info("%s: %.2f %%", row["params"], row["id_accuracy"])
-frame = job_results(rows, snakemake)
+frame = job_results(
+    rows,
+    benchmark=snakemake.params.benchmark,
+    model=snakemake.wildcards.model,
+    config_hash=snakemake.params.config_hash,
+)
 write_results(frame, snakemake.output[0])

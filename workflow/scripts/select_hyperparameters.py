@@ -49,7 +49,12 @@ rows, _ = evaluate_configs(
     statistic=snakemake.params.statistic,
     seeds=snakemake.params.seeds,
 )
-frame = job_results(rows, snakemake)
+frame = job_results(
+    rows,
+    benchmark=snakemake.params.benchmark,
+    model=snakemake.wildcards.model,
+    config_hash=snakemake.params.config_hash,
+)
 frame = mark_selected(frame, snakemake.params.metric)
 log.info("selected %s", frame.loc[frame["selected"], "params"].iloc[0])
 write_results(frame, snakemake.output[0])

@@ -60,5 +60,10 @@ for statistic in snakemake.params.statistics:
         **common,
     )
     rows += val_rows + test_rows
-frame = job_results(rows, snakemake)
+frame = job_results(
+    rows,
+    benchmark=snakemake.params.benchmark,
+    model=snakemake.wildcards.model,
+    config_hash=snakemake.params.config_hash,
+)
 write_results(frame, snakemake.output[0])

@@ -54,5 +54,10 @@ for path in snakemake.input.sensitivities:
         "%g %% seed %d: mean FPR95 %.2f", fraction, seed, np.mean([r["fpr95"] for r in subset_rows])
     )
     rows += subset_rows
-frame = job_results(rows, snakemake)
+frame = job_results(
+    rows,
+    benchmark=snakemake.params.benchmark,
+    model=snakemake.wildcards.model,
+    config_hash=snakemake.params.config_hash,
+)
 write_results(frame, snakemake.output[0])

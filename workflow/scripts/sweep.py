@@ -37,5 +37,10 @@ for name, values in snakemake.params.sweep.items():
     )
     rows += sweep_rows
     log.info("%s: %d values", name, len(values))
-frame = job_results(rows, snakemake)
+frame = job_results(
+    rows,
+    benchmark=snakemake.params.benchmark,
+    model=snakemake.wildcards.model,
+    config_hash=snakemake.params.config_hash,
+)
 write_results(frame, snakemake.output[0])
