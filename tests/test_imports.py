@@ -17,7 +17,7 @@ ANALYSIS_MODULES = [
     "opnp.pipeline.evaluation",
     "opnp.pipeline.artifacts",
     "opnp.pipeline.config",
-    "opnp.report.tables",
+    "opnp.report",  # imports every table module
     "opnp.report.plots",
     "opnp.io",
     "opnp.nets.model_api",  # torch only when a ModelDetector is built

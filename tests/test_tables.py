@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from opnp.report import tables
-from opnp.report.tables import CombinedCell, SeedStat
+from opnp import report as tables
+from opnp.report import CombinedCell, SeedStat
 
 OOD_SETS = ["iNaturalist", "SUN", "Places", "Textures"]
 MAIN_METHODS = ["msp", "energy", "react", "dice+react", "opnp", "opnp+react"]

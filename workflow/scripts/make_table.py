@@ -2,9 +2,9 @@
 
 import pandas as pd
 
+from opnp import report as tables
 from opnp.pipeline.replicates import pool_replicates
 from opnp.pipeline.runtime import setup_job
-from opnp.report import tables
 
 log = setup_job(snakemake.log[0])
 spec = snakemake.params.spec

@@ -14,7 +14,7 @@ from opnp.pipeline.artifacts import (
 )
 from opnp.pipeline.evaluation import evaluate_configs, params_json, selected_params
 from opnp.pipeline.runtime import setup_job
-from opnp.report.tables import SUBSET_SAMPLES_KEY
+from opnp.report import SUBSET_SAMPLES_KEY
 
 log = setup_job(snakemake.log[0], threads=snakemake.threads)
 weight, bias = load_fc(snakemake.input.fc)
