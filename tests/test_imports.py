@@ -17,8 +17,7 @@ ANALYSIS_MODULES = [
     "opnp.pipeline.evaluation",
     "opnp.pipeline.artifacts",
     "opnp.pipeline.config",
-    "opnp.report",  # imports every table module
-    "opnp.report.plots",
+    "opnp.report",  # imports every table and figure module
     "opnp.io",
     "opnp.nets.model_api",  # torch only when a ModelDetector is built
 ]

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from opnp.report import plots
+from opnp import report as plots
 
 
 def check_png(path):

@@ -1,4 +1,4 @@
-"""The paper's tables from the Parquet results.
+"""The paper's tables and figures from the Parquet results and cached arrays.
 
 Tables (Markdown, LaTeX, CSV): a table function takes the results frame of one model and
 returns a :class:`pandas.DataFrame` laid out like the paper's table, whose cells are
@@ -14,7 +14,9 @@ other caption helpers state what its numbers rest on.
 - :mod:`~opnp.report.render`: the files and the bold rule;
 - :mod:`~opnp.report.labels`: metric, method and percentage names shared by all.
 
-Figures: :mod:`opnp.report.plots`.
+Figures (PNG, PDF, facts JSON; :mod:`~opnp.report.figure_style` says what they share):
+:mod:`~opnp.report.figure_sensitivity` (Figs. 1, 6-9), :mod:`~opnp.report.figure_pruning`
+(Figs. 2, 3), :mod:`~opnp.report.figure_results` (Figs. 4, 5).
 """
 
 from opnp.report.captions import (
@@ -29,6 +31,25 @@ from opnp.report.captions import (
     subset_sizes_text,
 )
 from opnp.report.cells import CombinedCell, SeedStat, long_format
+from opnp.report.figure_pruning import (
+    METRIC_LABELS,
+    PERCENTAGE_LABELS,
+    SYMLOG_MIN_SPAN,
+    plot_percentage_sweep,
+    plot_pruning_before_after,
+)
+from opnp.report.figure_results import (
+    CALIBRATION_LABELS,
+    plot_reliability,
+    plot_score_distributions,
+)
+from opnp.report.figure_sensitivity import (
+    low_sensitivity_pruned,
+    plot_layer_sensitivity,
+    plot_pruned_weight_sensitivity,
+    plot_sensitivity_distribution,
+)
+from opnp.report.figure_style import DPI, figure_paths
 from opnp.report.labels import AVERAGE, METHOD_LABELS, METRICS, NO_PRUNING, PERCENTAGE_ORDER
 from opnp.report.render import write_table
 from opnp.report.table_ablations import (
@@ -51,26 +72,40 @@ from opnp.report.table_methods import (
 
 __all__ = [
     "AVERAGE",
+    "CALIBRATION_LABELS",
+    "DPI",
     "LAYER_LABELS",
     "METHOD_LABELS",
     "METRICS",
+    "METRIC_LABELS",
     "NO_PRUNING",
+    "PERCENTAGE_LABELS",
     "PERCENTAGE_ORDER",
     "REACT_PERCENTILE_SOURCES",
     "SELECTED_LABEL",
     "STATISTIC_LABELS",
     "SUBSET_SAMPLES_KEY",
+    "SYMLOG_MIN_SPAN",
     "TABLE4_METHODS",
     "WITH_WITHOUT_LABELS",
     "CombinedCell",
     "SeedStat",
     "bold_rule_text",
     "caption_notes",
+    "figure_paths",
     "layer_ablation_caption",
     "layer_ablation_table",
     "long_format",
+    "low_sensitivity_pruned",
     "main_results_table",
     "onp_low_side_note",
+    "plot_layer_sensitivity",
+    "plot_percentage_sweep",
+    "plot_pruned_weight_sensitivity",
+    "plot_pruning_before_after",
+    "plot_reliability",
+    "plot_score_distributions",
+    "plot_sensitivity_distribution",
     "pruned_accuracy_table",
     "pruning_methods_table",
     "sample_sizes_text",
