@@ -21,8 +21,7 @@ ANALYSIS_MODULES = [
     "opnp.pipeline.ablations",
     "opnp.pipeline.artifacts",
     "opnp.pipeline.config",
-    "opnp.report.tables",
-    "opnp.report.plots",
+    "opnp.report",  # imports every table and figure module
     "opnp.io",
     "opnp.nets.model_api",  # torch only when a ModelDetector is built
 ]

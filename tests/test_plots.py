@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from opnp.report import plots
+from opnp import report as plots
 
 
 def check_png(path):
@@ -246,7 +246,7 @@ def sweep_results(seeds=(0, 1)):
                     rows.append(
                         {
                             "model": "resnet50",
-                            "experiment": "fig3",
+                            "experiment": "sweep",
                             "split": "test",
                             "method": "opnp",
                             "variant": name,

@@ -109,7 +109,7 @@ def test_pool_replicates_keeps_params_that_name_results():
     # Table 3: several percentages per replicate, each the same in every replicate.
     frame = pd.DataFrame(
         [
-            _rows(u, "opnp", p, v, experiment="table3", ood_set="")
+            _rows(u, "opnp", p, v, experiment="pruned_accuracy", ood_set="")
             for u in ("m-split0", "m-split1")
             for p, v in (('{"weight_high": 1}', 1.0), ('{"weight_low": 10}', 2.0))
         ]

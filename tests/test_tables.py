@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from opnp.report import tables
-from opnp.report.tables import CombinedCell, SeedStat
+from opnp import report as tables
+from opnp.report import CombinedCell, SeedStat
 
 OOD_SETS = ["iNaturalist", "SUN", "Places", "Textures"]
 MAIN_METHODS = ["msp", "energy", "react", "dice+react", "opnp", "opnp+react"]
@@ -270,7 +270,16 @@ def table3_frame():
     }
     for params, acc in accuracy.items():
         rows.append(
-            row("opnp", "", 0, np.nan, np.nan, experiment="table3", params=params, id_accuracy=acc)
+            row(
+                "opnp",
+                "",
+                0,
+                np.nan,
+                np.nan,
+                experiment="pruned_accuracy",
+                params=params,
+                id_accuracy=acc,
+            )
         )
     rows.append(row("opnp", "SUN", 0, 20.0, 90.0, id_accuracy=76.13))  # a main row: ignored
     return pd.DataFrame(rows)
@@ -299,7 +308,7 @@ def test_pruned_accuracy_table():
                         0,
                         np.nan,
                         np.nan,
-                        experiment="table3",
+                        experiment="pruned_accuracy",
                         params='{"weight_high": 1, "weight_low": 10}',
                         id_accuracy=70.0,
                     )
@@ -366,7 +375,7 @@ def variant_frame(experiment, variants, method="opnp", seeds=(0,), extra=()):
 
 def test_layer_ablation_table_rows():
     variants = ["fc", "layerwise", "layer4", "none", "layer2", "global", "layer1", "layer3"]
-    frame = variant_frame("table7", variants)
+    frame = variant_frame("layers", variants)
     accuracy = {v: 70.0 + i for i, v in enumerate(variants)}
     frame["id_accuracy"] = frame["variant"].map(accuracy)
     table = tables.layer_ablation_table(frame, OOD_SETS[:2])
@@ -393,8 +402,8 @@ def test_layer_ablation_table_rows():
 
 
 def test_subset_table_columns_and_seed_stats():
-    energy = variant_frame("table8", ["none"], method="energy")
-    subsets = variant_frame("table8", ["100%", "1%", "20%", "5%"], method="opp", seeds=SEEDS)
+    energy = variant_frame("subsets", ["none"], method="energy")
+    subsets = variant_frame("subsets", ["100%", "1%", "20%", "5%"], method="opp", seeds=SEEDS)
     frame = pd.concat([subsets, energy], ignore_index=True)
     table = tables.subset_table(frame, OOD_SETS[:2])
     assert list(table.columns) == ["w/o pruning", "1%", "5%", "20%", "100%"]
@@ -411,7 +420,7 @@ def test_subset_table_columns_and_seed_stats():
 
 
 def test_statistic_table_columns():
-    frame = variant_frame("table9", ["variance", "norm", "median", "min", "max", "mean"])
+    frame = variant_frame("statistics", ["variance", "norm", "median", "min", "max", "mean"])
     table = tables.statistic_table(frame, OOD_SETS[:2])
     assert list(table.columns) == ["Mean", "Max", "Min", "Median", "Norm", "Variance"]
     assert list(table.index) == [*OOD_SETS[:2], tables.SELECTED_LABEL]
@@ -425,7 +434,7 @@ def test_statistic_table_columns():
 
 def test_statistic_table_shows_the_percentages_selected_per_statistic(tmp_path):
     chosen = {"mean": {"neuron_low": 10, "neuron_high": 5}, "max": {"neuron_low": 0.5}}
-    frame = variant_frame("table9", ["max", "mean"])
+    frame = variant_frame("statistics", ["max", "mean"])
     frame["params"] = frame["variant"].map(lambda v: json.dumps(chosen[v], sort_keys=True))
     table = tables.statistic_table(frame, OOD_SETS[:2])
     assert table.loc[tables.SELECTED_LABEL, "Mean"] == "neuron_high=5, neuron_low=10"
@@ -523,7 +532,7 @@ def test_write_combined_and_multiindex_tables(tmp_path):
     assert csv.loc[0, "weight_high 1 ID Acc mean"] == pytest.approx(71.6)
     assert np.isnan(csv.loc[0, "weight_high 1 ID Acc std"])
 
-    frame = variant_frame("table9", ["mean", "max"], method="onp")
+    frame = variant_frame("statistics", ["mean", "max"], method="onp")
     paths = tables.write_table(tables.statistic_table(frame, OOD_SETS[:2]), tmp_path / "t9", "")
     csv = pd.read_csv(paths["csv"]).set_index("OOD set")
     sel = frame[(frame["variant"] == "max") & (frame["ood_set"] == "SUN")].iloc[0]
@@ -657,7 +666,7 @@ def test_caption_notes_state_n_seeds_and_the_bold_rule(scored_results):
 
 
 def test_subset_sizes_come_from_the_rows_params():
-    frame = variant_frame("table8", ["5%", "1%"], method="opp", seeds=(0, 1))
+    frame = variant_frame("subsets", ["5%", "1%"], method="opp", seeds=(0, 1))
     frame["params"] = frame["variant"].map(
         {
             "1%": json.dumps({"sensitivity_samples": 9}),

@@ -136,7 +136,7 @@ def check_intervals(results: pd.DataFrame, config: dict) -> None:
     bootstrap interval around its value, and the resampled metrics the tables pair."""
     n_resamples = config.get("uncertainty", {}).get("n_resamples", 1000)
     test = results[(results["split"] == "test") & (results["ood_set"] != "")]
-    assert set(test["experiment"]) >= {"main", "table7", "table8", "table9", "fig3"}
+    assert set(test["experiment"]) >= {"main", "layers", "subsets", "statistics", "sweep"}
     for metric in ("fpr95", "auroc"):
         low, high = test[f"{metric}_ci_low"], test[f"{metric}_ci_high"]
         assert np.isfinite(low).all() and np.isfinite(high).all(), metric

@@ -14,7 +14,25 @@ from typing import Any
 import pandas as pd
 
 from opnp.pipeline.experiments import PRUNING_METHODS, WITH_WITHOUT_METHODS, experiment
-from opnp.report import tables
+from opnp.report.captions import (
+    caption_notes,
+    layer_ablation_caption,
+    onp_low_side_note,
+    subset_sizes_text,
+)
+from opnp.report.table_ablations import (
+    SELECTED_LABEL,
+    layer_ablation_table,
+    pruned_accuracy_table,
+    statistic_table,
+    subset_table,
+)
+from opnp.report.table_methods import (
+    WITH_WITHOUT_LABELS,
+    main_results_table,
+    pruning_methods_table,
+    selected_params_table,
+)
 
 
 def _test_rows(results: pd.DataFrame, name: str) -> pd.DataFrame:
@@ -52,31 +70,29 @@ def build_table(
     main = _test_rows(results, "main")
     if name == "main":
         shown_methods = [m for m in methods if m in set(main["method"])]
-        table = tables.main_results_table(main, shown_methods, ood_sets)
+        table = main_results_table(main, shown_methods, ood_sets)
     elif name == "with_without":
-        table = tables.main_results_table(
+        table = main_results_table(
             main,
             list(WITH_WITHOUT_METHODS),
             ood_sets,
-            method_labels=tables.WITH_WITHOUT_LABELS,
+            method_labels=WITH_WITHOUT_LABELS,
             combined_cells=True,
         )
     elif name == "selected":
-        table = tables.selected_params_table(_selected_rows(results), react_sources=react_sources)
+        table = selected_params_table(_selected_rows(results), react_sources=react_sources)
     elif name == "pruned_accuracy":
-        table = tables.pruned_accuracy_table(
-            results[results["experiment"] == name], experiment=name
-        )
+        table = pruned_accuracy_table(results[results["experiment"] == name], experiment=name)
     elif name == "pruning_methods":
-        table = tables.pruning_methods_table(main[main["method"].isin(PRUNING_METHODS)], ood_sets)
-        caption += tables.onp_low_side_note(**sensitivity)
+        table = pruning_methods_table(main[main["method"].isin(PRUNING_METHODS)], ood_sets)
+        caption += onp_low_side_note(**sensitivity)
     elif name == "layers":
-        table = tables.layer_ablation_table(_test_rows(results, name), ood_sets, experiment=name)
-        caption = tables.layer_ablation_caption(_test_rows(results, name), model)
+        table = layer_ablation_table(_test_rows(results, name), ood_sets, experiment=name)
+        caption = layer_ablation_caption(_test_rows(results, name), model)
     elif name == "subsets":
-        table = tables.subset_table(_test_rows(results, name), ood_sets, experiment=name)
+        table = subset_table(_test_rows(results, name), ood_sets, experiment=name)
     elif name == "statistics":
-        table = tables.statistic_table(_test_rows(results, name), ood_sets, experiment=name)
+        table = statistic_table(_test_rows(results, name), ood_sets, experiment=name)
     else:
         raise ValueError(f"experiment {name!r} has no table")
     if name != "selected":
@@ -85,13 +101,13 @@ def build_table(
         rows_of = name if exp.result else "main"
         shown = _test_rows(results, rows_of)
         sets = None if name == "pruned_accuracy" else ood_sets
-        notes = tables.caption_notes(table, shown, confidence=confidence, ood_sets=sets)
+        notes = caption_notes(table, shown, confidence=confidence, ood_sets=sets)
         caption = f"{caption} {notes}"
         if name == "subsets":
-            caption = f"{caption} {tables.subset_sizes_text(shown, experiment=name)}"
+            caption = f"{caption} {subset_sizes_text(shown, experiment=name)}"
     if name == "statistics":
         caption += (
-            f" Row {tables.SELECTED_LABEL}: the hyperparameters selected on the validation "
+            f" Row {SELECTED_LABEL}: the hyperparameters selected on the validation "
             "split for each statistic."
         )
     if replicate_seeds is not None:

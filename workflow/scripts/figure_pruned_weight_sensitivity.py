@@ -7,7 +7,7 @@ import pandas as pd
 from opnp.pipeline.artifacts import load_fc, load_feature_set, load_sensitivity
 from opnp.pipeline.runtime import setup_job
 from opnp.pipeline.selection import selected_params
-from opnp.report.plots import low_sensitivity_pruned, plot_pruned_weight_sensitivity
+from opnp.report import low_sensitivity_pruned, plot_pruned_weight_sensitivity
 from opnp.sensitivity import parameter_sensitivity
 
 log = setup_job(snakemake.log[0])

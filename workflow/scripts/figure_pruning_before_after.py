@@ -6,7 +6,7 @@ from opnp.pipeline.artifacts import load_sensitivity
 from opnp.pipeline.runtime import setup_job
 from opnp.pipeline.selection import selected_params
 from opnp.pruning import pruning_masks
-from opnp.report.plots import plot_pruning_before_after
+from opnp.report import plot_pruning_before_after
 
 setup_job(snakemake.log[0])
 param, neuron = load_sensitivity(snakemake.input.sensitivity, snakemake.params.statistic)

@@ -3,7 +3,7 @@
 import pandas as pd
 
 from opnp.pipeline.runtime import setup_job
-from opnp.report.plots import plot_reliability
+from opnp.report import plot_reliability
 
 setup_job(snakemake.log[0])
 plot_reliability(

@@ -3,7 +3,7 @@
 import numpy as np
 
 from opnp.pipeline.runtime import setup_job
-from opnp.report.plots import plot_score_distributions
+from opnp.report import plot_score_distributions
 
 setup_job(snakemake.log[0])
 scores = {}

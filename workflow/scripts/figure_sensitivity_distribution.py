@@ -2,7 +2,7 @@
 
 from opnp.pipeline.artifacts import load_sensitivity
 from opnp.pipeline.runtime import setup_job
-from opnp.report.plots import plot_sensitivity_distribution
+from opnp.report import plot_sensitivity_distribution
 
 setup_job(snakemake.log[0])
 params, neurons = {}, {}

@@ -4,7 +4,7 @@ import pandas as pd
 
 from opnp.pipeline.replicates import pool_replicates
 from opnp.pipeline.runtime import setup_job
-from opnp.report import tables
+from opnp.report import write_table
 from opnp.report.paper_tables import build_table
 
 log = setup_job(snakemake.log[0])
@@ -25,5 +25,5 @@ table, caption = build_table(
     replicate_seeds=list(spec["replicates"].values()) if "replicates" in spec else None,
 )
 stem = snakemake.output.md[: -len(".md")]
-tables.write_table(table, stem, caption, confidence=confidence)
+write_table(table, stem, caption, confidence=confidence)
 log.info("wrote %s (%d rows)", stem, len(table))

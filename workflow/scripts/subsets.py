@@ -16,7 +16,7 @@ from opnp.pipeline.evaluation import evaluate_configs
 from opnp.pipeline.results import params_json
 from opnp.pipeline.runtime import setup_job
 from opnp.pipeline.selection import selected_params
-from opnp.report.tables import SUBSET_SAMPLES_KEY
+from opnp.report import SUBSET_SAMPLES_KEY
 
 log = setup_job(snakemake.log[0], threads=snakemake.threads)
 weight, bias = load_fc(snakemake.input.fc)

@@ -1,0 +1,210 @@
+"""Caption text: what a table's numbers rest on (n, seeds, what ± means, the bold rule,
+subset sizes, what each row prunes), taken from its rows and cells, never hard-coded."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+
+from opnp import bootstrap as _bootstrap
+from opnp.pruning import PERCENTAGE_NAMES
+from opnp.report.cells import BOLD_ATTR, flat_labels, stat_parts
+from opnp.report.frames import check_frame, number_text, ood_order, params_dict, select_rows
+from opnp.report.labels import NO_PRUNING
+from opnp.report.table_ablations import fraction_value
+
+#: Key of Table 8's ``params`` holding the number of training images of the subset.
+SUBSET_SAMPLES_KEY = "sensitivity_samples"
+
+
+def _count(n: int) -> str:
+    return f"{int(n):,}"
+
+
+def sample_sizes_text(results: pd.DataFrame, ood_sets: Sequence[str] | None = None) -> str:
+    """``"n = 540 ID test images; OOD test images per set: A 400, B 300."`` from the
+    ``n_id`` / ``n_ood`` columns of the rows about an OOD set (``ood_sets``: those, in
+    this order; default: every set, by appearance); ``"n = 540 ID test images."`` for
+    rows about no OOD set (Table 3's accuracy)."""
+    frame = check_frame(results, "results", ["ood_set", "n_id", "n_ood"])
+    if frame.empty:
+        raise ValueError("results has no rows to state n from")
+    if ood_sets is None and (frame["ood_set"] == "").all():
+        n_id = sorted({int(n) for n in frame["n_id"]})
+        return f"n = {' or '.join(_count(n) for n in n_id)} ID test images."
+    frame = frame[frame["ood_set"] != ""]
+    names = ood_order(frame, ood_sets)
+    frame = frame[frame["ood_set"].isin(names)]
+    if frame.empty:
+        raise ValueError(f"results has no rows about the OOD sets {names}")
+    n_id = sorted({int(n) for n in frame["n_id"]})
+    id_text = " or ".join(_count(n) for n in n_id)
+    per_set = []
+    for name in names:
+        sizes = sorted({int(n) for n in frame.loc[frame["ood_set"] == name, "n_ood"]})
+        if not sizes:
+            raise ValueError(f"results has no rows about OOD set {name!r}")
+        per_set.append((name, " or ".join(_count(n) for n in sizes)))
+    if len({size for _, size in per_set}) == 1:
+        sets = "1 set" if len(per_set) == 1 else f"{len(per_set)} sets"
+        ood_text = f"{per_set[0][1]} OOD test images per set ({sets})"
+    else:
+        ood_text = "OOD test images per set: " + ", ".join(f"{n} {s}" for n, s in per_set)
+    return f"n = {id_text} ID test images; {ood_text}."
+
+
+def _entity_seed_counts(table: pd.DataFrame) -> dict[str, int]:
+    """Compared entity (method / variant label) -> its number of seeds: entities are the
+    rows of a table bolded per column, the columns of one bolded per row."""
+    by_columns = table.attrs.get(BOLD_ATTR, "columns") != "rows"
+    labels = flat_labels(table.index if by_columns else table.columns)
+    counts: dict[str, int] = {}
+    for r in range(table.shape[0]):
+        for c in range(table.shape[1]):
+            label = labels[r if by_columns else c]
+            for part in stat_parts(table.iat[r, c]):
+                counts[label] = max(counts.get(label, 0), part.n)
+    return counts
+
+
+def seeds_text(table: pd.DataFrame) -> str:
+    """What the cells are over seeds and what ± means, from the cells themselves."""
+    counts = _entity_seed_counts(table)
+    if not counts:
+        return ""
+    values = sorted(set(counts.values()))
+    if values == [1]:
+        return "One seed per cell (no ±)."
+    pm = "± is the sample standard deviation (ddof = 1) over seeds"
+    if len(values) == 1:
+        return f"Cells are mean ± std over {values[0]} seeds; {pm}."
+    common = max(values, key=lambda k: (list(counts.values()).count(k), -k))
+    others = [
+        f"{k} for {', '.join(label for label, n in counts.items() if n == k)}"
+        for k in values
+        if k != common
+    ]
+    return f"Seeds per cell: {common}, {'; '.join(others)}; {pm} (a single seed shows no ±)."
+
+
+def bold_rule_text(table: pd.DataFrame, confidence: float = _bootstrap.DEFAULT_CONFIDENCE) -> str:
+    """The bold rule of :func:`~opnp.report.render.write_table` for this table, in words:
+    per column or row, with the confidence and number of resamples of its paired
+    intervals."""
+    axis = table.attrs.get(BOLD_ATTR, "columns")
+    if axis is None:
+        return ""
+    where = "column" if axis == "columns" else "row"
+    parts = [p for cell in table.to_numpy().ravel() for p in stat_parts(cell)]
+    lengths = sorted({len(p.resamples) for p in parts if p.resamples is not None})
+    if not lengths:
+        return f"Bold: the best value in each {where} (ties at the printed precision)."
+    resamples = " or ".join(_count(n) for n in lengths)
+    return (
+        f"Bold: the best value in each {where} and every value whose paired "
+        f"{float(confidence):g} % bootstrap interval of the difference to the best includes 0 "
+        f"({resamples} resamples of the ID and OOD test images, the same for every cell; "
+        "the intervals cover test-sample noise, not seeds)."
+    )
+
+
+def caption_notes(
+    table: pd.DataFrame,
+    results: pd.DataFrame,
+    *,
+    confidence: float = _bootstrap.DEFAULT_CONFIDENCE,
+    ood_sets: Sequence[str] | None = None,
+) -> str:
+    """The sentences every comparison table's caption carries: n (ID and OOD test images,
+    from ``results``, the rows the table was built from), seeds and what ± means, and
+    the bold rule."""
+    texts = [sample_sizes_text(results, ood_sets), seeds_text(table)]
+    texts.append(bold_rule_text(table, confidence))
+    return " ".join(t for t in texts if t)
+
+
+def subset_sizes(
+    results: pd.DataFrame, *, split: str | None = "test", experiment: str | None = "subsets"
+) -> dict[str, int]:
+    """Table 8's subset sizes: fraction variant (``"5%"``) -> training images, from the
+    ``params`` key :data:`SUBSET_SAMPLES_KEY` of its rows, fractions ascending."""
+    frame = select_rows(
+        results,
+        split=split,
+        experiment=experiment,
+        columns=["variant", "params"],
+        table="subset_sizes",
+    )
+    frame = frame[frame["variant"].astype(str) != NO_PRUNING]
+    sizes: dict[str, int] = {}
+    for variant, text in zip(frame["variant"].astype(str), frame["params"], strict=True):
+        params = params_dict(text, f"subset_sizes variant {variant!r}")
+        if SUBSET_SAMPLES_KEY not in params:
+            raise ValueError(
+                f"subset_sizes: the params {text!r} of variant {variant!r} lack "
+                f"{SUBSET_SAMPLES_KEY!r} (the number of training images of the subset)"
+            )
+        n = int(params[SUBSET_SAMPLES_KEY])
+        if sizes.setdefault(variant, n) != n:
+            raise ValueError(
+                f"subset_sizes: variant {variant!r} has subsets of {sizes[variant]} and {n} images"
+            )
+    if not sizes:
+        raise ValueError("subset_sizes: no rows with a training fraction")
+    return {v: sizes[v] for v in sorted(sizes, key=fraction_value)}
+
+
+def subset_sizes_text(results: pd.DataFrame, **select) -> str:
+    """``"Subset sizes: 1% = 9, 5% = 45, 100% = 898 training images."``"""
+    sizes = subset_sizes(results, **select)
+    listed = ", ".join(f"{v} = {_count(n)}" for v, n in sizes.items())
+    return f"Subset sizes: {listed} training images (the same size for every seed)."
+
+
+def onp_low_side_note(statistic: str, reduction: str) -> str:
+    """Table 4's caption note: with the "mean" neuron statistic and the per-sample
+    sensitivity (Eq. 6), s_j = mean_k |h_j(x_k)| / C because the softmax sums to 1, so
+    ONP's low side prunes the same neurons as TNP (docs/methods.md, "ONP's low side is
+    TNP"); "" for settings where that does not hold in general."""
+    if statistic == "mean" and reduction == "per_sample":
+        return (
+            " With the mean neuron statistic, ONP's neuron sensitivity is the mean |activation|"
+            " / C (the softmax sums to 1), so its low side prunes exactly TNP's neurons: any"
+            " difference between ONP and TNP comes from ONP's high side (neuron_high)."
+        )
+    return ""
+
+
+def layer_ablation_caption(results: pd.DataFrame, model: str) -> str:
+    """Table 7's caption from its rows: which weights each row prunes and with which
+    percentages (OPNP's validation-selected ones, read from the ``fc`` row's params)."""
+    frame = check_frame(results, "results", ["variant", "params"])
+    params = {
+        str(v): params_dict(p, f"table7 variant {v!r}")
+        for v, p in zip(frame["variant"], frame["params"], strict=True)
+    }
+    if "fc" not in params:
+        raise ValueError(f"layer_ablation_caption: no 'fc' row (have {sorted(params)})")
+    fc = params["fc"]
+    pct = {k: number_text(fc.get(k, 0)) for k in PERCENTAGE_NAMES}
+    in_network = next((p for v, p in params.items() if v in ("global", "layerwise")), {})
+    n_layers = len(in_network.get("parameters", [])) - 1
+    subset = in_network.get("sensitivity", "a training subset")
+    nothing = ""
+    if float(fc.get("weight_low", 0)) == 0 and float(fc.get("weight_high", 0)) == 0:
+        nothing = " (the selection prunes no weight, so the in-network rows prune nothing)"
+    return (
+        f"OPNP applied in different layers ({model}, paper Table 7), cells FPR95/AUROC, "
+        "and the pruned network's ID accuracy (%). Every row prunes with OPNP's "
+        f"validation-selected percentages: the {pct['weight_low']} % least and "
+        f"{pct['weight_high']} % most sensitive weights{nothing}. Layer rows: those of one "
+        "stage's "
+        "last convolution only. Global Threshold Pruning: one threshold pair over the "
+        f"weights of all {n_layers} convolutions and the FC layer together; Layer-wise "
+        "Pruning: the same percentages in each of them with its own thresholds (in-network "
+        f"sensitivities from {subset}). FC Layer: the main OPNP result, the FC layer "
+        f"with the selected weight masks and {pct['neuron_low']} % / {pct['neuron_high']} % "
+        "least / most sensitive neurons pruned, sensitivities from the full training set. "
+        "No pruning: the unpruned network (Energy)."
+    )
