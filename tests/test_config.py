@@ -181,3 +181,16 @@ def test_schema_fills_uncertainty_defaults_and_rejects_a_full_confidence(config)
     bad["uncertainty"]["confidence"] = 100
     with pytest.raises(WorkflowError, match="100"):
         validate(bad, schema=SCHEMA)
+
+
+def test_an_unknown_method_name_is_refused_with_the_registry_list():
+    """The schema does not list the methods; the registry does (one home per method)."""
+    from workflow_helpers import REPO
+
+    from opnp.pipeline.config import ConfigError, check_config
+
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    bad = copy.deepcopy(cfg)
+    bad["methods"]["opnpp"] = {}
+    with pytest.raises(ConfigError, match=r"methods.opnpp: no detector named 'opnpp'.*'opnp'"):
+        check_config(bad)
