@@ -191,7 +191,7 @@ def test_a_failed_jobs_error_appears_in_snakemakes_output(tmp_path, tiny_config)
 
 
 def test_source_fingerprint_follows_the_folder(tmp_path):
-    from opnp.data.datasets import source_fingerprint
+    from opnp.data import source_fingerprint
 
     images = tmp_path / "images"
     _write_pngs(images, 3)
@@ -371,7 +371,7 @@ def test_id_val_equal_to_id_test_by_name_needs_the_config_key(tiny_config):
 def test_manifests_record_the_content_hash_of_every_image(tmp_path):
     import hashlib
 
-    from opnp.data.datasets import IMAGE_HASH_DIGITS, dataset_manifest, image_hashes, manifest_files
+    from opnp.data import IMAGE_HASH_DIGITS, dataset_manifest, image_hashes, manifest_files
 
     images = tmp_path / "images"
     _write_pngs(images, 4)

@@ -154,7 +154,7 @@ def test_select_feature_rows_copies_exactly_those_rows(tmp_path):
 def test_split_manifest_opens_the_rows_of_the_pool(tmp_path):
     from PIL import Image
 
-    from opnp.data.datasets import dataset_manifest, open_dataset
+    from opnp.data import dataset_manifest, open_dataset
     from opnp.pipeline.replicates import pool_labels, split_manifest
 
     for cls in ("a", "b"):

@@ -845,7 +845,7 @@ def preprocessing(spec: Mapping[str, Any]):
     """
     from torchvision import transforms as T
 
-    from opnp.data.datasets import ResizeCenterCrop
+    from opnp.data.images import ResizeCenterCrop
 
     arch = spec.get("arch")
     if arch == "small_cnn":
