@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from opnp.nets.architectures import FeatureClassifier, small_cnn
 from opnp.nets.extraction import (
     array_path,
     extract_features,
@@ -19,7 +20,6 @@ from opnp.nets.extraction import (
     part_rows,
     save_fc,
 )
-from opnp.nets.models import FeatureClassifier, small_cnn
 
 N, D_IN, D, C = 47, 12, 6, 3
 
