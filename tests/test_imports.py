@@ -20,6 +20,7 @@ ANALYSIS_MODULES = [
     "opnp.report.tables",
     "opnp.report.plots",
     "opnp.io",
+    "opnp.features",  # merge and replicate steps run in the analysis env
     "opnp.nets.model_api",  # torch only when a ModelDetector is built
 ]
 

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from opnp.data import dataset_manifest, open_dataset
-from opnp.nets.extraction import extract_features, load_features
+from opnp.features import load_features
+from opnp.nets.extraction import extract_features
 from opnp.nets.models import build_model, preprocessing
 from opnp.nets.training import evaluate_accuracy
 
