@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from opnp.data.datasets import open_dataset
+from opnp.data import open_dataset
 from opnp.nets.extraction import extract_features
 from opnp.nets.models import build_model, preprocessing
 

@@ -131,8 +131,8 @@ class Layout:
 def write_feature_set(stem: Path, n, w, b, rng, *, dtype, scale, labelled, meta, block=8192):
     """Synthetic ReLU features (N, D) with logits fc(h) in float32, labels (-1 for OOD)
     and a manifest of the form opnp.nets.extraction.extract_features writes."""
+    from opnp.features import FORMAT_VERSION, array_path
     from opnp.io import provenance, sha256_file, write_json_atomic
-    from opnp.nets.extraction import FORMAT_VERSION, array_path
 
     c, d = w.shape
     stem.parent.mkdir(parents=True, exist_ok=True)

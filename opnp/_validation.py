@@ -155,14 +155,17 @@ def check_choice(value: Any, name: str, choices: Iterable[str]) -> str:
     return value
 
 
+def check_positive_int(value: Any, name: str) -> int:
+    """An integer >= 1 (bool and float refused) as a Python int."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
 def check_chunk_size(chunk_size: Any, name: str = "chunk_size") -> int:
     if chunk_size is None:
         return DEFAULT_CHUNK_ROWS
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int | np.integer):
-        raise ValueError(f"{name} must be a positive integer, got {chunk_size!r}")
-    if chunk_size < 1:
-        raise ValueError(f"{name} must be a positive integer, got {chunk_size!r}")
-    return int(chunk_size)
+    return check_positive_int(chunk_size, name)
 
 
 def check_rows(rows: Any, n: int, name: str = "rows") -> np.ndarray:

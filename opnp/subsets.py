@@ -1,7 +1,7 @@
 """Seeded random subsets: the paper's 1-100 % training fractions.
 
 Numpy only, so that steps on cached features (sensitivity) draw the same subset as
-steps on images (:func:`opnp.data.datasets.seeded_subset`) without importing image code.
+steps on images (:func:`opnp.data.manifests.seeded_subset`) without importing image code.
 """
 
 from __future__ import annotations

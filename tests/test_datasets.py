@@ -1,4 +1,4 @@
-"""Image layouts, verification, the digits benchmark builders and downloads (opnp.data.datasets)."""
+"""Image layouts, verification, the digits benchmark builders and downloads (opnp.data)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from opnp.data import datasets as D
+import opnp.data as D
 
 
 def _png(path, value=0, size=(8, 8), mode="L"):

@@ -1,4 +1,4 @@
-"""Feature extraction: exactness, sharding/resume, atomicity, NaN checks (opnp.nets.extraction)."""
+"""Feature extraction: exactness, sharding/resume, atomicity, NaN checks (opnp.nets.extraction, opnp.features)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from opnp.nets.extraction import (
-    array_path,
-    extract_features,
-    load_features,
-    merge_feature_parts,
-    part_rows,
-    save_fc,
-)
-from opnp.nets.models import FeatureClassifier, small_cnn
+from opnp.features import array_path, load_features, merge_feature_parts, part_rows
+from opnp.nets.architectures import FeatureClassifier, small_cnn
+from opnp.nets.extraction import extract_features, save_fc
 
 N, D_IN, D, C = 47, 12, 6, 3
 

@@ -23,6 +23,7 @@ ANALYSIS_MODULES = [
     "opnp.pipeline.config",
     "opnp.report",  # imports every table and figure module
     "opnp.io",
+    "opnp.features",  # merge and replicate steps run in the analysis env
     "opnp.nets.model_api",  # torch only when a ModelDetector is built
 ]
 

@@ -16,7 +16,8 @@ import yaml
 from torch import nn
 
 import opnp
-from opnp.nets.model_api import DEFAULT_GRIDS, FIT_NEEDS, TrainingStatistics
+from opnp.nets.fit_statistics import FIT_NEEDS, TrainingStatistics
+from opnp.nets.model_api import DEFAULT_GRIDS
 from opnp.pipeline.selection import expand_grid, select_best
 
 REPO = Path(__file__).resolve().parents[1]

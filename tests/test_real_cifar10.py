@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from opnp.data.datasets import dataset_manifest, open_dataset
-from opnp.nets.extraction import extract_features, load_features
+from opnp.data import dataset_manifest, open_dataset
+from opnp.features import load_features
+from opnp.nets.extraction import extract_features
 from opnp.nets.models import build_model, preprocessing
 from opnp.nets.training import evaluate_accuracy
 

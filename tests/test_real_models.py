@@ -9,8 +9,7 @@ import time
 import pytest
 from workflow_helpers import SHARED_DATA
 
-from opnp.data.archives import extract_members
-from opnp.data.datasets import dataset_manifest, open_dataset
+from opnp.data import dataset_manifest, extract_members, open_dataset
 from opnp.nets.models import build_model, preprocessing
 from opnp.nets.training import evaluate_accuracy
 

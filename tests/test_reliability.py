@@ -25,6 +25,7 @@ import yaml
 from workflow_helpers import TINY, run_snakemake, snakemake_command
 
 from opnp import io
+from opnp.nets import architectures as A
 from opnp.nets import models as M
 from opnp.pipeline.config import ConfigError, check_config
 
@@ -61,9 +62,9 @@ class _RunsCode:
 
 def test_unsafe_checkpoint_is_refused_with_a_safe_way_out(tmp_path):
     path = tmp_path / "unsafe.pt"
-    torch.save({"state_dict": M.small_cnn().state_dict(), "extra": _RunsCode()}, path)
+    torch.save({"state_dict": A.small_cnn().state_dict(), "extra": _RunsCode()}, path)
     with pytest.raises(ValueError, match="not a plain state dict") as info:
-        M.load_checkpoint(M.small_cnn(), path)
+        M.load_checkpoint(A.small_cnn(), path)
     message = str(info.value)
     assert str(path) in message and "model.state_dict()" in message
     # PyTorch's hint would invite arbitrary code execution: never repeat it.
@@ -73,11 +74,11 @@ def test_unsafe_checkpoint_is_refused_with_a_safe_way_out(tmp_path):
 
 def test_truncated_checkpoint_error_names_the_file(tmp_path):
     path = tmp_path / "cut.pt"
-    torch.save(M.small_cnn().state_dict(), path)
+    torch.save(A.small_cnn().state_dict(), path)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="truncated or corrupt") as info:
-        M.load_checkpoint(M.small_cnn(), path)
+        M.load_checkpoint(A.small_cnn(), path)
     assert str(path) in str(info.value)
 
 
@@ -191,7 +192,7 @@ def test_a_failed_jobs_error_appears_in_snakemakes_output(tmp_path, tiny_config)
 
 
 def test_source_fingerprint_follows_the_folder(tmp_path):
-    from opnp.data.datasets import source_fingerprint
+    from opnp.data import source_fingerprint
 
     images = tmp_path / "images"
     _write_pngs(images, 3)
@@ -239,7 +240,7 @@ def loaded_and_linked(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("loaded_and_linked")
     cfg = yaml.safe_load(TINY.read_text())
     torch.manual_seed(0)
-    torch.save(M.small_cnn(num_classes=10, in_channels=1).state_dict(), workdir / "model.pt")
+    torch.save(A.small_cnn(num_classes=10, in_channels=1).state_dict(), workdir / "model.pt")
     cfg["models"]["smallcnn"] = {
         "arch": "small_cnn",
         "num_classes": 10,
@@ -272,7 +273,7 @@ def _copy(workdir, tmp_path):
 def test_a_checkpoint_replaced_in_place_reloads_the_model(loaded_and_linked, tmp_path):
     workdir = _copy(loaded_and_linked, tmp_path)
     torch.manual_seed(1)
-    torch.save(M.small_cnn(num_classes=10, in_channels=1).state_dict(), workdir / "model.pt")
+    torch.save(A.small_cnn(num_classes=10, in_channels=1).state_dict(), workdir / "model.pt")
     planned = _planned_rules(workdir, workdir / "config.yaml", FEATURES_OF_LINKED)
     assert {"load_model", "extract_features"} <= planned, planned
 
@@ -371,7 +372,7 @@ def test_id_val_equal_to_id_test_by_name_needs_the_config_key(tiny_config):
 def test_manifests_record_the_content_hash_of_every_image(tmp_path):
     import hashlib
 
-    from opnp.data.datasets import IMAGE_HASH_DIGITS, dataset_manifest, image_hashes, manifest_files
+    from opnp.data import IMAGE_HASH_DIGITS, dataset_manifest, image_hashes, manifest_files
 
     images = tmp_path / "images"
     _write_pngs(images, 4)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from opnp.nets.extraction import load_features, select_feature_rows
+from opnp.features import load_features, select_feature_rows
 from opnp.pipeline.config import ConfigError, check_config
 from opnp.pipeline.replicates import (
     PER_REPLICATE_VALUE,
@@ -126,7 +126,7 @@ def test_pool_replicates_names_missing_replicates():
 
 
 def test_select_feature_rows_copies_exactly_those_rows(tmp_path):
-    from opnp.nets.extraction import _Writers
+    from opnp.features import _Writers
 
     rng = np.random.default_rng(0)
     feats = rng.normal(size=(30, 4)).astype(np.float32)
@@ -154,7 +154,7 @@ def test_select_feature_rows_copies_exactly_those_rows(tmp_path):
 def test_split_manifest_opens_the_rows_of_the_pool(tmp_path):
     from PIL import Image
 
-    from opnp.data.datasets import dataset_manifest, open_dataset
+    from opnp.data import dataset_manifest, open_dataset
     from opnp.pipeline.replicates import pool_labels, split_manifest
 
     for cls in ("a", "b"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from opnp.data.datasets import seeded_subset
+from opnp.data import seeded_subset
 from opnp.subsets import seeded_subset_indices
 
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from opnp.nets.models import small_cnn
+from opnp.nets.architectures import small_cnn
 from opnp.nets.training import evaluate_accuracy, random_crop_flip, train_classifier
 
 

@@ -1,4 +1,4 @@
-"""Unpack part of a local tar archive into a dataset folder (safely and atomically)."""
+"""Folders that appear atomically; unpacking part of a local tar archive into one safely."""
 
 from __future__ import annotations
 
@@ -12,6 +12,33 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from opnp.io import apply_umask
+
+
+class _AtomicFolder:
+    """Write a folder under a temporary sibling name; rename it into place on success."""
+
+    def __init__(self, out_dir: str | os.PathLike):
+        self.out_dir = Path(out_dir)
+
+    def __enter__(self) -> Path:
+        self.out_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(
+            tempfile.mkdtemp(
+                prefix=f".{self.out_dir.name}.", suffix=".tmp", dir=self.out_dir.parent
+            )
+        )
+        apply_umask(self.tmp)
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return
+        if self.out_dir.is_symlink() or self.out_dir.is_file():
+            self.out_dir.unlink()
+        elif self.out_dir.exists():
+            shutil.rmtree(self.out_dir)
+        os.replace(self.tmp, self.out_dir)
 
 
 def extract_members(
@@ -47,58 +74,48 @@ def extract_members(
             f"archive {archive} does not exist (config key datasets.<name>.path)"
         )
     prefix = PurePosixPath(member.strip("/"))
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
-        apply_umask(tmp)
-        with tarfile.open(archive) as tar:
-            selected = []
-            for info in tar.getmembers():
-                path = PurePosixPath(info.name)
-                if not info.isfile() or prefix not in path.parents:
-                    continue
-                relative = path.relative_to(prefix)
-                if relative.is_absolute() or ".." in relative.parts:
-                    raise ValueError(
-                        f"archive {archive} member {info.name!r} escapes the target folder"
-                    )
-                selected.append((str(relative), info))
-            if not selected:
-                raise ValueError(f"archive {archive} has no files under {member!r}")
-            if classes is not None:
-                found = {PurePosixPath(relative).parts[0] for relative, _ in selected}
-                missing = sorted(set(classes) - found)
-                if missing:
-                    raise ValueError(
-                        f"archive {archive}: classes {missing} are not folders under "
-                        f"{member!r} (it has {sorted(found)})"
-                    )
-                wanted = set(classes)
-                selected = [item for item in selected if PurePosixPath(item[0]).parts[0] in wanted]
-            selected.sort(key=lambda item: item[0])
-            if shuffle_seed is not None:
-                order = np.random.default_rng(shuffle_seed).permutation(len(selected))
-                selected = [selected[i] for i in order]
-            stop = None if max_images is None else skip_images + max_images
-            selected = selected[skip_images:stop]
-            if not selected:
+    with _AtomicFolder(out_dir) as tmp, tarfile.open(archive) as tar:
+        selected = []
+        for info in tar.getmembers():
+            path = PurePosixPath(info.name)
+            if not info.isfile() or prefix not in path.parents:
+                continue
+            relative = path.relative_to(prefix)
+            if relative.is_absolute() or ".." in relative.parts:
                 raise ValueError(
-                    f"archive {archive}: no files left under {member!r} after skipping {skip_images}"
+                    f"archive {archive} member {info.name!r} escapes the target folder"
                 )
-            # Read in archive order: a compressed stream seeks backwards only by
-            # decompressing again from its start.
-            for relative, info in sorted(selected, key=lambda item: item[1].offset):
-                target = tmp / relative
-                target.parent.mkdir(parents=True, exist_ok=True)
-                source = tar.extractfile(info)
-                if source is None:  # pragma: no cover - regular files always have data
-                    raise ValueError(f"archive {archive} member {info.name!r} has no data")
-                with source, open(target, "wb") as handle:
-                    shutil.copyfileobj(source, handle)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            selected.append((str(relative), info))
+        if not selected:
+            raise ValueError(f"archive {archive} has no files under {member!r}")
+        if classes is not None:
+            found = {PurePosixPath(relative).parts[0] for relative, _ in selected}
+            missing = sorted(set(classes) - found)
+            if missing:
+                raise ValueError(
+                    f"archive {archive}: classes {missing} are not folders under "
+                    f"{member!r} (it has {sorted(found)})"
+                )
+            wanted = set(classes)
+            selected = [item for item in selected if PurePosixPath(item[0]).parts[0] in wanted]
+        selected.sort(key=lambda item: item[0])
+        if shuffle_seed is not None:
+            order = np.random.default_rng(shuffle_seed).permutation(len(selected))
+            selected = [selected[i] for i in order]
+        stop = None if max_images is None else skip_images + max_images
+        selected = selected[skip_images:stop]
+        if not selected:
+            raise ValueError(
+                f"archive {archive}: no files left under {member!r} after skipping {skip_images}"
+            )
+        # Read in archive order: a compressed stream seeks backwards only by
+        # decompressing again from its start.
+        for relative, info in sorted(selected, key=lambda item: item[1].offset):
+            target = tmp / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            source = tar.extractfile(info)
+            if source is None:  # pragma: no cover - regular files always have data
+                raise ValueError(f"archive {archive} member {info.name!r} has no data")
+            with source, open(target, "wb") as handle:
+                shutil.copyfileobj(source, handle)
     return len(selected)

@@ -2,7 +2,7 @@
 
 The config check (:mod:`opnp.pipeline.config`) compares dataset *names*; a test set copied under
 another name would pass it. This module compares the images themselves, by the content
-hash every dataset manifest records (:func:`opnp.data.datasets.image_hashes`):
+hash every dataset manifest records (:func:`opnp.data.manifests.image_hashes`):
 
 - a validation image (ID ``id.val`` or OOD ``ood.val``) must not be a test image
   (``id.test`` or ``ood.test``): hyperparameters chosen on it would have seen the test;

@@ -52,7 +52,7 @@ class Mahalanobis(Detector):
 
     def fit_gaussian(self, classes, class_means, covariance) -> Mahalanobis:
         """Fit from precomputed statistics: the class labels (K,), their means (K, D) and
-        the shared covariance (D, D) (e.g. streamed by :mod:`opnp.nets.model_api`); the same
+        the shared covariance (D, D) (e.g. streamed by :mod:`opnp.nets.fit_statistics`); the same
         detector as ``fit`` on the features these come from. Returns ``self``."""
         classes = np.asarray(classes)
         means = np.asarray(class_means, dtype=np.float64)

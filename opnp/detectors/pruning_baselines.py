@@ -25,6 +25,7 @@ from opnp.pruning import masked_weight, tail_mask
 
 class _PercentagePruning(LinearDetector):
     defaults = {"percentage": 0.0}
+    default_grid = {"percentage": [1, 5, 10, 20, 40]}
     needs_fit = True  # the masks are drawn / computed in fit
 
     def _requires_train_features(self) -> bool:

@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from opnp._validation import check_positive_int
+
 __all__ = ["train_classifier", "evaluate_accuracy", "random_crop_flip", "AUGMENTATIONS"]
 
 
@@ -75,12 +77,6 @@ def _resolve_device(device: str | torch.device) -> torch.device:
     return torch.device(device)
 
 
-def _check_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 def train_classifier(
     model: nn.Module,
     train_dataset,
@@ -106,8 +102,8 @@ def train_classifier(
     ``train_accuracy`` (percent, on the augmented batches), ``lr`` (at the epoch's
     start), and ``seconds``.
     """
-    epochs = _check_positive_int(epochs, "epochs")
-    batch_size = _check_positive_int(batch_size, "batch_size")
+    epochs = check_positive_int(epochs, "epochs")
+    batch_size = check_positive_int(batch_size, "batch_size")
     if not (isinstance(lr, int | float) and lr > 0 and math.isfinite(lr)):
         raise ValueError(f"lr must be a positive number, got {lr!r}")
     if not (isinstance(weight_decay, int | float) and weight_decay >= 0):
@@ -192,7 +188,7 @@ def evaluate_accuracy(
     device: str | torch.device = "cpu",
 ) -> float:
     """Top-1 accuracy in percent over the labelled items (label >= 0) of ``dataset``."""
-    batch_size = _check_positive_int(batch_size, "batch_size")
+    batch_size = check_positive_int(batch_size, "batch_size")
     device = _resolve_device(device)
     model.to(device).eval()
     loader = DataLoader(

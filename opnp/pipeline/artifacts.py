@@ -24,7 +24,7 @@ def feature_stem(manifest_path: str | Path) -> str:
 
 def load_feature_set(manifest_path: str | Path, mmap: bool = True):
     """Cached features, logits, labels and manifest of one (model, dataset)."""
-    from opnp.nets.extraction import load_features
+    from opnp.features import load_features
 
     return load_features(feature_stem(manifest_path), mmap=mmap)
 

@@ -23,7 +23,7 @@ from opnp.pipeline.config import (  # noqa: E402 - needs the path above
     react_percentile_source,
     replicate_parts,
 )
-from opnp.data.datasets import source_fingerprint  # noqa: E402
+from opnp.data import source_fingerprint  # noqa: E402
 from opnp.detectors import detector_class  # noqa: E402
 from opnp.pipeline.experiments import (  # noqa: E402
     EXPERIMENTS,

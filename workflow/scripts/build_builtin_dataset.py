@@ -1,6 +1,6 @@
 """Build one dataset of the embedded benchmark from data bundled with scikit-learn."""
 
-from opnp.data.datasets import build_builtin_dataset
+from opnp.data import build_builtin_dataset
 from opnp.io import write_json_atomic
 from opnp.pipeline.runtime import setup_job
 

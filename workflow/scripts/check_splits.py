@@ -1,6 +1,6 @@
 """Stop before any selection job when sets that must be disjoint share images."""
 
-from opnp.data.datasets import image_hashes, manifest_files
+from opnp.data import image_hashes, manifest_files
 from opnp.data.splits import check_split_separation
 from opnp.io import write_json_atomic
 from opnp.pipeline.artifacts import read_json

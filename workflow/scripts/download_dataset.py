@@ -1,6 +1,6 @@
 """Download a public dataset with checksum verification (only when the config asks)."""
 
-from opnp.data.datasets import download_dataset
+from opnp.data import download_dataset
 from opnp.io import write_json_atomic
 from opnp.pipeline.runtime import setup_job
 

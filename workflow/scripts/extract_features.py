@@ -4,8 +4,9 @@ extract_feature_part, wildcard ``part``)."""
 
 from pathlib import Path
 
-from opnp.data.datasets import open_dataset
-from opnp.nets.extraction import extract_features, part_rows
+from opnp.data import open_dataset
+from opnp.features import part_rows
+from opnp.nets.extraction import extract_features
 from opnp.nets.models import preprocessing
 from opnp.pipeline.artifacts import feature_stem, load_model, read_json
 from opnp.pipeline.runtime import setup_job

@@ -8,7 +8,7 @@ accuracy."""
 
 import pandas as pd
 
-from opnp.data.datasets import open_dataset, seeded_subset
+from opnp.data import open_dataset, seeded_subset
 from opnp.nets.models import preprocessing
 from opnp.pipeline.ablations import layer_ablation
 from opnp.pipeline.artifacts import (

@@ -1,6 +1,6 @@
 """Verify a local dataset folder (count, readability) and record it in a manifest."""
 
-from opnp.data.datasets import link_dataset
+from opnp.data import link_dataset
 from opnp.io import write_json_atomic
 from opnp.pipeline.runtime import setup_job
 

@@ -1,6 +1,6 @@
 """Load a pretrained model (checkpoint file or local weight cache) and save it with its FC head."""
 
-from opnp.data.datasets import open_dataset
+from opnp.data import open_dataset
 from opnp.io import write_json_atomic
 from opnp.nets.extraction import save_fc
 from opnp.nets.models import build_model, preprocessing

@@ -1,6 +1,6 @@
 """The parts of a dataset extracted by several jobs, merged into one feature set."""
 
-from opnp.nets.extraction import merge_feature_parts
+from opnp.features import merge_feature_parts
 from opnp.pipeline.artifacts import feature_stem
 from opnp.pipeline.runtime import setup_job
 

@@ -4,7 +4,7 @@ validation split (rule select_odin) or score the selected values on the test set
 
 import pandas as pd
 
-from opnp.data.datasets import open_dataset
+from opnp.data import open_dataset
 from opnp.detectors import create_detector
 from opnp.io import save_npz_atomic
 from opnp.nets.models import preprocessing

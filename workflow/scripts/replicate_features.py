@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from opnp.nets.extraction import select_feature_rows
+from opnp.features import select_feature_rows
 from opnp.pipeline.artifacts import feature_stem, read_json
 from opnp.pipeline.runtime import setup_job
 

@@ -1,6 +1,6 @@
 """Train a classifier on the ID training split (seeded) and save it with its FC head."""
 
-from opnp.data.datasets import open_dataset
+from opnp.data import open_dataset
 from opnp.io import write_json_atomic
 from opnp.nets.extraction import save_fc
 from opnp.nets.models import build_model, preprocessing

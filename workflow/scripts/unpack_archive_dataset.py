@@ -1,8 +1,7 @@
 """Unpack one folder of a local tar archive (e.g. ../shared/data's JPEG CIFAR-10) and
 verify the images before any extraction starts."""
 
-from opnp.data.archives import extract_members
-from opnp.data.datasets import dataset_manifest
+from opnp.data import dataset_manifest, extract_members
 from opnp.io import write_json_atomic
 from opnp.pipeline.runtime import setup_job
 
