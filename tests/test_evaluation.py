@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from opnp.pipeline.evaluation import evaluate_configs
+from opnp.pipeline.evaluation import FitData, evaluate_configs
 from opnp.pipeline.results import (
     RESULT_COLUMNS,
     concat_results,
@@ -201,6 +201,6 @@ def test_evaluate_configs_names_the_detector_whose_scores_are_nan():
     bad[2] = 1e308  # finite features whose logits overflow
     with pytest.raises(ValueError, match=r"method 'energy' .* infinite scores .* OOD set 'bad'"):
         evaluate_configs(
-            "energy", [{}], weight=w, bias=b, train_features=train, train_labels=None,
+            "energy", [{}], FitData(w, b, train_features=train),
             id_features=train, ood_features={"bad": bad}, split="test",
         )  # fmt: skip

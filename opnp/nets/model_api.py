@@ -225,7 +225,7 @@ class ModelDetector(ModelHead):
         """
         import pandas as pd
 
-        from opnp.pipeline.evaluation import evaluate_configs
+        from opnp.pipeline.evaluation import FitData, evaluate_configs
         from opnp.pipeline.results import score_rows
         from opnp.pipeline.selection import expand_grid, mark_selected
 
@@ -269,18 +269,15 @@ class ModelDetector(ModelHead):
                     if stats is not None and "sensitivity" in self.needs
                     else self.params["param_sensitivity"]
                 )
-                rows, _ = evaluate_configs(
-                    self.method,
-                    configs,
-                    weight=self.weight,
-                    bias=self.bias,
+                fit = FitData(
+                    self.weight,
+                    self.bias,
                     train_features=stats.features if "features" in self.needs else None,
-                    train_labels=None,
-                    id_features=id_h,
-                    ood_features=ood_h,
-                    split="val",
                     sensitivity=sensitivity,
                     statistic=self.params.get("neuron_statistic", "mean"),
+                )
+                rows, _ = evaluate_configs(
+                    self.method, configs, fit, id_features=id_h, ood_features=ood_h, split="val"
                 )
             else:
                 rows = []

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from opnp import metrics as _metrics
-from opnp.pipeline.evaluation import build_detector
+from opnp.pipeline.evaluation import FitData, build_detector
 from opnp.pipeline.results import METRIC_COLUMNS, accuracy, params_json, score_rows
 from opnp.pruning import PERCENTAGE_NAMES
 from opnp.scores import logsumexp, softmax
@@ -19,28 +19,17 @@ from opnp.scores import logsumexp, softmax
 
 def pruned_accuracy_rows(
     grid: Mapping[str, Iterable[float]],
+    fit: FitData,
     *,
-    weight,
-    bias,
     features,
     labels,
-    sensitivity,
-    statistic: str = "mean",
 ) -> list[dict]:
-    """Table 3: ID accuracy of the OPNP-pruned FC layer with no pruning and with each
-    percentage of ``grid`` on its own (the others at 0)."""
+    """Table 3: ID accuracy of the OPNP-pruned FC layer (head and sensitivity of ``fit``)
+    with no pruning and with each percentage of ``grid`` on its own (the others at 0)."""
     configs = [{}] + [{name: value} for name, values in grid.items() for value in values]
     rows = []
     for params in configs:
-        detector = build_detector(
-            "opnp",
-            params,
-            weight=weight,
-            bias=bias,
-            train_features=None,
-            sensitivity=sensitivity,
-            statistic=statistic,
-        )
+        detector = build_detector("opnp", params, fit)
         rows.append(
             {
                 "experiment": "pruned_accuracy",

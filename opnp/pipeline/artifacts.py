@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -146,3 +147,47 @@ def open_named_datasets(manifests: Iterable[str | Path], transform=None) -> dict
         manifest = read_json(path)
         out[manifest["name"]] = open_dataset(manifest, transform=transform)
     return out
+
+
+class JobInputs:
+    """A workflow job's named input files, read on first use.
+
+    ``paths`` maps the rule's input names to paths: ``fc`` (the FC head), ``sensitivity``
+    (optional), ``train`` and other feature manifests, lists of OOD feature manifests.
+    """
+
+    def __init__(self, paths: Mapping[str, Any]):
+        self.paths = dict(paths)
+
+    def features(self, name: str):
+        """The cached feature set of input ``name`` (a feature manifest)."""
+        return load_feature_set(self.paths[name])
+
+    def ood(self, name: str) -> dict:
+        """OOD set name -> features of input ``name`` (a list of feature manifests)."""
+        return load_ood_features(self.paths[name])
+
+    def fit_data(self, statistic: str = "mean", train: bool = True):
+        """:class:`~opnp.pipeline.evaluation.FitData` of the job: its FC head, the training
+        features and labels (input ``train``, when ``train`` and present) and the
+        sensitivity (input ``sensitivity``, when present)."""
+        from opnp.pipeline.evaluation import FitData
+
+        weight, bias = load_fc(self.paths["fc"])
+        features = labels = None
+        if train and "train" in self.paths:
+            fs = self.features("train")
+            features, labels = fs.features, fs.labels
+        sensitivity = (
+            load_sensitivity(self.paths["sensitivity"]) if "sensitivity" in self.paths else None
+        )
+        return FitData(weight, bias, features, labels, sensitivity, statistic)
+
+
+def write_job_results(
+    rows: list[dict], path: str | Path, *, benchmark: str, model: str, config_hash: str
+) -> pd.DataFrame:
+    """:func:`job_results` written atomically to ``path``; returns the frame."""
+    frame = job_results(rows, benchmark=benchmark, model=model, config_hash=config_hash)
+    write_results(frame, path)
+    return frame

@@ -4,7 +4,9 @@ scores a whole pruning grid at once), or on images for methods that run the netw
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -13,53 +15,55 @@ from opnp.detectors import create_detector, detector_class
 from opnp.pipeline.results import params_json, score_rows
 
 
-def build_detector(
-    method: str,
-    params: Mapping[str, Any],
-    *,
-    weight,
-    bias,
-    train_features,
-    train_labels=None,
-    sensitivity=None,
-    statistic: str = "mean",
-    seed: int = 0,
-):
+@dataclass(frozen=True)
+class FitData:
+    """What a detector of the registry is built and fitted from: the FC head ``weight``
+    (C, D) and ``bias`` (C,), the training features (and labels, for methods that need
+    them), and the cached parameter sensitivity (C, D) with the neuron statistic the
+    sensitivity methods reduce it by (paper Eq. 8)."""
+
+    weight: Any
+    bias: Any
+    train_features: Any = None
+    train_labels: Any = None
+    sensitivity: Any = None
+    statistic: str = "mean"
+
+    def replace(self, **changes) -> FitData:
+        return dataclasses.replace(self, **changes)
+
+
+def build_detector(method: str, params: Mapping[str, Any], fit: FitData, *, seed: int = 0):
     """Create and fit one detector of the registry with the workflow's conventions:
     sensitivity methods get the precomputed (C, D) sensitivity, seeded methods a seed."""
     cls = detector_class(method)
     kwargs = dict(params)
     if cls.uses_sensitivity:
-        if sensitivity is None:
+        if fit.sensitivity is None:
             raise ValueError(f"method {method!r} needs a parameter sensitivity matrix")
-        kwargs["param_sensitivity"] = sensitivity
-        kwargs["neuron_statistic"] = statistic
+        kwargs["param_sensitivity"] = fit.sensitivity
+        kwargs["neuron_statistic"] = fit.statistic
     if cls.seeded:
         kwargs["seed"] = int(seed)
-    detector = create_detector(method, weight=weight, bias=bias, **kwargs)
-    return detector.fit(train_features, train_labels)
+    detector = create_detector(method, weight=fit.weight, bias=fit.bias, **kwargs)
+    return detector.fit(fit.train_features, fit.train_labels)
 
 
 def evaluate_configs(
     method: str,
     configs: list[dict],
+    fit: FitData,
     *,
-    weight,
-    bias,
-    train_features,
-    train_labels,
     id_features,
     ood_features: Mapping[str, Any],
     split: str,
-    sensitivity=None,
-    statistic: str = "mean",
     seeds: Iterable[int] = (0,),
     experiment: str = "main",
     variant: str = "",
     keep_scores: bool = False,
     uncertainty: Mapping[str, Any] | None = None,
 ):
-    """Score every config (and seed, for random methods) on ID and each OOD set.
+    """Score every config (and seed, for seeded methods) on ID and each OOD set.
 
     Returns ``(rows, scores)``: result rows in the schema (with bootstrap intervals when
     ``uncertainty`` settings are given, see :func:`score_rows`), and when ``keep_scores``
@@ -73,11 +77,11 @@ def evaluate_configs(
     if hasattr(cls, "grid_scorer"):
         fast = cls.grid_scorer(
             configs,
-            weight=weight,
-            bias=bias,
-            sensitivity=sensitivity,
-            statistic=statistic,
-            train_features=train_features,
+            weight=fit.weight,
+            bias=fit.bias,
+            sensitivity=fit.sensitivity,
+            statistic=fit.statistic,
+            train_features=fit.train_features,
             features={"ID": id_features, **ood_features},
         )
     for index, params in enumerate(configs):
@@ -87,17 +91,7 @@ def evaluate_configs(
                 id_scores = scores.pop("ID")
                 ood_scores = scores
             else:
-                detector = build_detector(
-                    method,
-                    params,
-                    weight=weight,
-                    bias=bias,
-                    train_features=train_features,
-                    train_labels=train_labels,
-                    sensitivity=sensitivity,
-                    statistic=statistic,
-                    seed=seed,
-                )
+                detector = build_detector(method, params, fit, seed=seed)
                 id_scores = detector.score(id_features)
                 ood_scores = {name: detector.score(f) for name, f in ood_features.items()}
             rows += score_rows(

@@ -104,19 +104,19 @@ def test_opp_react_clips_before_the_opp_pruned_layer():
 
 def test_opp_react_grid_fast_path_equals_the_detector():
     """The workflow's vectorised grid path clips for opp+react as for opnp+react."""
-    from opnp.pipeline.evaluation import evaluate_configs
+    from opnp.pipeline.evaluation import FitData, evaluate_configs
     from opnp.pipeline.selection import expand_grid
 
     w, b, train, test = _setup()
     s = parameter_sensitivity(train, w, b)
     configs = expand_grid({"weight_low": [0, 10], "weight_high": [0, 2]}, {"react_percentile": 80})
+    fit = FitData(w, b, train_features=train, sensitivity=s)
     kwargs = dict(
-        weight=w, bias=b, train_features=train, train_labels=None, id_features=test,
-        ood_features={"ood": test[::-1] * 2}, split="val", sensitivity=s, keep_scores=True,
-    )  # fmt: skip
-    _, grid_scores = evaluate_configs("opp+react", configs, **kwargs)
+        id_features=test, ood_features={"ood": test[::-1] * 2}, split="val", keep_scores=True
+    )
+    _, grid_scores = evaluate_configs("opp+react", configs, fit, **kwargs)
     for params in configs:
-        _, one = evaluate_configs("opp+react", [params], **kwargs)
+        _, one = evaluate_configs("opp+react", [params], fit, **kwargs)
         (key,) = one
         np.testing.assert_allclose(grid_scores[key]["ID"], one[key]["ID"], rtol=1e-10)
         np.testing.assert_allclose(grid_scores[key]["ood"], one[key]["ood"], rtol=1e-10)

@@ -20,8 +20,7 @@ rule pruned_accuracy:
     params:
         grid=ABLATIONS.get("pruned_accuracy", {}),
         statistic=config["sensitivity"]["statistic"],
-        config_hash=stable_hash(ABLATIONS.get("pruned_accuracy", {})),
-        benchmark=BENCHMARK,
+        results=result_keys(ABLATIONS.get("pruned_accuracy", {})),
     script:
         "../scripts/pruned_accuracy.py"
 
@@ -43,8 +42,7 @@ rule subsets:
     conda:
         "../envs/analysis.yaml"
     params:
-        config_hash=stable_hash([FRACTIONS, SEEDS]),
-        benchmark=BENCHMARK,
+        results=result_keys([FRACTIONS, SEEDS]),
         uncertainty=UNCERTAINTY,
     script:
         "../scripts/subsets.py"
@@ -71,10 +69,9 @@ rule statistics:
         statistics=ABLATIONS.get("statistics", []),
         settings=method_settings("onp") if "onp" in METHODS else {},
         metric=config["selection"]["metric"],
-        config_hash=stable_hash(
+        results=result_keys(
             [ABLATIONS.get("statistics", []), config["methods"].get("onp", {})]
         ),
-        benchmark=BENCHMARK,
         uncertainty=UNCERTAINTY,
     script:
         "../scripts/statistics.py"
@@ -98,8 +95,7 @@ rule sweep:
     params:
         sweep=ABLATIONS.get("sweep", {}),
         statistic=config["sensitivity"]["statistic"],
-        config_hash=stable_hash(ABLATIONS.get("sweep", {})),
-        benchmark=BENCHMARK,
+        results=result_keys(ABLATIONS.get("sweep", {})),
         uncertainty=UNCERTAINTY,
     script:
         "../scripts/sweep.py"
@@ -155,10 +151,9 @@ rule layers:
         extraction=EXTRACTION_SETTINGS,
         statistic=config["sensitivity"]["statistic"],
         seed=SEEDS[0],
-        config_hash=stable_hash(
+        results=result_keys(
             [ABLATIONS.get("layers", {}), config["sensitivity"]["statistic"]]
         ),
-        benchmark=BENCHMARK,
         uncertainty=UNCERTAINTY,
     script:
         "../scripts/layers.py"

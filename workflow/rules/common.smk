@@ -139,6 +139,22 @@ def stable_hash(obj):
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+def result_keys(settings):
+    """Input function of a results rule's ``params.results``: the benchmark, the job's
+    model and the hash of ``settings`` (or of ``settings(wildcards)``), what every result
+    row records (opnp.pipeline.artifacts.write_job_results)."""
+
+    def keys(wildcards):
+        hashed = settings(wildcards) if callable(settings) else settings
+        return {
+            "benchmark": BENCHMARK,
+            "model": wildcards.model,
+            "config_hash": stable_hash(hashed),
+        }
+
+    return keys
+
+
 def fraction_label(fraction):
     """1 -> '1', 0.5 -> '0.5': the string used in sensitivity file names."""
     return f"{float(fraction):g}"

@@ -23,10 +23,9 @@ rule select_hyperparameters:
         seeds=SEEDS,
         metric=config["selection"]["metric"],
         statistic=config["sensitivity"]["statistic"],
-        config_hash=lambda wc: stable_hash(
-            [method_settings(wc.method), SEEDS, config["selection"]]
+        results=result_keys(
+            lambda wc: [method_settings(wc.method), SEEDS, config["selection"]]
         ),
-        benchmark=BENCHMARK,
     script:
         "../scripts/select_hyperparameters.py"
 
@@ -50,8 +49,7 @@ rule evaluate_method:
     params:
         seeds=SEEDS,
         statistic=config["sensitivity"]["statistic"],
-        config_hash=lambda wc: stable_hash([method_settings(wc.method), SEEDS]),
-        benchmark=BENCHMARK,
+        results=result_keys(lambda wc: [method_settings(wc.method), SEEDS]),
         uncertainty=UNCERTAINTY,
     script:
         "../scripts/evaluate_method.py"
@@ -79,10 +77,7 @@ rule select_odin:
         settings=lambda wc: method_settings("odin"),
         metric=config["selection"]["metric"],
         extraction=EXTRACTION_SETTINGS,
-        config_hash=lambda wc: stable_hash(
-            [method_settings("odin"), config["selection"]]
-        ),
-        benchmark=BENCHMARK,
+        results=result_keys(lambda wc: [method_settings("odin"), config["selection"]]),
     script:
         "../scripts/odin.py"
 
@@ -110,8 +105,7 @@ rule evaluate_odin:
     params:
         spec=lambda wc: model_spec(wc.model),
         extraction=EXTRACTION_SETTINGS,
-        config_hash=lambda wc: stable_hash(method_settings("odin")),
-        benchmark=BENCHMARK,
+        results=result_keys(lambda wc: method_settings("odin")),
         uncertainty=UNCERTAINTY,
     script:
         "../scripts/odin.py"

@@ -4,31 +4,21 @@ on the ID test set."""
 import pandas as pd
 
 from opnp.pipeline.ablations import calibration_frame
-from opnp.pipeline.artifacts import load_fc, load_feature_set, load_sensitivity, write_results
+from opnp.pipeline.artifacts import JobInputs, write_results
 from opnp.pipeline.evaluation import build_detector
 from opnp.pipeline.runtime import setup_job
 from opnp.pipeline.selection import selected_params
 
 log = setup_job(snakemake.log[0], threads=snakemake.threads)
-weight, bias = load_fc(snakemake.input.fc)
-sensitivity = load_sensitivity(snakemake.input.sensitivity)
-id_test = load_feature_set(snakemake.input.id_test)
+inputs = JobInputs(snakemake.input.items())
+id_test = inputs.features("id_test")
 params = selected_params(pd.read_parquet(snakemake.input.selection))
-opnp = build_detector(
-    "opnp",
-    params,
-    weight=weight,
-    bias=bias,
-    train_features=None,
-    sensitivity=sensitivity,
-    statistic=snakemake.params.statistic,
-)
+opnp = build_detector("opnp", params, inputs.fit_data(snakemake.params.statistic))
+n_bins = snakemake.params.n_bins
 frame = pd.concat(
     [
-        calibration_frame("energy", id_test.logits, id_test.labels, n_bins=snakemake.params.n_bins),
-        calibration_frame(
-            "opnp", opnp.logits(id_test.features), id_test.labels, n_bins=snakemake.params.n_bins
-        ),
+        calibration_frame("energy", id_test.logits, id_test.labels, n_bins=n_bins),
+        calibration_frame("opnp", opnp.logits(id_test.features), id_test.labels, n_bins=n_bins),
     ],
     ignore_index=True,
 )

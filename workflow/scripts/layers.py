@@ -51,14 +51,9 @@ rows, layer_means = layer_ablation(
     uncertainty=snakemake.params.uncertainty,
 )
 write_results(
-    job_results(
-        rows,
-        benchmark=snakemake.params.benchmark,
-        model=snakemake.wildcards.model,
-        config_hash=snakemake.params.config_hash,
-    ),
+    job_results(rows, **snakemake.params.results),
     snakemake.output.results,
 )
 layer_means.insert(0, "model", snakemake.wildcards.model)
-layer_means.insert(0, "benchmark", snakemake.params.benchmark)
+layer_means.insert(0, "benchmark", snakemake.params.results["benchmark"])
 write_results(layer_means, snakemake.output.layer_means)

@@ -56,12 +56,7 @@ rows, scores = evaluate_network_configs(
     num_workers=num_workers,
     uncertainty=None if selecting else snakemake.params.uncertainty,
 )
-frame = job_results(
-    rows,
-    benchmark=snakemake.params.benchmark,
-    model=snakemake.wildcards.model,
-    config_hash=snakemake.params.config_hash,
-)
+frame = job_results(rows, **snakemake.params.results)
 if selecting:
     frame = mark_selected(frame, snakemake.params.metric)
     write_results(frame, snakemake.output[0])

@@ -4,14 +4,7 @@ subsets), at the percentages selected on the validation split with 100 %."""
 import numpy as np
 import pandas as pd
 
-from opnp.pipeline.artifacts import (
-    job_results,
-    load_fc,
-    load_feature_set,
-    load_ood_features,
-    load_sensitivity,
-    write_results,
-)
+from opnp.pipeline.artifacts import JobInputs, load_sensitivity, write_job_results
 from opnp.pipeline.evaluation import evaluate_configs
 from opnp.pipeline.results import params_json
 from opnp.pipeline.runtime import setup_job
@@ -19,22 +12,17 @@ from opnp.pipeline.selection import selected_params
 from opnp.report import SUBSET_SAMPLES_KEY
 
 log = setup_job(snakemake.log[0], threads=snakemake.threads)
-weight, bias = load_fc(snakemake.input.fc)
-id_test = load_feature_set(snakemake.input.id_test)
-ood_features = load_ood_features(snakemake.input.ood_test)
+inputs = JobInputs(snakemake.input.items())
+fit = inputs.fit_data()
 params = selected_params(pd.read_parquet(snakemake.input.selection))
 common = dict(
-    weight=weight,
-    bias=bias,
-    train_features=None,
-    train_labels=None,
-    id_features=id_test.features,
-    ood_features=ood_features,
+    id_features=inputs.features("id_test").features,
+    ood_features=inputs.ood("ood_test"),
     split="test",
     experiment=snakemake.rule,
     uncertainty=snakemake.params.uncertainty,
 )
-rows, _ = evaluate_configs("energy", [{}], variant="none", **common)
+rows, _ = evaluate_configs("energy", [{}], fit, variant="none", **common)
 for path in snakemake.input.sensitivities:
     with np.load(path) as data:
         fraction, seed, n_samples = (
@@ -42,9 +30,9 @@ for path in snakemake.input.sensitivities:
             int(data["seed"]),
             int(data["n_samples"]),
         )
-    sensitivity = load_sensitivity(path)
+    subset_fit = fit.replace(sensitivity=load_sensitivity(path))
     subset_rows, _ = evaluate_configs(
-        "opp", [params], sensitivity=sensitivity, variant=f"{fraction:g}%", **common
+        "opp", [params], subset_fit, variant=f"{fraction:g}%", **common
     )
     for row in subset_rows:
         row["seed"] = seed
@@ -54,10 +42,4 @@ for path in snakemake.input.sensitivities:
         "%g %% seed %d: mean FPR95 %.2f", fraction, seed, np.mean([r["fpr95"] for r in subset_rows])
     )
     rows += subset_rows
-frame = job_results(
-    rows,
-    benchmark=snakemake.params.benchmark,
-    model=snakemake.wildcards.model,
-    config_hash=snakemake.params.config_hash,
-)
-write_results(frame, snakemake.output[0])
+write_job_results(rows, snakemake.output[0], **snakemake.params.results)
