@@ -157,24 +157,14 @@ def evaluate_network_configs(
     ``make_scorer(params)`` returns a function from an input batch to scores. Returns
     ``(rows, scores)`` with ``scores[i]`` = {"ID": ..., <ood name>: ...} of ``configs[i]``.
     """
+    row_keys = dict(method=method, split=split, experiment=experiment, variant=variant)
+    kw = {"batch_size": batch_size, "num_workers": num_workers}
     rows: list[dict] = []
     all_scores = []
     for params in configs:
         score_batch = make_scorer(params)
-        kw = {"batch_size": batch_size, "num_workers": num_workers}
         id_scores = dataset_scores(score_batch, id_dataset, **kw)
-        ood_scores = {
-            name: dataset_scores(score_batch, ds, **kw) for name, ds in ood_datasets.items()
-        }
-        rows += score_rows(
-            id_scores,
-            ood_scores,
-            method=method,
-            params=params,
-            split=split,
-            experiment=experiment,
-            variant=variant,
-            uncertainty=uncertainty,
-        )
-        all_scores.append({"ID": id_scores, **ood_scores})
+        scores = {name: dataset_scores(score_batch, ds, **kw) for name, ds in ood_datasets.items()}
+        rows += score_rows(id_scores, scores, params=params, uncertainty=uncertainty, **row_keys)
+        all_scores.append({"ID": id_scores, **scores})
     return rows, all_scores
