@@ -140,7 +140,7 @@ def load_ood_features(manifests: Iterable[str | Path]) -> dict:
 def open_named_datasets(manifests: Iterable[str | Path], transform=None) -> dict:
     """Dataset name -> image dataset, in the order of ``manifests``; each named by its own
     manifest (``name``), never by its position."""
-    from opnp.data.datasets import open_dataset
+    from opnp.data import open_dataset
 
     out = {}
     for path in manifests:

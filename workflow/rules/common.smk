@@ -411,7 +411,7 @@ def final_figures():
 
 
 def figure_facts(wildcards, output):
-    """The numbers a figure's caption quotes (its <stem>.facts.json, see opnp.report.plots),
+    """The numbers a figure's caption quotes (its <stem>.facts.json, see opnp.report.figure_style),
     for the caption template as snakemake.params.facts; {} before the figure exists.
     A function of the output, so Snakemake does not count it among the params whose
     change triggers a rerun: `snakemake --report` reads it after the run."""
@@ -423,7 +423,7 @@ def figure_facts(wildcards, output):
 
 def figure_files(stem, caption, labels):
     """Outputs of a figure rule: the PNG (in the report, with its caption), the vector
-    PDF and the facts JSON that opnp.report.plots writes beside it."""
+    PDF and the facts JSON that opnp.report.figure_style writes beside it."""
     return {
         "png": report(
             f"{RESULTS}/figures/{stem}.png",
