@@ -451,6 +451,7 @@ def score_pruning_grid(
     out: np.ndarray | None = None,
     plan: GridPlan | None = None,
     n_threads: int | None = None,
+    device: Any = None,
 ) -> np.ndarray:
     """Scores (n_configs, N) float64 of the OPNP-pruned layer for every config.
 
@@ -461,13 +462,23 @@ def score_pruning_grid(
     group contributions. ``out``: optional preallocated (n_configs, N) array.
     ``plan``: a :class:`GridPlan` of the same arguments, to reuse across feature sets.
     ``n_threads``: threads sharing the per-config traversal (default
-    :func:`default_threads`); the scores do not depend on it.
+    :func:`default_threads`); the scores do not depend on it. ``device`` (e.g.
+    ``"cuda"``; :mod:`opnp.backend`): score with torch there (float64, the additive
+    traversal of step 3 with a log-sum-exp per config, which a GPU does fast); a CUDA
+    tensor as ``features`` scores on its device without ``device=``. Equal to the numpy
+    path to 1e-9 relative (tested on CPU torch).
     """
+    from .backend import check_tensor_features, is_tensor, torch_device
+
     check_choice(score, "score", SCORES)
     t = check_positive(temperature, "temperature")
     if plan is None:
         plan = GridPlan(weight, bias, param_sensitivity, neuron_sensitivity, configs)
-    h = check_features(features, "features", dim=plan.weight.shape[1])
+    dev = torch_device(features, device)
+    if dev is not None and is_tensor(features):
+        h = check_tensor_features(features, "features", dim=plan.weight.shape[1])
+    else:
+        h = check_features(features, "features", dim=plan.weight.shape[1])
     n, c = h.shape[0], plan.weight.shape[0]
     n_configs = len(plan.values)
     if out is None:
@@ -477,6 +488,8 @@ def score_pruning_grid(
     if chunk_size is None:
         per_row = (plan.n_pairs + len(plan.weight_axis.codes) + 3) * c * 8
         chunk_size = int(min(8192, max(64, memory_budget // per_row)))
+    if dev is not None:
+        return _grid_torch(plan, h, score, t, react_threshold, int(chunk_size), out, dev)
     threads = default_threads() if n_threads is None else int(n_threads)
     if threads < 1:
         raise ValueError(f"n_threads must be a positive integer, got {n_threads!r}")
@@ -534,6 +547,63 @@ def score_pruning_grid(
             jobs = [pool.submit(run_blocks, k, z, start, len(hc)) for k in range(threads)]
             for job in jobs:
                 job.result()
+    return out
+
+
+def _grid_torch(plan, h, score, t, react_threshold, chunk_size, out, device) -> np.ndarray:
+    """:func:`score_pruning_grid` with torch on ``device``: per chunk, one product per
+    neuron group (its dense and sparse weight groups as one dense matrix), then the
+    additive traversal (step 3) with each config's scores kept on the device and copied
+    to ``out`` once per chunk."""
+    import torch
+
+    from .backend import as_tensor, device_chunks
+
+    c = plan.weight.shape[0]
+    mats = []
+    for g_n, (dense_keys, dense, sparse_keys, csr) in enumerate(plan.stacks):
+        parts = [m for m in (dense, None if csr is None else csr.toarray().T) if m is not None]
+        cols = as_tensor(plan.neuron_cols[g_n], device, torch.int64)
+        mats.append((dense_keys + sparse_keys, as_tensor(np.hstack(parts), device), cols))
+    bias = as_tensor(plan.bias, device)
+    wkept = {w: plan.weight_axis.kept(*w) for _, cells in plan.order for w, _ in cells}
+    nkept = {ncell: plan.neuron_axis.kept(*ncell) for ncell, _ in plan.order}
+    n_w = len(plan.weight_axis.codes)
+    with torch.no_grad():
+        for start, hc in device_chunks(h, chunk_size, "features", device):
+            if react_threshold is not None:
+                hc = hc.clamp(max=float(react_threshold))
+            rows = len(hc)
+            z = {}
+            for keys, m, cols in mats:
+                zz = hc[:, cols] @ m
+                for i, key in enumerate(keys):
+                    z[key] = zz[:, i * c : (i + 1) * c]
+            res = torch.empty((len(plan.values), rows), dtype=torch.float64, device=device)
+            g = torch.zeros((n_w, rows, c), dtype=torch.float64, device=device)
+            logits = torch.empty((rows, c), dtype=torch.float64, device=device)
+            kept_n = np.zeros(len(plan.neuron_cols), dtype=bool)
+            for ncell, wcells in plan.order:
+                new = nkept[ncell]
+                for g_n in np.nonzero(new != kept_n)[0]:
+                    for g_w, key in plan.pairs_of_neuron[g_n]:
+                        if new[g_n]:
+                            g[g_w] += z[key]
+                        else:
+                            g[g_w] -= z[key]
+                kept_n = new
+                for wcell, idx in wcells:
+                    logits.copy_(bias.expand(rows, c))
+                    for g_w in np.nonzero(wkept[wcell])[0]:
+                        logits += g[g_w]
+                    if score == "maxlogit":
+                        val = logits.max(dim=1).values
+                    elif score == "energy":
+                        val = t * torch.logsumexp(logits / t, dim=1)
+                    else:
+                        val = torch.softmax(logits / t, dim=1).max(dim=1).values
+                    res[list(idx)] = val
+            out[:, start : start + rows] = res.cpu().numpy()
     return out
 
 

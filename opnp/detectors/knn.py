@@ -92,6 +92,28 @@ class KNN(Detector):
             self._index = faiss.IndexFlatIP(bank.shape[1])
             self._index.add(bank)
 
+    def _expected_dim(self) -> int | None:
+        return self.train_bank.shape[1] if self._fitted else None
+
+    def _score_chunk_torch(self, h):
+        import torch
+
+        k = self._params["k"]
+        norms = h.norm(dim=1, keepdim=True)
+        z = (h / torch.where(norms > 0, norms, torch.ones_like(norms))).float()
+        bank = self._device_cache.get(("bank", str(h.device)))
+        if bank is None:
+            bank = torch.as_tensor(self.train_bank, device=h.device)
+            self._device_cache[("bank", str(h.device))] = bank
+        best = None
+        block = max(k, (1 << 24) // max(len(z), 1))
+        for start in range(0, bank.shape[0], block):
+            sims = z @ bank[start : start + block].T
+            cand = sims if best is None else torch.cat([best, sims], dim=1)
+            best = torch.topk(cand, min(k, cand.shape[1]), dim=1).values
+        kth = best.min(dim=1).values.double()
+        return -torch.sqrt(torch.clamp(2.0 - 2.0 * kth, min=0.0))
+
     def _score_chunk(self, h: np.ndarray) -> np.ndarray:
         k = self._params["k"]
         z = l2_normalise(h).astype(np.float32)
