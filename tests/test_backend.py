@@ -162,3 +162,18 @@ def test_detector_torch_path_checks_dimensions(layer):
     det = opnp.create_detector("energy", weight=w, bias=b, device="cpu")
     with pytest.raises(ValueError, match="columns but the FC weight has 40 inputs"):
         det.score(torch.from_numpy(test[:, :10]))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_bootstrap_torch_identical_to_numpy(device, monkeypatch):
+    rng = np.random.default_rng(2)
+    ids = np.round(rng.normal(1.0, 1.0, 700), 1)  # rounded: ties between and within sets
+    oods = np.round(rng.normal(0.0, 1.0, 300), 1)
+    ref = opnp.bootstrap.bootstrap_metrics(ids, oods, n_resamples=37, seed=4, ood_name="x")
+    calls = count_calls(monkeypatch, opnp.bootstrap, "_bootstrap_torch")
+    got = opnp.bootstrap.bootstrap_metrics(
+        ids, oods, n_resamples=37, seed=4, ood_name="x", block=10, device=device
+    )
+    assert calls["n"] == 1
+    for metric in ("fpr95", "auroc"):
+        np.testing.assert_array_equal(got[metric], ref[metric])
