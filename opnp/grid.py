@@ -243,17 +243,18 @@ def _contributions(plan: GridPlan, h: np.ndarray) -> dict[tuple[int, int], np.nd
     two products per neuron group (its dense and its sparse weight groups)."""
     out = {}
     c = plan.weight.shape[0]
+    ht = np.ascontiguousarray(h.T)  # (D, rows): a neuron group's columns are rows here
     for g_n, cols in enumerate(plan.neuron_cols):
         dense_keys, dense, sparse_keys, csr = plan.stacks[g_n]
-        h_n = np.ascontiguousarray(h[:, cols])
+        h_nt = ht[cols]
         if dense is not None:
-            zd = h_n @ dense
+            zd = h_nt.T @ dense  # (rows, k * C)
             for i, key in enumerate(dense_keys):
                 out[key] = zd[:, i * c : (i + 1) * c]
         if csr is not None:
-            zs = np.ascontiguousarray((csr @ np.ascontiguousarray(h_n.T)).T)
+            zs = csr @ h_nt  # (k * C, rows); its pairs are transposed views (rows, C)
             for i, key in enumerate(sparse_keys):
-                out[key] = zs[:, i * c : (i + 1) * c]
+                out[key] = zs[i * c : (i + 1) * c].T
     return out
 
 
@@ -291,10 +292,11 @@ def _traverse(plan, z, wkept, nkept, score, t, g, logits, tmp, res, out, row0) -
                 out[i, row0 : row0 + rows] = res
 
 
-def _exponentiate(plan, z, t) -> dict | None:
-    """In place on one row block: Z[w, n] -> exp((Z - max_c Z) / T) for every pair.
-    Returns the shifts max_c Z / T (rows,) per pair, or None (``z`` left untouched)
-    when a row's total log-range exceeds :data:`MAX_LOG_RANGE`."""
+def _exponentiate(plan, z, t, buf) -> tuple[dict, dict] | None:
+    """One row block: E[w, n] = exp((Z[w, n] - max_c Z) / T) of every pair, written
+    to ``buf`` (n_pairs, rows, C) (row-major, whatever the layout of ``z``). Returns
+    ({pair: E}, {pair: the shifts max_c Z / T (rows,)}), or None when a row's total
+    log-range exceeds :data:`MAX_LOG_RANGE`."""
     shifts = {}
     total = np.full(next(iter(z.values())).shape[0], plan.bias_range)
     for key, zz in z.items():
@@ -303,13 +305,16 @@ def _exponentiate(plan, z, t) -> dict | None:
         shifts[key] = hi
     if total.max() / t > MAX_LOG_RANGE:
         return None
-    for key, zz in z.items():
-        np.subtract(zz, shifts[key][:, None], out=zz)
+    e = {}
+    for i, (key, zz) in enumerate(z.items()):
+        ei = buf[i]
+        np.subtract(zz, shifts[key][:, None], out=ei)
         if t != 1.0:
-            zz /= t
+            ei /= t
             shifts[key] /= t
-        np.exp(zz, out=zz)
-    return shifts
+        np.exp(ei, out=ei)
+        e[key] = ei
+    return e, shifts
 
 
 def _traverse_exp(plan, z, shifts, wkept, nkept, score, t, bias_exp, f, p, out, row0) -> None:
@@ -512,17 +517,18 @@ def score_pruning_grid(
             np.empty(block_rows),
             np.empty((block_rows, n_a, c)),
             np.empty((block_rows, n_b, c)),
+            np.empty((0 if score == "maxlogit" else plan.n_pairs, block_rows, c)),
         )
         for _ in range(threads)
     ]
 
     def run_blocks(k: int, z: dict, start: int, n_rows: int) -> None:
-        g, logits, tmp, res, a, b = scratch[k]
+        g, logits, tmp, res, a, b, ebuf = scratch[k]
         for b0 in range(k * block_rows, n_rows, threads * block_rows):
             rows = min(block_rows, n_rows - b0)
             zb = {key: v[b0 : b0 + rows] for key, v in z.items()}
-            shifts = None if score == "maxlogit" else _exponentiate(plan, zb, t)
-            if shifts is None:  # additive path (max logit, or a row with a wide range)
+            exps = None if score == "maxlogit" else _exponentiate(plan, zb, t, ebuf[:, :rows])
+            if exps is None:  # additive path (max logit, or a row with a wide range)
                 _traverse(
                     plan, zb, wkept, nkept, score, t,
                     g[:, :rows], logits[:rows], tmp[:rows], res[:rows],
@@ -530,12 +536,12 @@ def score_pruning_grid(
                 )  # fmt: skip
             elif separable:
                 _traverse_separable(
-                    plan, zb, shifts, nkept, t, bias_exp,
+                    plan, *exps, nkept, t, bias_exp,
                     g[:, :rows], a[:rows], b[:rows], out, start + b0,
                 )  # fmt: skip
             else:
                 _traverse_exp(
-                    plan, zb, shifts, wkept, nkept, score, t, bias_exp,
+                    plan, *exps, wkept, nkept, score, t, bias_exp,
                     g[:, :rows], logits[:rows], out, start + b0,
                 )  # fmt: skip
 

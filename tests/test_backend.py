@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import opnp
-from opnp import backend
+from opnp import backend, bootstrap
 from opnp.grid import score_pruning_grid
 from opnp.sensitivity import neuron_sensitivity, parameter_sensitivity
 
@@ -169,9 +169,9 @@ def test_bootstrap_torch_identical_to_numpy(device, monkeypatch):
     rng = np.random.default_rng(2)
     ids = np.round(rng.normal(1.0, 1.0, 700), 1)  # rounded: ties between and within sets
     oods = np.round(rng.normal(0.0, 1.0, 300), 1)
-    ref = opnp.bootstrap.bootstrap_metrics(ids, oods, n_resamples=37, seed=4, ood_name="x")
-    calls = count_calls(monkeypatch, opnp.bootstrap, "_bootstrap_torch")
-    got = opnp.bootstrap.bootstrap_metrics(
+    ref = bootstrap.bootstrap_metrics(ids, oods, n_resamples=37, seed=4, ood_name="x")
+    calls = count_calls(monkeypatch, bootstrap, "_bootstrap_torch")
+    got = bootstrap.bootstrap_metrics(
         ids, oods, n_resamples=37, seed=4, ood_name="x", block=10, device=device
     )
     assert calls["n"] == 1
