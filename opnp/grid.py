@@ -626,11 +626,12 @@ def evaluate_pruning_grid(
     react_threshold: float | None = None,
     convention: str = "paper",
     chunk_size: int | None = None,
+    device: Any = None,
 ) -> list[dict]:
     """Metrics of every config on every OOD set: one dict per (config, OOD set) with the
     config's four percentages, ``ood_set`` and ``fpr95, auroc, aupr_in, aupr_out``
     (fractions in [0, 1], :func:`opnp.metrics.evaluate`). A single OOD array is named
-    "ood"."""
+    "ood". ``device``: as in :func:`score_pruning_grid`."""
     from .metrics import evaluate
 
     if not isinstance(ood_features, Mapping):
@@ -642,6 +643,7 @@ def evaluate_pruning_grid(
         react_threshold=react_threshold,
         chunk_size=chunk_size,
         plan=plan,
+        device=device,
     )
     id_scores = score_pruning_grid(id_features, None, None, None, None, configs, **kw)
     rows = []
