@@ -8,8 +8,13 @@ GradNorm, prints the wall time of fit (where the method fits) plus scoring the 2
 test rows with each library, the ratio, and the largest relative difference of the
 scores after the documented conventions (tests/test_peer_pytorch_ood.py: pytorch-ood
 scores are outlier scores; Mahalanobis differs by the factor -2N and a 1e-6 ridge).
+pytorch-ood scores in batches of 2,048 rows (DICE: 64, because its ``predict_features``
+forms an (N, C, D) product), as a user would; opnp streams its own chunks.
 Both libraries use all the cores (BLAS / torch threads). opnp computes logits in
-float64 and pytorch-ood in float32: opnp does twice the arithmetic work on those.
+float64 by default and pytorch-ood in float32: on the methods that are one matrix
+product (Energy, MSP, ReAct, DICE, ASH-S, GradNorm) opnp then does twice the arithmetic
+work, so these are timed a second time with ``compute_dtype="float32"`` (float32
+products, pytorch-ood's precision; ``..._float32`` RESULT lines).
 
 pytorch-ood's Mahalanobis scores one class at a time (C products with the D x D
 precision: at C = 1000 about 170 TFLOP for the test rows), and its GradNorm computes
@@ -38,6 +43,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+
+
+# Detectors whose logits take compute_dtype="float32" (float32 products).
+LINEAR = ("energy", "msp", "react", "dice", "ash", "gradnorm")
 
 
 def timed(fn):
@@ -96,8 +105,8 @@ def main() -> None:
         return layer(x.flatten(1))
 
     def ours(name, **params):
-        def fit():
-            det = opnp.create_detector(name, weight=w, bias=b, **params)
+        def fit(**extra):
+            det = opnp.create_detector(name, weight=w, bias=b, **params, **extra)
             return det.fit(train, labels) if det.needs_fit or det.needs_labels else det.fit()
 
         return fit, lambda det, x: det.score(x)
@@ -136,14 +145,18 @@ def main() -> None:
         "gradnorm": (ours("gradnorm"), (fit_gradnorm, None), r, -1.0),
     }  # fmt: skip
 
-    def peer_score(det, how, x):
-        if how == "maps":
-            out = det.predict_feature_maps(x[:, :, None, None] if x.ndim == 2 else x)
-        elif how == "features":
-            out = det.predict_features(x)
-        else:
-            out = det.predict(x)
-        return out.detach().numpy()
+    def peer_score(det, how, x, batch):
+        parts = []
+        for start in range(0, len(x), batch):
+            xb = x[start : start + batch]
+            if how == "maps":
+                out = det.predict_feature_maps(xb[:, :, None, None])
+            elif how == "features":
+                out = det.predict_features(xb)
+            else:
+                out = det.predict(xb)
+            parts.append(out.detach().numpy())
+        return np.concatenate(parts)
 
     # warm-up of both libraries' kernels (first calls pay one-off costs)
     opnp.create_detector("energy", weight=w, bias=b).score(test[:64])
@@ -158,7 +171,9 @@ def main() -> None:
             pdet, p_fit = timed(peer_fit)
         grad = torch.enable_grad() if name == "gradnorm" else torch.no_grad()
         with grad:
-            ref, p_score = timed(lambda p=pdet, h=how, k=rows: peer_score(p, h, tx[:k]))
+            # pytorch-ood's DICE forms an (N, C, D) product: scored in batches of 64 rows
+            batch = 64 if name == "dice" else 2048
+            ref, p_score = timed(lambda p=pdet, h=how, k=rows, m=batch: peer_score(p, h, tx[:k], m))
         t_peer = p_fit + p_score * n / rows
         note = f" (peer scored {rows} rows, extrapolated to {n})" if rows < n else ""
         rel = max_rel(got[:rows], scale * np.asarray(ref, np.float64))
@@ -168,6 +183,16 @@ def main() -> None:
             f"(fit {p_fit:.2f}) | opnp is {t_peer / t_ours:6.2f}x faster | "
             f"max rel. score difference {rel:.1e}{note}"
         )
+        if name in LINEAR:  # the same with float32 products, pytorch-ood's precision
+            det32, t_fit32 = timed(lambda fit=fit: fit(compute_dtype="float32"))
+            got32, t_score32 = timed(lambda d=det32, score=score: score(d, test))
+            t32 = t_fit32 + t_score32
+            ratios[f"{name}_float32"] = t_peer / t32
+            print(
+                f"{'':12s} opnp compute_dtype='float32' {t32:8.2f} s | opnp is "
+                f"{t_peer / t32:6.2f}x faster | max rel. difference to opnp float64 "
+                f"{max_rel(got32, got):.1e}"
+            )
     if args.faiss:
         faiss_check(train, labels, test, args.k)
     gpu_figures(args, w, b, train, labels, test)

@@ -128,3 +128,43 @@ def test_chain_builds_each_set_from_a_contained_one():
         assert built[i] == set(np.nonzero(row)[0].tolist())
     by_index = {i: j for i, j, _ in steps}
     assert by_index[0] == 2 and by_index[2] == 1  # nested sets reuse the smaller product
+
+
+LINEAR = [
+    ("energy", {}),
+    ("msp", {}),
+    ("react", {"percentile": 85}),
+    ("dice", {"percentile": 70}),
+    ("ash", {"percentile": 80}),
+    ("gradnorm", {}),
+    ("opnp", {"weight_low": 10, "neuron_high": 5}),
+]
+
+
+@pytest.mark.parametrize(("name", "params"), LINEAR, ids=[m[0] for m in LINEAR])
+def test_float32_products_stay_close_to_float64(layer, name, params):
+    """compute_dtype="float32": float32 products, scores within float32 rounding of the
+    exact float64 default; not a hyperparameter."""
+    w, b, test, s, _ = layer
+    train = np.abs(test[::-1]) + 0.1
+    extra = {"param_sensitivity": s} if name == "opnp" else {}
+    ref = opnp_create(name, w, b, train, **params, **extra)
+    det = opnp_create(name, w, b, train, compute_dtype="float32", **params, **extra)
+    assert det.params == ref.params
+    exact, fast = ref.score(test), det.score(test)
+    np.testing.assert_allclose(fast, exact, rtol=2e-5, atol=1e-6)
+    assert not np.array_equal(fast, exact)  # the float32 products were used
+
+
+def opnp_create(name, w, b, train, **kwargs):
+    from opnp.detectors import create_detector
+
+    return create_detector(name, weight=w, bias=b, **kwargs).fit(train)
+
+
+def test_bad_compute_dtype(layer):
+    from opnp.detectors import create_detector
+
+    w, b, *_ = layer
+    with pytest.raises(ValueError, match="compute_dtype must be 'float64' or 'float32'"):
+        create_detector("energy", weight=w, bias=b, compute_dtype="float16")

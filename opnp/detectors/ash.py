@@ -64,6 +64,6 @@ class ASH(LinearDetector):
         return (kept * scale[:, None]) @ w.T + self._on(h.device, "b", self.bias)
 
     def _logits_chunk(self, h: np.ndarray) -> np.ndarray:
-        out = ash_s(h, self._params["percentile"]) @ self.weight.T
+        out = self._times_weight_t(ash_s(h, self._params["percentile"]), self.weight)
         out += self.bias
         return out

@@ -12,6 +12,11 @@ records). Arrays passed as hyperparameters (e.g. a precomputed ``param_sensitivi
 are not part of ``params``. Scoring streams the features in chunks of ``chunk_size``
 rows, so memory-mapped test sets of any size work.
 
+``compute_dtype="float32"`` (constructor; linear detectors) computes the logits with
+float32 matrix products (the precision of pytorch-ood and most OOD code; about twice the
+speed; scores within ~1e-6 relative of the default float64, which is exact to rounding).
+Neither it nor ``device`` is a hyperparameter (not in ``params``).
+
 ``device=`` (constructor; e.g. ``"cuda"``, :mod:`opnp.backend`) scores with torch on
 that device, and a CUDA tensor passed to ``score`` is scored on its device: float64
 there, equal to the numpy path to 1e-10 relative (tested on CPU torch; KNN's float32
@@ -53,7 +58,13 @@ class Detector:
     needs_fit: ClassVar[bool] = False
 
     def __init__(
-        self, weight=None, bias=None, chunk_size: int | None = None, device=None, **params
+        self,
+        weight=None,
+        bias=None,
+        chunk_size: int | None = None,
+        device=None,
+        compute_dtype: str = "float64",
+        **params,
     ):
         unknown = sorted(set(params) - set(self.defaults))
         if unknown:
@@ -73,6 +84,9 @@ class Detector:
             self.weight = self.bias = None
         self._fitted = False
         self.device = device
+        if compute_dtype not in ("float64", "float32"):
+            raise ValueError(f"compute_dtype must be 'float64' or 'float32', got {compute_dtype!r}")
+        self.compute_dtype = compute_dtype
         self._device_cache: dict = {}
         self._check_params()
 
@@ -205,9 +219,19 @@ class LinearDetector(Detector):
     def _logits_chunk(self, h: np.ndarray) -> np.ndarray:
         if self._clip is not None:
             h = np.minimum(h, self._clip)
-        out = h @ self._w.T
+        out = self._times_weight_t(h, self._w)
         out += self.bias
         return out
+
+    def _times_weight_t(self, h: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """``h @ w.T`` (float64) with products in ``compute_dtype``."""
+        if self.compute_dtype == "float64":
+            return h @ w.T
+        cached = self._device_cache.get("w32")
+        if cached is None or cached[0] is not w:  # the effective weight is set by fit
+            cached = (w, np.ascontiguousarray(w.T, dtype=np.float32))
+            self._device_cache["w32"] = cached
+        return (h.astype(np.float32) @ cached[1]).astype(np.float64)
 
     def logits(self, features) -> np.ndarray:
         """Logits (N, C) float64 of this detector's FC layer (pruned / clipped)."""
