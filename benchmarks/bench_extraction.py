@@ -12,12 +12,18 @@ checks, writes through memory maps, SHA-256 of every file, manifest) on a datase
 same images. ``--source synthetic`` serves ready tensors (the overhead of the extraction
 machinery itself); ``--source images`` decodes PNG files with the model's preprocessing
 (the end-to-end rate, bounded by JPEG/PNG decoding on few cores). Best of ``--repeats``.
+
+``--quick``: 1,000 images, 2 repeats (same code). ``--gpu-suite`` (needs CUDA): ResNet-50,
+ViT-B/16 and EfficientNet-Lite0 at 224 px, each as a fraction of its bare forward
+(``torchvision:resnet50``, ``torchvision:vit_b_16``, ``efficientnet_lite0``). Ends
+with ``RESULT extraction_fraction_of_forward[_<arch>] <value>`` lines.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from opnp.data import open_dataset
 from opnp.nets.extraction import extract_features
@@ -76,7 +84,29 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--source", choices=["synthetic", "images"], default="synthetic")
+    parser.add_argument("--quick", action="store_true", help="1,000 images, 2 repeats")
+    parser.add_argument("--gpu-suite", action="store_true", help="the three ImageNet models")
     args = parser.parse_args()
+    if args.quick:
+        args.n, args.repeats = min(args.n, 1000), 2
+    if args.gpu_suite:
+        if not torch.cuda.is_available():
+            print("no CUDA device: GPU suite skipped")
+            return
+        name = torch.cuda.get_device_name(0)
+        suite = ("torchvision:resnet50", "torchvision:vit_b_16", "efficientnet_lite0")
+        for arch in suite:
+            args.arch, args.num_classes, args.image_size, args.device = arch, 1000, 224, "cuda"
+            ratio = run(args)
+            tag = arch.split(":")[-1]
+            print(f"GPU ({name}) {arch}: extraction at {ratio:.3f} of the bare forward")
+            print(f"RESULT extraction_fraction_of_forward_{tag} {ratio:.3f}")
+        return
+    print(f"RESULT extraction_fraction_of_forward {run(args):.3f}")
+
+
+def run(args) -> float:
+    """One measurement; prints the rates and returns extraction / bare forward."""
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -127,6 +157,7 @@ def main() -> None:
     print(f"bare forward       : {forward_rate:10.1f} images/s")
     print(f"extract_features   : {extract_rate:10.1f} images/s")
     print(f"ratio (extract/fwd): {extract_rate / forward_rate:10.3f}")
+    return extract_rate / forward_rate
 
 
 if __name__ == "__main__":

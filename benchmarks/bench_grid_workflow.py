@@ -45,7 +45,9 @@ job's steps in this process with the same library calls and threads, and times e
 
     python benchmarks/bench_grid_workflow.py [--n-id 50000 --n-ood 40000] [--cores 2]
         [--feature-dtype float32|float16] [--breakdown] [--workdir DIR] [--keep]
-    python benchmarks/bench_grid_workflow.py --n-id 2000 --n-ood 2000    # smoke run
+    python benchmarks/bench_grid_workflow.py --quick    # 5,000 + 4,000 rows, same code
+
+Ends with ``RESULT grid_workflow_<job>_seconds`` and ``..._peak_rss_mib`` lines.
 """
 
 from __future__ import annotations
@@ -545,7 +547,10 @@ def main() -> None:
     ap.add_argument("--breakdown", action="store_true", help="also time the steps in-process")
     ap.add_argument("--workdir", type=Path, default=None, help="new or empty; default: a temp dir")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--quick", action="store_true", help="5,000 ID + 4,000 OOD, 5,000 train")
     args = ap.parse_args()
+    if args.quick:
+        args.n_id, args.n_ood, args.n_train = 5000, 4000, 5000
 
     from opnp.pipeline.selection import expand_grid
 
@@ -589,6 +594,9 @@ def main() -> None:
             runs[kind] = (wall, peak, read_tsv(layout.bench_tsv(kind)),
                           log_span(layout.job_log(kind)))  # fmt: skip
         report(layout, cfg, args, sizes, runs, n_configs, threads)
+        for kind in ("selection", "evaluation"):
+            print(f"RESULT grid_workflow_{kind}_seconds {runs[kind][0]:.1f}")
+            print(f"RESULT grid_workflow_{kind}_peak_rss_mib {runs[kind][1]:.0f}")
         if args.breakdown:
             print(f"\nbreakdown: the selection job's steps in this process ({threads} threads)")
             for name, seconds in breakdown(layout, cfg, threads):

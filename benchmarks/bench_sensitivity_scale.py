@@ -11,7 +11,12 @@ workflow's ``compute_sensitivity`` does (``rows=``: gathered chunk by chunk from
 memory map, never copied out), so its memory is that of a chunk too.
 
     python benchmarks/bench_sensitivity_scale.py [--n 1281167] [--chunk 4096]
-        [--precision float32|float64] [--fraction 20]
+        [--precision float32|float64] [--fraction 20] [--device cuda] [--quick]
+
+``--quick``: N = 60,000 (same code). ``--device cuda``: the torch path on the GPU
+(chunks of the memory map moved there one at a time; the default chunk is then 65,536).
+The output ends with ``RESULT`` lines (seconds and rows/s at N, peak RSS, and the peak
+RSS at N over that at N/4: memory independent of N).
 """
 
 from __future__ import annotations
@@ -46,7 +51,9 @@ def write_features(path: Path, n: int, d: int, block: int = 16384) -> None:
             f.write(x.astype(np.float16).tobytes())
 
 
-def worker(path: str, n_rows: int, fraction: float, chunk: int, precision: str) -> None:
+def worker(
+    path: str, n_rows: int, fraction: float, chunk: int, precision: str, device=None
+) -> None:
     """Child process: sensitivity over the first n_rows of the memory map, or over a
     random ``fraction`` % of them (below 100); prints JSON."""
     from opnp.sensitivity import parameter_sensitivity
@@ -66,7 +73,13 @@ def worker(path: str, n_rows: int, fraction: float, chunk: int, precision: str) 
         rows = None  # the whole map, read as plain slices
     tracemalloc.start()
     t0 = time.perf_counter()
-    s = parameter_sensitivity(features, w, b, chunk_size=chunk, precision=precision, rows=rows)
+    s = parameter_sensitivity(
+        features, w, b, chunk_size=chunk, precision=precision, rows=rows, device=device
+    )
+    if device is not None and str(device).startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
     elapsed = time.perf_counter() - t0
     traced = tracemalloc.get_traced_memory()[1]
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
@@ -86,14 +99,20 @@ def worker(path: str, n_rows: int, fraction: float, chunk: int, precision: str) 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=1281167)
-    ap.add_argument("--chunk", type=int, default=4096)
+    ap.add_argument("--chunk", type=int, default=None, help="default 4096 (GPU: 65536)")
+    ap.add_argument("--device", default=None, help="e.g. cuda: the torch path there")
+    ap.add_argument("--quick", action="store_true", help="N = 60,000")
     ap.add_argument("--precision", default="float32", choices=["float32", "float64"])
     ap.add_argument("--fraction", type=float, default=20.0)
     ap.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.chunk is None:
+        args.chunk = 65536 if args.device else 4096
+    if args.quick:
+        args.n = 60000
     if args.worker:
         path, n_rows, fraction = args.worker
-        worker(path, int(n_rows), float(fraction), args.chunk, args.precision)
+        worker(path, int(n_rows), float(fraction), args.chunk, args.precision, args.device)
         return
     d = 2048
     with tempfile.TemporaryDirectory() as tmp:
@@ -104,13 +123,16 @@ def main() -> None:
         print(
             f"wrote {args.n} x {d} float16 ({size / 2**30:.2f} GiB) in {time.perf_counter() - t0:.0f} s"
         )
+        runs = {}
         for n_rows, fraction in ((args.n // 4, 100.0), (args.n, 100.0), (args.n, args.fraction)):
             proc = subprocess.run(
                 [sys.executable, __file__, "--worker", str(path), str(n_rows), str(fraction),
-                 "--chunk", str(args.chunk), "--precision", args.precision],
+                 "--chunk", str(args.chunk), "--precision", args.precision]
+                + (["--device", args.device] if args.device else []),
                 capture_output=True, text=True, check=True,
             )  # fmt: skip
             r = json.loads(proc.stdout.strip().splitlines()[-1])
+            runs[(n_rows, fraction)] = r
             used = r["rows"]
             gflops = 4.0 * used * d * 1000 / r["seconds"] / 1e9
             what = (
@@ -122,6 +144,15 @@ def main() -> None:
                 f"peak RSS {r['rss'] / 2**20:.0f} MiB, peak traced {r['traced'] / 2**20:.0f} MiB "
                 f"(file {n_rows * d * 2 / 2**20:.0f} MiB)"
             )
+
+    full, quarter = runs[(args.n, 100.0)], runs[(args.n // 4, 100.0)]
+    tag = "" if not args.device else f"_{args.device.split(':')[0]}"
+    print(f"RESULT sensitivity_scale{tag}_seconds {full['seconds']:.1f}")
+    print(f"RESULT sensitivity_scale{tag}_rows_per_second {full['rows'] / full['seconds']:.0f}")
+    print(f"RESULT sensitivity_scale{tag}_peak_rss_mib {full['rss'] / 2**20:.0f}")
+    print(
+        f"RESULT sensitivity_scale{tag}_rss_ratio_n_vs_quarter_n {full['rss'] / quarter['rss']:.2f}"
+    )
 
 
 if __name__ == "__main__":

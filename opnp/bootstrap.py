@@ -168,14 +168,21 @@ def bootstrap_metrics(
     seed: int = DEFAULT_SEED,
     ood_name: str = "",
     block: int | None = None,
+    device: Any = None,
 ) -> dict[str, np.ndarray]:
     """FPR95 and AUROC (fractions in [0, 1]) of each bootstrap resample.
 
     Returns ``{"fpr95": (n_resamples,), "auroc": (n_resamples,)}`` float64, resample
     ``b`` drawn by :func:`resample_indices` with streams ``"id"`` and
     ``ood_stream(ood_name)``. ``block`` (default :func:`block_size`) only bounds memory;
-    the values do not depend on it.
+    the values do not depend on it. ``device`` (e.g. ``"cuda"``; :mod:`opnp.backend`):
+    the counts, cumulative counts and the AUROC products run with torch there (the
+    draws stay numpy's, so the resamples are the same); integer arithmetic, so the values
+    are identical to the numpy path's (tested on CPU torch).
     """
+    from opnp.backend import torch_device
+
+    dev = torch_device(id_scores, device)
     ids = _scores(id_scores, "id_scores")
     oods = _scores(ood_scores, "ood_scores")
     n_resamples = _check_count(n_resamples, "n_resamples")
@@ -192,6 +199,10 @@ def bootstrap_metrics(
 
     fpr95 = np.empty(n_resamples)
     auroc = np.empty(n_resamples)
+    if dev is not None:
+        args = (id_sorted, id_position, ood_sorted, ood_position, keep, below, at_or_below)
+        _bootstrap_torch(args, n_resamples, seed, ood_name, block, fpr95, auroc, dev)
+        return {"fpr95": fpr95, "auroc": auroc}
     for start in range(0, n_resamples, block):
         rows = list(range(start, min(start + block, n_resamples)))
         done = slice(start, start + len(rows))
@@ -215,6 +226,47 @@ def bootstrap_metrics(
         u2 = np.einsum("bj,bj->b", ood_counts, 2 * above + tied)
         auroc[done] = u2 / (2.0 * n1 * n0)
     return {"fpr95": fpr95, "auroc": auroc}
+
+
+def _draws(n: int, rows: list[int], seed: int, stream: str, position: np.ndarray) -> np.ndarray:
+    """The sorted positions of the draws of each resample in ``rows`` (as :func:`_counts`
+    counts them), offset by ``row * n`` so that one bincount counts a whole block."""
+    out = np.empty((len(rows), n), dtype=np.int64)
+    for i, b in enumerate(rows):
+        out[i] = position[_generator(seed, stream, n, b).integers(0, n, size=n)] + i * n
+    return out
+
+
+def _bootstrap_torch(args, n_resamples, seed, ood_name, block, fpr95, auroc, device) -> None:
+    """The loop of :func:`bootstrap_metrics` with torch on ``device`` (same integers)."""
+    import torch
+
+    id_sorted, id_position, ood_sorted, ood_position, keep, below, at_or_below = args
+    n1, n0 = len(id_sorted), len(ood_sorted)
+    ood_sorted_t = torch.as_tensor(ood_sorted, device=device)
+    id_sorted_t = torch.as_tensor(id_sorted, device=device)
+    below_t = torch.as_tensor(below, device=device)
+    at_t = torch.as_tensor(at_or_below, device=device)
+    for start in range(0, n_resamples, block):
+        rows = list(range(start, min(start + block, n_resamples)))
+        k = len(rows)
+        draws = _draws(n1, rows, seed, ID_STREAM, id_position)
+        id_counts = torch.bincount(torch.as_tensor(draws.ravel(), device=device), minlength=k * n1)
+        draws = _draws(n0, rows, seed, ood_stream(ood_name), ood_position)
+        ood_counts = torch.bincount(torch.as_tensor(draws.ravel(), device=device), minlength=k * n0)
+        id_cum = torch.zeros((k, n1 + 1), dtype=torch.int64, device=device)
+        id_cum[:, 1:] = torch.cumsum(id_counts.view(k, n1), dim=1)
+        position = (id_cum[:, :n1] <= n1 - keep).sum(dim=1) - 1
+        threshold = id_sorted_t[position]
+        first_kept = torch.searchsorted(ood_sorted_t, threshold, side="left")
+        ood_counts = ood_counts.view(k, n0)
+        ood_cum = torch.zeros((k, n0 + 1), dtype=torch.int64, device=device)
+        ood_cum[:, 1:] = torch.cumsum(ood_counts, dim=1)
+        kept_ood = n0 - ood_cum[torch.arange(k, device=device), first_kept]
+        cum_at = id_cum[:, at_t]
+        u2 = (ood_counts * (2 * (n1 - cum_at) + (cum_at - id_cum[:, below_t]))).sum(dim=1)
+        fpr95[start : start + k] = kept_ood.cpu().numpy() / n0
+        auroc[start : start + k] = u2.cpu().numpy() / (2.0 * n1 * n0)
 
 
 def _values(values: Any, name: str) -> np.ndarray:

@@ -59,3 +59,17 @@ def score_logits(logits: np.ndarray, kind: str, temperature: float = 1.0) -> np.
     if kind == "maxlogit":
         return np.max(logits, axis=1)
     raise ValueError(f"unknown score kind {kind!r}; available: energy, msp, maxlogit")
+
+
+def score_logits_torch(logits, kind: str, temperature: float = 1.0):
+    """:func:`score_logits` for a torch tensor (on its device)."""
+    import torch
+
+    z = logits / temperature if temperature != 1.0 else logits
+    if kind == "energy":
+        return temperature * torch.logsumexp(z, dim=1)
+    if kind == "msp":
+        return torch.exp(z.max(dim=1).values - torch.logsumexp(z, dim=1))
+    if kind == "maxlogit":
+        return logits.max(dim=1).values
+    raise ValueError(f"unknown score kind {kind!r}; available: energy, msp, maxlogit")

@@ -50,7 +50,22 @@ class ASH(LinearDetector):
         p["percentile"] = check_percentile_param(p["percentile"], "percentile")
         p["temperature"] = check_positive(p["temperature"], "temperature")
 
+    def _logits_chunk_torch(self, h):
+        import torch
+
+        n, d = h.shape
+        k = d - int(np.round(d * self._params["percentile"] / 100.0))
+        kept = torch.zeros_like(h)
+        if k > 0:
+            top = torch.topk(h, k, dim=1).indices
+            kept.scatter_(1, top, torch.gather(h, 1, top))
+        s1, s2 = h.sum(dim=1), kept.sum(dim=1)
+        zero = s2 == 0
+        scale = torch.where(zero, torch.ones_like(s1), torch.exp(s1 / torch.where(zero, 1.0, s2)))
+        w = self._on(h.device, "w", self.weight)
+        return (kept * scale[:, None]) @ w.T + self._on(h.device, "b", self.bias)
+
     def _logits_chunk(self, h: np.ndarray) -> np.ndarray:
-        out = ash_s(h, self._params["percentile"]) @ self.weight.T
+        out = self._times_weight_t(ash_s(h, self._params["percentile"]), self.weight)
         out += self.bias
         return out

@@ -28,6 +28,14 @@ class GradNorm(LinearDetector):
     def _check_params(self) -> None:
         self._params["temperature"] = check_positive(self._params["temperature"], "temperature")
 
+    def _score_chunk_torch(self, h):
+        import torch
+
+        t = self.temperature
+        p = torch.softmax(self._logits_chunk_torch(h) / t, dim=1)
+        c = p.shape[1]
+        return (p - 1.0 / c).abs().sum(dim=1) * h.abs().sum(dim=1) / t
+
     def _score_chunk(self, h: np.ndarray) -> np.ndarray:
         t = self.temperature
         p = softmax(self._logits_chunk(h) / t)

@@ -76,6 +76,14 @@ class Mahalanobis(Detector):
         self._p_mu = self.precision @ self.class_means.T  # (D, K)
         self._mu_p_mu = np.einsum("kd,dk->k", self.class_means, self._p_mu)
 
+    def _score_chunk_torch(self, h):
+        precision = self._on(h.device, "precision", self.precision)
+        h_p_h = ((h @ precision) * h).sum(dim=1)
+        p_mu = self._on(h.device, "p_mu", self._p_mu)
+        mu_p_mu = self._on(h.device, "mu_p_mu", self._mu_p_mu)
+        neg_dist = 2.0 * (h @ p_mu) - mu_p_mu[None, :] - h_p_h[:, None]
+        return neg_dist.max(dim=1).values
+
     def _score_chunk(self, h: np.ndarray) -> np.ndarray:
         h_p_h = np.einsum("nd,nd->n", h @ self.precision, h)
         neg_dist = 2.0 * (h @ self._p_mu) - self._mu_p_mu[None, :] - h_p_h[:, None]
