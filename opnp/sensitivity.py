@@ -16,7 +16,7 @@ for signed features (ViT pre-logits) they are not, and per-sample is the paper's
 
 The closed form is checked against autograd (:func:`parameter_sensitivity_autograd`,
 per-sample ``energy.backward()`` through ``torch.func``) in tests/test_sensitivity.py and
-benchmarks/bench_sensitivity.py. Only the autograd path needs torch; this module imports
+perf/bench_sensitivity.py. Only the autograd path needs torch; this module imports
 without it.
 """
 
@@ -75,7 +75,7 @@ def parameter_sensitivity(
     moves p_c by that much relatively), and the float32 product P^T|H| over a chunk of
     n rows, whose terms are all nonnegative, so its relative error is at most n*u (worst
     case; typically sqrt(n)*u ~ 4e-6 / 1e-7 for n = 4096). Chunk sums are exact to
-    float64. benchmarks/bench_sensitivity.py measures the realised error.
+    float64. perf/bench_sensitivity.py measures the realised error.
 
     ``device`` (e.g. ``"cuda"``; :mod:`opnp.backend`): compute with torch there, the
     chunks moved to the device one at a time; a CUDA tensor as ``features`` computes on

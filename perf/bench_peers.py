@@ -25,7 +25,7 @@ With ``--faiss``, KNN also runs through opnp's faiss backend (``backend="faiss"`
 inner-product index; needs faiss-cpu) and its scores are compared with the numpy path.
 With CUDA available, the same is repeated with both libraries on the GPU.
 
-    python benchmarks/bench_peers.py [--n-train 100000 --n-test 10000] [--quick] [--faiss]
+    python perf/bench_peers.py [--n-train 100000 --n-test 10000] [--quick] [--faiss]
 
 ``--quick``: 10,000 training and 2,000 + 2,000 test rows (same code paths). The output
 ends with ``RESULT <name> <value>`` lines: the speed ratio (pytorch-ood time / opnp

@@ -6,7 +6,7 @@ per-sample autograd time (one ``energy.backward()`` per sample through ``nn.Line
 measured on a subset of N and extrapolated per sample, as stated in the output) and the
 speedup; and the agreement of the closed form with per-sample autograd in float64.
 
-    python benchmarks/bench_sensitivity.py [--n 20000] [--classes 1000] [--dim 2048] [--quick]
+    python perf/bench_sensitivity.py [--n 20000] [--classes 1000] [--dim 2048] [--quick]
 
 ``--quick``: N = 8,192, autograd timed on 40 samples, the check on 300 (same code). With
 CUDA available, the torch path on the GPU is timed too (``device="cuda"``). The output

@@ -1,8 +1,8 @@
 """Extraction throughput against the bare model forward, measured in one run.
 
-    python benchmarks/bench_extraction.py                      # CPU, ResNet-20, 32x32
-    python benchmarks/bench_extraction.py --source images      # decode PNG files too
-    python benchmarks/bench_extraction.py --device cuda --arch torchvision:resnet50 \
+    python perf/bench_extraction.py                      # CPU, ResNet-20, 32x32
+    python perf/bench_extraction.py --source images      # decode PNG files too
+    python perf/bench_extraction.py --device cuda --arch torchvision:resnet50 \
         --image-size 224 --n 20000 --batch-size 256 --num-workers 8
 
 Bare forward: ``model.features_and_logits`` over pre-built batches already in memory

@@ -11,7 +11,7 @@ the scorer at N and at N/4 (scores written to a memory-mapped output, which is e
 The scorer's time includes building its plan (group masks and blocks), the naive loop's
 its per-config masks; both sides are timed in this run, in this process.
 
-    python benchmarks/bench_grid.py [--n-id 50000 --n-ood 40000] [--naive-configs 4]
+    python perf/bench_grid.py [--n-id 50000 --n-ood 40000] [--naive-configs 4]
         [--threads K] [--quick]
 
 ``--quick`` runs the same code on 5,000 ID + 4,000 OOD rows (under 3 min on 2 cores).

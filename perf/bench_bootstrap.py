@@ -9,7 +9,7 @@ of arrays (timed on a sample of resamples and extrapolated to all, as stated in 
 output), the largest difference between the two on the sampled resamples (0: exact), and
 the intervals. Ends with ``RESULT <name> <value>`` lines.
 
-    python benchmarks/bench_bootstrap.py [--quick] [--n-id 50000 --n-ood 10000]
+    python perf/bench_bootstrap.py [--quick] [--n-id 50000 --n-ood 10000]
         [--resamples 1000] [--naive-resamples 20]
 """
 

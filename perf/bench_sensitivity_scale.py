@@ -10,7 +10,7 @@ A third run takes a seeded random ``--fraction`` % subset of the N rows the way 
 workflow's ``compute_sensitivity`` does (``rows=``: gathered chunk by chunk from the
 memory map, never copied out), so its memory is that of a chunk too.
 
-    python benchmarks/bench_sensitivity_scale.py [--n 1281167] [--chunk 4096]
+    python perf/bench_sensitivity_scale.py [--n 1281167] [--chunk 4096]
         [--precision float32|float64] [--fraction 20] [--device cuda] [--quick]
 
 ``--quick``: N = 60,000 (same code). ``--device cuda``: the torch path on the GPU

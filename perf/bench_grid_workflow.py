@@ -1,6 +1,6 @@
 """The 625-config OPNP grid search as the workflow's own Snakemake jobs, at ImageNet shape.
 
-benchmarks/bench_grid.py times the grid scorer as a library call; this script times the
+perf/bench_grid.py times the grid scorer as a library call; this script times the
 same search as the jobs the workflow runs for it: rule ``select_hyperparameters`` for
 method ``opnp`` (every config of config/imagenet.yaml's OPNP grid on the ID validation set
 and the validation OOD set) and then rule ``evaluate_method`` for ``opnp`` (the selected
@@ -43,9 +43,9 @@ the page cache (they were just written; the ``read MiB`` column, the benchmark f
 job's steps in this process with the same library calls and threads, and times each
 (reading the features, building the grid plan, scoring, metrics).
 
-    python benchmarks/bench_grid_workflow.py [--n-id 50000 --n-ood 40000] [--cores 2]
+    python perf/bench_grid_workflow.py [--n-id 50000 --n-ood 40000] [--cores 2]
         [--feature-dtype float32|float16] [--breakdown] [--workdir DIR] [--keep]
-    python benchmarks/bench_grid_workflow.py --quick    # 5,000 + 4,000 rows, same code
+    python perf/bench_grid_workflow.py --quick    # 5,000 + 4,000 rows, same code
 
 Ends with ``RESULT grid_workflow_<job>_seconds`` and ``..._peak_rss_mib`` lines.
 """
@@ -175,7 +175,7 @@ def write_feature_set(stem: Path, n, w, b, rng, *, dtype, scale, labelled, meta,
         "arrays": records,
         "model": meta["model"],
         "dataset": meta["dataset"],
-        "meta": {**meta, "synthetic": "benchmarks/bench_grid_workflow.py"},
+        "meta": {**meta, "synthetic": "perf/bench_grid_workflow.py"},
         "seed": 0,
         "device": "cpu",
         "amp": None,
