@@ -47,6 +47,7 @@ def test_efficientnet_lite0_top1_on_the_imagenet_sample(shared_data, tmp_path_fa
 
 
 @slow
+@pytest.mark.long  # 10,000 images through DenseNet-BC-100: about 6 min on 2 cores
 def test_densenet_bc_100_accuracy_on_the_jpeg_cifar10_test_set(shared_data, tmp_path_factory):
     root = _unpack(
         shared_data, tmp_path_factory, "cifar10-real/cifar10-jpeg.tar.gz", "cifar10/test"

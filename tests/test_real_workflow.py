@@ -12,7 +12,8 @@ import pytest
 import yaml
 from workflow_helpers import REPO, run_snakemake
 
-pytestmark = [pytest.mark.real_data, pytest.mark.slow]
+# about 8 min on 2 cores: left out of the default run (python -m pytest -m long runs it)
+pytestmark = [pytest.mark.real_data, pytest.mark.slow, pytest.mark.long]
 
 
 def test_real_cifar10_main_results(shared_data, tmp_path):

@@ -65,10 +65,10 @@ def test_dry_run_plans_every_experiment(tmp_path):
         "select_odin",
         "evaluate_odin",
         "pruned_accuracy",
-        "layer_ablation",
-        "sensitivity_subsets",
-        "neuron_statistics",
-        "percentage_sweep",
+        "layers",
+        "subsets",
+        "statistics",
+        "sweep",
         "calibration",
         "aggregate_results",
         "make_table",
@@ -361,7 +361,7 @@ def test_default_workflow_end_to_end(default_run):
     assert report.stat().st_size > 10_000
     # Captions carry this run's numbers: Fig. 4's gives the ECE of the calibration step.
     results = default_run / "results" / config["benchmark"]
-    calibration = pd.read_parquet(results / "ablations/smallcnn/fig4_calibration.parquet")
+    calibration = pd.read_parquet(results / "ablations/smallcnn/calibration.parquet")
     ece = calibration.groupby("method")["ece"].first()
     facts = json.loads((results / "figures/fig4_reliability_smallcnn.facts.json").read_text())
     html = report.read_text(encoding="utf-8")

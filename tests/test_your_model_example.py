@@ -35,4 +35,4 @@ def test_example_config_dry_run_on_a_tiny_tree(tmp_path):
     assert counts["load_model"] == 1
     # every method of the config is selected on validation and evaluated on test
     assert counts["evaluate_method"] + counts["evaluate_odin"] == len(config["methods"])
-    assert counts["make_table"] >= 5 and counts["layer_ablation"] == 1
+    assert counts["make_table"] >= 5 and counts["layers"] == 1
