@@ -130,16 +130,11 @@ def _exponentiate(plan, z, t, buf) -> tuple[dict, dict] | None:
     return e, shifts
 
 
-def _traverse_exp(plan, z, shifts, wkept, nkept, score, t, bias_exp, f, p, out, row0) -> None:
-    """:func:`_traverse` in the exponential domain (module docstring, step 4): ``z``
-    holds E[w, n] = exp(Z[w, n] / T - shift[w, n]); F_w = prod of E[w, n] over the kept
-    neuron groups, P = exp(b / T - shift_b) * prod of the kept F_w = exp(f' / T - shift)
-    with the shifts tracked per row; energy = T (log sum_c P + shift), MSP = max P / sum P.
-    ``bias_exp``: (exp((b - max b) / T), max b / T).
-    """
-    rows = p.shape[0]
-    f[:] = 1.0
-    f_shift = np.zeros((f.shape[0], rows))
+def _neuron_cells(plan, z, shifts, nkept, f, f_shift):
+    """Walk the plan's neuron cells in order; before yielding a cell's weight cells,
+    bring F_w = prod of the kept E[w, n] (``f``) and its shift (``f_shift``) to that
+    cell's kept neuron groups: multiply by E[w, n] for a group that becomes kept, divide
+    for one that becomes pruned (both traversals below share this update)."""
     kept_n = np.zeros(len(plan.neuron_cols), dtype=bool)
     for ncell, wcells in plan.order:
         new = nkept[ncell]
@@ -152,6 +147,20 @@ def _traverse_exp(plan, z, shifts, wkept, nkept, score, t, bias_exp, f, p, out, 
                     f[g_w] /= z[key]
                     f_shift[g_w] -= shifts[key]
         kept_n = new
+        yield wcells
+
+
+def _traverse_exp(plan, z, shifts, wkept, nkept, score, t, bias_exp, f, p, out, row0) -> None:
+    """:func:`_traverse` in the exponential domain (module docstring, step 4): ``z``
+    holds E[w, n] = exp(Z[w, n] / T - shift[w, n]); F_w = prod of E[w, n] over the kept
+    neuron groups, P = exp(b / T - shift_b) * prod of the kept F_w = exp(f' / T - shift)
+    with the shifts tracked per row; energy = T (log sum_c P + shift), MSP = max P / sum P.
+    ``bias_exp``: (exp((b - max b) / T), max b / T).
+    """
+    rows = p.shape[0]
+    f[:] = 1.0
+    f_shift = np.zeros((f.shape[0], rows))
+    for wcells in _neuron_cells(plan, z, shifts, nkept, f, f_shift):
         kept_w = None
         for wcell, idx in wcells:
             neww = wkept[wcell]
@@ -188,19 +197,8 @@ def _traverse_separable(plan, z, shifts, nkept, t, bias_exp, f, a, b, out, row0)
     rows = f.shape[1]
     f[:] = 1.0
     f_shift = np.zeros((f.shape[0], rows))
-    kept_n = np.zeros(len(plan.neuron_cols), dtype=bool)
     bt = b.transpose(0, 2, 1)
-    for ncell, wcells in plan.order:
-        new = nkept[ncell]
-        for g_n in np.nonzero(new != kept_n)[0]:
-            for g_w, key in plan.pairs_of_neuron[g_n]:
-                if new[g_n]:
-                    f[g_w] *= z[key]
-                    f_shift[g_w] += shifts[key]
-                else:
-                    f[g_w] /= z[key]
-                    f_shift[g_w] -= shifts[key]
-        kept_n = new
+    for wcells in _neuron_cells(plan, z, shifts, nkept, f, f_shift):
         for buf, chain, start in ((a, plan.a_chain, bias_exp[0]), (b, plan.b_chain, 1.0)):
             for i, j, groups in chain:
                 dst = buf[:, i]
