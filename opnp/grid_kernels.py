@@ -71,21 +71,35 @@ def _contributions(plan: GridPlan, h: np.ndarray) -> dict[tuple[int, int], np.nd
     return out
 
 
-def _traverse(plan, z, wkept, nkept, score, t, g, logits, tmp, res, out, row0) -> None:
-    """Visit every config of ``plan`` on one block of rows, updating the logits
-    incrementally, and write the scores to ``out[:, row0 : row0 + rows]``."""
-    rows = len(logits)
-    g[:] = 0.0  # G_w = sum of Z[w, n] over the kept neuron groups
+def _neuron_cells(plan, nkept, keep, drop):
+    """Walk the plan's neuron cells in order (module docstring, step 3). Before yielding a
+    cell's weight cells, call ``keep(g_w, key)`` for every (weight group, neuron group)
+    pair whose neuron group becomes kept and ``drop(g_w, key)`` for every pair whose group
+    becomes pruned, so the caller's per-weight-group state (a sum of contributions, or a
+    product of exponentials) follows the cell. Every traversal shares this walk."""
     kept_n = np.zeros(len(plan.neuron_cols), dtype=bool)
     for ncell, wcells in plan.order:
         new = nkept[ncell]
         for g_n in np.nonzero(new != kept_n)[0]:
             for g_w, key in plan.pairs_of_neuron[g_n]:
-                if new[g_n]:
-                    g[g_w] += z[key]
-                else:
-                    g[g_w] -= z[key]
+                (keep if new[g_n] else drop)(g_w, key)
         kept_n = new
+        yield wcells
+
+
+def _traverse(plan, z, wkept, nkept, score, t, g, logits, tmp, res, out, row0) -> None:
+    """Visit every config of ``plan`` on one block of rows, updating the logits
+    incrementally, and write the scores to ``out[:, row0 : row0 + rows]``."""
+    rows = len(logits)
+    g[:] = 0.0  # G_w = sum of Z[w, n] over the kept neuron groups
+
+    def keep(g_w, key):
+        g[g_w] += z[key]
+
+    def drop(g_w, key):
+        g[g_w] -= z[key]
+
+    for wcells in _neuron_cells(plan, nkept, keep, drop):
         kept_w = None
         for wcell, idx in wcells:
             neww = wkept[wcell]
@@ -130,24 +144,19 @@ def _exponentiate(plan, z, t, buf) -> tuple[dict, dict] | None:
     return e, shifts
 
 
-def _neuron_cells(plan, z, shifts, nkept, f, f_shift):
-    """Walk the plan's neuron cells in order; before yielding a cell's weight cells,
-    bring F_w = prod of the kept E[w, n] (``f``) and its shift (``f_shift``) to that
-    cell's kept neuron groups: multiply by E[w, n] for a group that becomes kept, divide
-    for one that becomes pruned (both traversals below share this update)."""
-    kept_n = np.zeros(len(plan.neuron_cols), dtype=bool)
-    for ncell, wcells in plan.order:
-        new = nkept[ncell]
-        for g_n in np.nonzero(new != kept_n)[0]:
-            for g_w, key in plan.pairs_of_neuron[g_n]:
-                if new[g_n]:
-                    f[g_w] *= z[key]
-                    f_shift[g_w] += shifts[key]
-                else:
-                    f[g_w] /= z[key]
-                    f_shift[g_w] -= shifts[key]
-        kept_n = new
-        yield wcells
+def _product_updates(f, f_shift, z, shifts):
+    """``keep`` / ``drop`` of :func:`_neuron_cells` for the exponential domain: multiply
+    (divide) F_w by E[w, n] and add (subtract) its shift."""
+
+    def keep(g_w, key):
+        f[g_w] *= z[key]
+        f_shift[g_w] += shifts[key]
+
+    def drop(g_w, key):
+        f[g_w] /= z[key]
+        f_shift[g_w] -= shifts[key]
+
+    return keep, drop
 
 
 def _traverse_exp(plan, z, shifts, wkept, nkept, score, t, bias_exp, f, p, out, row0) -> None:
@@ -160,7 +169,8 @@ def _traverse_exp(plan, z, shifts, wkept, nkept, score, t, bias_exp, f, p, out, 
     rows = p.shape[0]
     f[:] = 1.0
     f_shift = np.zeros((f.shape[0], rows))
-    for wcells in _neuron_cells(plan, z, shifts, nkept, f, f_shift):
+    keep, drop = _product_updates(f, f_shift, z, shifts)
+    for wcells in _neuron_cells(plan, nkept, keep, drop):
         kept_w = None
         for wcell, idx in wcells:
             neww = wkept[wcell]
@@ -198,7 +208,8 @@ def _traverse_separable(plan, z, shifts, nkept, t, bias_exp, f, a, b, out, row0)
     f[:] = 1.0
     f_shift = np.zeros((f.shape[0], rows))
     bt = b.transpose(0, 2, 1)
-    for wcells in _neuron_cells(plan, z, shifts, nkept, f, f_shift):
+    keep, drop = _product_updates(f, f_shift, z, shifts)
+    for wcells in _neuron_cells(plan, nkept, keep, drop):
         for buf, chain, start in ((a, plan.a_chain, bias_exp[0]), (b, plan.b_chain, 1.0)):
             for i, j, groups in chain:
                 dst = buf[:, i]
@@ -267,16 +278,14 @@ def _grid_torch(plan, h, score, t, react_threshold, chunk_size, out, device) -> 
             res = torch.empty((len(plan.values), rows), dtype=torch.float64, device=device)
             g = torch.zeros((n_w, rows, c), dtype=torch.float64, device=device)
             logits = torch.empty((rows, c), dtype=torch.float64, device=device)
-            kept_n = np.zeros(len(plan.neuron_cols), dtype=bool)
-            for ncell, wcells in plan.order:
-                new = nkept[ncell]
-                for g_n in np.nonzero(new != kept_n)[0]:
-                    for g_w, key in plan.pairs_of_neuron[g_n]:
-                        if new[g_n]:
-                            g[g_w] += z[key]
-                        else:
-                            g[g_w] -= z[key]
-                kept_n = new
+
+            def keep(g_w, key, g=g, z=z):
+                g[g_w] += z[key]
+
+            def drop(g_w, key, g=g, z=z):
+                g[g_w] -= z[key]
+
+            for wcells in _neuron_cells(plan, nkept, keep, drop):
                 for wcell, idx in wcells:
                     logits.copy_(bias.expand(rows, c))
                     for g_w in np.nonzero(wkept[wcell])[0]:
