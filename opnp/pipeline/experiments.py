@@ -231,15 +231,14 @@ def paper_id(exp: Experiment, config: Mapping[str, Any], model: str | None = Non
             value = value[model if key == "<model>" else key]
         return str(value)
     text = exp.paper if exp.table or not exp.figure else exp.figure
-    if text is None:
-        return ""
-    return text.lower().replace("fig. ", "fig").replace("table ", "table")
+    return "" if text is None else _file_prefix(text)
 
 
 def label(exp: Experiment, config: Mapping[str, Any] | None = None) -> str:
     """``"Table 3 (pruned_accuracy)"``: how messages name an experiment."""
     paper = exp.paper or exp.figure
-    if paper is None and exp.paper_key and config is not None and exp.paper_key[0] != "models":
+    per_model = "<model>" in exp.paper_key  # no single id without a model
+    if paper is None and exp.paper_key and config is not None and not per_model:
         paper = paper_id(exp, config)
     return f"{paper} ({exp.name})" if paper else exp.name
 
@@ -253,5 +252,9 @@ def table_stem(exp: Experiment, config: Mapping[str, Any], model: str, base: str
 def figure_stem(exp: Experiment, model: str) -> str:
     """File stem of ``exp``'s figure for ``model`` (``fig3_percentage_sweep_<model>``)."""
     assert exp.figure is not None, exp.name
-    figure = exp.figure.lower().replace("fig. ", "fig")
-    return f"{figure}_{exp.figure_name or exp.file_stem}_{model}"
+    return f"{_file_prefix(exp.figure)}_{exp.figure_name or exp.file_stem}_{model}"
+
+
+def _file_prefix(paper: str) -> str:
+    """``"Table 3"`` -> ``"table3"``, ``"Fig. 6"`` -> ``"fig6"``."""
+    return paper.lower().replace("fig. ", "fig").replace("table ", "table")

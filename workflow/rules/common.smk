@@ -27,8 +27,6 @@ from opnp.data import source_fingerprint  # noqa: E402
 from opnp.detectors import detector_class  # noqa: E402
 from opnp.pipeline.experiments import (  # noqa: E402
     EXPERIMENTS,
-    PRUNING_METHODS,
-    WITH_WITHOUT_METHODS,
     active_experiments,
     figure_stem,
     skipped_experiments,
@@ -102,7 +100,7 @@ FEATURE_METHODS = [m for m in METHODS if m not in NETWORK_METHODS]
 SENSITIVITY_METHODS = {m for m in METHODS if detector_class(m).uses_sensitivity}
 # The experiment catalogue (opnp.pipeline.experiments) decides which tables, figures and
 # ablations run; the ones that do not are named, with the reason, on every invocation.
-ACTIVE = {e.name for e in active_experiments(config)}
+ACTIVE_EXPERIMENTS = active_experiments(config)
 for _label, _reason in skipped_experiments(config).items():
     print(f"Not produced: {_label}: {_reason}", file=sys.stderr)
 
@@ -349,11 +347,6 @@ def evaluation_inputs(wildcards):
 # ---------------------------------------------------------------- final targets
 
 
-def is_activated(name):
-    """Whether experiment ``name`` of the catalogue runs under this config."""
-    return name in ACTIVE
-
-
 def ablation_result(name, model="{model}"):
     """The result file of an ablation experiment (rows with experiment = its name)."""
     assert EXPERIMENTS[name].result, name
@@ -373,7 +366,7 @@ def table_specs():
     selected hyperparameters stay per unit)."""
     specs = {}
     for m in MODELS:
-        for exp in active_experiments(config):
+        for exp in ACTIVE_EXPERIMENTS:
             if exp.table:
                 stem = table_stem(exp, config, m, model_base(m))
                 specs[stem] = {"experiment": exp.name, "model": m}
@@ -391,7 +384,7 @@ TABLE_SPECS = table_specs()
 
 
 def figure_ids(model):
-    return [figure_stem(exp, model) for exp in active_experiments(config) if exp.figure]
+    return [figure_stem(exp, model) for exp in ACTIVE_EXPERIMENTS if exp.figure]
 
 
 def final_tables():
@@ -446,7 +439,7 @@ def result_parquets():
     files += [
         ablation_result(exp.name, m)
         for m in MODELS
-        for exp in active_experiments(config)
+        for exp in ACTIVE_EXPERIMENTS
         if exp.result and exp.name != "calibration"  # a reliability curve, not rows
     ]
     return files
