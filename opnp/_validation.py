@@ -63,6 +63,18 @@ def check_finite(
         raise ValueError(f"{name} has {int(bad.sum())} NaN or infinite values{where}")
 
 
+def check_feature_shape(shape: tuple[int, ...], name: str, dim: int | None = None) -> None:
+    """A 2-D feature array's shape: at least one row, and ``dim`` columns when given (the
+    FC layer's input size). Shared by the numpy and the torch checks."""
+    if shape[0] == 0:
+        raise ValueError(f"{name} has no rows (shape {tuple(shape)})")
+    if dim is not None and shape[1] != dim:
+        raise ValueError(
+            f"{name} has {shape[1]} columns but the FC weight has {dim} inputs "
+            f"(features shape {tuple(shape)}, weight (C, {dim}))"
+        )
+
+
 def check_features(features: Any, name: str = "features", dim: int | None = None) -> np.ndarray:
     """(N, D) float features; ``dim`` checks D against the FC layer's input size.
 
@@ -70,13 +82,7 @@ def check_features(features: Any, name: str = "features", dim: int | None = None
     chunk by chunk while they are streamed (one pass over the data, not two).
     """
     arr = as_float_array(features, name, 2)
-    if arr.shape[0] == 0:
-        raise ValueError(f"{name} has no rows (shape {tuple(arr.shape)})")
-    if dim is not None and arr.shape[1] != dim:
-        raise ValueError(
-            f"{name} has {arr.shape[1]} columns but the FC weight has {dim} inputs "
-            f"(features shape {tuple(arr.shape)}, weight (C, {dim}))"
-        )
+    check_feature_shape(arr.shape, name, dim)
     if not isinstance(arr, np.memmap):
         check_finite(arr, name)
     return arr

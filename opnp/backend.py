@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from opnp._validation import check_feature_shape
+
 
 def is_tensor(x: Any) -> bool:
     """True for a torch tensor (without importing torch)."""
@@ -56,13 +58,7 @@ def check_tensor_features(x: Any, name: str, dim: int | None = None):
         raise ValueError(f"{name} must be 2-dimensional, got shape {tuple(x.shape)}")
     if x.is_complex() or x.dtype == torch.bool:
         raise ValueError(f"{name} must have a real floating dtype, got {x.dtype}")
-    if x.shape[0] == 0:
-        raise ValueError(f"{name} has no rows (shape {tuple(x.shape)})")
-    if dim is not None and x.shape[1] != dim:
-        raise ValueError(
-            f"{name} has {x.shape[1]} columns but the FC weight has {dim} inputs "
-            f"(features shape {tuple(x.shape)}, weight (C, {dim}))"
-        )
+    check_feature_shape(tuple(x.shape), name, dim)
     if x.is_floating_point():
         bad = ~torch.isfinite(x)
         if bool(bad.any()):
