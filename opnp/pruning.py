@@ -142,13 +142,20 @@ def feature_percentile(
 ) -> float:
     """``numpy.percentile(features, q)`` over all N*D entries, exact, in float64.
 
-    For the ReAct threshold (the q-th percentile of all ID training activations). Arrays
-    with at most ``max_in_memory`` entries are handed to ``numpy.percentile`` directly;
-    larger (memory-mapped) ones are streamed: the two order statistics that the linear
-    interpolation needs are located by repeated histogram passes over the chunks, each
-    pass narrowing the value range around the wanted rank, until few enough candidates
-    remain to select in memory (or all remaining candidates are equal, e.g. the zeros
-    of ReLU features). Memory is bounded by the chunk size and ``max_in_memory``.
+    For the ReAct threshold (the q-th percentile of all ID training activations), on
+    in-memory or memory-mapped arrays, without a float64 copy of the data:
+
+    1. the two order statistics that the linear interpolation needs are bracketed by
+       the quantiles of a fixed sample (entries of evenly spaced rows) widened by
+       ``_BRACKET_SIGMAS`` standard errors;
+    2. one pass over the chunks, in their own dtype, counts the entries below and at the
+       bracket's ends and keeps those strictly inside it (about 1 % of the data);
+    3. if both ranks fall in the bracket, they are selected exactly among those kept
+       entries (``numpy.partition``). Otherwise (an unlucky sample; or more than
+       ``max_in_memory`` kept entries) repeated histogram passes narrow the value range
+       around each rank until few enough candidates remain. Either way the result is
+       the exact order statistic; memory is bounded by the chunk size and
+       ``max_in_memory``. Arrays of at most ``_SMALL`` entries go to numpy directly.
     """
     q = float(q)
     if not (0.0 <= q <= 100.0):
@@ -156,7 +163,7 @@ def feature_percentile(
     h = check_features(features, "features")
     chunk = check_chunk_size(chunk_size)
     n = h.shape[0] * h.shape[1]
-    if n <= max_in_memory:
+    if n <= min(_SMALL, max_in_memory):
         arr = np.asarray(h, dtype=np.float64)
         check_finite(arr, "features")
         return float(np.percentile(arr, q))
@@ -164,11 +171,83 @@ def feature_percentile(
     lo_rank = int(np.floor(index))
     hi_rank = min(lo_rank + 1, n - 1)
     frac = index - lo_rank
-    a = _order_statistic(h, lo_rank, chunk, max_in_memory)
-    b = a if hi_rank == lo_rank or frac == 0 else _order_statistic(h, hi_rank, chunk, max_in_memory)
+    ranks = (lo_rank,) if hi_rank == lo_rank or frac == 0 else (lo_rank, hi_rank)
+    found = _bracketed_order_statistics(h, ranks, chunk, max_in_memory)
+    if found is None:
+        found = [_order_statistic(h, rank, chunk, max_in_memory) for rank in ranks]
+    a, b = found[0], found[-1]
     # numpy's _lerp: a + (b - a) * t, computed from the other end when t >= 0.5.
     diff = b - a
     return float(b - diff * (1 - frac) if frac >= 0.5 else a + diff * frac)
+
+
+_SMALL = 1 << 16  # entries: below this numpy.percentile on a float64 copy is cheapest
+_SAMPLE_ROWS = 256  # rows read for the bracket's sample (evenly spaced)
+_SAMPLE_SIZE = 1 << 16  # entries of those rows kept in the sample (a fixed draw)
+_BRACKET_SIGMAS = 6.0  # half-width of the bracket in binomial standard errors
+
+
+def _bracketed_order_statistics(
+    h: np.ndarray, ranks: tuple[int, ...], chunk: int, max_in_memory: int
+) -> list[float] | None:
+    """The entries of ranks ``ranks`` (0-based, ascending) of ``h``, selected in one pass
+    among the entries inside a sample-based value bracket; None when a rank falls
+    outside the bracket or too many entries fall inside it."""
+    n_rows, dim = h.shape
+    n = n_rows * dim
+    rows = np.unique(np.linspace(0, n_rows - 1, min(n_rows, _SAMPLE_ROWS)).astype(np.int64))
+    sample = np.asarray(h[rows]).ravel()
+    if sample.size > _SAMPLE_SIZE:
+        pick = np.random.default_rng(0).choice(sample.size, _SAMPLE_SIZE, replace=False)
+        sample = sample[pick]
+    sample = np.sort(sample)
+    m = sample.size
+    # Positions in the sorted sample of the wanted ranks, widened by the binomial
+    # standard error of a sample quantile (an end beyond the sample is open).
+    p_lo, p_hi = ranks[0] / (n - 1), ranks[-1] / (n - 1)
+    spread = _BRACKET_SIGMAS * np.sqrt(m * max(p_lo * (1 - p_lo), p_hi * (1 - p_hi), 1.0 / m))
+    i_lo = int(np.floor(p_lo * (m - 1) - spread)) - 1
+    i_hi = int(np.ceil(p_hi * (m - 1) + spread)) + 1
+    lo = sample[min(i_lo, m - 1)] if i_lo >= 0 else None
+    hi = sample[max(i_hi, 0)] if i_hi < m else None
+    if lo is not None and hi is not None and lo > hi:
+        return None
+    below = at_lo = at_hi = kept_total = 0
+    kept: list[np.ndarray] = []
+    for _, hc in iter_chunks(h, chunk, "features"):
+        x = hc.ravel()
+        inside = np.ones(x.shape, dtype=bool)
+        if lo is not None:
+            below += int(np.count_nonzero(x < lo))
+            at_lo += int(np.count_nonzero(x == lo))
+            inside &= x > lo
+        if hi is not None:
+            at_hi += int(np.count_nonzero(x == hi))
+            inside &= x < hi
+        if lo is not None and hi is not None and lo == hi:
+            at_hi = 0  # the same entries: counted once
+        values = x[inside]
+        kept_total += values.size
+        if kept_total > max_in_memory:
+            return None
+        kept.append(values)
+    inside_values = np.concatenate(kept) if kept else np.empty(0)
+    offsets = [r - below for r in ranks]
+    if min(offsets) < 0 or max(offsets) >= at_lo + inside_values.size + at_hi:
+        return None
+    # The bracket's entries in order: at_lo copies of lo, the kept ones, at_hi copies of hi.
+    inner = [o - at_lo for o in offsets if 0 <= o - at_lo < inside_values.size]
+    if inner:
+        inside_values = np.partition(inside_values, inner)
+    out = []
+    for o in offsets:
+        if o < at_lo:
+            out.append(float(lo))
+        elif o - at_lo < inside_values.size:
+            out.append(float(inside_values[o - at_lo]))
+        else:
+            out.append(float(hi))
+    return out
 
 
 def _order_statistic(h: np.ndarray, rank: int, chunk: int, max_in_memory: int) -> float:

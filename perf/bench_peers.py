@@ -5,7 +5,7 @@ The same synthetic ImageNet-shaped cached features for both (ReLU features, floa
 an FC layer C = 1000. For each of Energy, MSP, ReAct (p = 90), DICE (p = 70, the
 ImageNet value), ASH-S (p = 90), KNN (k = 1000, the ImageNet value), Mahalanobis and
 GradNorm, prints the wall time of fit (where the method fits) plus scoring the 20,000
-test rows with each library, the ratio, and the largest relative difference of the
+test rows with each library (the shortest of 3 runs when a run takes under 2 s), the ratio, and the largest relative difference of the
 scores after the documented conventions (tests/test_peer_pytorch_ood.py: pytorch-ood
 scores are outlier scores; Mahalanobis differs by the factor -2N and a 1e-6 ridge).
 pytorch-ood scores in batches of 2,048 rows (DICE: 64, because its ``predict_features``
@@ -13,8 +13,8 @@ forms an (N, C, D) product), as a user would; opnp streams its own chunks.
 Both libraries use all the cores (BLAS / torch threads). opnp computes logits in
 float64 by default and pytorch-ood in float32: on the methods that are one matrix
 product (Energy, MSP, ReAct, DICE, ASH-S, GradNorm) opnp then does twice the arithmetic
-work, so these are timed a second time with ``compute_dtype="float32"`` (float32
-products, pytorch-ood's precision; ``..._float32`` RESULT lines).
+work, so these are timed a second time with ``compute_dtype="float32"`` (float32 from
+the features to the score, pytorch-ood's precision; ``..._float32`` RESULT lines).
 
 pytorch-ood's Mahalanobis scores one class at a time (C products with the D x D
 precision: at C = 1000 about 170 TFLOP for the test rows), and its GradNorm computes
@@ -53,6 +53,17 @@ def timed(fn):
     t0 = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - t0
+
+
+def best_of(fn, repeats: int = 3, quick_below: float = 2.0):
+    """``fn()``'s result and its shortest wall time over ``repeats`` runs; a first run
+    slower than ``quick_below`` seconds is not repeated (its noise is small)."""
+    out, best = timed(fn)
+    if best < quick_below:
+        for _ in range(repeats - 1):
+            out, t = timed(fn)
+            best = min(best, t)
+    return out, best
 
 
 def max_rel(a, b) -> float:
@@ -159,22 +170,34 @@ def main() -> None:
         return np.concatenate(parts)
 
     # warm-up of both libraries' kernels (first calls pay one-off costs)
-    opnp.create_detector("energy", weight=w, bias=b).score(test[:64])
+    for dtype in ("float64", "float32"):
+        opnp.create_detector("energy", weight=w, bias=b, compute_dtype=dtype).score(test[:64])
     with torch.no_grad():
         head(tx[:64])
     ratios = {}
     for name, ((fit, score), (peer_fit, how), rows, scale) in methods.items():
-        det, t_fit = timed(fit)
-        got, t_score = timed(lambda det=det, score=score: score(det, test))
-        t_ours = t_fit + t_score
-        with torch.no_grad():
-            pdet, p_fit = timed(peer_fit)
-        grad = torch.enable_grad() if name == "gradnorm" else torch.no_grad()
-        with grad:
-            # pytorch-ood's DICE forms an (N, C, D) product: scored in batches of 64 rows
-            batch = 64 if name == "dice" else 2048
-            ref, p_score = timed(lambda p=pdet, h=how, k=rows, m=batch: peer_score(p, h, tx[:k], m))
-        t_peer = p_fit + p_score * n / rows
+
+        def ours_run(fit=fit, score=score, **extra):
+            det, t_fit = timed(lambda: fit(**extra))
+            return score(det, test), t_fit
+
+        (got, t_fit), t_ours = best_of(ours_run)
+
+        def peer_run(name=name, peer_fit=peer_fit, how=how, rows=rows):
+            with torch.no_grad():
+                pdet, p_fit = timed(peer_fit)
+            grad = torch.enable_grad() if name == "gradnorm" else torch.no_grad()
+            with grad:
+                # pytorch-ood's DICE forms an (N, C, D) product: scored in batches of 64
+                batch = 64 if name == "dice" else 2048
+                ref, p_score = timed(lambda: peer_score(pdet, how, tx[:rows], batch))
+            return ref, p_fit, p_fit + p_score * n / rows
+
+        # best of 3 for the fast ones: min over the extrapolated totals
+        runs = [peer_run()]
+        if runs[0][2] < 2.0:
+            runs += [peer_run(), peer_run()]
+        ref, p_fit, t_peer = min(runs, key=lambda r: r[2])
         note = f" (peer scored {rows} rows, extrapolated to {n})" if rows < n else ""
         rel = max_rel(got[:rows], scale * np.asarray(ref, np.float64))
         ratios[name] = t_peer / t_ours
@@ -183,10 +206,8 @@ def main() -> None:
             f"(fit {p_fit:.2f}) | opnp is {t_peer / t_ours:6.2f}x faster | "
             f"max rel. score difference {rel:.1e}{note}"
         )
-        if name in LINEAR:  # the same with float32 products, pytorch-ood's precision
-            det32, t_fit32 = timed(lambda fit=fit: fit(compute_dtype="float32"))
-            got32, t_score32 = timed(lambda d=det32, score=score: score(d, test))
-            t32 = t_fit32 + t_score32
+        if name in LINEAR:  # the same in float32, pytorch-ood's precision
+            (got32, _), t32 = best_of(lambda run=ours_run: run(compute_dtype="float32"))
             ratios[f"{name}_float32"] = t_peer / t32
             print(
                 f"{'':12s} opnp compute_dtype='float32' {t32:8.2f} s | opnp is "

@@ -168,3 +168,24 @@ def test_bad_compute_dtype(layer):
     w, b, *_ = layer
     with pytest.raises(ValueError, match="compute_dtype must be 'float64' or 'float32'"):
         create_detector("energy", weight=w, bias=b, compute_dtype="float16")
+
+
+@pytest.mark.parametrize(("name", "params"), LINEAR, ids=[m[0] for m in LINEAR])
+def test_float32_mode_streams_float32_chunks(layer, name, params, monkeypatch):
+    """compute_dtype="float32" computes in float32 from the chunk to the score (no
+    float64 copy of the features, the precision pytorch-ood uses); float64 stays float64."""
+    w, b, test, s, _ = layer
+    train = np.abs(test[::-1]) + 0.1
+    extra = {"param_sensitivity": s} if name == "opnp" else {}
+    for dtype, expected in (("float32", np.float32), ("float64", np.float64)):
+        det = opnp_create(name, w, b, train, compute_dtype=dtype, **params, **extra)
+        seen = []
+        score_chunk = det._score_chunk
+        monkeypatch.setattr(
+            det, "_score_chunk", lambda h, seen=seen, f=score_chunk: seen.append(h.dtype) or f(h)
+        )
+        out = det.score(test.astype(np.float32))
+        assert out.dtype == np.float64
+        assert set(seen) == {np.dtype(expected)}
+        if hasattr(det, "_logits_chunk"):
+            assert det._logits_chunk(test[:5].astype(expected)).dtype == expected

@@ -76,3 +76,46 @@ def test_streamed_percentile_is_exact(tmp_path, q):
     mm = np.load(tmp_path / "h.npy", mmap_mode="r")
     got = feature_percentile(mm, q, chunk_size=333, max_in_memory=500)
     assert got == np.percentile(h.astype(np.float64), q)
+
+
+@pytest.mark.parametrize("q", [0.0, 0.5, 37.5, 50.0, 90.0, 99.9, 100.0])
+@pytest.mark.parametrize("kind", ["relu", "ties", "float64"])
+def test_bracketed_percentile_is_exact_without_fallback(monkeypatch, q, kind):
+    """In-memory arrays above numpy's size limit: one bracketed pass, same value as
+    numpy.percentile (ties at the bracket's ends included), no histogram passes."""
+    from opnp import pruning
+
+    rng = np.random.default_rng(11)
+    h = np.maximum(rng.normal(size=(4000, 37)), 0)
+    if kind == "ties":
+        h = np.round(h * 2) / 2  # few distinct values: the bracket ends are tied
+    h = h if kind == "float64" else h.astype(np.float32)
+    calls = []
+    monkeypatch.setattr(pruning, "_order_statistic", lambda *a: calls.append(a))
+    assert h.size > pruning._SMALL
+    assert feature_percentile(h, q, chunk_size=777) == np.percentile(h.astype(np.float64), q)
+    assert calls == []
+
+
+@pytest.mark.parametrize("q", [10.0, 90.0])
+def test_percentile_falls_back_when_the_bracket_misses(monkeypatch, q):
+    """A bracket that misses the ranks (here forced: negative width) or holds too many
+    entries falls back to the histogram passes and is still exact."""
+    from opnp import pruning
+
+    rng = np.random.default_rng(12)
+    h = rng.gamma(2.0, size=(3000, 40)).astype(np.float32)
+    used = []
+    histogram = pruning._order_statistic
+    monkeypatch.setattr(pruning, "_order_statistic", lambda *a: used.append(a) or histogram(*a))
+    monkeypatch.setattr(pruning, "_BRACKET_SIGMAS", -40.0)
+    assert (
+        pruning._bracketed_order_statistics(h, (int(q / 100 * (h.size - 1)),), 500, 1 << 20) is None
+    )
+    assert feature_percentile(h, q, chunk_size=500) == np.percentile(h.astype(np.float64), q)
+    assert used
+    monkeypatch.setattr(pruning, "_BRACKET_SIGMAS", 6.0)
+    used.clear()
+    got = feature_percentile(h, q, chunk_size=500, max_in_memory=100)  # too many inside
+    assert got == np.percentile(h.astype(np.float64), q)
+    assert used

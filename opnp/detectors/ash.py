@@ -20,23 +20,27 @@ from opnp.detectors.react import check_percentile_param
 
 
 def ash_s(h: np.ndarray, percentile: float) -> np.ndarray:
-    """ASH-S of each row of ``h`` (N, D), float64."""
+    """ASH-S of each row of ``h`` (N, D), in ``h``'s float dtype (float64 otherwise)."""
+    if h.dtype not in (np.float32, np.float64):
+        h = h.astype(np.float64)
     n, d = h.shape
     k = d - int(np.round(d * percentile / 100.0))
     s1 = h.sum(axis=1)
-    out = np.zeros_like(h, dtype=np.float64)
     if k <= 0:
-        return out
+        return np.zeros_like(h)
     top = np.argpartition(h, d - k, axis=1)[:, d - k :]
-    rows = np.arange(n)[:, None]
-    out[rows, top] = h[rows, top]
+    # a keep-mask and one select: cheaper than scattering the kept values (same array)
+    kept = np.zeros(h.shape, dtype=bool)
+    np.put_along_axis(kept, top, True, axis=1)
+    out = np.where(kept, h, 0)
     s2 = out.sum(axis=1)
     # A row whose kept entries sum to 0 (e.g. an all-zero feature row) is not scaled:
     # exp(s1 / s2) would be 0/0 = NaN, and the kept row is all zeros (ReLU) anyway.
     zero = s2 == 0
     with np.errstate(divide="ignore", invalid="ignore"):
         scale = np.where(zero, 1.0, np.exp(s1 / np.where(zero, 1.0, s2)))
-    return out * scale[:, None]
+    out *= scale[:, None].astype(h.dtype, copy=False)
+    return out
 
 
 @register_detector("ash")
@@ -66,6 +70,6 @@ class ASH(LinearDetector):
         return (kept * scale[:, None]) @ w.T + self._on(h.device, "b", self.bias)
 
     def _logits_chunk(self, h: np.ndarray) -> np.ndarray:
-        out = self._times_weight_t(ash_s(h, self._params["percentile"]), self.weight)
-        out += self.bias
-        return out
+        return self._add_bias(
+            self._times_weight_t(ash_s(h, self._params["percentile"]), self.weight)
+        )
