@@ -44,6 +44,8 @@ SCORES = ("energy", "msp", "maxlogit")
 PERCENT_KEYS = ("weight_low", "weight_high", "neuron_low", "neuron_high")
 # Groups with at most this share of weights are multiplied as sparse matrices.
 SPARSE_DENSITY = 0.02
+# Bytes of one (rows, C) float64 array of the traversal (its row block); see score_pruning_grid.
+BLOCK_BYTES = 512 * 1024
 
 
 def _config_values(config: Mapping[str, Any], i: int) -> tuple[float, float, float, float]:
@@ -291,7 +293,7 @@ def score_pruning_grid(
     bias_exp = (np.exp((plan.bias - plan.bias.max()) / t), plan.bias.max() / t)
     # The traversal runs on blocks of ``block_rows`` rows so that the (rows, C) arrays it
     # updates stay in the CPU cache; the products above use the whole chunk.
-    block_rows = max(1, min(int(chunk_size), (512 * 1024) // (8 * c)))
+    block_rows = max(1, min(int(chunk_size), BLOCK_BYTES // (8 * c)))
     separable = score == "energy" and plan.separable
     n_a, n_b = (len(plan.a_chain), len(plan.b_chain)) if separable else (0, 0)
     # Scratch per thread: group sums / products (n_wgroups, rows, C), logits, tmp, res,
@@ -332,11 +334,12 @@ def score_pruning_grid(
                     g[:, :rows], logits[:rows], out, start + b0,
                 )  # fmt: skip
 
+    buffers: dict = {}  # the contributions' output arrays, reused by every chunk
     with ThreadPoolExecutor(max_workers=threads) as pool:
         for start, hc in iter_chunks(h, int(chunk_size), "features", dtype=np.float64):
             if react_threshold is not None:
                 hc = np.minimum(hc, float(react_threshold))
-            z = _contributions(plan, hc)
+            z = _contributions(plan, hc, buffers, pool)
             jobs = [pool.submit(run_blocks, k, z, start, len(hc)) for k in range(threads)]
             for job in jobs:
                 job.result()

@@ -51,23 +51,49 @@ if TYPE_CHECKING:
 MAX_LOG_RANGE = 600.0
 
 
-def _contributions(plan: GridPlan, h: np.ndarray) -> dict[tuple[int, int], np.ndarray]:
+def _contributions(
+    plan: GridPlan, h: np.ndarray, buffers: dict | None = None, pool=None
+) -> dict[tuple[int, int], np.ndarray]:
     """Z[w, n] = h[:, cols(n)] @ (W * [group == w])[:, cols(n)]^T (rows, C) of every pair:
-    two products per neuron group (its dense and its sparse weight groups)."""
+    two products per neuron group (its dense and its sparse weight groups).
+
+    ``buffers`` (a dict kept by the caller across chunks) holds the (rows, k * C) output
+    arrays, reused by every chunk of at most as many rows: fresh arrays of this size
+    would be new memory maps whose pages the kernel faults in and zeroes per chunk
+    (measured: a third of the time of this step). Every Z is C-contiguous (rows, C)
+    row-major, as the row-wise passes that follow read it. With ``pool`` (an executor),
+    the sparse products (single-threaded in scipy, GIL released) run on its threads
+    while this thread runs the dense ones (BLAS threads): the same arithmetic."""
     out = {}
-    c = plan.weight.shape[0]
+    rows, c = h.shape[0], plan.weight.shape[0]
+    buffers = {} if buffers is None else buffers
+
+    def buffer(kind: str, g_n: int, keys: list) -> np.ndarray:
+        buf = buffers.get((kind, g_n))
+        if buf is None or buf.shape[0] < rows:
+            buf = buffers[(kind, g_n)] = np.empty((rows, len(keys) * c))
+        for i, key in enumerate(keys):
+            out[key] = buf[:rows, i * c : (i + 1) * c]
+        return buf[:rows]
+
+    def sparse_product(zb, csr, h_nt):  # (k * C, rows) from scipy, stored row-major
+        np.copyto(zb, (csr @ h_nt).T)
+
     ht = np.ascontiguousarray(h.T)  # (D, rows): a neuron group's columns are rows here
+    jobs = []
     for g_n, cols in enumerate(plan.neuron_cols):
         dense_keys, dense, sparse_keys, csr = plan.stacks[g_n]
         h_nt = ht[cols]
-        if dense is not None:
-            zd = h_nt.T @ dense  # (rows, k * C)
-            for i, key in enumerate(dense_keys):
-                out[key] = zd[:, i * c : (i + 1) * c]
-        if csr is not None:
-            zs = csr @ h_nt  # (k * C, rows); its pairs are transposed views (rows, C)
-            for i, key in enumerate(sparse_keys):
-                out[key] = zs[i * c : (i + 1) * c].T
+        if sparse_keys:
+            args = (buffer("sparse", g_n, sparse_keys), csr, h_nt)
+            if pool is None:
+                sparse_product(*args)
+            else:
+                jobs.append(pool.submit(sparse_product, *args))
+        if dense_keys:
+            np.matmul(h_nt.T, dense, out=buffer("dense", g_n, dense_keys))
+    for job in jobs:
+        job.result()
     return out
 
 
@@ -123,24 +149,26 @@ def _exponentiate(plan, z, t, buf) -> tuple[dict, dict] | None:
     """One row block: E[w, n] = exp((Z[w, n] - max_c Z) / T) of every pair, written
     to ``buf`` (n_pairs, rows, C) (row-major, whatever the layout of ``z``). Returns
     ({pair: E}, {pair: the shifts max_c Z / T (rows,)}), or None when a row's total
-    log-range exceeds :data:`MAX_LOG_RANGE`."""
+    log-range exceeds :data:`MAX_LOG_RANGE`. One pass per pair (its range, then its
+    exponentials while it is in the cache); the range check comes after all of them,
+    so a block that fails it (rare: the additive path follows) wastes its exponentials."""
     shifts = {}
     total = np.full(next(iter(z.values())).shape[0], plan.bias_range)
-    for key, zz in z.items():
-        hi = zz.max(axis=1)
-        total += hi - zz.min(axis=1)
-        shifts[key] = hi
-    if total.max() / t > MAX_LOG_RANGE:
-        return None
     e = {}
     for i, (key, zz) in enumerate(z.items()):
+        hi = zz.max(axis=1)
+        total += hi - zz.min(axis=1)
         ei = buf[i]
-        np.subtract(zz, shifts[key][:, None], out=ei)
+        np.subtract(zz, hi[:, None], out=ei)
         if t != 1.0:
             ei /= t
-            shifts[key] /= t
-        np.exp(ei, out=ei)
+            hi /= t
+        shifts[key] = hi
         e[key] = ei
+        if total.max() / t <= MAX_LOG_RANGE:  # else no product can follow: skip the exp
+            np.exp(ei, out=ei)
+    if total.max() / t > MAX_LOG_RANGE:
+        return None
     return e, shifts
 
 
@@ -208,6 +236,7 @@ def _traverse_separable(plan, z, shifts, nkept, t, bias_exp, f, a, b, out, row0)
     f[:] = 1.0
     f_shift = np.zeros((f.shape[0], rows))
     bt = b.transpose(0, 2, 1)
+    a_sets, b_sets = plan.a_sets.astype(np.float64), plan.b_sets.astype(np.float64)
     keep, drop = _product_updates(f, f_shift, z, shifts)
     for wcells in _neuron_cells(plan, nkept, keep, drop):
         for buf, chain, start in ((a, plan.a_chain, bias_exp[0]), (b, plan.b_chain, 1.0)):
@@ -220,13 +249,14 @@ def _traverse_separable(plan, z, shifts, nkept, t, bias_exp, f, a, b, out, row0)
                 for g_w in groups[1:]:
                     dst *= f[g_w]
         sums = np.matmul(a, bt)  # (rows, n_wl, n_wh)
-        shift_a = plan.a_sets.astype(np.float64) @ f_shift + bias_exp[1]  # (n_wl, rows)
-        shift_b = plan.b_sets.astype(np.float64) @ f_shift
+        shift_a = a_sets @ f_shift + bias_exp[1]  # (n_wl, rows)
+        shift_b = b_sets @ f_shift
+        # every (wl, wh) of the cell at once: (n_wl, n_wh, rows)
+        res = t * (np.log(sums.transpose(1, 2, 0)) + shift_a[:, None] + shift_b[None])
         for (wl, wh), idx in wcells:
-            ia, ib = plan.a_index[wl], plan.b_index[wh]
-            res = t * (np.log(sums[:, ia, ib]) + shift_a[ia] + shift_b[ib])
+            cell = res[plan.a_index[wl], plan.b_index[wh]]
             for i in idx:
-                out[i, row0 : row0 + rows] = res
+                out[i, row0 : row0 + rows] = cell
 
 
 def _score_into(logits: np.ndarray, kind: str, temperature: float, tmp: np.ndarray, out):

@@ -132,7 +132,7 @@ DETECTORS = [
     ("opnp", {"weight_low": 10, "neuron_high": 5}),
     ("opnp+react", {"weight_high": 1}),
     ("rpp", {"percentage": 20}),
-    ("line", {}),  # no torch scorer: scored by numpy on the CPU, same result
+    ("line", {}),  # its own score(): grouped by predicted class, on the device too
 ]
 
 
@@ -143,7 +143,7 @@ def test_detector_torch_scores_equal_numpy(layer, device, name, params):
     ref_det = opnp.create_detector(name, weight=w, bias=b, **params).fit(train, labels)
     det = opnp.create_detector(name, weight=w, bias=b, device=device, chunk_size=50, **params)
     det.fit(train, labels)
-    assert name == "line" or det._has_torch_scorer()  # LINe has its own numpy score()
+    assert name == "line" or det._has_torch_scorer()  # LINe has its own score()
     ref = ref_det.score(test)
     np.testing.assert_allclose(det.score(test), ref, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(det.score(torch.from_numpy(test)), ref, rtol=1e-10, atol=1e-12)
@@ -177,3 +177,18 @@ def test_bootstrap_torch_identical_to_numpy(device, monkeypatch):
     assert calls["n"] == 1
     for metric in ("fpr95", "auroc"):
         np.testing.assert_array_equal(got[metric], ref[metric])
+
+
+def test_line_scores_with_torch_on_the_device(layer, monkeypatch):
+    """LINe's own score() takes the torch path with device= (not numpy on the host)."""
+    from opnp.detectors.line import LINe
+
+    w, b, train, test, labels = layer
+    ref = opnp.create_detector("line", weight=w, bias=b).fit(train, labels).score(test)
+    det = opnp.create_detector("line", weight=w, bias=b, device="cpu").fit(train, labels)
+
+    def numpy_path(*args):
+        raise AssertionError("numpy path used")
+
+    monkeypatch.setattr(LINe, "_by_predicted_class", numpy_path)
+    np.testing.assert_allclose(det.score(test), ref, rtol=1e-10, atol=1e-12)

@@ -17,6 +17,9 @@ Definitions (the LINe paper, CVPR 2023, following its code: ``extract_shap.py`` 
   unpruned layer; logits f' = (W * M^k)(min(h, clip) * m^k) + b; score = Energy
   T logsumexp(f'/T) (T = 1). Samples are grouped by predicted class, so each class's
   masks are built once per ``score`` call.
+
+With ``device=`` (or a CUDA tensor as input) ``score`` runs the same steps with torch on
+that device (float64; :mod:`opnp.backend`).
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ import numpy as np
 
 from opnp._validation import check_positive, iter_chunks
 from opnp.detectors import register_detector
-from opnp.detectors.base import LinearDetector, score_logits
+from opnp.backend import to_numpy64, torch_device
+from opnp.detectors.base import LinearDetector, score_logits, score_logits_torch
 from opnp.detectors.react import check_percentile_param
 
 
@@ -99,6 +103,41 @@ class LINe(LinearDetector):
                 consume(r, (hk * nmask) @ w_t + self.bias)
         return n
 
+    def _by_predicted_class_torch(self, features, device, consume) -> int:
+        """:meth:`_by_predicted_class` with torch on ``device`` (float64): the same
+        grouping, masks and logits; ``consume(rows, pruned_logits_tensor)``."""
+        import torch
+
+        from opnp.backend import check_tensor_features, device_chunks, is_tensor
+
+        self._check_fitted()
+        if is_tensor(features):
+            h = check_tensor_features(features, "features", dim=self.dim)
+        else:
+            h = self._features(features)
+        w, b = self._on(device, "w", self.weight), self._on(device, "b", self.bias)
+        contribution = self._on(device, "contribution", self.contribution)
+        w_thr = self._on(device, "weight_thresholds", self.weight_thresholds)
+        n_thr = self._on(device, "neuron_thresholds", self.neuron_thresholds)
+        n = h.shape[0]
+        pred = np.empty(n, dtype=np.int64)
+        with torch.no_grad():
+            for start, hc in device_chunks(h, self.chunk_size, "features", device):
+                logits = hc.clamp(max=self._clip) @ w.T + b
+                pred[start : start + len(hc)] = logits.argmax(dim=1).cpu().numpy()
+            order = np.argsort(pred, kind="stable")  # rows of one class stay ascending
+            classes, first = np.unique(pred[order], return_index=True)
+            bounds = np.r_[first, n]
+            for i, k in enumerate(classes.tolist()):
+                rows = order[bounds[i] : bounds[i + 1]]
+                importance = contribution[k].abs()[None, :] * w
+                w_k = torch.where(importance > w_thr[k], w, 0.0)
+                kept = contribution[k] > n_thr[k]
+                for s, hk in device_chunks(h, self.chunk_size, "features", device, rows=rows):
+                    r = rows[s : s + self.chunk_size]
+                    consume(r, (hk.clamp(max=self._clip) * kept) @ w_k.T + b)
+        return n
+
     def logits(self, features) -> np.ndarray:
         """LINe logits f' (N, C): each sample through its predicted class's masks."""
         parts = {}
@@ -112,11 +151,19 @@ class LINe(LinearDetector):
         """Energy of the LINe logits (N,) float64."""
         out = {}
         t = self.temperature
+        dev = torch_device(features, self.device)
+        if dev is not None:  # torch on that device (opnp.backend)
 
-        def consume(rows, logits):
-            out[rows[0]] = (rows, score_logits(logits, "energy", t))
+            def consume(rows, logits):
+                out[rows[0]] = (rows, to_numpy64(score_logits_torch(logits, "energy", t)))
 
-        n = self._by_predicted_class(features, consume)
+            n = self._by_predicted_class_torch(features, dev, consume)
+        else:
+
+            def consume(rows, logits):
+                out[rows[0]] = (rows, score_logits(logits, "energy", t))
+
+            n = self._by_predicted_class(features, consume)
         scores = np.empty(n)
         for r, v in out.values():
             scores[r] = v
