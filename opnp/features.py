@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from collections import namedtuple
 from collections.abc import Mapping
@@ -34,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from opnp._validation import check_positive_int
-from opnp.io import apply_umask, provenance, sha256_file, write_json_atomic
+from opnp.io import provenance, sha256_file, temporary_sibling, write_json_atomic
 
 __all__ = [
     "ARRAYS",
@@ -81,10 +80,8 @@ class _Writers:
         for kind in ARRAYS:
             final = array_path(self.out_stem, kind)
             final.parent.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-            os.close(fd)
-            apply_umask(name)
-            self.tmp[kind] = Path(name)
+            name = temporary_sibling(final)
+            self.tmp[kind] = name
             shape = (self.n,) if kind == "labels" else (self.n, dims[kind])
             self.maps[kind] = np.lib.format.open_memmap(
                 name, mode="w+", dtype=dtypes[kind], shape=shape

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import glob
 import hashlib
 import json
 import os
@@ -84,13 +85,33 @@ def apply_umask(path: str | os.PathLike) -> None:
     os.chmod(path, full & ~_current_umask())
 
 
+def temporary_sibling(path: str | os.PathLike) -> Path:
+    """A new empty file ``.<name>.<random>.tmp`` beside ``path`` (the folder must exist),
+    with the umask's permissions, to be renamed onto ``path`` when complete.
+
+    Temporary files of ``path`` left by an earlier writer that was killed (SIGKILL, a
+    lost node: no cleanup ran) are removed first; one job writes a given path.
+    """
+    path = Path(path)
+    # mkstemp's random part is 8 characters: exactly 8 keeps the temporaries of another
+    # target whose name starts with this one's (``a.npy.sha``) out of the match.
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.????????.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    apply_umask(name)
+    return Path(name)
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb", **open_kwargs) -> Iterator[IO]:
     """Open a temporary sibling of ``path`` for writing; rename it to ``path`` on success.
 
     ``mode`` is ``"wb"`` or ``"w"`` (text; ``open_kwargs`` such as ``encoding`` are
     passed to :func:`open`). Parent folders are created. The temporary file is named
-    ``.<name>.<random>.tmp`` so it never matches the final name (nor a glob on it).
+    ``.<name>.<random>.tmp`` so it never matches the final name (nor a glob on it);
+    see :func:`temporary_sibling`.
     """
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_write mode must be 'w' or 'wb', got {mode!r}")
@@ -98,11 +119,9 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", **open_kwargs) -> It
     path.parent.mkdir(parents=True, exist_ok=True)
     if mode == "w":
         open_kwargs.setdefault("encoding", "utf-8")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
+    tmp = temporary_sibling(path)
     try:
-        apply_umask(tmp)
-        with os.fdopen(fd, mode, **open_kwargs) as handle:
+        with open(tmp, mode, **open_kwargs) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())

@@ -94,3 +94,32 @@ def test_provenance_fields(monkeypatch):
         assert io.provenance()["git_commit"] == "unknown"
     finally:
         io._git_commit.cache_clear()
+
+
+def test_atomic_write_removes_a_killed_writers_temporary_files(tmp_path):
+    """A writer killed mid-write (no cleanup ran) leaves .<name>.<random>.tmp; the next
+    write of the same path removes it, and leaves other files' temporaries alone."""
+    stale = tmp_path / ".scores.npy.k1ll3d_0.tmp"
+    stale.write_bytes(b"half")
+    other = tmp_path / ".scores.npy.sha.abcdefgh.tmp"  # scores.npy.sha's temporary
+    other.write_bytes(b"other")
+    io.save_npy_atomic(tmp_path / "scores.npy", np.arange(3))
+    assert not stale.exists()
+    assert other.exists()
+    np.testing.assert_array_equal(np.load(tmp_path / "scores.npy"), np.arange(3))
+
+
+def test_feature_store_removes_a_killed_writers_temporary_files(tmp_path):
+    """The feature store's memory-mapped writers share the temporaries' naming and
+    cleanup (opnp.io.temporary_sibling)."""
+    from opnp.features import _Writers
+
+    stale = tmp_path / ".set.labels.npy.k1ll3d_0.tmp"
+    stale.write_bytes(b"half")
+    with _Writers(str(tmp_path / "set"), 2, np.dtype(np.float32)) as writers:
+        writers.write(0, np.ones((2, 3)), np.ones((2, 4)), np.arange(2))
+        writers.commit()
+    assert not stale.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "set.features.npy", "set.labels.npy", "set.logits.npy"
+    ]  # fmt: skip

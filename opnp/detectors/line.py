@@ -27,8 +27,8 @@ from __future__ import annotations
 import numpy as np
 
 from opnp._validation import check_positive, iter_chunks
-from opnp.detectors import register_detector
 from opnp.backend import to_numpy64, torch_device
+from opnp.detectors import register_detector
 from opnp.detectors.base import LinearDetector, score_logits, score_logits_torch
 from opnp.detectors.react import check_percentile_param
 
