@@ -1,6 +1,8 @@
-"""Scores of logits, in numpy float64: log-sum-exp, softmax, the Energy score and the
-three scores a linear detector can put on its logits. The one home of these formulas on
-the numpy side (the torch modules in :mod:`opnp.nets` use ``torch.logsumexp``).
+"""Scores of logits in numpy: log-sum-exp, softmax, the Energy score and the three
+scores a linear detector can put on its logits, computed in the logits' float dtype
+(float64 everywhere but a detector's ``compute_dtype="float32"`` mode). The one home
+of these formulas on the numpy side (the torch modules in :mod:`opnp.nets` use
+``torch.logsumexp``).
 
 Energy (Liu et al., 2020; paper Eq. 3, logits f = W h + b of Eq. 2): E(x) = -T logsumexp(f(x) / T); the detection
 score is -E (higher = in-distribution).
