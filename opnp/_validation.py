@@ -56,7 +56,9 @@ def check_finite(
     # Fast path: one reduction instead of a mask (NaN and inf propagate through a sum,
     # so a finite sum means finite entries; an overflowing sum takes the exact check).
     with np.errstate(over="ignore", invalid="ignore"):
-        if arr.size and np.isfinite(np.add.reduce(arr, axis=None)):
+        # float16 sums overflow at 65,504: accumulate them in float32
+        acc = np.float32 if arr.dtype == np.float16 else None
+        if arr.size and np.isfinite(np.add.reduce(arr, axis=None, dtype=acc)):
             return
     bad = ~np.isfinite(arr)
     if bad.any():

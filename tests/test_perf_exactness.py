@@ -189,3 +189,22 @@ def test_float32_mode_streams_float32_chunks(layer, name, params, monkeypatch):
         assert set(seen) == {np.dtype(expected)}
         if hasattr(det, "_logits_chunk"):
             assert det._logits_chunk(test[:5].astype(expected)).dtype == expected
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_finite_check_by_one_reduction_is_exact(dtype):
+    """check_finite sums first (NaN/inf propagate): finite arrays whose sum overflows
+    (float16 near its maximum, float32 near 1e38) still pass through the exact check,
+    and every NaN/inf is still found and named with its row."""
+    from opnp._validation import check_finite
+
+    big = np.finfo(dtype).max / 4
+    arr = np.full((50, 8), big, dtype=dtype)  # finite entries, overflowing sum
+    check_finite(arr, "features")
+    for bad in (np.nan, np.inf, -np.inf):
+        arr2 = arr.copy()
+        arr2[17, 3] = bad
+        with pytest.raises(
+            ValueError, match="features has 1 NaN or infinite values, first at row 17"
+        ):
+            check_finite(arr2, "features")
