@@ -33,6 +33,16 @@ from opnp.detectors.base import LinearDetector, score_logits, score_logits_torch
 from opnp.detectors.react import check_percentile_param
 
 
+def _class_groups(pred: np.ndarray):
+    """Yield ``(class, rows)`` for each predicted class in ``pred`` (ascending), the rows
+    of one class in ascending order."""
+    order = np.argsort(pred, kind="stable")
+    classes, first = np.unique(pred[order], return_index=True)
+    bounds = np.r_[first, len(pred)]
+    for i, k in enumerate(classes.tolist()):
+        yield k, order[bounds[i] : bounds[i + 1]]
+
+
 @register_detector("line")
 class LINe(LinearDetector):
     label = "LINe"
@@ -90,12 +100,8 @@ class LINe(LinearDetector):
         for start, hc in iter_chunks(h, self.chunk_size, "features", dtype=np.float64):
             clipped = np.minimum(hc, self._clip)
             pred[start : start + len(hc)] = np.argmax(clipped @ self.weight.T + self.bias, axis=1)
-        order = np.argsort(pred, kind="stable")  # rows of one class stay ascending
-        classes, first = np.unique(pred[order], return_index=True)
-        bounds = np.r_[first, n]
-        for i, k in enumerate(classes):
-            rows = order[bounds[i] : bounds[i + 1]]
-            wmask, nmask = self.class_masks(int(k))
+        for k, rows in _class_groups(pred):
+            wmask, nmask = self.class_masks(k)
             w_t = np.where(wmask, self.weight, 0.0).T
             for s in range(0, len(rows), self.chunk_size):
                 r = rows[s : s + self.chunk_size]
@@ -125,11 +131,7 @@ class LINe(LinearDetector):
             for start, hc in device_chunks(h, self.chunk_size, "features", device):
                 logits = hc.clamp(max=self._clip) @ w.T + b
                 pred[start : start + len(hc)] = logits.argmax(dim=1).cpu().numpy()
-            order = np.argsort(pred, kind="stable")  # rows of one class stay ascending
-            classes, first = np.unique(pred[order], return_index=True)
-            bounds = np.r_[first, n]
-            for i, k in enumerate(classes.tolist()):
-                rows = order[bounds[i] : bounds[i + 1]]
+            for k, rows in _class_groups(pred):
                 importance = contribution[k].abs()[None, :] * w
                 w_k = torch.where(importance > w_thr[k], w, 0.0)
                 kept = contribution[k] > n_thr[k]
@@ -152,18 +154,17 @@ class LINe(LinearDetector):
         out = {}
         t = self.temperature
         dev = torch_device(features, self.device)
-        if dev is not None:  # torch on that device (opnp.backend)
+        if dev is None:
+            walk, energy = self._by_predicted_class, lambda f: score_logits(f, "energy", t)
+        else:  # torch on that device (opnp.backend)
 
-            def consume(rows, logits):
-                out[rows[0]] = (rows, to_numpy64(score_logits_torch(logits, "energy", t)))
+            def walk(feats, consume):
+                return self._by_predicted_class_torch(feats, dev, consume)
 
-            n = self._by_predicted_class_torch(features, dev, consume)
-        else:
+            def energy(f):
+                return to_numpy64(score_logits_torch(f, "energy", t))
 
-            def consume(rows, logits):
-                out[rows[0]] = (rows, score_logits(logits, "energy", t))
-
-            n = self._by_predicted_class(features, consume)
+        n = walk(features, lambda rows, f: out.__setitem__(rows[0], (rows, energy(f))))
         scores = np.empty(n)
         for r, v in out.values():
             scores[r] = v
