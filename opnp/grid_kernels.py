@@ -150,8 +150,9 @@ def _exponentiate(plan, z, t, buf) -> tuple[dict, dict] | None:
     to ``buf`` (n_pairs, rows, C) (row-major, whatever the layout of ``z``). Returns
     ({pair: E}, {pair: the shifts max_c Z / T (rows,)}), or None when a row's total
     log-range exceeds :data:`MAX_LOG_RANGE`. One pass per pair (its range, then its
-    exponentials while it is in the cache); the range check comes after all of them,
-    so a block that fails it (rare: the additive path follows) wastes its exponentials."""
+    exponentials while it is in the cache; each is <= 1, so none overflows); the range
+    check comes after all of them, so a block that fails it (rare: the additive path
+    follows) wastes its exponentials."""
     shifts = {}
     total = np.full(next(iter(z.values())).shape[0], plan.bias_range)
     e = {}
@@ -164,9 +165,7 @@ def _exponentiate(plan, z, t, buf) -> tuple[dict, dict] | None:
             ei /= t
             hi /= t
         shifts[key] = hi
-        e[key] = ei
-        if total.max() / t <= MAX_LOG_RANGE:  # else no product can follow: skip the exp
-            np.exp(ei, out=ei)
+        e[key] = np.exp(ei, out=ei)
     if total.max() / t > MAX_LOG_RANGE:
         return None
     return e, shifts

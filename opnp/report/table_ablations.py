@@ -231,7 +231,7 @@ def layer_ablation_table(
         if per_seed.isna().any():
             raise ValueError(
                 f"layer_ablation_table: variant {variant_of[label]!r} has no id_accuracy "
-                "(the pruned network's ID accuracy); rerun the layer_ablation rule"
+                "(the pruned network's ID accuracy); rerun the layers rule"
             )
         accuracy.append(
             SeedStat("id_accuracy", tuple(map(float, per_seed)), tuple(map(int, per_seed.index)))
