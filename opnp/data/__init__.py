@@ -7,7 +7,7 @@ of the split separation (:mod:`~opnp.data.splits`).
 No torch at import time (only :func:`seeded_subset` imports it, when called).
 """
 
-from opnp.data.archives import extract_members
+from opnp.data.archives import extract_idx_images, extract_members, read_idx_images
 from opnp.data.builtin import (
     BUILDERS,
     PATCH_SIDE_RANGE,
@@ -75,7 +75,9 @@ __all__ = [
     "dataset_manifest",
     "digits_splits",
     "download_dataset",
+    "extract_idx_images",
     "extract_members",
+    "read_idx_images",
     "fetch_file",
     "image_hashes",
     "imagenet_wnids",

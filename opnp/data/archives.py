@@ -119,3 +119,68 @@ def extract_members(
             with source, open(target, "wb") as handle:
                 shutil.copyfileobj(source, handle)
     return len(selected)
+
+
+#: IDX magic numbers (big-endian int32): unsigned-byte images of rank 3, labels of rank 1.
+_IDX_IMAGES_MAGIC = 2051
+
+
+def read_idx_images(path: str | Path) -> np.ndarray:
+    """The (N, rows, cols) uint8 images of an IDX file (MNIST / Fashion-MNIST layout,
+    gzip-compressed or not): a big-endian header (magic 2051, count, rows, cols) followed by
+    the pixels. A truncated file or another magic raises ``ValueError`` naming the file."""
+    import gzip
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"IDX file {path} does not exist (config key datasets.<name>.path)")
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        raw = handle.read()
+    if len(raw) < 16:
+        raise ValueError(f"IDX file {path} is too short for its 16-byte header")
+    magic, count, rows, cols = (int(v) for v in np.frombuffer(raw[:16], dtype=">i4"))
+    if magic != _IDX_IMAGES_MAGIC:
+        raise ValueError(
+            f"IDX file {path} has magic {magic}, not {_IDX_IMAGES_MAGIC} (uint8 images): "
+            "is it a labels file?"
+        )
+    expected = 16 + count * rows * cols
+    if len(raw) != expected:
+        raise ValueError(
+            f"IDX file {path} holds {len(raw)} bytes; its header ({count} images of "
+            f"{rows}x{cols}) needs {expected}"
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(count, rows, cols)
+
+
+def extract_idx_images(
+    path: str | Path,
+    out_dir: str | Path,
+    max_images: int | None = None,
+    skip_images: int = 0,
+    shuffle_seed: int | None = None,
+) -> int:
+    """Write the images of an IDX file as grayscale PNGs ``<index>.png`` (the index in the
+    file, zero-padded) into ``out_dir``, a flat folder, so that the IDX sets (Fashion-MNIST)
+    go through the same manifests and checks as image folders. ``skip_images`` /
+    ``max_images`` / ``shuffle_seed`` slice the images as :func:`extract_members` slices
+    files. The folder appears only when complete. Returns the number of images written."""
+    from PIL import Image
+
+    images = read_idx_images(path)
+    order = np.arange(len(images))
+    if shuffle_seed is not None:
+        order = np.random.default_rng(shuffle_seed).permutation(len(images))
+    stop = None if max_images is None else skip_images + max_images
+    order = order[skip_images:stop]
+    if len(order) == 0:
+        raise ValueError(f"IDX file {path}: no images left after skipping {skip_images}")
+    width = len(str(len(images) - 1))
+    with _AtomicFolder(out_dir) as tmp:
+        for index in order:
+            # Fixed PNG settings and no metadata: byte-identical files across runs.
+            Image.fromarray(images[index], mode="L").save(
+                tmp / f"{index:0{width}d}.png", format="PNG", optimize=False, compress_level=6
+            )
+    return len(order)

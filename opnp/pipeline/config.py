@@ -33,6 +33,22 @@ def react_percentile_source(method: str, spec: dict) -> str | None:
     return "selected" if fixed == REACT_SELECTED else "fixed"
 
 
+def _check_compare_protocols(cfg: dict) -> None:
+    from opnp.detectors import detector_class
+
+    for method in cfg.get("selection", {}).get("compare_protocols", []):
+        if method not in cfg["methods"]:
+            raise ConfigError(
+                f"config key selection.compare_protocols: {method!r} is not under 'methods' "
+                f"({sorted(cfg['methods'])})"
+            )
+        if detector_class(method).needs_network:
+            raise ConfigError(
+                f"config key selection.compare_protocols: {method!r} runs the network; "
+                "only methods on cached features can be compared"
+            )
+
+
 def _clips_at_react(method: str) -> bool:
     from opnp.detectors import available_detectors, detector_class
 
@@ -84,13 +100,19 @@ def check_config(cfg: dict) -> None:
             "builtin": ["builder"],
             "link": ["path"],
             "download": ["name"],
-            "archive": ["path", "member"],
+            # an IDX file (format idx) holds images directly: no member folder
+            "archive": ["path"] if spec.get("format") == "idx" else ["path", "member"],
         }[source]
         for key in needed:
             if key not in spec:
                 raise ConfigError(
                     f"config key datasets.{name}.{key} is required for source {source!r}"
                 )
+        if spec.get("format") == "idx" and (source != "archive" or "classes" in spec):
+            raise ConfigError(
+                f"config key datasets.{name}.format: 'idx' (an IDX image file, e.g. "
+                "Fashion-MNIST) needs source 'archive' and takes no 'classes'"
+            )
         for key in ("classes", "shuffle_seed"):
             if key in spec and source != "archive":
                 raise ConfigError(
@@ -142,11 +164,60 @@ def check_config(cfg: dict) -> None:
             "percentages, but 'opnp' is not under 'methods'; add opnp or disable the ablation"
         )
     check_method_values(cfg["methods"])
+    selection_groups(cfg)
+    _check_compare_protocols(cfg)
     fig9 = cfg.get("ablations", {}).get("fig9_ood")
     if fig9 is not None and fig9 not in cfg["ood"]["test"]:
         raise ConfigError(
             f"config key ablations.fig9_ood: {fig9!r} is not one of ood.test {cfg['ood']['test']}"
         )
+
+
+#: How a test OOD set's hyperparameters are validated (config selection.validation).
+SELECTION_PROTOCOLS = ("held_out_family", "all_families")
+
+
+def dataset_family(cfg: dict, name: str) -> str:
+    """The OOD family of dataset ``name``: its ``family`` key, the family of the pool it is
+    a replicate part of, or else its own name (a family of one set)."""
+    pool = replicate_parts(cfg).get(name, {}).get("pool")
+    spec = cfg["datasets"].get(pool if pool is not None else name, {})
+    return str(spec.get("family", name))
+
+
+def selection_groups(cfg: dict) -> dict[str, dict[str, list[str]]]:
+    """``{group: {"test": [test OOD sets], "val": [validation OOD sets]}}``: which
+    validation sets choose each test set's hyperparameters.
+
+    ``selection.validation: held_out_family`` (default): one group per family of test
+    sets, validated on the validation sets of every *other* family (leave one family
+    out), so no test family's setting is chosen on its own family. ``all_families``: one
+    group, every test set validated on every validation set. Raises ``ConfigError`` when a
+    test family has no validation set of another family.
+    """
+    protocol = cfg.get("selection", {}).get("validation", SELECTION_PROTOCOLS[0])
+    if protocol not in SELECTION_PROTOCOLS:
+        raise ConfigError(
+            f"config key selection.validation: {protocol!r} is not one of {list(SELECTION_PROTOCOLS)}"
+        )
+    val, test = list(cfg["ood"]["val"]), list(cfg["ood"]["test"])
+    if protocol == "all_families":
+        return {"all": {"test": test, "val": val}}
+    groups: dict[str, dict[str, list[str]]] = {}
+    for name in test:
+        family = dataset_family(cfg, name)
+        group = groups.setdefault(
+            family, {"test": [], "val": [v for v in val if dataset_family(cfg, v) != family]}
+        )
+        group["test"].append(name)
+        if not group["val"]:
+            raise ConfigError(
+                f"config key selection.validation: held_out_family, but test set {name!r} "
+                f"(family {family!r}) has no validation set of another family (ood.val "
+                f"{val} are all {family!r}); add a validation set of another family "
+                "(datasets.<name>.family) or use all_families"
+            )
+    return groups
 
 
 def replicate_parts(cfg: dict) -> dict[str, dict]:

@@ -168,3 +168,23 @@ def evaluate_network_configs(
         rows += score_rows(id_scores, scores, params=params, uncertainty=uncertainty, **row_keys)
         all_scores.append({"ID": id_scores, **scores})
     return rows, all_scores
+
+
+def merge_setting_scores(per_setting: list[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    """One score file's arrays from the scores of several settings of one method, each
+    ``{"ID": ..., <its test OOD sets>: ...}`` (each test family scored with the setting
+    chosen for it): the OOD arrays, ``"ID"`` of the first setting, and ``"ID@<ood>"``
+    for an OOD set whose setting is another one (its ID scores differ)."""
+    if not per_setting:
+        raise ValueError("no scores to merge")
+    merged: dict[str, np.ndarray] = {"ID": np.asarray(per_setting[0]["ID"])}
+    for index, scores in enumerate(per_setting):
+        for name, values in scores.items():
+            if name == "ID":
+                continue
+            if name in merged:
+                raise ValueError(f"OOD set {name!r} was scored by two settings")
+            merged[name] = np.asarray(values)
+            if index:
+                merged[f"ID@{name}"] = np.asarray(scores["ID"])
+    return merged

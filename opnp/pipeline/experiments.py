@@ -79,6 +79,17 @@ CATALOGUE: tuple[Experiment, ...] = (
         "validation FPR95/AUROC.",
     ),
     Experiment(
+        "protocols",
+        None,
+        "test results of the same methods under both selection protocols",
+        stem="selection_protocols",
+        table=True,
+        caption="Selection protocols ({model}): each method of selection.compare_protocols "
+        "tested with the setting chosen on the validation sets of the other OOD families "
+        "(held-out family, the main tables' protocol) and with the one chosen on every "
+        "validation set, the test family's own included (every family).",
+    ),
+    Experiment(
         "with_without",
         None,
         "MSP, Energy and ReAct with and without OPNP",
@@ -201,6 +212,12 @@ def experiment_status(config: Mapping[str, Any], name: str) -> tuple[bool, str]:
             return False, f"switched off (no ablations.{exp.name} in the config)"
         if exp.name == "layers" and not ablations["layers"].get("enabled", False):
             return False, "switched off (ablations.layers.enabled is false)"
+    if exp.name == "protocols":
+        selection = config.get("selection", {}) or {}
+        if not selection.get("compare_protocols"):
+            return False, "switched off (no selection.compare_protocols in the config)"
+        if selection.get("validation", "held_out_family") != "held_out_family":
+            return False, "switched off (selection.validation is not held_out_family)"
     missing = [m for m in exp.methods if m not in config["methods"]]
     if missing:
         return False, f"needs methods {missing}, which are not under 'methods'"

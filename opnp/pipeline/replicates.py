@@ -194,7 +194,7 @@ def pool_replicates(results: pd.DataFrame, units: Mapping[str, int], model: str)
     resampled = [c for c in frame.columns if c.endswith("_resamples")]
     keys = ["model", *[k for k in _KEY if k in frame.columns], "params"]
     # ``selected`` marks validation rows; a pooled table never needs it per row.
-    extra = [c for c in ("n_id", "n_ood", "selected") if c in frame.columns]
+    extra = [c for c in ("n_id", "n_ood", "selected", "selected_for") if c in frame.columns]
     agg = (
         {m: "mean" for m in metrics}
         | {c: _mean_of_arrays for c in resampled}

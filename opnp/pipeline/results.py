@@ -195,7 +195,8 @@ def results_frame(
 
 
 def concat_results(paths: Iterable[str]) -> pd.DataFrame:
-    """Concatenate result Parquet files; ``selected`` (validation rows) defaults to False."""
+    """Concatenate result Parquet files; ``selected`` (validation rows) defaults to False,
+    ``selected_for`` (the test groups that chose a validation row's params) to ``"{}"``."""
     frames = [pd.read_parquet(p) for p in paths]
     if not frames:
         raise ValueError("no result files to aggregate")
@@ -207,4 +208,7 @@ def concat_results(paths: Iterable[str]) -> pd.DataFrame:
     if "selected" not in frame:
         frame["selected"] = False
     frame["selected"] = frame["selected"].fillna(False).astype(bool)
+    if "selected_for" not in frame:
+        frame["selected_for"] = "{}"
+    frame["selected_for"] = frame["selected_for"].fillna("{}").astype(str)
     return frame

@@ -235,7 +235,9 @@ def plot_score_distributions(
     bins: int = 60,
     title: str = "Score distributions of ID and OOD samples",
 ) -> Figure:
-    """Paper Fig. 5: ``scores = {method label: {"ID": array, <OOD name>: array, ...}}``;
+    """Paper Fig. 5: ``scores = {method label: {"ID": array, <OOD name>: array, ...}}``
+    (and ``"ID@<OOD name>"``: the ID scores of the setting that scored that OOD set, where
+    each test family has its own validation-selected setting);
     one column per method (e.g. Energy, OPNP), one row per OOD set, each panel the
     density histograms of the ID scores and that OOD set's scores. A row shares its x
     axis and its bins (over all arrays of the row), so the methods of a row compare on
@@ -255,7 +257,7 @@ def plot_score_distributions(
     for method, sets in methods.items():
         if not isinstance(sets, Mapping) or "ID" not in sets:
             raise ValueError(f"scores[{method!r}] must be a dict with an 'ID' array and OOD arrays")
-        names = [n for n in sets if n != "ID"]
+        names = [n for n in sets if n != "ID" and not n.startswith("ID@")]
         if not names:
             raise ValueError(f"scores[{method!r}] has no OOD set besides 'ID'")
         if oods is None:
@@ -265,7 +267,8 @@ def plot_score_distributions(
                 f"scores[{method!r}] has OOD sets {names} but the first method has {oods}"
             )
         arrays[method] = {
-            n: finite_array(sets[n], f"scores[{method!r}][{n!r}]", ndim=1) for n in ["ID", *oods]
+            n: finite_array(sets[n], f"scores[{method!r}][{n!r}]", ndim=1)
+            for n in ["ID", *oods, *(f"ID@{o}" for o in oods if f"ID@{o}" in sets)]
         }
     facts: dict[str, Any] = {
         "figure": "score_distributions",
@@ -276,7 +279,9 @@ def plot_score_distributions(
         fig, axes = new_figure(len(oods), len(methods), panel_size=(4.2, 3.0), sharex="row")
         palette = sns.color_palette("deep")
         for r, ood in enumerate(oods):
-            row = [a for sets in arrays.values() for a in (sets["ID"], sets[ood])]
+            # the ID scores of the setting that scored this OOD set
+            ids = {m: sets.get(f"ID@{ood}", sets["ID"]) for m, sets in arrays.items()}
+            row = [a for m, sets in arrays.items() for a in (ids[m], sets[ood])]
             low = min(float(a.min()) for a in row)
             high = max(float(a.max()) for a in row)
             if high == low:  # constant scores: a unit-wide range around them
@@ -285,7 +290,7 @@ def plot_score_distributions(
             for c, (method, sets) in enumerate(arrays.items()):
                 ax = axes[r, c]
                 for values, label, colour in (
-                    (sets["ID"], "ID", palette[0]),
+                    (ids[method], "ID", palette[0]),
                     (sets[ood], ood, palette[3]),
                 ):
                     histogram(
@@ -299,8 +304,8 @@ def plot_score_distributions(
                         color=colour,
                         label=f"{label} (n = {values.size:,})",
                     )
-                area = 100 * auroc(sets["ID"], sets[ood])
-                fpr = 100 * fpr_at_95_tpr(sets["ID"], sets[ood])
+                area = 100 * auroc(ids[method], sets[ood])
+                fpr = 100 * fpr_at_95_tpr(ids[method], sets[ood])
                 facts["methods"][method][ood] = {
                     "n_ood": int(sets[ood].size),
                     "auroc": float(area),

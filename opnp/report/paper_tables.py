@@ -8,6 +8,7 @@ from the rows shown.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,6 +21,7 @@ from opnp.report.captions import (
     onp_low_side_note,
     subset_sizes_text,
 )
+from opnp.report.labels import METHOD_LABELS
 from opnp.report.table_ablations import (
     SELECTED_LABEL,
     layer_ablation_table,
@@ -40,15 +42,55 @@ def _test_rows(results: pd.DataFrame, name: str) -> pd.DataFrame:
 
 
 def _selected_rows(results: pd.DataFrame) -> pd.DataFrame:
-    selection = results[
-        (results["split"] == "val") & results["selected"] & (results["experiment"] == "main")
-    ]
+    """One row per (model, method, test group): the params chosen for the group and their
+    mean validation metrics over the validation sets that chose them (``selected_for``);
+    without per-group choices, the ``selected`` params over every validation set."""
+    val = results[(results["split"] == "val") & (results["experiment"] == "main")]
+    records = []
+    if "selected_for" in val and (val["selected_for"] != "{}").any():
+        for (model, method, params), rows in val.groupby(["model", "method", "params"], sort=False):
+            for text in rows["selected_for"].unique():
+                for group, val_sets in json.loads(text).items():
+                    chosen = rows[rows["ood_set"].isin(val_sets)]
+                    records.append(
+                        {
+                            "model": model,
+                            "method": method,
+                            "group": group,
+                            "validated_on": ", ".join(val_sets),
+                            "params": params,
+                            "val_fpr95": chosen["fpr95"].mean(),
+                            "val_auroc": chosen["auroc"].mean(),
+                        }
+                    )
+        frame = pd.DataFrame(records).drop_duplicates(["model", "method", "group"])
+        order = {m: i for i, m in enumerate(dict.fromkeys(val["method"]))}
+        return frame.sort_values(
+            ["model", "method", "group"], key=lambda c: c.map(order) if c.name == "method" else c
+        ).reset_index(drop=True)
+    selection = val[val["selected"]]
     return (
         selection.groupby(["model", "method", "params"], sort=False)[["fpr95", "auroc"]]
         .mean()
         .reset_index()
         .rename(columns={"fpr95": "val_fpr95", "auroc": "val_auroc"})
     )
+
+
+#: Row labels of the selection-protocol table, by result ``variant``.
+PROTOCOL_LABELS = {"held_out_family": "held-out family", "all_families": "every family"}
+
+
+def protocols_table(rows: pd.DataFrame, ood_sets: Sequence[str]) -> pd.DataFrame:
+    """The selection-protocol comparison: one row per (method, protocol), in row order."""
+    rows = rows.copy()
+    entities = {}
+    for method, variant in dict.fromkeys(zip(rows["method"], rows["variant"], strict=True)):
+        entities[f"{method} / {variant}"] = (
+            f"{METHOD_LABELS.get(method, method)} ({PROTOCOL_LABELS.get(variant, variant)})"
+        )
+    rows["method"] = rows["method"] + " / " + rows["variant"]
+    return main_results_table(rows, list(entities), ood_sets, method_labels=entities)
 
 
 def build_table(
@@ -79,6 +121,8 @@ def build_table(
             method_labels=WITH_WITHOUT_LABELS,
             combined_cells=True,
         )
+    elif name == "protocols":
+        table = protocols_table(_test_rows(results, name), ood_sets)
     elif name == "selected":
         table = selected_params_table(_selected_rows(results), react_sources=react_sources)
     elif name == "pruned_accuracy":

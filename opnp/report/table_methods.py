@@ -163,6 +163,10 @@ def selected_params_table(
     ``val_fpr95, val_auroc`` (mean over validation OOD sets and seeds). Output: index
     ``Method`` (label), columns ``Model``, ``Hyperparameters`` (``"key=value, ..."``,
     keys sorted, ``"-"`` for none), ``Val FPR95``, ``Val AUROC``. Not bolded.
+    With the optional input columns ``group`` (a family of test sets) and
+    ``validated_on`` (the validation sets that chose its setting), one row per (model,
+    method, group), and the output has the columns ``Test family`` and ``Validated on``
+    after ``Model``.
     ``react_sources``: method -> where its ``react_percentile`` came from (a key of
     :data:`REACT_PERCENTILE_SOURCES`), written after the value, e.g.
     ``react_percentile=80 (ReAct's selection)``."""
@@ -178,11 +182,13 @@ def selected_params_table(
     )
     if frame.empty:
         raise ValueError("selected has no rows")
-    dup = frame.duplicated(["model", "method"])
+    per_group = "group" in frame.columns
+    key = ["model", "method", "group"] if per_group else ["model", "method"]
+    dup = frame.duplicated(key)
     if dup.any():
         first = frame.loc[dup].iloc[0]
         raise ValueError(
-            f"selected has several rows for model {first['model']!r} method {first['method']!r}"
+            f"selected has several rows for {', '.join(f'{k} {first[k]!r}' for k in key)}"
         )
     rows = []
     for record in frame.itertuples(index=False):
@@ -199,12 +205,14 @@ def selected_params_table(
             if not math.isfinite(value):
                 raise ValueError(f"{what}: {column} is {value}")
             stats.append(SeedStat(metric, (value,)))
-        rows.append([str(record.model), text, *stats])
+        groups = [str(record.group), str(record.validated_on)] if per_group else []
+        rows.append([str(record.model), *groups, text, *stats])
     labels = {**METHOD_LABELS, **(method_labels or {})}
+    group_columns = ["Test family", "Validated on"] if per_group else []
     table = pd.DataFrame(
         rows,
         index=pd.Index([labels.get(m, m) for m in frame["method"]], name="Method"),
-        columns=["Model", "Hyperparameters", "Val FPR95", "Val AUROC"],
+        columns=["Model", *group_columns, "Hyperparameters", "Val FPR95", "Val AUROC"],
         dtype=object,
     )
     table.attrs[BOLD_ATTR] = None

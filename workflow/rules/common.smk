@@ -22,6 +22,7 @@ from opnp.pipeline.config import (  # noqa: E402 - needs the path above
     check_config,
     react_percentile_source,
     replicate_parts,
+    selection_groups,
 )
 from opnp.data import source_fingerprint  # noqa: E402
 from opnp.detectors import detector_class  # noqa: E402
@@ -101,6 +102,17 @@ SENSITIVITY_METHODS = {m for m in METHODS if detector_class(m).uses_sensitivity}
 # The experiment catalogue (opnp.pipeline.experiments) decides which tables, figures and
 # ablations run; the ones that do not are named, with the reason, on every invocation.
 ACTIVE_EXPERIMENTS = active_experiments(config)
+# Which validation OOD sets choose each test family's setting (selection.validation).
+SELECTION_GROUPS = selection_groups(config)
+VALIDATION_GROUPS = {g: sets["val"] for g, sets in SELECTION_GROUPS.items()}
+TEST_GROUPS = {g: sets["test"] for g, sets in SELECTION_GROUPS.items()}
+# Methods also tested with the setting chosen on every validation set (table
+# selection_protocols), when that experiment runs.
+COMPARED_PROTOCOL_METHODS = (
+    list(config["selection"]["compare_protocols"])
+    if any(e.name == "protocols" for e in ACTIVE_EXPERIMENTS)
+    else []
+)
 for _label, _reason in skipped_experiments(config).items():
     print(f"Not produced: {_label}: {_reason}", file=sys.stderr)
 

@@ -22,9 +22,15 @@ rule select_hyperparameters:
         settings=lambda wc: method_settings(wc.method),
         seeds=SEEDS,
         metric=config["selection"]["metric"],
+        groups=VALIDATION_GROUPS,
         statistic=config["sensitivity"]["statistic"],
         results=result_keys(
-            lambda wc: [method_settings(wc.method), SEEDS, config["selection"]]
+            lambda wc: [
+                method_settings(wc.method),
+                SEEDS,
+                config["selection"],
+                SELECTION_GROUPS,
+            ]
         ),
     script:
         "../scripts/select_hyperparameters.py"
@@ -48,8 +54,17 @@ rule evaluate_method:
     threads: THREADS_PER_JOB
     params:
         seeds=SEEDS,
+        groups=TEST_GROUPS,
+        compare_protocols=COMPARED_PROTOCOL_METHODS,
         statistic=config["sensitivity"]["statistic"],
-        results=result_keys(lambda wc: [method_settings(wc.method), SEEDS]),
+        results=result_keys(
+            lambda wc: [
+                method_settings(wc.method),
+                SEEDS,
+                SELECTION_GROUPS,
+                wc.method in COMPARED_PROTOCOL_METHODS,
+            ]
+        ),
         uncertainty=UNCERTAINTY,
     script:
         "../scripts/evaluate_method.py"
@@ -76,8 +91,11 @@ rule select_odin:
         spec=lambda wc: model_spec(wc.model),
         settings=lambda wc: method_settings("odin"),
         metric=config["selection"]["metric"],
+        groups=VALIDATION_GROUPS,
         extraction=EXTRACTION_SETTINGS,
-        results=result_keys(lambda wc: [method_settings("odin"), config["selection"]]),
+        results=result_keys(
+            lambda wc: [method_settings("odin"), config["selection"], SELECTION_GROUPS]
+        ),
     script:
         "../scripts/odin.py"
 
@@ -105,7 +123,8 @@ rule evaluate_odin:
     params:
         spec=lambda wc: model_spec(wc.model),
         extraction=EXTRACTION_SETTINGS,
-        results=result_keys(lambda wc: method_settings("odin")),
+        groups=TEST_GROUPS,
+        results=result_keys(lambda wc: [method_settings("odin"), SELECTION_GROUPS]),
         uncertainty=UNCERTAINTY,
     script:
         "../scripts/odin.py"

@@ -1,36 +1,63 @@
-"""Score one method with its validation-selected hyperparameters on the test sets."""
+"""Score one method on the test sets, each test family with the hyperparameters chosen for
+it on validation (config selection.validation)."""
 
 import pandas as pd
 
 from opnp.io import save_npz_atomic
 from opnp.pipeline.artifacts import JobInputs, write_job_results
-from opnp.pipeline.evaluation import evaluate_configs
+from opnp.pipeline.evaluation import evaluate_configs, merge_setting_scores
 from opnp.pipeline.results import accuracy
 from opnp.pipeline.runtime import setup_job
-from opnp.pipeline.selection import selected_params
+from opnp.pipeline.selection import selected_params, tested_settings
 
 log = setup_job(snakemake.log[0], threads=snakemake.threads)
 method = snakemake.wildcards.method
-params = selected_params(pd.read_parquet(snakemake.input.selection))
+selection = pd.read_parquet(snakemake.input.selection)
+settings = tested_settings(selection, snakemake.params.groups)
 inputs = JobInputs(snakemake.input.items())
 id_test = inputs.features("id_test")
-log.info("%s with %s", method, params)
-rows, scores = evaluate_configs(
-    method,
-    [params],
-    inputs.fit_data(snakemake.params.statistic),
-    id_features=id_test.features,
-    ood_features=inputs.ood("ood_test"),
-    split="test",
-    seeds=snakemake.params.seeds,
-    keep_scores=True,
-    uncertainty=snakemake.params.uncertainty,
-)
+ood_test = inputs.ood("ood_test")
+fit = inputs.fit_data(snakemake.params.statistic)
+rows, per_setting = [], []
+for params, test_sets in settings:
+    log.info("%s with %s on %s", method, params, test_sets)
+    setting_rows, scores = evaluate_configs(
+        method,
+        [params],
+        fit,
+        id_features=id_test.features,
+        ood_features={name: ood_test[name] for name in test_sets},
+        split="test",
+        seeds=snakemake.params.seeds,
+        keep_scores=True,
+        uncertainty=snakemake.params.uncertainty,
+    )
+    rows += setting_rows
+    per_setting.append(scores[sorted(scores)[0]])
+if method in snakemake.params.compare_protocols:
+    # The same method with the setting chosen on every validation set, the test family's
+    # own included, beside the held-out-family rows (table selection_protocols).
+    every_rows, _ = evaluate_configs(
+        method,
+        [selected_params(selection)],
+        fit,
+        id_features=id_test.features,
+        ood_features=ood_test,
+        split="test",
+        seeds=snakemake.params.seeds,
+        experiment="protocols",
+        variant="all_families",
+        uncertainty=snakemake.params.uncertainty,
+    )
+    rows += every_rows + [
+        {**row, "experiment": "protocols", "variant": "held_out_family"}
+        for row in rows
+        if row["experiment"] == "main"
+    ]
 # Classification always uses the unpruned layer (paper section 4.1): the accuracy every
 # method keeps.
 id_accuracy = accuracy(id_test.logits, id_test.labels)
 for row in rows:
     row["id_accuracy"] = id_accuracy
 write_job_results(rows, snakemake.output.results, **snakemake.params.results)
-first_key = sorted(scores)[0]
-save_npz_atomic(snakemake.output.scores, **scores[first_key])
+save_npz_atomic(snakemake.output.scores, **merge_setting_scores(per_setting))

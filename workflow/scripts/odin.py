@@ -16,10 +16,10 @@ from opnp.pipeline.artifacts import (
     read_json,
     write_results,
 )
-from opnp.pipeline.evaluation import evaluate_network_configs
+from opnp.pipeline.evaluation import evaluate_network_configs, merge_setting_scores
 from opnp.pipeline.results import accuracy
 from opnp.pipeline.runtime import setup_job, torch_device
-from opnp.pipeline.selection import expand_grid, mark_selected, selected_params
+from opnp.pipeline.selection import expand_grid, mark_selected, tested_settings
 
 log = setup_job(snakemake.log[0], threads=snakemake.threads)
 spec = snakemake.params.spec
@@ -31,13 +31,16 @@ transform, _, std = preprocessing(spec)
 selecting = snakemake.rule == "select_odin"
 if selecting:
     settings = snakemake.params.settings
-    configs = expand_grid(settings["grid"], settings["fixed"])
     id_manifest, ood_manifests, split = snakemake.input.id_val, snakemake.input.ood_val, "val"
 else:
-    configs = [selected_params(pd.read_parquet(snakemake.input.selection))]
     id_manifest, ood_manifests, split = snakemake.input.id_test, snakemake.input.ood_test, "test"
 id_set = open_dataset(read_json(id_manifest), transform=transform)
 ood_sets = open_named_datasets(ood_manifests, transform=transform)
+if selecting:  # every config on every validation set
+    batches = [(expand_grid(settings["grid"], settings["fixed"]), ood_sets)]
+else:  # each test family with the setting chosen for it
+    plan = tested_settings(pd.read_parquet(snakemake.input.selection), snakemake.params.groups)
+    batches = [([params], {name: ood_sets[name] for name in sets}) for params, sets in plan]
 
 
 def scorer(params):
@@ -45,20 +48,24 @@ def scorer(params):
     return lambda x: detector.score_batch(model, x.to(device), std=std)
 
 
-rows, scores = evaluate_network_configs(
-    "odin",
-    configs,
-    scorer,
-    id_set,
-    ood_sets,
-    split=split,
-    batch_size=batch_size,
-    num_workers=num_workers,
-    uncertainty=None if selecting else snakemake.params.uncertainty,
-)
+rows, scores = [], []
+for configs, batch_ood_sets in batches:
+    setting_rows, setting_scores = evaluate_network_configs(
+        "odin",
+        configs,
+        scorer,
+        id_set,
+        batch_ood_sets,
+        split=split,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        uncertainty=None if selecting else snakemake.params.uncertainty,
+    )
+    rows += setting_rows
+    scores += setting_scores
 frame = job_results(rows, **snakemake.params.results)
 if selecting:
-    frame = mark_selected(frame, snakemake.params.metric)
+    frame = mark_selected(frame, snakemake.params.metric, snakemake.params.groups)
     write_results(frame, snakemake.output[0])
 else:
     # ODIN classifies with the unpruned, unperturbed network, like every other method:
@@ -66,4 +73,4 @@ else:
     id_test = load_feature_set(snakemake.input.id_test_features)
     frame["id_accuracy"] = accuracy(id_test.logits, id_test.labels)
     write_results(frame, snakemake.output.results)
-    save_npz_atomic(snakemake.output.scores, **scores[0])
+    save_npz_atomic(snakemake.output.scores, **merge_setting_scores(scores))

@@ -5,7 +5,7 @@ import pandas as pd
 from opnp.pipeline.artifacts import JobInputs, job_results, write_results
 from opnp.pipeline.evaluation import evaluate_configs
 from opnp.pipeline.runtime import setup_job
-from opnp.pipeline.selection import expand_grid, mark_selected, resolve_react_percentile
+from opnp.pipeline.selection import mark_selected, search_plan
 
 log = setup_job(snakemake.log[0], threads=snakemake.threads)
 method = snakemake.wildcards.method
@@ -14,22 +14,41 @@ react_selection = (
     if "react_selection" in snakemake.input.keys()
     else None
 )
-# A combination with ReAct clips at ReAct's own selected percentile unless the config
-# fixes or searches it (opnp.pipeline.config.react_percentile_source).
-settings = resolve_react_percentile(method, snakemake.params.settings, react_selection)
 inputs = JobInputs(snakemake.input.items())
 ood_val = inputs.ood("ood_val")
-configs = expand_grid(settings["grid"], settings["fixed"])
-log.info("%s: %d configs on %d validation OOD sets", method, len(configs), len(ood_val))
-rows, _ = evaluate_configs(
-    method,
-    configs,
-    inputs.fit_data(snakemake.params.statistic),
-    id_features=inputs.features("id_val").features,
-    ood_features=ood_val,
-    split="val",
-    seeds=snakemake.params.seeds,
+fit = inputs.fit_data(snakemake.params.statistic)
+id_val = inputs.features("id_val").features
+# A combination with ReAct clips at ReAct's own selected percentile for the same test
+# group unless the config fixes or searches it (opnp.pipeline.config.react_percentile_source).
+plan = search_plan(
+    method, snakemake.params.settings, snakemake.params.groups, list(ood_val), react_selection
 )
-frame = mark_selected(job_results(rows, **snakemake.params.results), snakemake.params.metric)
-log.info("selected %s", frame.loc[frame["selected"], "params"].iloc[0])
+frames = []
+for part in plan:
+    log.info(
+        "%s: %d configs on validation OOD sets %s (test groups %s)",
+        method,
+        len(part.configs),
+        part.val_sets,
+        sorted(part.groups),
+    )
+    rows, _ = evaluate_configs(
+        method,
+        part.configs,
+        fit,
+        id_features=id_val,
+        ood_features={name: ood_val[name] for name in part.val_sets},
+        split="val",
+        seeds=snakemake.params.seeds,
+    )
+    frame = job_results(rows, **snakemake.params.results)
+    frame = mark_selected(frame, snakemake.params.metric, part.groups)
+    frame["selected"] &= part.every_set
+    frames.append(frame)
+frame = pd.concat(frames, ignore_index=True)
+log.info("selected on every validation set: %s", frame.loc[frame["selected"], "params"].iloc[0])
+for text in frame["selected_for"].unique():
+    if text != "{}":
+        params = frame.loc[frame["selected_for"] == text, "params"].iloc[0]
+        log.info("selected for test groups %s: %s", text, params)
 write_results(frame, snakemake.output[0])
