@@ -155,7 +155,7 @@ def selected_params(selection: pd.DataFrame, group: str | None = None) -> dict:
     return json.loads(chosen[0])
 
 
-def tested_settings(
+def settings_for_test_sets(
     selection: pd.DataFrame, test_groups: Mapping[str, Iterable[str]]
 ) -> list[tuple[dict, list[str]]]:
     """The settings a method is tested with: ``[(params, [test OOD sets]), ...]``, one entry

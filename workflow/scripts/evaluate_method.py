@@ -8,12 +8,12 @@ from opnp.pipeline.artifacts import JobInputs, write_job_results
 from opnp.pipeline.evaluation import evaluate_configs, merge_setting_scores
 from opnp.pipeline.results import accuracy
 from opnp.pipeline.runtime import setup_job
-from opnp.pipeline.selection import selected_params, tested_settings
+from opnp.pipeline.selection import selected_params, settings_for_test_sets
 
 log = setup_job(snakemake.log[0], threads=snakemake.threads)
 method = snakemake.wildcards.method
 selection = pd.read_parquet(snakemake.input.selection)
-settings = tested_settings(selection, snakemake.params.groups)
+settings = settings_for_test_sets(selection, snakemake.params.groups)
 inputs = JobInputs(snakemake.input.items())
 id_test = inputs.features("id_test")
 ood_test = inputs.ood("ood_test")

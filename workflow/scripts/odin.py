@@ -19,7 +19,7 @@ from opnp.pipeline.artifacts import (
 from opnp.pipeline.evaluation import evaluate_network_configs, merge_setting_scores
 from opnp.pipeline.results import accuracy
 from opnp.pipeline.runtime import setup_job, torch_device
-from opnp.pipeline.selection import expand_grid, mark_selected, tested_settings
+from opnp.pipeline.selection import expand_grid, mark_selected, settings_for_test_sets
 
 log = setup_job(snakemake.log[0], threads=snakemake.threads)
 spec = snakemake.params.spec
@@ -39,7 +39,9 @@ ood_sets = open_named_datasets(ood_manifests, transform=transform)
 if selecting:  # every config on every validation set
     batches = [(expand_grid(settings["grid"], settings["fixed"]), ood_sets)]
 else:  # each test family with the setting chosen for it
-    plan = tested_settings(pd.read_parquet(snakemake.input.selection), snakemake.params.groups)
+    plan = settings_for_test_sets(
+        pd.read_parquet(snakemake.input.selection), snakemake.params.groups
+    )
     batches = [([params], {name: ood_sets[name] for name in sets}) for params, sets in plan]
 
 
