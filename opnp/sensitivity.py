@@ -22,6 +22,7 @@ without it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -263,3 +264,39 @@ def module_sensitivity(*args, **kwargs):
     from opnp.nets.network import module_sensitivity as _impl
 
     return _impl(*args, **kwargs)
+
+
+def pooled_parameter_sensitivity(
+    sources: Sequence[Any],
+    weight: Any,
+    bias: Any,
+    rows: Any = None,
+    temperature: float = 1.0,
+) -> np.ndarray:
+    """Eq. 6 over the rows of several feature arrays taken as one sample set (e.g. the
+    training features and unlabeled images that enlarge the sensitivity set): the mean of
+    per-sample |dE/dW| over every chosen row, computed source by source from memory-mapped
+    arrays (nothing is concatenated). ``rows`` indexes the sources stacked in order (None:
+    every row). Per-sample reduction only: the batch reading takes |sum| over the whole
+    set, which does not split into per-source terms."""
+    sizes = [len(source) for source in sources]
+    if not sizes:
+        raise ValueError("sources must hold at least one feature array")
+    bounds = np.cumsum([0, *sizes])
+    rows = np.arange(bounds[-1]) if rows is None else np.asarray(rows, dtype=np.int64)
+    if rows.ndim != 1 or len(rows) == 0 or rows.min() < 0 or rows.max() >= bounds[-1]:
+        raise ValueError(f"rows must be a non-empty list of indices below {bounds[-1]}")
+    total = None
+    for source, low, high in zip(sources, bounds[:-1], bounds[1:], strict=True):
+        own = rows[(rows >= low) & (rows < high)] - low
+        if len(own) == 0:
+            continue
+        part = parameter_sensitivity(
+            source,
+            weight,
+            bias,
+            temperature=temperature,
+            rows=None if len(own) == high - low else own,
+        )
+        total = part * len(own) if total is None else total + part * len(own)
+    return total / len(rows)

@@ -34,7 +34,8 @@ def split_pairs(
     """``(set a, role a, set b, role b)`` of every pair of sets that must share no image.
 
     ``roles`` holds the config's ``id_train``, ``id_val``, ``id_test`` (names) and
-    ``ood_val``, ``ood_test`` (lists of names).
+    ``ood_val``, ``ood_test`` and optionally ``sensitivity`` (the unlabeled images of
+    the sensitivity set; lists of names).
     """
     validation = [(roles["id_val"], "id.val")] + [(n, "ood.val") for n in roles["ood_val"]]
     test = [(roles["id_test"], "id.test")] + [(n, "ood.test") for n in roles["ood_test"]]
@@ -44,8 +45,10 @@ def split_pairs(
         (roles["id_val"], "id.val"),
         (roles["id_test"], "id.test"),
     ]
+    # unlabeled sensitivity images: never a validation or test image
+    unlabeled = [(n, "sensitivity.unlabeled") for n in roles.get("sensitivity", [])]
     pairs, seen = [], set()
-    for group_a, group_b in ((validation, test), (ood, in_dist)):
+    for group_a, group_b in ((validation, test), (ood, in_dist), (unlabeled, validation + test)):
         for a, role_a in group_a:
             for b, role_b in group_b:
                 if id_val_may_be_id_test and (role_a, role_b) == ("id.val", "id.test"):

@@ -7,6 +7,9 @@ runs. Every error names the config key and the allowed values.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 
 class ConfigError(ValueError):
     """A config value that the JSON schema cannot express is wrong."""
@@ -31,6 +34,28 @@ def react_percentile_source(method: str, spec: dict) -> str | None:
         return "grid"
     fixed = spec.get("fixed", {}).get("react_percentile", REACT_SELECTED)
     return "selected" if fixed == REACT_SELECTED else "fixed"
+
+
+def _check_unlabeled(cfg: dict, datasets: Mapping[str, Any]) -> None:
+    sensitivity = cfg.get("sensitivity", {})
+    roles = {cfg["id"][k] for k in ("train", "val", "test")} | set(cfg["ood"]["val"])
+    roles |= set(cfg["ood"]["test"])
+    for name in sensitivity.get("unlabeled", []):
+        if name not in datasets:
+            raise ConfigError(
+                f"config key sensitivity.unlabeled: dataset {name!r} is not defined under "
+                f"'datasets' (defined: {sorted(datasets)})"
+            )
+        if name in roles:
+            raise ConfigError(
+                f"config key sensitivity.unlabeled: {name!r} is also an id or ood set; the "
+                "unlabeled sensitivity images must be a set of their own"
+            )
+    if sensitivity.get("unlabeled") and sensitivity.get("reduction", "per_sample") != "per_sample":
+        raise ConfigError(
+            "config key sensitivity.unlabeled needs sensitivity.reduction: per_sample (the "
+            f"batch reading takes |sum| over one sample set), got {sensitivity['reduction']!r}"
+        )
 
 
 def _check_compare_protocols(cfg: dict) -> None:
@@ -94,6 +119,7 @@ def check_config(cfg: dict) -> None:
             "sensitivities and detectors must be fitted on data that is not evaluated"
         )
     _check_replicates(cfg)
+    _check_unlabeled(cfg, datasets)
     for name, spec in cfg["datasets"].items():
         source = spec["source"]
         needed = {

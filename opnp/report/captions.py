@@ -4,6 +4,7 @@ subset sizes, what each row prunes), taken from its rows and cells, never hard-c
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -162,12 +163,24 @@ def subset_sizes_text(results: pd.DataFrame, **select) -> str:
     return f"Subset sizes: {listed} training images (the same size for every seed)."
 
 
-def onp_low_side_note(statistic: str, reduction: str) -> str:
+def sensitivity_set_note(train: str = "", unlabeled: Sequence[str] = (), **_: Any) -> str:
+    """Which images the OPNP sensitivities come from (captions of the tables and figures
+    built on them)."""
+    if not train:
+        return ""
+    extra = f" and the unlabeled images of {', '.join(unlabeled)}" if unlabeled else ""
+    return f" OPNP's sensitivities come from the training set {train}{extra}."
+
+
+def onp_low_side_note(
+    statistic: str, reduction: str, unlabeled: Sequence[str] = (), **_: Any
+) -> str:
     """Table 4's caption note: with the "mean" neuron statistic and the per-sample
     sensitivity (Eq. 6), s_j = mean_k |h_j(x_k)| / C because the softmax sums to 1, so
     ONP's low side prunes the same neurons as TNP (docs/methods.md, "ONP's low side is
-    TNP"); "" for settings where that does not hold in general."""
-    if statistic == "mean" and reduction == "per_sample":
+    TNP"); "" for settings where that does not hold in general (also when unlabeled
+    images join the sensitivity set: TNP's statistic is on the training set alone)."""
+    if statistic == "mean" and reduction == "per_sample" and not unlabeled:
         return (
             " With the mean neuron statistic, ONP's neuron sensitivity is the mean |activation|"
             " / C (the softmax sums to 1), so its low side prunes exactly TNP's neurons: any"

@@ -19,6 +19,7 @@ from opnp.report.captions import (
     caption_notes,
     layer_ablation_caption,
     onp_low_side_note,
+    sensitivity_set_note,
     subset_sizes_text,
 )
 from opnp.report.labels import METHOD_LABELS
@@ -113,6 +114,7 @@ def build_table(
     if name == "main":
         shown_methods = [m for m in methods if m in set(main["method"])]
         table = main_results_table(main, shown_methods, ood_sets)
+        caption += sensitivity_set_note(**sensitivity)
     elif name == "with_without":
         table = main_results_table(
             main,
@@ -127,6 +129,7 @@ def build_table(
         table = selected_params_table(_selected_rows(results), react_sources=react_sources)
     elif name == "pruned_accuracy":
         table = pruned_accuracy_table(results[results["experiment"] == name], experiment=name)
+        caption += sensitivity_set_note(**sensitivity)
     elif name == "pruning_methods":
         table = pruning_methods_table(main[main["method"].isin(PRUNING_METHODS)], ood_sets)
         caption += onp_low_side_note(**sensitivity)

@@ -80,6 +80,8 @@ ID_TEST = config["id"]["test"]
 OOD_TEST = list(config["ood"]["test"])
 OOD_VAL = list(config["ood"]["val"])
 FRACTIONS = list(config["sensitivity"]["fractions"])
+# Unlabeled images that join the training features in every sensitivity estimate.
+SENSITIVITY_UNLABELED = list(config["sensitivity"]["unlabeled"])
 ABLATIONS = canonical(config.get("ablations", {}))
 # Bootstrap settings of the test rows' intervals and of the tables' bold rule.
 UNCERTAINTY = canonical(config["uncertainty"])
@@ -210,8 +212,13 @@ SPLIT_ROLES = {
     "id_test": ID_TEST,
     "ood_val": OOD_VAL,
     "ood_test": OOD_TEST,
+    "sensitivity": SENSITIVITY_UNLABELED,
 }
-SPLIT_DATASETS = list(dict.fromkeys([ID_TRAIN, ID_VAL, ID_TEST, *OOD_VAL, *OOD_TEST]))
+SPLIT_DATASETS = list(
+    dict.fromkeys(
+        [ID_TRAIN, ID_VAL, ID_TEST, *OOD_VAL, *OOD_TEST, *SENSITIVITY_UNLABELED]
+    )
+)
 
 
 def splits_check(model):

@@ -42,7 +42,10 @@ rule make_table:
         ood_names=OOD_TEST,
         methods=METHODS,
         uncertainty=UNCERTAINTY,
-        sensitivity={k: config["sensitivity"][k] for k in ("statistic", "reduction")},
+        sensitivity={
+            **{k: config["sensitivity"][k] for k in ("statistic", "reduction", "unlabeled")},
+            "train": ID_TRAIN,
+        },
         react_sources={
             m: react_percentile_source(m, config["methods"][m])
             for m in METHODS

@@ -1,11 +1,13 @@
-# OPNP sensitivities (paper Eq. 6 and 8) from cached training features: the
-# closed form S = P^T |H| / N on a seeded subset of the training set.
+# OPNP sensitivities (paper Eq. 6 and 8) from cached training features (and the
+# unlabeled images of sensitivity.unlabeled): the closed form S = P^T |H| / N on a
+# seeded subset of them.
 
 
 rule compute_sensitivity:
     input:
         fc=model_fc,
         train=features_of("{model}", ID_TRAIN)["manifest"],
+        unlabeled=feature_manifests("{model}", SENSITIVITY_UNLABELED),
     output:
         f"{RESULTS}/sensitivity/{{model}}/fraction{{fraction}}_seed{{seed}}.npz",
     log:

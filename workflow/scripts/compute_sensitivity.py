@@ -1,9 +1,15 @@
 """OPNP parameter sensitivity (Eq. 6) and every neuron statistic (Eq. 8) on a seeded
-subset of the training features."""
+subset of the training features, and of the unlabeled images that enlarge the sensitivity
+set (config sensitivity.unlabeled)."""
 
 from opnp.pipeline.artifacts import load_fc, load_feature_set, save_sensitivity
 from opnp.pipeline.runtime import setup_job
-from opnp.sensitivity import NEURON_STATISTICS, neuron_sensitivity, parameter_sensitivity
+from opnp.sensitivity import (
+    NEURON_STATISTICS,
+    neuron_sensitivity,
+    parameter_sensitivity,
+    pooled_parameter_sensitivity,
+)
 from opnp.subsets import seeded_subset_indices
 
 log = setup_job(snakemake.log[0], threads=snakemake.threads)
@@ -11,23 +17,26 @@ fraction = snakemake.params.fraction
 seed = snakemake.params.seed
 weight, bias = load_fc(snakemake.input.fc)
 train = load_feature_set(snakemake.input.train)
-n_total = len(train.features)
+unlabeled = [load_feature_set(path).features for path in snakemake.input.unlabeled]
+n_total = len(train.features) + sum(len(u) for u in unlabeled)
 indices = seeded_subset_indices(n_total, fraction, seed)
 log.info(
-    "sensitivity on %d of %d training samples (%g %%, seed %d)",
+    "sensitivity on %d of %d samples (%d training, %d unlabeled; %g %%, seed %d)",
     len(indices),
     n_total,
+    len(train.features),
+    n_total - len(train.features),
     fraction,
     seed,
 )
 # The subset's rows are read chunk by chunk from the memory map, never copied out.
-param = parameter_sensitivity(
-    train.features,
-    weight,
-    bias,
-    reduction=snakemake.params.reduction,
-    rows=None if len(indices) == n_total else indices,
-)
+rows = None if len(indices) == n_total else indices
+if unlabeled:
+    param = pooled_parameter_sensitivity([train.features, *unlabeled], weight, bias, rows=rows)
+else:
+    param = parameter_sensitivity(
+        train.features, weight, bias, reduction=snakemake.params.reduction, rows=rows
+    )
 neurons = {stat: neuron_sensitivity(param, stat) for stat in NEURON_STATISTICS}
 save_sensitivity(
     snakemake.output[0],
