@@ -143,17 +143,18 @@ def opnp_masks(
 
     check_choice(neuron_source, "neuron_source", NEURON_SOURCES)
     s = _check_param_sensitivity(param_sensitivity)
-    source = s
-    if neuron_source == "weight_pruned":
-        # The weight mask alone first (the neuron statistic then sees the pruned
-        # layer's S); pruning_masks below checks the arguments and recomputes it.
-        wl, wh = check_percentage_pair(weight_low, weight_high, "weight_low", "weight_high")
-        keep = tail_mask(s, wl, wh, "weight", scope_axis(threshold_scope))
-        source = np.where(keep, s, 0.0)
-    n = neuron_sensitivity(source, statistic)
-    wm, nm = pruning_masks(
-        s, n, weight_low, weight_high, neuron_low, neuron_high, threshold_scope=threshold_scope
-    )
+    if neuron_source == "unpruned":
+        n = neuron_sensitivity(s, statistic)
+        wm, nm = pruning_masks(
+            s, n, weight_low, weight_high, neuron_low, neuron_high, threshold_scope
+        )
+        return wm, nm, n
+    # The weight mask first (no neuron percentages: nothing is computed for them), the
+    # neuron statistic of the weight-pruned S, then its neuron mask (no weight percentages).
+    no_neurons = np.zeros(s.shape[1])
+    wm, _ = pruning_masks(s, no_neurons, weight_low, weight_high, threshold_scope=threshold_scope)
+    n = neuron_sensitivity(np.where(wm, s, 0.0), statistic)
+    _, nm = pruning_masks(s, n, neuron_low=neuron_low, neuron_high=neuron_high)
     return wm, nm, n
 
 
