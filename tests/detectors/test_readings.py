@@ -372,3 +372,27 @@ def test_grid_falls_back_when_a_reading_varies():
         detector_class("opnp").grid_scorer(
             [{"threshold_scope": "x"}] * 2, features={"ID": test}, **kwargs
         )
+
+
+def test_score_and_evaluate_pruning_grid_take_the_threshold_scope():
+    from opnp.grid import evaluate_pruning_grid, score_pruning_grid
+    from opnp.metrics import evaluate
+
+    w, b, rng = _head()
+    train, test, ood = (_signed(rng, n, w.shape[1]) for n in (200, 40, 30))
+    s = parameter_sensitivity(train, w, b)
+    n = neuron_sensitivity(s)
+    configs = [{"weight_low": 30, "weight_high": 2}, {"weight_low": 10, "neuron_high": 5}]
+    got = score_pruning_grid(test, w, b, s, n, configs, threshold_scope="row")
+    rows = evaluate_pruning_grid(test, ood, w, b, s, n, configs, threshold_scope="row")
+    for i, cfg in enumerate(configs):
+        det = create_detector(
+            "opnp", weight=w, bias=b, param_sensitivity=s, threshold_scope="row", **cfg
+        ).fit()
+        np.testing.assert_allclose(got[i], det.score(test), rtol=1e-9)
+        expected = evaluate(det.score(test), det.score(ood))
+        assert rows[i]["auroc"] == pytest.approx(expected["auroc"], abs=1e-12)
+    matrix = score_pruning_grid(test, w, b, s, n, configs)
+    assert not np.allclose(matrix[0], got[0])
+    with pytest.raises(ValueError, match="unknown threshold_scope 'col'"):
+        score_pruning_grid(test, w, b, s, n, configs, threshold_scope="col")
