@@ -44,8 +44,9 @@ steps above are the defaults. What each value computes:
 
 ``reduction`` and ``sensitivity_features`` act where S is computed, in ``fit``; a
 precomputed ``param_sensitivity`` is used as it is and must have been computed with the
-same reading (:func:`opnp.sensitivity.parameter_sensitivity` with ``reduction=`` and
-``clip=`` the ReAct threshold).
+same reading: ``SensitivityPruning.sensitivity_for`` (e.g.
+``detector_class("opnp+react").sensitivity_for(train, W, b, sensitivity_features=
+"clipped", react_percentile=p)``) computes it as ``fit`` would.
 """
 
 from __future__ import annotations
@@ -225,6 +226,38 @@ class SensitivityPruning(LinearDetector):
             ("react_percentile",) if clipped else ()
         )
 
+    def _sensitivity(self, train_features, rows=None) -> np.ndarray:
+        """S of ``train_features`` (``rows`` of them) by this detector's readings; the
+        clipped S clips at ``self._clip`` (set before)."""
+        p = self._params
+        clipped = self.clips_at_react and reading_value(p, "sensitivity_features") == "clipped"
+        return parameter_sensitivity(
+            train_features,
+            self.weight,
+            self.bias,
+            temperature=p["temperature"],
+            reduction=p["reduction"],
+            chunk_size=self.chunk_size,
+            rows=rows,
+            clip=self._clip if clipped else None,
+        )
+
+    @classmethod
+    def sensitivity_for(cls, train_features, weight, bias=None, rows=None, **params):
+        """S (C, D) exactly as ``fit`` computes it for ``params`` (``temperature``,
+        ``reduction`` and, for the +react variants, ``sensitivity_features`` /
+        ``react_percentile``): what to pass as ``param_sensitivity`` (or as the grid's
+        ``sensitivity``) for those readings. ``rows``: a training subset, as in
+        :func:`opnp.sensitivity.parameter_sensitivity`; the ReAct threshold stays the
+        percentile of all ``train_features``, as the detector's is."""
+        det = cls(weight=weight, bias=bias, **params)
+        if det._params["param_sensitivity"] is not None:
+            raise ValueError("sensitivity_for computes param_sensitivity: do not pass it")
+        h = det._features(train_features, "train_features")
+        if det.clips_at_react:
+            det._clip = feature_percentile(h, det._params["react_percentile"])
+        return det._sensitivity(h, rows)
+
     def _fit(self, train_features, train_labels) -> None:
         p = self._params
         if self.clips_at_react:
@@ -233,16 +266,7 @@ class SensitivityPruning(LinearDetector):
         if p["param_sensitivity"] is not None:
             sens = p["param_sensitivity"]
         else:
-            clipped = reading_value(p, "sensitivity_features") == "clipped"
-            sens = parameter_sensitivity(
-                train_features,
-                self.weight,
-                self.bias,
-                temperature=p["temperature"],
-                reduction=p["reduction"],
-                chunk_size=self.chunk_size,
-                clip=self._clip if clipped else None,
-            )
+            sens = self._sensitivity(train_features)
         self.param_sensitivity = sens
         self.weight_mask, self.neuron_mask, self.neuron_sensitivity = opnp_masks(
             sens,

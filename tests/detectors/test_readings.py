@@ -396,3 +396,25 @@ def test_score_and_evaluate_pruning_grid_take_the_threshold_scope():
     assert not np.allclose(matrix[0], got[0])
     with pytest.raises(ValueError, match="unknown threshold_scope 'col'"):
         score_pruning_grid(test, w, b, s, n, configs, threshold_scope="col")
+
+
+@pytest.mark.parametrize("method", ["opnp", "opnp+react", "opp+react"])
+def test_sensitivity_for_is_the_fitted_sensitivity(method):
+    w, b, rng = _head()
+    train = _signed(rng, 300, w.shape[1])
+    cls = detector_class(method)
+    values = READINGS["sensitivity_features"].values if cls.clips_at_react else [None]
+    for features in values:
+        params = {"reduction": "batch", "weight_low": 10}
+        if features is not None:
+            params |= {"sensitivity_features": features, "react_percentile": 75}
+        det = create_detector(method, weight=w, bias=b, **params).fit(train)
+        got = cls.sensitivity_for(train, w, b, **params)
+        np.testing.assert_array_equal(got, det.param_sensitivity)
+    rows = np.arange(0, 300, 3)
+    sub = cls.sensitivity_for(train, w, b, rows=rows, **params)
+    clip = feature_percentile(train, 75) if cls.clips_at_react else np.inf
+    ref = parameter_sensitivity(np.minimum(train[rows], clip), w, b, reduction="batch")
+    np.testing.assert_allclose(sub, ref, rtol=1e-12)
+    with pytest.raises(ValueError, match="sensitivity_for computes param_sensitivity"):
+        cls.sensitivity_for(train, w, b, param_sensitivity=np.ones_like(w))
