@@ -38,7 +38,7 @@ from opnp.grid_kernels import (
     _traverse_exp,
     _traverse_separable,
 )
-from opnp.pruning import _check_sensitivities, percentile
+from opnp.pruning import _check_sensitivities, percentile, scope_axis
 
 SCORES = ("energy", "msp", "maxlogit")
 PERCENT_KEYS = ("weight_low", "weight_high", "neuron_low", "neuron_high")
@@ -70,7 +70,9 @@ class _Axis:
     """Groups of the entries of one sensitivity array (weights or neurons) under all
     (low, high) pairs used by the grid."""
 
-    def __init__(self, values: np.ndarray, pairs: Sequence[tuple[float, float]]):
+    def __init__(
+        self, values: np.ndarray, pairs: Sequence[tuple[float, float]], axis: int | None = None
+    ):
         flat = values.ravel()
         lows = sorted({lo for lo, _ in pairs if lo > 0})
         highs = sorted({hi for _, hi in pairs if hi > 0})
@@ -79,14 +81,14 @@ class _Axis:
                 f"a grid may use at most 62 distinct nonzero percentages per axis, got "
                 f"{len(lows) + len(highs)}"
             )
-        # Same thresholds and comparisons as opnp.pruning.tail_mask.
+        # Same thresholds and comparisons as opnp.pruning.tail_mask (``axis`` likewise).
         code = np.zeros(flat.shape, dtype=np.int64)
         self.bit = {}
         for b, lo in enumerate(lows):
-            code |= (flat < percentile(values, lo)).astype(np.int64) << b
+            code |= (values < percentile(values, lo, axis)).ravel().astype(np.int64) << b
             self.bit[("low", lo)] = b
         for b, hi in enumerate(highs, start=len(lows)):
-            code |= (flat > percentile(values, 100.0 - hi)).astype(np.int64) << b
+            code |= (values > percentile(values, 100.0 - hi, axis)).ravel().astype(np.int64) << b
             self.bit[("high", hi)] = b
         self.codes, self.labels = np.unique(code, return_inverse=True)
         self.labels = self.labels.reshape(values.shape)
@@ -129,9 +131,18 @@ def _chain(sets: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
 
 class GridPlan:
     """Group structure and masked weight blocks of one grid (reusable across feature
-    sets, e.g. the ID and each OOD validation set)."""
+    sets, e.g. the ID and each OOD validation set). ``threshold_scope``: where the
+    weight thresholds are taken, as in :func:`opnp.pruning.pruning_masks`."""
 
-    def __init__(self, weight, bias, param_sensitivity, neuron_sensitivity, configs):
+    def __init__(
+        self,
+        weight,
+        bias,
+        param_sensitivity,
+        neuron_sensitivity,
+        configs,
+        threshold_scope: str = "matrix",
+    ):
         self.weight, self.bias = check_linear(weight, bias)
         s, n = _check_sensitivities(param_sensitivity, neuron_sensitivity)
         if s.shape != self.weight.shape:
@@ -142,7 +153,9 @@ class GridPlan:
         if not configs:
             raise ValueError("configs is empty")
         self.values = [_config_values(c, i) for i, c in enumerate(configs)]
-        self.weight_axis = _Axis(s, [(v[0], v[1]) for v in self.values])
+        self.weight_axis = _Axis(
+            s, [(v[0], v[1]) for v in self.values], scope_axis(threshold_scope)
+        )
         self.neuron_axis = _Axis(n, [(v[2], v[3]) for v in self.values])
         c, d = self.weight.shape
         self.neuron_cols = [
@@ -246,6 +259,7 @@ def score_pruning_grid(
     plan: GridPlan | None = None,
     n_threads: int | None = None,
     device: Any = None,
+    threshold_scope: str = "matrix",
 ) -> np.ndarray:
     """Scores (n_configs, N) float64 of the OPNP-pruned layer for every config.
 
@@ -255,6 +269,7 @@ def score_pruning_grid(
     ``chunk_size`` (rows per chunk) defaults to what fits ``memory_budget`` bytes of
     group contributions. ``out``: optional preallocated (n_configs, N) array.
     ``plan``: a :class:`GridPlan` of the same arguments, to reuse across feature sets.
+    ``threshold_scope``: the weight thresholds' scope (:class:`GridPlan`; when no plan).
     ``n_threads``: threads sharing the per-config traversal (default
     :func:`default_threads`); the scores do not depend on it. ``device`` (e.g.
     ``"cuda"``; :mod:`opnp.backend`): score with torch there (float64, the additive
@@ -267,7 +282,9 @@ def score_pruning_grid(
     check_choice(score, "score", SCORES)
     t = check_positive(temperature, "temperature")
     if plan is None:
-        plan = GridPlan(weight, bias, param_sensitivity, neuron_sensitivity, configs)
+        plan = GridPlan(
+            weight, bias, param_sensitivity, neuron_sensitivity, configs, threshold_scope
+        )
     dev = torch_device(features, device)
     if dev is not None and is_tensor(features):
         h = check_tensor_features(features, "features", dim=plan.weight.shape[1])
@@ -360,16 +377,17 @@ def evaluate_pruning_grid(
     convention: str = "paper",
     chunk_size: int | None = None,
     device: Any = None,
+    threshold_scope: str = "matrix",
 ) -> list[dict]:
     """Metrics of every config on every OOD set: one dict per (config, OOD set) with the
     config's four percentages, ``ood_set`` and ``fpr95, auroc, aupr_in, aupr_out``
     (fractions in [0, 1], :func:`opnp.metrics.evaluate`). A single OOD array is named
-    "ood". ``device``: as in :func:`score_pruning_grid`."""
+    "ood". ``device``, ``threshold_scope``: as in :func:`score_pruning_grid`."""
     from opnp.metrics import evaluate
 
     if not isinstance(ood_features, Mapping):
         ood_features = {"ood": ood_features}
-    plan = GridPlan(weight, bias, param_sensitivity, neuron_sensitivity, configs)
+    plan = GridPlan(weight, bias, param_sensitivity, neuron_sensitivity, configs, threshold_scope)
     kw = dict(
         score=score,
         temperature=temperature,

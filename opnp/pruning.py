@@ -2,8 +2,9 @@
 
 Convention (paper Eq. 7, 9): a pruning percentage ``high`` removes the ``high`` % largest values,
 ``low`` the ``low`` % smallest. Thresholds are ``numpy.percentile`` with linear
-interpolation over the whole (C, D) matrix for weights and over the D neurons for
-neurons. A value is pruned when ``value > percentile(values, 100 - high)`` or
+interpolation over the whole (C, D) matrix for weights (``threshold_scope="matrix"``;
+``"row"``: over each class's row, see :data:`THRESHOLD_SCOPES`) and over the D neurons
+for neurons. A value is pruned when ``value > percentile(values, 100 - high)`` or
 ``value < percentile(values, low)``; a value equal to a threshold is kept; a
 percentage of 0 prunes nothing (no threshold is computed). Masks are True = kept.
 """
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from opnp._validation import (
+    check_choice,
     check_chunk_size,
     check_features,
     check_finite,
@@ -26,32 +28,60 @@ from opnp._validation import (
 )
 
 
-def percentile(values: Any, q: float) -> float:
-    """``numpy.percentile(values, q)`` (linear interpolation) over all entries, in float64."""
-    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
+def percentile(values: Any, q: float, axis: int | None = None):
+    """``numpy.percentile(values, q)`` (linear interpolation) in float64: over all entries
+    (a float), or along ``axis`` (an array with that axis kept, to broadcast)."""
+    v = np.asarray(values, dtype=np.float64)
+    if axis is None:
+        return float(np.percentile(v, q))
+    return np.percentile(v, q, axis=axis, keepdims=True)
 
 
-def tail_mask(values: Any, low: float = 0.0, high: float = 0.0, name: str = "values") -> np.ndarray:
+#: Where the weight thresholds of Eq. 7 are taken -> the ``axis`` of :func:`tail_mask`
+#: (the readings are described in opnp.detectors.optimal_pruning.READINGS).
+_SCOPE_AXIS = {"matrix": None, "row": 1}
+THRESHOLD_SCOPES = tuple(_SCOPE_AXIS)
+
+
+def scope_axis(threshold_scope: str) -> int | None:
+    """The percentile axis of a weight ``threshold_scope`` (ValueError if unknown)."""
+    return _SCOPE_AXIS[check_choice(threshold_scope, "threshold_scope", THRESHOLD_SCOPES)]
+
+
+def tail_mask(
+    values: Any,
+    low: float = 0.0,
+    high: float = 0.0,
+    name: str = "values",
+    axis: int | None = None,
+) -> np.ndarray:
     """Keep-mask of ``values``: False for the ``low`` % smallest and ``high`` % largest.
 
     Pruned: ``v < percentile(values, low)`` (if low > 0) or
     ``v > percentile(values, 100 - high)`` (if high > 0). Equal to a threshold: kept.
+    ``axis``: None takes the percentiles over all entries, an integer along that axis
+    (e.g. 1: each row of a matrix against its own percentiles).
     """
     lo, hi = check_percentage_pair(low, high, f"{name} low", f"{name} high")
     v = np.asarray(values, dtype=np.float64)
     keep = np.ones(v.shape, dtype=bool)
     if lo > 0:
-        keep &= ~(v < percentile(v, lo))
+        keep &= ~(v < percentile(v, lo, axis))
     if hi > 0:
-        keep &= ~(v > percentile(v, 100.0 - hi))
+        keep &= ~(v > percentile(v, 100.0 - hi, axis))
     return keep
 
 
-def _check_sensitivities(param_sensitivity, neuron_sensitivity):
+def _check_param_sensitivity(param_sensitivity) -> np.ndarray:
     s = np.asarray(to_numpy(param_sensitivity, "param_sensitivity"), dtype=np.float64)
     if s.ndim != 2:
         raise ValueError(f"param_sensitivity must be (C, D), got shape {tuple(s.shape)}")
     check_finite(s, "param_sensitivity")
+    return s
+
+
+def _check_sensitivities(param_sensitivity, neuron_sensitivity):
+    s = _check_param_sensitivity(param_sensitivity)
     n = np.asarray(to_numpy(neuron_sensitivity, "neuron_sensitivity"), dtype=np.float64)
     if n.ndim != 1 or n.shape[0] != s.shape[1]:
         raise ValueError(
@@ -74,17 +104,58 @@ def pruning_masks(
     weight_high: float = 0,
     neuron_low: float = 0,
     neuron_high: float = 0,
+    threshold_scope: str = "matrix",
 ) -> tuple[np.ndarray, np.ndarray]:
     """OPNP masks: ``(weight_mask (C, D) bool, neuron_mask (D,) bool)``, True = kept.
 
     ``weight_low`` / ``weight_high``: percent of the C*D parameter sensitivities pruned
-    from the bottom / top (Eq. 7); ``neuron_low`` / ``neuron_high``: percent of the D
-    neuron sensitivities (Eq. 9). Each in [0, 100) and low + high < 100.
+    from the bottom / top (Eq. 7), their thresholds taken over the whole matrix
+    (``threshold_scope="matrix"``) or per row (``"row"``: percent of each class's D);
+    ``neuron_low`` / ``neuron_high``: percent of the D neuron sensitivities (Eq. 9).
+    Each in [0, 100) and low + high < 100.
     """
     wl, wh = check_percentage_pair(weight_low, weight_high, "weight_low", "weight_high")
     nl, nh = check_percentage_pair(neuron_low, neuron_high, "neuron_low", "neuron_high")
+    axis = scope_axis(threshold_scope)
     s, n = _check_sensitivities(param_sensitivity, neuron_sensitivity)
-    return tail_mask(s, wl, wh, "weight"), tail_mask(n, nl, nh, "neuron")
+    return tail_mask(s, wl, wh, "weight", axis), tail_mask(n, nl, nh, "neuron")
+
+
+#: What the neuron statistic (Eq. 8) reduces (readings: optimal_pruning.READINGS).
+NEURON_SOURCES = ("unpruned", "weight_pruned")
+
+
+def opnp_masks(
+    param_sensitivity: Any,
+    statistic: str = "mean",
+    weight_low: float = 0,
+    weight_high: float = 0,
+    neuron_low: float = 0,
+    neuron_high: float = 0,
+    threshold_scope: str = "matrix",
+    neuron_source: str = "unpruned",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(weight_mask, neuron_mask, neuron_sensitivity)`` of OPNP from S alone: the
+    neuron sensitivity is ``statistic`` over classes (Eq. 8) of S
+    (``neuron_source="unpruned"``) or of S with the weights the weight mask prunes set
+    to 0 (``"weight_pruned"``), then :func:`pruning_masks`' rules."""
+    from opnp.sensitivity import neuron_sensitivity
+
+    check_choice(neuron_source, "neuron_source", NEURON_SOURCES)
+    s = _check_param_sensitivity(param_sensitivity)
+    if neuron_source == "unpruned":
+        n = neuron_sensitivity(s, statistic)
+        wm, nm = pruning_masks(
+            s, n, weight_low, weight_high, neuron_low, neuron_high, threshold_scope
+        )
+        return wm, nm, n
+    # The weight mask first (no neuron percentages: nothing is computed for them), the
+    # neuron statistic of the weight-pruned S, then its neuron mask (no weight percentages).
+    no_neurons = np.zeros(s.shape[1])
+    wm, _ = pruning_masks(s, no_neurons, weight_low, weight_high, threshold_scope=threshold_scope)
+    n = neuron_sensitivity(np.where(wm, s, 0.0), statistic)
+    _, nm = pruning_masks(s, n, neuron_low=neuron_low, neuron_high=neuron_high)
+    return wm, nm, n
 
 
 def masked_weight(weight: Any, weight_mask: Any = None, neuron_mask: Any = None) -> np.ndarray:
@@ -306,6 +377,7 @@ __all__ = [
     "feature_percentile",
     "linear_logits",
     "masked_weight",
+    "opnp_masks",
     "percentile",
     "pruning_masks",
     "tail_mask",

@@ -55,6 +55,7 @@ def parameter_sensitivity(
     precision: str = "float64",
     rows: Any = None,
     device: Any = None,
+    clip: float | None = None,
 ) -> np.ndarray:
     """Closed-form parameter sensitivity S (C, D) float64 of the FC layer (Eq. 6).
 
@@ -67,6 +68,9 @@ def parameter_sensitivity(
     ``rows`` (strictly increasing indices) restricts S to those samples, e.g. a random
     training subset, read chunk by chunk from the memory map instead of being copied
     out first: the same result as ``features[rows]`` with the memory of one chunk.
+    ``clip``: the features are clipped at this value first, ``min(h, clip)`` chunk by
+    chunk (the ReAct threshold: the sensitivity of the deployed OPNP+ReAct layer, its
+    ``sensitivity_features="clipped"`` reading).
 
     ``precision="float64"`` (default) computes logits, softmax and both products in
     float64: agreement with float64 autograd is at rounding level (~1e-13 relative).
@@ -91,6 +95,7 @@ def parameter_sensitivity(
     t = check_positive(temperature, "temperature")
     chunk = check_chunk_size(chunk_size)
     w64, b64 = check_linear(weight, bias)
+    clip = _check_clip(clip)
     dev = torch_device(features, device)
     if dev is not None:
         if is_tensor(features):
@@ -98,11 +103,11 @@ def parameter_sensitivity(
         else:
             h = check_features(features, "features", dim=w64.shape[1])
         idx = None if rows is None else check_rows(rows, h.shape[0])
-        return _sensitivity_torch(h, w64, b64, t, reduction, chunk, precision, idx, dev)
+        return _sensitivity_torch(h, w64, b64, t, reduction, chunk, precision, idx, dev, clip)
     h = check_features(features, "features", dim=w64.shape[1])
     idx = None if rows is None else check_rows(rows, h.shape[0])
     n = h.shape[0] if idx is None else len(idx)
-    acc = SensitivityAccumulator(w64, b64, t, reduction, precision)
+    acc = SensitivityAccumulator(w64, b64, t, reduction, precision, clip)
     for _, hc in iter_chunks(h, chunk, "features", dtype=acc.dtype, rows=idx):
         acc._add(hc)  # chunks are already checked by iter_chunks
     if acc.n_samples != n:  # pragma: no cover - iter_chunks yields every row once
@@ -110,7 +115,19 @@ def parameter_sensitivity(
     return acc.result()
 
 
-def _sensitivity_torch(h, w64, b64, t, reduction, chunk, precision, idx, device):
+def _check_clip(clip: Any) -> float | None:
+    if clip is None:
+        return None
+    try:
+        value = float(clip)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"clip must be a finite number or None, got {clip!r}") from err
+    if not np.isfinite(value):
+        raise ValueError(f"clip must be a finite number or None, got {clip!r}")
+    return value
+
+
+def _sensitivity_torch(h, w64, b64, t, reduction, chunk, precision, idx, device, clip=None):
     """:func:`parameter_sensitivity` with torch on ``device``: per chunk the logits,
     softmax and P^T |H| in the working precision, summed in float64 on the device."""
     import torch
@@ -124,6 +141,8 @@ def _sensitivity_torch(h, w64, b64, t, reduction, chunk, precision, idx, device)
     n = 0
     with torch.no_grad():
         for _, hc in device_chunks(h, chunk, "features", device, dtype, rows=idx):
+            if clip is not None:
+                hc = hc.clamp(max=clip)
             p = hc @ wt + b
             if t != 1.0:
                 p /= t
@@ -141,6 +160,7 @@ class SensitivityAccumulator:
     :func:`parameter_sensitivity` call on the stacked rows (the same per-chunk products
     added into one float64 sum). Memory is O(C * D) whatever the number of rows: what
     :class:`opnp.nets.model_api.ModelDetector` uses to fit OPNP in one pass over a loader.
+    ``clip``: as in :func:`parameter_sensitivity`, each chunk clipped at it first.
     """
 
     def __init__(
@@ -150,10 +170,12 @@ class SensitivityAccumulator:
         temperature: float = 1.0,
         reduction: str = "per_sample",
         precision: str = "float64",
+        clip: float | None = None,
     ):
         check_choice(reduction, "reduction", REDUCTIONS)
         check_choice(precision, "precision", PRECISIONS)
         self.temperature = check_positive(temperature, "temperature")
+        self.clip = _check_clip(clip)
         self.reduction = reduction
         w64, b64 = check_linear(weight, bias)
         self.dtype = np.float64 if precision == "float64" else np.float32
@@ -169,6 +191,9 @@ class SensitivityAccumulator:
         return self
 
     def _add(self, hc: np.ndarray) -> None:
+        if self.clip is not None:
+            # self.clip is a Python float: a float32 chunk stays float32 (NEP 50).
+            hc = np.minimum(hc, self.clip)
         p = hc @ self._wt
         p += self._b
         if self.temperature != 1.0:

@@ -120,6 +120,37 @@ def test_scores_equal_the_feature_level_detector(model, data, method):
     assert (md.statistics._sensitivity is not None) == ("sensitivity" in needs)
 
 
+@pytest.mark.parametrize(
+    ("method", "reading"),
+    [
+        ("tnp", {"statistic": "activation_l2"}),
+        ("tnp", {"statistic": "weight_l2"}),
+        ("opnp+react", {"sensitivity_features": "clipped"}),
+        ("opnp+react", {"sensitivity_features": "clipped", "neuron_source": "weight_pruned"}),
+    ],
+)
+def test_readings_that_change_what_fit_needs(model, data, method, reading):
+    """A reading whose fit uses other statistics than the method's default (TNP's norms,
+    OPNP+ReAct's clipped S) is fitted from those, equal to the feature-level detector."""
+    x_train, _, x_test, x_ood = data
+    md = fitted(model, data, method, **reading)
+    params = {**PARAMS[method], **reading}
+    h_train, h_test = trunk_features(model, x_train), trunk_features(model, x_test)
+    head = dict(weight=model.fc.weight.detach(), bias=model.fc.bias.detach())
+    reference = opnp.create_detector(method, **head, **params).fit(h_train)
+    np.testing.assert_allclose(md.score(x_test), reference.score(h_test), rtol=1e-10, atol=1e-12)
+    assert md.needs == opnp.detectors.detector_class(method).fit_needs_for(params)
+    assert md.needs != FIT_NEEDS[method]
+    if method == "opnp+react":  # tune reuses the clipped S of fit
+        table = md.tune(x_test, x_ood, grid={"weight_low": [0, 20], "neuron_high": [0, 10]})
+        chosen = {k: md.params[k] for k in ("weight_low", "neuron_high")}
+        det = opnp.create_detector(method, **head, **{**params, **chosen}).fit(h_train)
+        np.testing.assert_allclose(md.score(x_test), det.score(h_test), rtol=1e-9)
+        assert len(table) == 4
+        with pytest.raises(ValueError, match="tune cannot vary react_percentile"):
+            md.tune(x_test, x_ood, grid={"react_percentile": [80, 90]})
+
+
 def test_predict_and_features_are_the_models(model, data):
     _, _, x_test, _ = data
     md = opnp.from_model(model, "energy", progress=False)

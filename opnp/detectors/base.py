@@ -65,7 +65,8 @@ class Detector:
       ``react_percentile`` is ReAct's validation-selected one unless the config fixes it);
     - ``fit_needs``: the training statistics ``fit`` uses (what the model-level API
       streams): "features" (the rows themselves), "sensitivity", "mean", "abs_mean",
-      "class_means", "covariance"; empty when nothing is fitted;
+      "class_means", "covariance"; empty when nothing is fitted (``fit_needs_for(params)``
+      where a hyperparameter changes it);
     - ``default_grid``: the hyperparameter grid searched when none is given.
     """
 
@@ -114,6 +115,12 @@ class Detector:
         self.compute_dtype = compute_dtype
         self._device_cache: dict = {}
         self._check_params()
+
+    @classmethod
+    def fit_needs_for(cls, params: Mapping[str, Any]) -> tuple[str, ...]:
+        """``fit_needs`` of this method with hyperparameters ``params`` (a subclass whose
+        options change what ``fit`` uses overrides it)."""
+        return cls.fit_needs
 
     # -- hyperparameters -------------------------------------------------------------
     def _check_params(self) -> None:

@@ -16,6 +16,9 @@ samples unless the method needs every feature):
   threshold and so every score). Registered detectors this module does not know also
   get all features.
 
+These are the defaults' needs; a reading that changes them (``Detector.fit_needs_for``:
+TNP's norm, OPNP+ReAct's clipped S) gets its own, e.g. every feature for the clipped S.
+
 Numpy only.
 """
 

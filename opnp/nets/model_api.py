@@ -99,7 +99,10 @@ class ModelDetector(ModelHead):
     # -- fit / score ------------------------------------------------------------------
     @property
     def needs(self) -> tuple[str, ...]:
-        needs = FIT_NEEDS.get(self.method, ("features",))
+        if self.method in FIT_NEEDS:
+            needs = detector_class(self.method).fit_needs_for(self.params)
+        else:
+            needs = ("features",)
         if self.method == "react" and self.params.get("threshold") is not None:
             return ()
         if self.method in SENSITIVITY_METHODS and self.params.get("param_sensitivity") is not None:
@@ -230,11 +233,14 @@ class ModelDetector(ModelHead):
         from opnp.pipeline.selection import expand_grid, mark_selected
 
         grid = dict(DEFAULT_GRIDS.get(self.method, {}) if grid is None else grid)
-        if self.method in SENSITIVITY_METHODS and {"temperature", "reduction"} & set(grid):
-            raise ValueError(
-                "tune cannot vary temperature or reduction of the OPNP family: they change the "
-                "sensitivity that fit computed; create one detector per value instead"
-            )
+        if self.method in SENSITIVITY_METHODS:
+            cls = detector_class(self.method)
+            varied = sorted(set(cls.sensitivity_depends_on(self.params)) & set(grid))
+            if varied:
+                raise ValueError(
+                    f"tune cannot vary {', '.join(varied)} of the OPNP family: they change the "
+                    "sensitivity that fit computed; create one detector per value instead"
+                )
         if self.needs and self.statistics is None:
             raise ValueError(f"{self.method}: call fit(train_data) before tune")
         fixed = {
@@ -264,11 +270,12 @@ class ModelDetector(ModelHead):
             }
             if self.method in SENSITIVITY_METHODS:
                 stats = self.statistics
-                sensitivity = (
-                    stats.sensitivity
-                    if stats is not None and "sensitivity" in self.needs
-                    else self.params["param_sensitivity"]
-                )
+                if stats is not None and "sensitivity" in self.needs:
+                    sensitivity = stats.sensitivity
+                elif self.params.get("param_sensitivity") is not None:
+                    sensitivity = self.params["param_sensitivity"]
+                else:  # computed by the fitted detector itself (e.g. from clipped features)
+                    sensitivity = self._detector().param_sensitivity
                 fit = FitData(
                     self.weight,
                     self.bias,

@@ -64,17 +64,20 @@ SENSITIVITY_BATCH_SIZE = 32
 
 def fc_opnp_keep_mask(param_sensitivity, params: Mapping[str, Any], statistic: str = "mean"):
     """(C, D) keep-mask of the FC weight for the OPNP setting ``params`` (weight and neuron
-    percentages): the weight mask with every pruned neuron's column removed, i.e. the
+    percentages, and the mask readings ``threshold_scope`` / ``neuron_source`` when
+    given): the weight mask with every pruned neuron's column removed, i.e. the
     layer the main OPNP result scores (f' = (W * M_w)(h * m_n) + b = (W * M_w * m_n) h + b).
     """
-    from opnp.pruning import pruning_masks
-    from opnp.sensitivity import neuron_sensitivity
+    from opnp.detectors.optimal_pruning import reading_value
+    from opnp.pruning import opnp_masks
 
     sens = np.asarray(param_sensitivity, dtype=np.float64)
-    weight_mask, neuron_mask = pruning_masks(
+    weight_mask, neuron_mask, _ = opnp_masks(
         sens,
-        neuron_sensitivity(sens, statistic),
+        statistic,
         **{k: float(params.get(k, 0)) for k in PERCENTAGE_NAMES},
+        threshold_scope=reading_value(params, "threshold_scope"),
+        neuron_source=reading_value(params, "neuron_source"),
     )
     return weight_mask & neuron_mask[None, :]
 
