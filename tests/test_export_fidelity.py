@@ -141,3 +141,45 @@ def test_knn_on_nearly_parallel_features_was_the_failure():
     fast = opnp.create_detector("knn", k=5, compute_dtype="float32").fit(md.statistics.features)
     rel = np.max(np.abs(fast.score(md.features(x[150:])) - scores) / np.abs(scores))
     assert 1e-9 < rel < 1e-2, rel  # float32 rounding, amplified by the cancellation
+
+
+def fitted_cnn(method="opnp+react"):
+    torch.manual_seed(0)
+    net = ConvNet(16).eval()
+    x_train, y_train, x_test = draw(3, 1.0)
+    md = opnp.from_model(net, method, progress=False, **PARAMS.get(method, {}))
+    return md.fit(x_train, y_train), x_test
+
+
+def test_export_program_falls_back_to_torchscript_with_one_warning(monkeypatch):
+    md, x = fitted_cnn()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("cannot trace this model")
+
+    monkeypatch.setattr(torch.export, "export", broken)
+    with pytest.warns(UserWarning, match="torch.export.export failed.*cannot trace.*jit.script"):
+        scripted = md.export_program(x[:2])
+    assert isinstance(scripted, torch.jit.ScriptModule)
+    with torch.no_grad():
+        assert_same_scores(scripted(x)[1].numpy(), md.score(x), "torchscript fallback")
+    with pytest.raises(RuntimeError, match="cannot trace"):  # no fallback when asked for it
+        md.export_program(x[:2], exporter="export")
+    with pytest.raises(ValueError, match="exporter must be one of"):
+        md.export_program(x[:2], exporter="jit")
+    with pytest.raises(ValueError, match="at least 2 inputs"):
+        md.export_program(x[:1])
+
+
+def test_export_onnx_falls_back_without_onnxscript(monkeypatch, tmp_path):
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    md, x = fitted_cnn("knn")
+    monkeypatch.setitem(__import__("sys").modules, "onnxscript", None)  # not installed
+    with pytest.warns(UserWarning, match="dynamo ONNX exporter failed.*TorchScript-based"):
+        used = md.export_onnx(tmp_path / "knn.onnx", x[:2])
+    assert used == "torchscript"
+    _, scores = ort.InferenceSession(str(tmp_path / "knn.onnx")).run(None, {"x": x.numpy()})
+    np.testing.assert_allclose(scores, md.score(x), rtol=1e-6, atol=1e-7)
+    with pytest.raises(Exception, match="onnxscript"):
+        md.export_onnx(tmp_path / "again.onnx", x[:2], exporter="dynamo")
