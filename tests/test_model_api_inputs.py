@@ -255,3 +255,12 @@ def test_percentile_below_one_warns_that_the_unit_is_percent(method, name):
         warnings.simplefilter("error")
         for value in (0, 1, 90):
             opnp.create_detector(method, weight=w, bias=b, **{name: value})
+
+
+def test_labels_of_methods_that_ignore_them_are_not_checked(net, data):
+    """A loader's labels may come from another label space (e.g. ImageNet classes for a
+    10-class head): methods that do not use labels accept them as before."""
+    x, _ = data
+    other = torch.arange(len(x)) + 100
+    md = opnp.from_model(net, "knn", k=3, progress=False).fit(x, other)
+    assert np.all(np.isfinite(md.score(x)))

@@ -88,7 +88,7 @@ class TrainingStatistics:
             raise ValueError(
                 "fitting this method needs class labels: pass (inputs, labels) batches"
             )
-        if labels is not None and (self.needs_labels or "features" in self.needs):
+        if labels is not None and self.needs_labels:  # other methods do not use them
             labels = self._check_labels(labels, len(h), row)
         h64 = np.asarray(h, dtype=np.float64)
         self.n += len(h64)
