@@ -6,7 +6,11 @@ forward hooks on the first batch (so torchvision, timm and custom models work wi
 knowing their attribute names); ``head="fc"`` names it. Errors: a named module that is
 not an ``nn.Linear``, a head that runs more than once per forward pass (it would not be
 one layer applied to one feature), a forward pass that runs no ``nn.Linear``, a head
-whose input is not (B, D). :class:`ModelHead` is the base of
+whose input is not (B, D), an ``nn.Linear`` other than the head that produces the
+model's output or runs after the head when the output is not the head's (scores would
+ignore it). Inputs: a model on the 'meta' device is refused at construction; integer
+images and NaN / infinite images or features are refused naming the row (in the whole
+tensor or loader); floating images are cast to the model's dtype. :class:`ModelHead` is the base of
 :class:`opnp.nets.model_api.ModelDetector`; torch is imported when one is built.
 """
 
