@@ -45,8 +45,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 
-# Detectors whose logits take compute_dtype="float32" (float32 products).
-LINEAR = ("energy", "msp", "react", "dice", "ash", "gradnorm")
+# Detectors that take compute_dtype="float32" (float32 products; KNN: its inner products).
+LINEAR = ("energy", "msp", "react", "dice", "ash", "gradnorm", "knn")
 
 
 def timed(fn):

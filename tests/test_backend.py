@@ -154,7 +154,9 @@ def test_knn_torch_equals_numpy(layer, device):
     _, _, train, test, _ = layer
     ref = opnp.create_detector("knn", k=7).fit(train).score(test)
     got = opnp.create_detector("knn", k=7, device=device).fit(train).score(test)
-    np.testing.assert_allclose(got, ref, rtol=0, atol=2e-6)  # float32 inner products
+    np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-12)  # float64 inner products
+    fast = opnp.create_detector("knn", k=7, device=device, compute_dtype="float32")
+    np.testing.assert_allclose(fast.fit(train).score(test), ref, rtol=0, atol=2e-6)
 
 
 def test_detector_torch_path_checks_dimensions(layer):

@@ -192,3 +192,35 @@ def test_an_unknown_method_name_is_refused_with_the_registry_list():
     bad["methods"]["opnpp"] = {}
     with pytest.raises(ConfigError, match=r"methods.opnpp: no detector named 'opnpp'.*'opnp'"):
         check_config(bad)
+
+
+def test_num_workers_auto_is_what_the_machine_has(config):
+    """``num_workers: auto`` (extraction and training) passes the schema and resolves to
+    one worker fewer than the cores, at most MAX_AUTO_WORKERS; other strings are refused."""
+    from opnp.pipeline.runtime import MAX_AUTO_WORKERS, available_cpus, loader_workers
+
+    auto = copy.deepcopy(config)
+    auto["extraction"]["num_workers"] = "auto"
+    validate_all(auto)
+    assert [loader_workers("auto", cpus=n) for n in (1, 2, 3, 64)] == [0, 1, 2, MAX_AUTO_WORKERS]
+    assert loader_workers("auto") == max(0, min(MAX_AUTO_WORKERS, available_cpus() - 1))
+    assert loader_workers(3, cpus=2) == 3  # an explicit count is the user's choice
+    bad = copy.deepcopy(config)
+    bad["extraction"]["num_workers"] = "many"
+    with pytest.raises(WorkflowError, match="num_workers"):
+        validate(bad, schema=SCHEMA)
+    for value in ("many", -1, 1.5, True):
+        with pytest.raises(ValueError, match="num_workers"):
+            loader_workers(value)
+
+
+def test_example_config_asks_for_no_more_workers_than_a_two_core_machine_has():
+    """config/examples/your_model.yaml asked for 4 workers; on 2 cores DataLoader warned
+    about it once per loader. Its workers follow the machine now."""
+    from opnp.pipeline.runtime import loader_workers
+
+    with open(REPO / "config" / "examples" / "your_model.yaml") as handle:
+        example = yaml.safe_load(handle)
+    validate(example, schema=SCHEMA)
+    assert loader_workers(example["extraction"]["num_workers"], cpus=2) <= 1
+    assert loader_workers(example["extraction"]["num_workers"], cpus=16) > 1

@@ -246,3 +246,37 @@ def test_snakemake_lint_is_clean(tmp_path):
     assert proc.returncode == 0, output
     assert "Congratulations, your workflow is in a good condition!" in output, output
     assert "Lints for" not in output, output
+
+
+def report_packages() -> set[str]:
+    """Python packages that `snakemake --report` says "must be installed": read from the
+    installed snakemake's report code, so a new requirement of a later snakemake shows."""
+    spec = importlib.util.find_spec("snakemake")
+    if spec is None or spec.origin is None:
+        pytest.skip("snakemake is not installed (pip install -e '.[workflow]')")
+    report_dir = Path(spec.origin).parent / "report"
+    pattern = re.compile(r"Python package (\w+) must be installed")
+    return {
+        canonical(name)
+        for path in report_dir.rglob("*.py")
+        for name in pattern.findall(path.read_text(encoding="utf-8"))
+    }
+
+
+def test_workflow_extra_installs_what_snakemake_report_needs():
+    """`pip install -e ".[workflow]"` then `snakemake --report report.html` works: every
+    package the report code requires comes with snakemake itself or the workflow extra
+    (pygments came only with the test extra, through pytest)."""
+    needed = report_packages()
+    assert "pygments" in needed, f"snakemake's report code no longer names pygments: {needed}"
+    snakemake_requires = {
+        canonical(Requirement(line).name)
+        for line in importlib.metadata.requires("snakemake") or []
+        if "extra ==" not in line
+    }
+    workflow = set(pip_requirements(("workflow",)))
+    missing = sorted(needed - snakemake_requires - workflow)
+    assert not missing, f"the workflow extra lacks what snakemake --report imports: {missing}"
+    assert not sorted(needed - snakemake_requires - set(conda_specs(ENVIRONMENT))), (
+        "environment.yml lacks a package snakemake --report imports"
+    )

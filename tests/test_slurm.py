@@ -6,7 +6,9 @@ reads job states with `sacct`); this module runs the default workflow through
 profiles/slurm, checks that every job that is not a local rule went through sbatch and
 completed in SLURM's accounting, and that the results equal those of a local run of the
 same workflow. Everything started is stopped again (tests/slurm/stop_local_slurm.sh,
-by recorded process id).
+by recorded process id), also when pytest is killed with SIGTERM, and a cluster left by
+a run killed with SIGKILL is found and stopped by the next run (tests/slurm_cleanup.py,
+tested here without SLURM).
 
 The cluster test needs root and apt-get (or SLURM already installed) and is skipped with
 the reason otherwise; it is marked `slurm`. The other tests here check, without SLURM,
@@ -21,13 +23,16 @@ import importlib.util
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+from slurm_cleanup import OWNER_FILE, leftover_cluster, record_owner, stop_on_signal
 from workflow_helpers import DEFAULT, REPO, snakemake_command
 
 START = REPO / "tests" / "slurm" / "start_local_slurm.sh"
@@ -84,6 +89,14 @@ def slurm_env(tmp_path_factory):
         pytest.skip(reason)
     state_dir = os.environ.get("OPNP_SLURM_DIR", "/tmp/opnp-slurm")
     env = {**os.environ, "OPNP_SLURM_DIR": state_dir}
+    leftovers = leftover_cluster(state_dir)
+    if leftovers:  # an earlier run of this test was killed before it could stop them
+        warnings.warn(
+            f"stopping a SLURM cluster left running in {state_dir} by an earlier test run "
+            f"that was killed: {leftovers}",
+            stacklevel=1,
+        )
+        subprocess.run(["bash", str(STOP)], env=env, timeout=180)
     try:
         proc = subprocess.run(
             ["bash", str(START)],
@@ -109,11 +122,19 @@ def slurm_env(tmp_path_factory):
         OPNP_SLURM_GPUS_PER_JOB="0",
         OPNP_SLURM_SCALE="0.1",
     )
-    try:
+    if not started_here:
         yield env
-    finally:
-        if started_here:
-            subprocess.run(["bash", str(STOP)], env=env, timeout=180)
+        return
+
+    def stop() -> None:
+        subprocess.run(["bash", str(STOP)], env=env, timeout=180)
+        (Path(state_dir) / OWNER_FILE).unlink(missing_ok=True)
+
+    record_owner(state_dir)
+    # Stopped when the test ends and also when pytest gets SIGTERM / SIGHUP (a timeout
+    # kill), where a plain `finally` would not run (tests/slurm_cleanup.py).
+    with stop_on_signal(stop):
+        yield env
 
 
 def _results(workdir: Path) -> pd.DataFrame:
@@ -325,3 +346,83 @@ def test_resources_from_benchmarks_sizes_requests(tmp_path):
     empty.write_text("s\tmax_rss\n")
     with pytest.raises(ValueError, match="empty.tsv"):
         sizing.read_benchmark(empty)
+
+
+# ------------------------------------------- cleanup when pytest is killed, no SLURM
+
+# A stand-in for pytest holding the cluster fixture: it records a dummy "daemon" (a
+# detached sleep, as the real daemons detach) as the start script would, enters
+# stop_on_signal with a stop that kills the recorded pid (as stop_local_slurm.sh does),
+# says it is ready and waits to be killed.
+HOLDER = """
+import os, signal, sys, time
+from pathlib import Path
+from slurm_cleanup import record_owner, stop_on_signal
+base = Path(sys.argv[1])
+def stop():
+    pid = int((base / "pids" / "slurmd.pid").read_text())
+    os.kill(pid, signal.SIGKILL)
+    with open(base / "stopped", "a") as handle:
+        handle.write("stopped\\n")
+record_owner(base)
+with stop_on_signal(stop):
+    print("ready", flush=True)
+    time.sleep(120)
+"""
+
+
+def start_dummy_daemon(base: Path) -> subprocess.Popen:
+    daemon = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    (base / "pids").mkdir(parents=True, exist_ok=True)
+    (base / "pids" / "slurmd.pid").write_text(f"{daemon.pid}\n")
+    return daemon
+
+
+def run_holder(base: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "tests")}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(base)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert holder.stdout.readline().strip() == "ready"
+    return holder
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_cluster_is_stopped_when_the_test_process_gets_sigterm(tmp_path, signum):
+    daemon = start_dummy_daemon(tmp_path)
+    holder = run_holder(tmp_path)
+    holder.send_signal(signum)
+    assert holder.wait(timeout=30) == -signum  # still dies of the signal
+    assert daemon.wait(timeout=30) == -signal.SIGKILL  # the stop callback killed it
+    assert (tmp_path / "stopped").read_text() == "stopped\n"  # once
+
+
+def test_a_cluster_left_by_a_killed_run_is_detected(tmp_path):
+    """SIGKILL cannot be caught: the daemons outlive the test, and the next run finds
+    them through the owner file of the dead process; a cluster started by hand (no owner
+    file) or one whose owner still runs is not a leftover."""
+    daemon = start_dummy_daemon(tmp_path)
+    try:
+        assert leftover_cluster(tmp_path) == {}  # no owner: started by hand
+        holder = run_holder(tmp_path)
+        assert leftover_cluster(tmp_path) == {}  # its owner still runs
+        holder.kill()
+        holder.wait(timeout=30)
+        assert not (tmp_path / "stopped").exists()
+        assert leftover_cluster(tmp_path) == {"slurmd": daemon.pid}
+        daemon.kill()
+        daemon.wait(timeout=30)
+        assert leftover_cluster(tmp_path) == {}  # nothing alive is left
+    finally:
+        daemon.kill()
+
+
+def test_stop_on_signal_stops_once_on_normal_exit_and_on_an_error():
+    calls = []
+    before = signal.getsignal(signal.SIGTERM)
+    with stop_on_signal(lambda: calls.append(1)):
+        assert signal.getsignal(signal.SIGTERM) is not before
+    assert calls == [1] and signal.getsignal(signal.SIGTERM) is before
+    with pytest.raises(RuntimeError), stop_on_signal(lambda: calls.append(2)):
+        raise RuntimeError("test failed")
+    assert calls == [1, 2] and signal.getsignal(signal.SIGTERM) is before

@@ -737,3 +737,46 @@ def test_layer_ablation_caption_says_what_each_row_prunes():
     assert "prunes no weight" in tables.layer_ablation_caption(zero, "m")
     with pytest.raises(ValueError, match="no 'fc' row"):
         tables.layer_ablation_caption(frame[frame["variant"] != "fc"], "m")
+
+
+def test_small_samples_are_flagged_in_the_caption_and_the_log(scored_results):
+    """A table of 30 images bolds FPR95 100.00 beside a best of 0.00 by the rule; below
+    SMALL_SAMPLE test images per set its caption (and make_table's log, through the
+    table's attrs) says that the numbers cannot compare methods."""
+    from opnp.report.captions import SMALL_SAMPLE
+    from opnp.report.paper_tables import SMALL_SAMPLE_ATTR, build_table
+
+    small = pd.DataFrame(
+        [row(m, "SUN", 0, f, 100 - f, n_id=30, n_ood=30) for m, f in (("msp", 0), ("energy", 100))]
+        + [row(m, "Places", 0, 5, 95, n_id=30, n_ood=120) for m in ("msp", "energy")]
+    )
+    table = tables.main_results_table(small, ["msp", "energy"], ["SUN", "Places"])
+    notes = tables.caption_notes(table, small)
+    assert (
+        f"Small sample: only 30 ID test images, 30 OOD test images of SUN (fewer than "
+        f"{SMALL_SAMPLE})." in notes
+    )
+    assert "Places (" not in notes.split("Small sample")[1].split(".")[0]  # 120 is enough
+    assert "steps of 3.33 points" in notes
+    assert notes.index("Small sample") < notes.index("Bold:")
+    _, caption = build_table(
+        "main",
+        small,
+        model="resnet50",
+        ood_sets=["SUN", "Places"],
+        methods=["msp", "energy"],
+        confidence=95,
+        sensitivity={},
+        react_sources={},
+    )
+    assert "Small sample: only 30 ID test images" in caption
+    built, _ = build_table(
+        "main", small, model="resnet50", ood_sets=["SUN", "Places"], methods=["msp"],
+        confidence=95, sensitivity={}, react_sources={},
+    )  # fmt: skip
+    assert built.attrs[SMALL_SAMPLE_ATTR].startswith("Small sample: only 30 ID test images")
+    # at the threshold and above: no caution (scored_results: 400 ID, 300 OOD per set)
+    big = tables.main_results_table(scored_results, ["msp", "energy"], ["SUN", "Places"])
+    assert "Small sample" not in tables.caption_notes(big, scored_results)
+    assert tables.small_sample_text(small.assign(n_id=100, n_ood=100)) == ""
+    assert "99 ID test images" in tables.small_sample_text(small.assign(n_id=99, n_ood=100))

@@ -36,3 +36,19 @@ def test_example_config_dry_run_on_a_tiny_tree(tmp_path):
     # every method of the config is selected on validation and evaluated on test
     assert counts["evaluate_method"] + counts["evaluate_odin"] == len(config["methods"])
     assert counts["make_table"] >= 5 and counts["layers"] == 1
+
+
+def test_files_the_example_and_its_docs_name_exist():
+    """Every tests/... or config/... path that the example config and docs/your_model.md
+    name is a file of the repository (the example once named a test file that did not
+    exist)."""
+    import re
+
+    named = set()
+    for doc in (EXAMPLE, REPO / "docs" / "your_model.md", REPO / "README.md"):
+        named |= set(
+            re.findall(r"\b((?:tests|config|docs)/[\w./-]+\.(?:py|yaml|md))", doc.read_text())
+        )
+    assert "tests/test_your_model_example.py" in named
+    missing = sorted(path for path in named if not (REPO / path).is_file())
+    assert not missing, f"named but missing: {missing}"

@@ -6,7 +6,9 @@ s2 = sum of the kept entries; h' = kept * exp(s1 / s2), and h' = kept (no scalin
 s2 = 0, e.g. an all-zero feature row, whose score is then the Energy of the bias. Score:
 Energy T logsumexp(f/T) of W h' + b. (The ASH code applies this to the feature map before global pooling; with
 cached pooled features it is applied to the pooled vector, as in OpenOOD's feature-level
-evaluations. Which entries are kept among exact ties is unspecified, as with topk.)
+evaluations.) Among entries tied at the k-th largest value, the lowest-indexed ones are
+kept (saturated features tie, e.g. tanh at +-1), the same in numpy, torch and the
+exported module (opnp.nets.export), so their scores agree.
 """
 
 from __future__ import annotations
@@ -28,11 +30,7 @@ def ash_s(h: np.ndarray, percentile: float) -> np.ndarray:
     s1 = h.sum(axis=1)
     if k <= 0:
         return np.zeros_like(h)
-    top = np.argpartition(h, d - k, axis=1)[:, d - k :]
-    # a keep-mask and one select: cheaper than scattering the kept values (same array)
-    kept = np.zeros(h.shape, dtype=bool)
-    np.put_along_axis(kept, top, True, axis=1)
-    out = np.where(kept, h, 0)
+    out = np.where(_keep_mask(h, k), h, 0)
     s2 = out.sum(axis=1)
     # A row whose kept entries sum to 0 (e.g. an all-zero feature row) is not scaled:
     # exp(s1 / s2) would be 0/0 = NaN, and the kept row is all zeros (ReLU) anyway.
@@ -41,6 +39,32 @@ def ash_s(h: np.ndarray, percentile: float) -> np.ndarray:
         scale = np.where(zero, 1.0, np.exp(s1 / np.where(zero, 1.0, s2)))
     out *= scale[:, None].astype(h.dtype, copy=False)
     return out
+
+
+def _keep_mask(h: np.ndarray, k: int) -> np.ndarray:
+    """(N, D) mask of the k largest entries of each row; among entries equal to the k-th
+    largest value, the lowest-indexed ones (deterministic tie-breaking)."""
+    d = h.shape[1]
+    if k >= d:
+        return np.ones(h.shape, dtype=bool)
+    kth = np.partition(h, d - k, axis=1)[:, d - k, None]
+    above = h > kth
+    tied = h == kth
+    room = k - above.sum(axis=1, keepdims=True)
+    return above | (tied & (np.cumsum(tied, axis=1) <= room))
+
+
+def keep_mask_torch(h, k: int):
+    """:func:`_keep_mask` with torch (the same entries kept)."""
+    import torch
+
+    if k >= h.shape[1]:
+        return torch.ones_like(h, dtype=torch.bool)
+    kth = torch.topk(h, k, dim=1).values[:, -1:]
+    above = h > kth
+    tied = h == kth
+    room = k - above.sum(dim=1, keepdim=True)
+    return above | (tied & (torch.cumsum(tied.to(torch.int64), dim=1) <= room))
 
 
 @register_detector("ash")
@@ -61,8 +85,7 @@ class ASH(LinearDetector):
         k = d - int(np.round(d * self._params["percentile"] / 100.0))
         kept = torch.zeros_like(h)
         if k > 0:
-            top = torch.topk(h, k, dim=1).indices
-            kept.scatter_(1, top, torch.gather(h, 1, top))
+            kept = torch.where(keep_mask_torch(h, k), h, kept)
         s1, s2 = h.sum(dim=1), kept.sum(dim=1)
         zero = s2 == 0
         scale = torch.where(zero, torch.ones_like(s1), torch.exp(s1 / torch.where(zero, 1.0, s2)))

@@ -7,15 +7,23 @@ to its ``k``-th nearest stored training feature), k default 50 (the KNN-OOD pape
 
 Exact search: for unit vectors ||a - b||^2 = 2 - 2 a.b, so the k-th nearest neighbour is
 the k-th largest inner product, found by chunked matrix products and ``np.partition``
-(no approximate index). Inner products are float32 matrix products (relative error about
-1e-6 on the distances); a zero feature vector is left at zero (distance sqrt(2) to all).
+(no approximate index); a zero feature vector is left at zero (distance sqrt(2) to all).
+
+Precision: 2 - 2 a.b cancels when the neighbours are close (a.b near 1): a float32 inner
+product, rounded to ~6e-8, puts an error of ~6e-8 / d^2 on d^2, which is 1 % at a distance
+d of 0.01 (features of a small random CNN are that close; ``to_module``'s float64 score
+head then differed from ``score`` by 1.1 %). So the inner products are float64 (the
+normalised test features times the float32 bank, converted one block at a time; the
+bank stays float32 in memory) and the distances are exact to float64 rounding of the
+stored bank. ``compute_dtype="float32"`` uses float32 products (about twice as fast on
+CPU; distances then carry that rounding, relative ~1e-7 / d^2).
 
 ``backend="faiss"`` (optional, ``pip install faiss-cpu``; the official KNN-OOD code uses
 faiss) searches the same float32 bank with an exact flat inner-product index
 (``faiss.IndexFlatIP``, no approximation), which is faster for large banks (1.28M
-ImageNet training features); its inner products are float32 sums in another order, so
-the scores equal the numpy path's to float32 rounding (tests/test_knn_faiss.py). The
-default (``backend=None``) is the numpy path.
+ImageNet training features); its inner products are float32 sums, so the scores equal
+the numpy path's to float32 rounding (tests/test_knn_faiss.py). The default
+(``backend=None``) is the numpy path.
 """
 
 from __future__ import annotations
@@ -102,8 +110,9 @@ class KNN(Detector):
         import torch
 
         k = self._params["k"]
+        dtype = torch.float32 if self.compute_dtype == "float32" else torch.float64
         norms = h.norm(dim=1, keepdim=True)
-        z = (h / torch.where(norms > 0, norms, torch.ones_like(norms))).float()
+        z = (h / torch.where(norms > 0, norms, torch.ones_like(norms))).to(dtype)
         bank = self._device_cache.get(("bank", str(h.device)))
         if bank is None:
             bank = torch.as_tensor(self.train_bank, device=h.device)
@@ -111,7 +120,7 @@ class KNN(Detector):
         best = None
         block = max(k, (1 << 24) // max(len(z), 1))
         for start in range(0, bank.shape[0], block):
-            sims = z @ bank[start : start + block].T
+            sims = z @ bank[start : start + block].to(dtype).T
             cand = sims if best is None else torch.cat([best, sims], dim=1)
             best = torch.topk(cand, min(k, cand.shape[1]), dim=1).values
         kth = best.min(dim=1).values.double()
@@ -119,18 +128,20 @@ class KNN(Detector):
 
     def _score_chunk(self, h: np.ndarray) -> np.ndarray:
         k = self._params["k"]
-        z = l2_normalise(h).astype(np.float32)
+        z = l2_normalise(h)
         if self._index is not None:
-            sims, _ = self._index.search(np.ascontiguousarray(z), k)
+            sims, _ = self._index.search(np.ascontiguousarray(z, dtype=np.float32), k)
             kth = sims[:, k - 1].astype(np.float64)
             return -np.sqrt(np.maximum(2.0 - 2.0 * kth, 0.0))
         n_bank = self.train_bank.shape[0]
         # Keep the k largest inner products so far; the bank is scanned in blocks so the
         # (chunk, block) similarity matrix stays small whatever the bank size.
-        best = np.full((len(z), 0), -np.inf, dtype=np.float32)
-        block = max(k, (1 << 24) // max(len(z), 1))  # similarity block <= 64 MiB
+        dtype = np.float32 if self.compute_dtype == "float32" else np.float64
+        z = z.astype(dtype, copy=False)
+        best = np.full((len(z), 0), -np.inf, dtype=dtype)
+        block = max(k, (1 << 24) // max(len(z), 1))  # similarity block <= 128 MiB
         for start in range(0, n_bank, block):
-            sims = z @ self.train_bank[start : start + block].T
+            sims = z @ self.train_bank[start : start + block].astype(dtype, copy=False).T
             cand = np.concatenate([best, sims], axis=1)
             keep = min(k, cand.shape[1])
             best = -np.partition(-cand, keep - 1, axis=1)[:, :keep]

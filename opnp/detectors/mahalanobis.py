@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse
 
-from opnp._validation import iter_chunks
+from opnp._validation import check_finite, iter_chunks
 from opnp.detectors import register_detector
 from opnp.detectors.base import Detector
 
@@ -32,6 +32,14 @@ class Mahalanobis(Detector):
         classes = np.unique(train_labels)
         if len(classes) < 1:
             raise ValueError("train_labels has no classes")
+        c = None if self.weight is None else self.weight.shape[0]
+        if classes[0] < 0 or (c is not None and classes[-1] >= c):
+            bad = classes[0] if classes[0] < 0 else classes[-1]
+            row = int(np.argmax(train_labels == bad))
+            where = "be >= 0" if c is None else f"lie in [0, {c}) for a {c}-class FC layer"
+            raise ValueError(
+                f"train_labels must {where}: label {int(bad)} at row {row} (class indices)"
+            )
         d = train_features.shape[1]
         index = np.searchsorted(classes, train_labels)
         sums = np.zeros((len(classes), d))
@@ -63,6 +71,8 @@ class Mahalanobis(Detector):
                 f"fit_gaussian needs classes (K,), class_means (K, D) and covariance (D, D), "
                 f"got {classes.shape}, {means.shape}, {cov.shape}"
             )
+        check_finite(means, "class_means")
+        check_finite(cov, "covariance")
         self._set_gaussian(classes, means, cov)
         self._fitted = True
         return self

@@ -9,6 +9,8 @@ Score: Energy T logsumexp(f/T) of the clipped features through the unpruned FC l
 
 from __future__ import annotations
 
+import warnings
+
 from opnp._validation import check_positive
 from opnp.detectors import register_detector
 from opnp.detectors.base import LinearDetector
@@ -16,12 +18,22 @@ from opnp.pruning import feature_percentile
 
 
 def check_percentile_param(value, name: str) -> float:
+    """A percentile in percent, [0, 100]. A value strictly between 0 and 1 warns
+    (UserWarning): it is almost surely a fraction (pytorch-ood's ReAct takes
+    ``percentile=0.9``), which here means 0.9 %, not 90 %."""
     try:
         v = float(value)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{name} must be a number in [0, 100], got {value!r}") from err
     if not (0.0 <= v <= 100.0):
         raise ValueError(f"{name} must be in [0, 100], got {value!r}")
+    if 0.0 < v < 1.0:
+        warnings.warn(
+            f"{name}={value!r} is read as {v:g} percent (opnp's percentiles are in percent, "
+            f"0-100); for the {v * 100:g}th percentile pass {name}={v * 100:g}",
+            UserWarning,
+            stacklevel=3,
+        )
     return v
 
 

@@ -64,7 +64,7 @@ class TrainingStatistics:
         if unknown:
             raise ValueError(f"unknown training statistics {sorted(unknown)}")
         self.n = 0
-        d = weight.shape[1]
+        self.num_classes, d = weight.shape
         self._sum = np.zeros(d)
         self._abs_sum = np.zeros(d)
         self._class_sums: dict[int, np.ndarray] = {}
@@ -83,12 +83,16 @@ class TrainingStatistics:
     def needs_labels(self) -> bool:
         return bool(self.needs & {"class_means", "covariance"})
 
-    def update(self, h: np.ndarray, labels: np.ndarray | None = None) -> None:
-        """Add one chunk of features (k, D) and, where needed, integer labels (k,)."""
+    def update(self, h: np.ndarray, labels: np.ndarray | None = None, row: int = 0) -> None:
+        """Add one chunk of features (k, D) and, where needed, integer labels (k,) in
+        [0, C) (C: the head's classes); ``row``: the chunk's first row in the training
+        data (for error messages)."""
         if self.needs_labels and labels is None:
             raise ValueError(
                 "fitting this method needs class labels: pass (inputs, labels) batches"
             )
+        if labels is not None and self.needs_labels:  # other methods do not use them
+            labels = self._check_labels(labels, len(h), row)
         h64 = np.asarray(h, dtype=np.float64)
         self.n += len(h64)
         if "mean" in self.needs:
@@ -113,6 +117,31 @@ class TrainingStatistics:
             self._features.append(np.array(h))  # a copy in the model's dtype
             if labels is not None:
                 self._labels.append(np.asarray(labels).astype(np.int64))
+
+    def _check_labels(self, labels, n: int, row: int) -> np.ndarray:
+        """Integer class labels (n,) of a C-class head: ValueError naming the first bad
+        label and its row otherwise."""
+        y = np.asarray(labels)
+        if y.shape != (n,):
+            raise ValueError(
+                f"labels of rows {row}-{row + n - 1} have shape {y.shape}, expected ({n},)"
+            )
+        if y.dtype.kind == "b" or y.dtype.kind not in "iuf":
+            raise ValueError(f"labels must be integer class indices, got dtype {y.dtype}")
+        c = self.num_classes
+        bad = ~np.isfinite(y) if y.dtype.kind == "f" else np.zeros(n, bool)
+        with np.errstate(invalid="ignore"):
+            bad |= (y < 0) | (y >= c)
+            if y.dtype.kind == "f":
+                bad |= y != np.round(y)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise ValueError(
+                f"labels must be integer class indices in [0, {c}) for the head's {c} "
+                f"classes; label {y[i].item()!r} at row {row + i} is not "
+                f"({int(bad.sum())} bad label(s) in this batch)"
+            )
+        return y.astype(np.int64)
 
     # -- results ----------------------------------------------------------------------
     def _check(self) -> None:

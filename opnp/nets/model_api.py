@@ -25,7 +25,7 @@ import numpy as np
 
 from opnp.detectors import available_detectors, create_detector, detector_class, methods_where
 from opnp.nets.fit_statistics import FIT_NEEDS, TrainingStatistics
-from opnp.nets.model_head import ModelHead
+from opnp.nets.model_head import ModelHead, to_numpy
 from opnp.nets.odin import check_odin_params, odin_scores
 
 __all__ = ["DEFAULT_GRIDS", "ModelDetector", "from_model"]
@@ -90,11 +90,18 @@ class ModelDetector(ModelHead):
         if method == "odin":
             params = check_odin_params(**params)
         else:  # unknown or invalid hyperparameters fail here, not after a pass over the data
-            checked = {k: v for k, v in params.items() if k != "param_sensitivity"}
-            create_detector(method, weight=np.ones((2, 2)), bias=np.zeros(2), **checked)
+            self._check_params(params)
         self.params = dict(params)
         self.statistics: TrainingStatistics | None = None
         self.detector = None
+
+    def _check_params(self, params: Mapping[str, Any]) -> None:
+        """ValueError naming an unknown or invalid hyperparameter (no data touched)."""
+        if self.method == "odin":
+            check_odin_params(**params)
+            return
+        checked = {k: v for k, v in params.items() if k != "param_sensitivity"}
+        create_detector(self.method, weight=np.ones((2, 2)), bias=np.zeros(2), **checked)
 
     # -- fit / score ------------------------------------------------------------------
     @property
@@ -123,8 +130,9 @@ class ModelDetector(ModelHead):
             self.detector = None
             return self
         stats = None
-        for x, y in self._progress(self._batches(data, labels), data, f"fit {self.method}"):
-            h, _ = self._forward(x)
+        rows = self._rows(data, labels)
+        for row, x, y in self._progress(rows, data, f"fit {self.method}"):
+            h, _ = self._forward(x, row, "training input")
             if stats is None:
                 stats = TrainingStatistics(
                     needs,
@@ -134,8 +142,9 @@ class ModelDetector(ModelHead):
                     reduction=self.params.get("reduction", "per_sample"),
                 )
             stats.update(
-                h.cpu().numpy(),
+                to_numpy(h),
                 None if y is None else np.asarray(y.cpu() if hasattr(y, "cpu") else y),
+                row=row,
             )
         if stats is None:
             raise ValueError("fit got no batches")
@@ -186,25 +195,25 @@ class ModelDetector(ModelHead):
             return self.score_loader(x)
         return self._score_batch(x, self.params)
 
-    def _score_batch(self, x, params) -> np.ndarray:
+    def _score_batch(self, x, params, row: int = 0) -> np.ndarray:
         if self.method == "odin":
             if self._head is None:
-                self._forward(x)  # head and weights, for predict / to_module errors
+                self._forward(x, row)  # head and weights, for predict / to_module errors
             return odin_scores(
                 self.model,
-                x.to(self.device),
+                self._prepare_input(x, row),
                 temperature=params["temperature"],
                 epsilon=params["epsilon"],
                 std=self.std,
             )
-        h, _ = self._forward(x)
-        return self._detector().score(h.cpu().numpy())
+        h, _ = self._forward(x, row)
+        return self._detector().score(to_numpy(h))
 
     def score_loader(self, data) -> np.ndarray:
         """Scores (N,) float64 of every input of a loader (or tensor), in order."""
         out = [
-            self._score_batch(x, self.params)
-            for x, _ in self._progress(self._batches(data), data, f"score {self.method}")
+            self._score_batch(x, self.params, row)
+            for row, x, _ in self._progress(self._rows(data), data, f"score {self.method}")
         ]
         if not out:
             raise ValueError("score_loader got no batches")
@@ -247,18 +256,25 @@ class ModelDetector(ModelHead):
             k: v for k, v in self.params.items()
             if k not in grid and not (isinstance(v, np.ndarray) or hasattr(v, "detach"))
         }  # fmt: skip
-        configs = expand_grid(grid, fixed)
         if not isinstance(ood_val, Mapping):
             ood_val = {"ood": ood_val}
+        if not ood_val:
+            raise ValueError(
+                "tune needs OOD validation data: ood_val is an empty dict (pass inputs, or a "
+                "dict name -> inputs with at least one entry)"
+            )
+        configs = expand_grid(grid, fixed)
+        for config in configs:  # a bad grid value fails here, before any forward pass
+            self._check_params(config)
         if self.method == "odin":
             rows = []
             for params in self._progress(configs, configs, "tune odin"):
                 id_scores = np.concatenate(
-                    [self._score_batch(x, params) for x, _ in self._batches(id_val)]
+                    [self._score_batch(x, params, r) for r, x, _ in self._rows(id_val)]
                 )
                 ood_scores = {
                     name: np.concatenate(
-                        [self._score_batch(x, params) for x, _ in self._batches(d)]
+                        [self._score_batch(x, params, r) for r, x, _ in self._rows(d)]
                     )
                     for name, d in ood_val.items()
                 }
@@ -308,11 +324,26 @@ class ModelDetector(ModelHead):
         """A plain ``nn.Module`` x -> (logits, score) in one forward pass: the model up to
         the head, the unpruned head (logits, as the model's output) and the fitted
         detector on the same features as a second head (its scores equal :meth:`score`).
-        Scriptable with ``torch.jit.script`` and exportable with ``torch.onnx.export``.
-        See :func:`opnp.nets.export.detector_module`."""
+        Exportable with ``torch.export`` and ONNX (:meth:`export_program`,
+        :meth:`export_onnx`). See :func:`opnp.nets.export.detector_module`."""
         from opnp.nets.export import detector_module
 
         return detector_module(self, score_dtype=score_dtype)
+
+    def export_program(self, example, exporter: str = "auto", score_dtype=None):
+        """:meth:`to_module` through :func:`opnp.nets.export.export_program`
+        (``torch.export``, TorchScript as the fallback); ``example``: a batch of inputs."""
+        from opnp.nets.export import export_program
+
+        return export_program(self.to_module(score_dtype), example, exporter)
+
+    def export_onnx(self, path, example, exporter: str = "auto", score_dtype=None) -> str:
+        """:meth:`to_module` written to the ONNX file ``path`` through
+        :func:`opnp.nets.export.export_onnx` (dynamo exporter, the TorchScript-based one
+        as the fallback); returns the exporter used."""
+        from opnp.nets.export import export_onnx
+
+        return export_onnx(self.to_module(score_dtype), example, path, exporter)
 
     def __repr__(self) -> str:
         args = ", ".join(

@@ -6,7 +6,11 @@ forward hooks on the first batch (so torchvision, timm and custom models work wi
 knowing their attribute names); ``head="fc"`` names it. Errors: a named module that is
 not an ``nn.Linear``, a head that runs more than once per forward pass (it would not be
 one layer applied to one feature), a forward pass that runs no ``nn.Linear``, a head
-whose input is not (B, D). :class:`ModelHead` is the base of
+whose input is not (B, D), an ``nn.Linear`` other than the head that produces the
+model's output or runs after the head when the output is not the head's (scores would
+ignore it). Inputs: a model on the 'meta' device is refused at construction; integer
+images and NaN / infinite images or features are refused naming the row (in the whole
+tensor or loader); floating images are cast to the model's dtype. :class:`ModelHead` is the base of
 :class:`opnp.nets.model_api.ModelDetector`; torch is imported when one is built.
 """
 
@@ -38,6 +42,13 @@ class ModelHead:
             raise ValueError(f"head must be a module name (str) or None, got {head!r}")
         if not (isinstance(batch_size, int) and batch_size > 0):
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        meta = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
+        if meta:
+            raise ValueError(
+                f"the model's tensors are on the 'meta' device (no data), e.g. {meta[0]!r}: "
+                "materialise and load its weights first (model.to_empty(device='cpu'), then "
+                "load_state_dict)"
+            )
         self.model = model
         self.head_name = head
         self.batch_size = batch_size
@@ -93,9 +104,12 @@ class ModelHead:
                 hook.remove()
         return out, calls
 
-    def _run_with_head_search(self, x):
-        """Forward pass with hooks on every nn.Linear (first batch only): the head is the
-        last one that ran. Returns (model output, (head input, head output) of each call)."""
+    def _first_forward(self, x):
+        """First batch: forward pass with hooks on every nn.Linear. The head is the named
+        one, or the last nn.Linear that runs. Refused: no nn.Linear ran, the head ran more
+        than once, or an nn.Linear that is not the head produces the model's output (it runs
+        after the classifier: scores on the head's input would ignore it). Returns (model
+        output, [(head input, head output)])."""
         import torch
 
         linears = {
@@ -109,16 +123,35 @@ class ModelHead:
                 "no nn.Linear ran in the model's forward pass: OPNP needs the final fully "
                 "connected layer; pass head= the name of the nn.Linear producing the logits"
             )
-        name = calls[-1][0]
+        name = self.head_name if self._head is not None else calls[-1][0]
         runs = [(h, f) for n, h, f in calls if n == name]
-        if len(runs) > 1:
+        if self._head is None and len(runs) > 1:
             raise ValueError(
                 f"the last nn.Linear of the forward pass, {name!r}, runs {len(runs)} "
                 "times per forward pass, so it is not a classifier head applied once to one "
                 "feature; pass head= the name of the final classification layer"
             )
+        if runs and isinstance(out, torch.Tensor) and not _same_tensor(out, runs[-1][1]):
+            last_head_call = max(i for i, call in enumerate(calls) if call[0] == name)
+            after = [n for n, _, _ in calls[last_head_call + 1 :]]
+            producers = [n for n, _, f in calls if n != name and _same_tensor(out, f)]
+            hint = f" ({producers[-1]!r} produces them)" if producers else ""
+            if after:
+                raise ValueError(
+                    f"nn.Linear {after[-1]!r} runs after the head {name!r} and the model's "
+                    "output is not the head's output: scores computed from the head's input "
+                    "would ignore what runs after it; pass head= the nn.Linear whose output is "
+                    f"the model's logits{hint}"
+                )
+            if producers:
+                raise ValueError(
+                    f"the model's output comes from nn.Linear {producers[-1]!r}, but nn.Linear "
+                    f"{name!r} runs after it (the default head is the last nn.Linear that "
+                    f"runs): pass head={producers[-1]!r} if it is the classifier"
+                )
         self.head_name = name
-        self._head = self._named_linear(name)
+        if self._head is None:
+            self._head = self._named_linear(name)
         return out, runs
 
     def _set_head_arrays(self) -> None:
@@ -127,13 +160,41 @@ class ModelHead:
         self.weight = w
         self.bias = np.zeros(w.shape[0]) if b is None else b.detach().cpu().double().numpy().copy()
 
-    def _forward(self, x):
-        """(features h (B, D), head logits (B, C)) of one batch, as detached tensors."""
+    @property
+    def input_dtype(self):
+        """The floating dtype the model computes in (its first floating parameter's)."""
         import torch
 
-        x = x.to(self.device)
-        if self._head is None:
-            out, seen = self._run_with_head_search(x)
+        for tensor in self.model.parameters():
+            if tensor.is_floating_point():
+                return tensor.dtype
+        return torch.get_default_dtype()
+
+    def _prepare_input(self, x, row0: int = 0, what: str = "input"):
+        """``x`` on the model's device in its floating dtype (float64 images for a float32
+        model, float32 for a float16 / bfloat16 one: cast); ValueError for integer images
+        (their scale is unknown) and for NaN / infinite values, naming the first bad row
+        (``row0`` + position: the row in the whole tensor or loader)."""
+        import torch
+
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"expected a batch tensor (B, ...), got {type(x).__name__}")
+        if not (x.is_floating_point() or x.is_complex()):
+            raise ValueError(
+                f"{what} has dtype {x.dtype}; the model takes floating-point inputs: convert "
+                "and normalise them as for training (e.g. x.float() / 255 for uint8 images)"
+            )
+        if x.is_complex():
+            raise ValueError(f"{what} has complex dtype {x.dtype}; expected real images")
+        _check_finite_rows(x, row0, what)
+        return x.to(device=self.device, dtype=self.input_dtype)
+
+    def _forward(self, x, row0: int = 0, what: str = "input"):
+        """(features h (B, D), head logits (B, C)) of one batch, as detached tensors.
+        ``row0``: the row of ``x[0]`` in the caller's data (for error messages)."""
+        x = self._prepare_input(x, row0, what)
+        if self._output_is_head is None:
+            out, seen = self._first_forward(x)
         else:
             out, calls = self._hooked_forward(x, {self.head_name: self._head})
             seen = [(h, f) for _, h, f in calls]
@@ -148,12 +209,9 @@ class ModelHead:
                 f"the input of head {self.head_name!r} has shape {tuple(h.shape)}; OPNP needs one "
                 "feature vector per sample (B, D) (pool tokens / feature maps before the head)"
             )
+        _check_finite_rows(h, row0, f"the model's features (head input) of {what}")
         if self._output_is_head is None:
-            self._output_is_head = out is logits or (
-                isinstance(out, torch.Tensor)
-                and out.shape == logits.shape
-                and torch.equal(out, logits)
-            )
+            self._output_is_head = _same_tensor(out, logits)
         if self.weight is None:
             self._set_head_arrays()
         return h.detach(), logits.detach()
@@ -198,10 +256,18 @@ class ModelHead:
             pass
         return tqdm(iterable, total=total, desc=desc, disable=not self.progress, leave=False)
 
+    def _rows(self, data, labels=None):
+        """``(row of the first input, inputs, labels)`` of each batch of :meth:`_batches`."""
+        row = 0
+        for x, y in self._batches(data, labels):
+            yield row, x, y
+            row += len(x)
+
     def features(self, x) -> np.ndarray:
-        """The head's input h (B, D) of a batch, as numpy (the model's dtype)."""
+        """The head's input h (B, D) of a batch, as numpy (float32 for a bfloat16 model,
+        which numpy lacks; the model's dtype otherwise)."""
         h, _ = self._forward(self._as_batch(x))
-        return h.cpu().numpy()
+        return to_numpy(h)
 
     def predict(self, x):
         """Logits (B, C) of the unpruned head (a tensor on the model's device)."""
@@ -217,12 +283,48 @@ class ModelHead:
 
     def _all_features(self, data, desc: str) -> np.ndarray:
         parts = [
-            self._forward(x)[0].cpu().numpy()
-            for x, _ in self._progress(self._batches(data), data, desc)
+            to_numpy(self._forward(x, row, desc)[0])
+            for row, x, _ in self._progress(self._rows(data), data, desc)
         ]
         if not parts:
             raise ValueError(f"{desc}: no batches")
         return np.concatenate(parts)
+
+
+def to_numpy(t) -> np.ndarray:
+    """A detached tensor as numpy on the CPU (bfloat16, which numpy lacks, as float32)."""
+    import torch
+
+    if t.dtype == torch.bfloat16:
+        t = t.float()
+    return t.detach().cpu().numpy()
+
+
+def _same_tensor(a, b) -> bool:
+    """``a`` is the tensor ``b`` (or equal to it: same shape, same values)."""
+    import torch
+
+    return a is b or (
+        isinstance(a, torch.Tensor)
+        and isinstance(b, torch.Tensor)
+        and a.shape == b.shape
+        and a.dtype == b.dtype
+        and torch.equal(a, b)
+    )
+
+
+def _check_finite_rows(t, row0: int, what: str) -> None:
+    """ValueError naming ``what``, the count of rows with NaN / infinite values and the
+    first one (``row0`` + its position)."""
+    import torch
+
+    if t.numel() == 0 or bool(torch.isfinite(t).all()):
+        return
+    bad = ~torch.isfinite(t).reshape(t.shape[0], -1).all(dim=1)
+    rows = torch.nonzero(bad).flatten().tolist()
+    raise ValueError(
+        f"{what} has NaN or infinite values in {len(rows)} row(s), first at row {row0 + rows[0]}"
+    )
 
 
 class _eval_mode:

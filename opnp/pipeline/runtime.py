@@ -49,6 +49,31 @@ def setup_job(log_path: str | None = None, threads: int = 1, seed: int = 0) -> l
     return logging.getLogger("opnp")
 
 
+#: ``num_workers: auto`` never starts more data-loader workers than this.
+MAX_AUTO_WORKERS = 8
+
+
+def available_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1
+
+
+def loader_workers(value, cpus: int | None = None) -> int:
+    """Data-loader worker processes for a config's ``num_workers``: an integer >= 0 as
+    given, or ``"auto"``: one core fewer than this machine has (the main process decodes
+    too), at most :data:`MAX_AUTO_WORKERS` (2 cores: 1 worker; 1 core: 0, in-process).
+    ``cpus``: the core count to assume (default :func:`available_cpus`)."""
+    if value == "auto":
+        cpus = available_cpus() if cpus is None else int(cpus)
+        return max(0, min(MAX_AUTO_WORKERS, cpus - 1))
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"num_workers must be an integer >= 0 or 'auto', got {value!r}")
+    return value
+
+
 def torch_device():
     """The device network jobs use: the first CUDA GPU when one is visible (on a GPU
     node SLURM exposes the allocated one), else the CPU."""

@@ -27,6 +27,7 @@ from opnp.report.captions import (
     onp_low_side_note,
     sample_sizes_text,
     seeds_text,
+    small_sample_text,
     subset_sizes,
     subset_sizes_text,
 )
@@ -111,6 +112,7 @@ __all__ = [
     "pruned_accuracy_table",
     "pruning_methods_table",
     "sample_sizes_text",
+    "small_sample_text",
     "seeds_text",
     "selected_params_table",
     "statistic_table",

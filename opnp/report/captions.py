@@ -55,6 +55,43 @@ def sample_sizes_text(results: pd.DataFrame, ood_sets: Sequence[str] | None = No
     return f"n = {id_text} ID test images; {ood_text}."
 
 
+#: Below this many ID test images, or OOD test images in a set, a table's numbers are
+#: too coarse to compare methods: FPR95 moves in steps of 100 / n_ood points, and the
+#: 95 % TPR threshold rests on the 5 % lowest-scoring ID images, fewer than 5 of them.
+#: Such a table's caption and the log say so (:func:`small_sample_text`).
+SMALL_SAMPLE = 100
+
+
+def small_sample_text(
+    results: pd.DataFrame, ood_sets: Sequence[str] | None = None, threshold: int = SMALL_SAMPLE
+) -> str:
+    """A caution for a caption when the rows rest on fewer than ``threshold`` ID test
+    images or OOD test images of a set (those of ``ood_sets``, default every set); ""
+    otherwise. Its numbers come from the ``n_id`` / ``n_ood`` columns."""
+    frame = check_frame(results, "results", ["ood_set", "n_id", "n_ood"])
+    small = []
+    n_id = int(frame["n_id"].min()) if len(frame) else threshold
+    if n_id < threshold:
+        small.append(f"{_count(n_id)} ID test images")
+    ood = frame[frame["ood_set"] != ""]
+    if len(ood):
+        for name in ood_order(ood, ood_sets):
+            rows = ood[ood["ood_set"] == name]
+            if len(rows) and int(rows["n_ood"].min()) < threshold:
+                small.append(f"{_count(int(rows['n_ood'].min()))} OOD test images of {name}")
+    if not small:
+        return ""
+    step = ""
+    if len(ood):
+        n_ood = int(ood["n_ood"].min())
+        step = f" FPR95 moves in steps of {100 / n_ood:.2f} points at {_count(n_ood)} OOD images;"
+    return (
+        f"Small sample: only {', '.join(small)} (fewer than {threshold}).{step} the intervals "
+        "and the bold marks mean little at this size, so read the table as a check that the "
+        "pipeline runs, not as a comparison of methods."
+    )
+
+
 def _entity_seed_counts(table: pd.DataFrame) -> dict[str, int]:
     """Compared entity (method / variant label) -> its number of seeds: entities are the
     rows of a table bolded per column, the columns of one bolded per row."""
@@ -118,10 +155,11 @@ def caption_notes(
     ood_sets: Sequence[str] | None = None,
 ) -> str:
     """The sentences every comparison table's caption carries: n (ID and OOD test images,
-    from ``results``, the rows the table was built from), seeds and what ± means, and
+    from ``results``, the rows the table was built from), a caution below
+    :data:`SMALL_SAMPLE` images (:func:`small_sample_text`), seeds and what ± means, and
     the bold rule."""
-    texts = [sample_sizes_text(results, ood_sets), seeds_text(table)]
-    texts.append(bold_rule_text(table, confidence))
+    texts = [sample_sizes_text(results, ood_sets), small_sample_text(results, ood_sets)]
+    texts += [seeds_text(table), bold_rule_text(table, confidence)]
     return " ".join(t for t in texts if t)
 
 

@@ -19,7 +19,11 @@ from opnp.report.captions import (
     caption_notes,
     layer_ablation_caption,
     onp_low_side_note,
+<<<<<<< HEAD
     sensitivity_set_note,
+=======
+    small_sample_text,
+>>>>>>> issue27
     subset_sizes_text,
 )
 from opnp.report.labels import METHOD_LABELS
@@ -36,6 +40,9 @@ from opnp.report.table_methods import (
     pruning_methods_table,
     selected_params_table,
 )
+
+#: Key of ``DataFrame.attrs`` of a built table: its small-sample caution ("" if none).
+SMALL_SAMPLE_ATTR = "opnp_small_sample"
 
 
 def _test_rows(results: pd.DataFrame, name: str) -> pd.DataFrame:
@@ -150,6 +157,8 @@ def build_table(
         sets = None if name == "pruned_accuracy" else ood_sets
         notes = caption_notes(table, shown, confidence=confidence, ood_sets=sets)
         caption = f"{caption} {notes}"
+        # the caption's caution, for the job's log (workflow/scripts/make_table.py)
+        table.attrs[SMALL_SAMPLE_ATTR] = small_sample_text(shown, sets)
         if name == "subsets":
             caption = f"{caption} {subset_sizes_text(shown, experiment=name)}"
     if name == "statistics":

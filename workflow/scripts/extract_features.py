@@ -9,7 +9,7 @@ from opnp.features import part_rows
 from opnp.nets.extraction import extract_features
 from opnp.nets.models import preprocessing
 from opnp.pipeline.artifacts import feature_stem, load_model, read_json
-from opnp.pipeline.runtime import setup_job
+from opnp.pipeline.runtime import loader_workers, setup_job
 
 log = setup_job(snakemake.log[0], threads=snakemake.threads)
 spec = snakemake.params.spec
@@ -34,7 +34,7 @@ manifest = extract_features(
     dataset,
     feature_stem(snakemake.output.manifest),
     batch_size=extraction["batch_size"],
-    num_workers=extraction["num_workers"],
+    num_workers=loader_workers(extraction["num_workers"]),
     shard_size=extraction["shard_size"] or None,
     torch_threads=snakemake.threads,
     rows=rows,

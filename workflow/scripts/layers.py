@@ -19,7 +19,7 @@ from opnp.pipeline.artifacts import (
     read_json,
     write_results,
 )
-from opnp.pipeline.runtime import setup_job
+from opnp.pipeline.runtime import loader_workers, setup_job
 from opnp.pipeline.selection import selected_params
 
 log = setup_job(snakemake.log[0], threads=snakemake.threads, seed=snakemake.params.seed)
@@ -46,7 +46,7 @@ rows, layer_means = layer_ablation(
     statistic=snakemake.params.statistic,
     train_fraction=layers["train_fraction"],
     batch_size=extraction["batch_size"],
-    num_workers=extraction["num_workers"],
+    num_workers=loader_workers(extraction["num_workers"]),
     log=log,
     uncertainty=snakemake.params.uncertainty,
 )

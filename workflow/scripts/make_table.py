@@ -5,7 +5,7 @@ import pandas as pd
 from opnp.pipeline.replicates import pool_replicates
 from opnp.pipeline.runtime import setup_job
 from opnp.report import write_table
-from opnp.report.paper_tables import build_table
+from opnp.report.paper_tables import SMALL_SAMPLE_ATTR, build_table
 
 log = setup_job(snakemake.log[0])
 spec = snakemake.params.spec
@@ -27,3 +27,5 @@ table, caption = build_table(
 stem = snakemake.output.md[: -len(".md")]
 write_table(table, stem, caption, confidence=confidence)
 log.info("wrote %s (%d rows)", stem, len(table))
+if table.attrs.get(SMALL_SAMPLE_ATTR):
+    log.warning("%s: %s", stem, table.attrs[SMALL_SAMPLE_ATTR])

@@ -18,13 +18,13 @@ from opnp.pipeline.artifacts import (
 )
 from opnp.pipeline.evaluation import evaluate_network_configs, merge_setting_scores
 from opnp.pipeline.results import accuracy
-from opnp.pipeline.runtime import setup_job, torch_device
+from opnp.pipeline.runtime import loader_workers, setup_job, torch_device
 from opnp.pipeline.selection import expand_grid, mark_selected, settings_for_test_sets
 
 log = setup_job(snakemake.log[0], threads=snakemake.threads)
 spec = snakemake.params.spec
 batch_size = snakemake.params.extraction["batch_size"]
-num_workers = snakemake.params.extraction["num_workers"]
+num_workers = loader_workers(snakemake.params.extraction["num_workers"])
 device = torch_device()
 model = load_model(snakemake.input.model).to(device)
 transform, _, std = preprocessing(spec)

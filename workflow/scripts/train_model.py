@@ -6,7 +6,7 @@ from opnp.nets.extraction import save_fc
 from opnp.nets.models import build_model, preprocessing
 from opnp.nets.training import evaluate_accuracy, train_classifier
 from opnp.pipeline.artifacts import read_json, save_model
-from opnp.pipeline.runtime import setup_job, torch_device
+from opnp.pipeline.runtime import loader_workers, setup_job, torch_device
 
 spec = snakemake.params.spec
 train_cfg = spec["train"]
@@ -23,7 +23,7 @@ history = train_classifier(
     batch_size=train_cfg["batch_size"],
     weight_decay=train_cfg["weight_decay"],
     seed=train_cfg["seed"],
-    num_workers=train_cfg["num_workers"],
+    num_workers=loader_workers(train_cfg["num_workers"]),
     augment=None if train_cfg["augment"] == "none" else train_cfg["augment"],
     log=log.info,
     device=torch_device(),
