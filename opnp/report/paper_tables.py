@@ -19,11 +19,8 @@ from opnp.report.captions import (
     caption_notes,
     layer_ablation_caption,
     onp_low_side_note,
-<<<<<<< HEAD
     sensitivity_set_note,
-=======
     small_sample_text,
->>>>>>> issue27
     subset_sizes_text,
 )
 from opnp.report.labels import METHOD_LABELS
