@@ -4,7 +4,7 @@ pruning inside the network)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -205,3 +205,44 @@ def layer_ablation(
                 variant_rows[0]["id_accuracy"],
             )
     return rows, layer_means
+
+
+def predicted_class_counts(logits: Sequence[Any], rows: Any, num_classes: int) -> np.ndarray:
+    """(C,) int64: how many of the chosen ``rows`` of the stacked ``logits`` arrays (the
+    sensitivity set: training features, then unlabeled images) are predicted (argmax) as
+    each class."""
+    counts = np.zeros(num_classes, dtype=np.int64)
+    rows = np.asarray(rows, dtype=np.int64)
+    start = 0
+    for block in logits:
+        own = rows[(rows >= start) & (rows < start + len(block))] - start
+        if len(own):
+            predicted = np.argmax(np.asarray(block)[own], axis=1)
+            counts += np.bincount(predicted, minlength=num_classes)
+        start += len(block)
+    return counts
+
+
+def sensitivity_coverage(
+    class_counts: Any, test_labels: Any, param_sensitivity: Any, top_percent: float = 1.0
+) -> dict[str, float]:
+    """How well the sensitivity set covers the tested classes (percent):
+    ``test_images_covered``: ID test images whose class some sensitivity image is
+    predicted as; ``test_classes_covered``: the same over the distinct test classes;
+    ``top_weights_in_test_rows``: of the ``top_percent`` % most sensitive weights (what
+    ``weight_high`` = ``top_percent`` prunes), the share in the test classes' rows, and
+    ``test_rows_share``: those rows' share of all rows (the value without any bias)."""
+    counts = np.asarray(class_counts)
+    labels = np.asarray(test_labels, dtype=np.int64)
+    sens = np.asarray(param_sensitivity)
+    covered = counts[labels] > 0
+    classes = np.unique(labels)
+    k = max(1, int(round(sens.size * top_percent / 100)))
+    top_rows = np.argpartition(sens.ravel(), sens.size - k)[sens.size - k :] // sens.shape[1]
+    return {
+        "test_images_covered": 100.0 * float(covered.mean()),
+        "test_classes_covered": 100.0 * float((counts[classes] > 0).mean()),
+        "top_weights_in_test_rows": 100.0 * float(np.isin(top_rows, classes).mean()),
+        "test_rows_share": 100.0 * len(classes) / sens.shape[0],
+        "sensitivity_classes_predicted": int((counts > 0).sum()),
+    }

@@ -9,7 +9,9 @@ rule pruned_accuracy:
         id_test=features_of("{model}", ID_TEST)["manifest"],
         sensitivity=full_sensitivity("{model}"),
     output:
-        ablation_result("pruned_accuracy"),
+        results=ablation_result("pruned_accuracy"),
+        # how far the sensitivity set's predicted classes cover the ID test classes
+        coverage=f"{RESULTS}/ablations/{{model}}/sensitivity_coverage.json",
     log:
         f"{LOGS}/ablations/{{model}}/pruned_accuracy.log",
     benchmark:

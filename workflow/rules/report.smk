@@ -43,7 +43,10 @@ rule make_table:
         methods=METHODS,
         uncertainty=UNCERTAINTY,
         sensitivity={
-            **{k: config["sensitivity"][k] for k in ("statistic", "reduction", "unlabeled")},
+            **{
+                k: config["sensitivity"][k]
+                for k in ("statistic", "reduction", "unlabeled")
+            },
             "train": ID_TRAIN,
         },
         react_sources={

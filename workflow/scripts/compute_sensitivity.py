@@ -2,6 +2,7 @@
 subset of the training features, and of the unlabeled images that enlarge the sensitivity
 set (config sensitivity.unlabeled)."""
 
+from opnp.pipeline.ablations import predicted_class_counts
 from opnp.pipeline.artifacts import load_fc, load_feature_set, save_sensitivity
 from opnp.pipeline.runtime import setup_job
 from opnp.sensitivity import (
@@ -38,6 +39,13 @@ else:
         train.features, weight, bias, reduction=snakemake.params.reduction, rows=rows
     )
 neurons = {stat: neuron_sensitivity(param, stat) for stat in NEURON_STATISTICS}
+# Which classes the sensitivity set's images are predicted as: the rows of S that its
+# images weigh most (Table 3's class coverage).
+counts = predicted_class_counts(
+    [train.logits, *(load_feature_set(p).logits for p in snakemake.input.unlabeled)],
+    indices,
+    len(weight),
+)
 save_sensitivity(
     snakemake.output[0],
     param,
@@ -46,4 +54,5 @@ save_sensitivity(
     n_samples=len(indices),
     seed=seed,
     fraction=fraction,
+    predicted_class_counts=counts,
 )
