@@ -151,14 +151,15 @@ def check_config(cfg: dict) -> None:
 
 def replicate_parts(cfg: dict) -> dict[str, dict]:
     """Part name -> ``{"pool", "by", "size", "index"}`` of the config's ``replicates``
-    (empty without replicates): the datasets that only exist as parts of a pool."""
+    (empty without replicates): the datasets that only exist as parts of a pool. ``size``
+    is None for a ``by: fold`` part sized by its folds."""
     parts = {}
     for pool, spec in cfg.get("replicates", {}).get("pools", {}).items():
         for index, part in enumerate(spec["parts"]):
             parts[part["name"]] = {
                 "pool": pool,
                 "by": spec["by"],
-                "size": part["size"],
+                "size": part.get("size"),
                 "index": index,
             }
     return parts
@@ -168,6 +169,8 @@ def _check_replicates(cfg: dict) -> None:
     replicates = cfg.get("replicates")
     if not replicates:
         return
+    from opnp.pipeline.replicates import check_split_spec
+
     seen: dict[str, str] = {}
     for pool, spec in replicates["pools"].items():
         if pool not in cfg["datasets"]:
@@ -175,6 +178,10 @@ def _check_replicates(cfg: dict) -> None:
                 f"config key replicates.pools.{pool}: the pool must be a dataset defined "
                 f"under 'datasets' (defined: {sorted(cfg['datasets'])})"
             )
+        try:
+            check_split_spec(pool, spec, len(replicates["seeds"]))
+        except ValueError as error:
+            raise ConfigError(f"config key replicates.pools.{pool}: {error}") from None
         for part in spec["parts"]:
             name = part["name"]
             if name in cfg["datasets"] or name in seen:

@@ -14,6 +14,17 @@ Numpy and pandas only: the workflow's steps on cached arrays use it.
 A pool is cut ``by: image`` (a seeded permutation of its images; parts take consecutive
 runs of ``size`` images) or ``by: class`` (a seeded permutation of its classes; parts take
 ``size`` whole classes, so no class is shared between, say, validation and test OOD).
+Both draw a new permutation per replicate seed, so two replicates' test parts overlap
+(with 250 of 1,000 images, by about a quarter) and their results are not independent.
+
+``by: fold`` gives rotating folds instead: the pool is permuted once (by the pool's
+``fold_seed``, the same for every replicate) and cut into ``folds`` equal folds (the
+``n % folds`` images left over belong to no fold). Replicate ``i`` (its position in
+``replicates.seeds``) gives a part with ``fold_offset: o`` fold ``(i + o) % folds``,
+and the part with ``rest: true`` the images of the other folds and the leftover (all of
+them, or its first ``size``). So the test parts (``fold_offset: 0``) of the replicates
+are pairwise disjoint, and with as many replicates as folds their union is the pool
+without the leftover; within a replicate every part is disjoint from every other.
 """
 
 from __future__ import annotations
@@ -32,13 +43,15 @@ __all__ = [
     "split_manifest",
     "pool_replicates",
     "replicate_unit",
+    "check_split_spec",
+    "fold_count",
     "split_rows",
 ]
 
 #: A hyperparameter value of a pooled row that differs between replicates (each chose its
 #: own on its own validation split).
 PER_REPLICATE_VALUE = "per replicate"
-SPLIT_BY = ("image", "class")
+SPLIT_BY = ("image", "class", "fold")
 
 
 def replicate_unit(model: str, seed: int) -> str:
@@ -51,29 +64,155 @@ def _rng(seed: int, pool: str) -> np.random.Generator:
     return np.random.default_rng([int(seed), zlib.crc32(pool.encode("utf-8"))])
 
 
+def fold_count(spec: Mapping[str, Any], n_replicates: int) -> int:
+    """Folds of a ``by: fold`` pool: its ``folds``, or one per replicate seed."""
+    return int(spec.get("folds") or n_replicates)
+
+
+def check_split_spec(pool: str, spec: Mapping[str, Any], n_replicates: int) -> None:
+    """Structural checks of one pool's split (no data needed), ValueError naming the pool:
+    run when the config is read, before anything is extracted."""
+    by = spec.get("by")
+    if by not in SPLIT_BY:
+        raise ValueError(f"pool {pool!r}: 'by' must be one of {list(SPLIT_BY)}, got {by!r}")
+    parts = list(spec.get("parts", []))
+    names = [str(p.get("name")) for p in parts]
+    if not parts:
+        raise ValueError(f"pool {pool!r}: 'parts' must list at least one part")
+    if len(set(names)) != len(names):
+        raise ValueError(f"pool {pool!r}: part names must be unique, got {names}")
+    fold_keys = ("fold_offset", "rest")
+    if by != "fold":
+        for key in ("folds", "fold_seed"):
+            if key in spec:
+                raise ValueError(f"pool {pool!r}: {key!r} only applies to 'by: fold'")
+        for part in parts:
+            if any(k in part for k in fold_keys) or "size" not in part:
+                raise ValueError(
+                    f"pool {pool!r}, part {part.get('name')!r}: a 'by: {by}' part has a "
+                    "'size' and no 'fold_offset' or 'rest'"
+                )
+            if int(part["size"]) < 1:
+                raise ValueError(f"pool {pool!r}: part sizes must be positive, got {part}")
+        return
+    if "fold_seed" not in spec:
+        raise ValueError(
+            f"pool {pool!r}: 'by: fold' needs a 'fold_seed' (the one permutation all "
+            "replicates' folds come from)"
+        )
+    folds = fold_count(spec, n_replicates)
+    if folds < 2:
+        raise ValueError(f"pool {pool!r}: 'by: fold' needs at least 2 folds, got {folds}")
+    if n_replicates > folds:
+        raise ValueError(
+            f"pool {pool!r}: {n_replicates} replicate seeds but {folds} folds; each replicate "
+            "needs a test fold of its own (folds >= number of seeds)"
+        )
+    offsets, rest = [], []
+    for part in parts:
+        has_offset, is_rest = "fold_offset" in part, bool(part.get("rest", False))
+        if has_offset == is_rest:
+            raise ValueError(
+                f"pool {pool!r}, part {part.get('name')!r}: a 'by: fold' part has exactly one "
+                "of 'fold_offset' (which fold, counted from the replicate's) and 'rest: true'"
+            )
+        if has_offset:
+            if "size" in part:
+                raise ValueError(
+                    f"pool {pool!r}, part {part['name']!r}: a fold part is a whole fold; "
+                    "'size' only applies to the 'rest' part"
+                )
+            offset = part["fold_offset"]
+            if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset < folds:
+                raise ValueError(
+                    f"pool {pool!r}, part {part['name']!r}: fold_offset must be an integer "
+                    f"in [0, {folds}), got {offset!r}"
+                )
+            offsets.append(offset)
+        else:
+            rest.append(part["name"])
+            if "size" in part and int(part["size"]) < 1:
+                raise ValueError(f"pool {pool!r}: part sizes must be positive, got {part}")
+    if len(set(offsets)) != len(offsets):
+        raise ValueError(f"pool {pool!r}: two parts have the same fold_offset {offsets}")
+    if len(rest) > 1:
+        raise ValueError(f"pool {pool!r}: at most one part may be 'rest', got {rest}")
+    if len(offsets) == folds and rest:
+        raise ValueError(
+            f"pool {pool!r}: the fold parts take all {folds} folds; the 'rest' part "
+            f"{rest[0]!r} would only get the leftover images"
+        )
+
+
+def _fold_rows(
+    pool: str, n: int, parts: Sequence[Mapping], replicate: int, folds: int, fold_seed: int
+) -> dict[str, np.ndarray]:
+    fold_size = n // folds
+    if fold_size < 1:
+        raise ValueError(f"pool {pool!r} has {n} images, fewer than its {folds} folds")
+    # One permutation per pool, independent of the replicate: the folds rotate, they are
+    # not redrawn. Its own stream, so that fold_seed 0 is not replicate seed 0's draw.
+    rng = np.random.default_rng([int(fold_seed), zlib.crc32(pool.encode("utf-8")), 1])
+    order = rng.permutation(n)
+    fold = [order[j * fold_size : (j + 1) * fold_size] for j in range(folds)]
+    out, taken = {}, set()
+    for part in parts:
+        if "fold_offset" in part:
+            j = (replicate + int(part["fold_offset"])) % folds
+            taken.add(j)
+            out[str(part["name"])] = fold[j]
+    leftover = [order[folds * fold_size :]]
+    rest = np.concatenate([f for j, f in enumerate(fold) if j not in taken] + leftover)
+    for part in parts:
+        if part.get("rest", False):
+            size = int(part.get("size", len(rest)))
+            if size > len(rest):
+                raise ValueError(
+                    f"pool {pool!r}: part {part['name']!r} asks for {size} images but "
+                    f"{len(rest)} are left outside the fold parts ({n} images, {folds} "
+                    f"folds of {fold_size})"
+                )
+            out[str(part["name"])] = rest[:size]
+    return {name: np.sort(rows).astype(np.int64) for name, rows in out.items()}
+
+
 def split_rows(
     pool: str,
     labels: Sequence[int] | np.ndarray,
     parts: Sequence[Mapping],
     seed: int,
     by: str = "image",
+    *,
+    replicate: int | None = None,
+    folds: int | None = None,
+    fold_seed: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Rows (sorted int64 indices into the pool) of each named part for one replicate seed.
 
     ``parts`` is a list of ``{"name": ..., "size": ...}``; sizes count images (``by:
     image``) or classes (``by: class``, using ``labels``, one integer class per image).
     Parts are disjoint; their sizes may add up to less than the pool (the rest is unused).
-    Raises ``ValueError`` naming the pool when the sizes do not fit.
+    ``by: fold`` (module docstring) ignores ``seed`` and needs ``replicate`` (the
+    replicate's position among the seeds), ``folds`` and ``fold_seed``; its parts are
+    ``{"name", "fold_offset"}`` or ``{"name", "rest": True[, "size"]}``.
+    Raises ``ValueError`` naming the pool when the parts do not fit.
     """
-    if by not in SPLIT_BY:
-        raise ValueError(f"pool {pool!r}: 'by' must be one of {list(SPLIT_BY)}, got {by!r}")
     labels = np.asarray(labels)
+    if by == "fold":
+        if replicate is None or folds is None or fold_seed is None:
+            raise ValueError(
+                f"pool {pool!r}: 'by: fold' needs the replicate index, folds and fold_seed"
+            )
+        spec = {"by": by, "parts": parts, "folds": folds, "fold_seed": fold_seed}
+        check_split_spec(pool, spec, int(folds))
+        if not 0 <= int(replicate) < int(folds):
+            raise ValueError(
+                f"pool {pool!r}: replicate index {replicate} is not in [0, {folds}) folds"
+            )
+        return _fold_rows(pool, len(labels), parts, int(replicate), int(folds), int(fold_seed))
+    check_split_spec(pool, {"by": by, "parts": parts}, 1)
     names = [str(p["name"]) for p in parts]
     sizes = [int(p["size"]) for p in parts]
-    if len(set(names)) != len(names):
-        raise ValueError(f"pool {pool!r}: part names must be unique, got {names}")
-    if any(s < 1 for s in sizes):
-        raise ValueError(f"pool {pool!r}: part sizes must be positive, got {sizes}")
     rng = _rng(seed, pool)
     if by == "image":
         n = len(labels)

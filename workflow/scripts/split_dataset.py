@@ -15,6 +15,10 @@ rows = split_rows(
     split["parts"],
     seed=snakemake.params.seed,
     by=split["by"],
+    # by: fold only (rotating folds of one permutation; see opnp.pipeline.replicates)
+    replicate=split.get("replicate"),
+    folds=split.get("folds"),
+    fold_seed=split.get("fold_seed"),
 )[snakemake.wildcards.dataset]
 manifest = split_manifest(
     pool, snakemake.wildcards.dataset, rows, replicate_seed=snakemake.params.seed, split=split
