@@ -447,7 +447,31 @@ def figure_files(stem, caption, labels):
 
 
 def final_outputs():
-    return [f"{RESULTS}/results.parquet", *final_tables(), *final_figures()]
+    return [
+        f"{RESULTS}/results.parquet",
+        *final_tables(),
+        *final_figures(),
+        *pooled_outputs(),
+    ]
+
+
+# Methods whose evaluation saves its test scores (results/<bench>/scores/<unit>/<method>.npz).
+SCORED_METHODS = [m for m in METHODS if m in FEATURE_METHODS or m == "odin"]
+
+
+def base_units(model):
+    """The replicate units of a configured model, in the order of replicates.seeds."""
+    return [u for u, (b, _) in UNITS.items() if b == model]
+
+
+def pooled_outputs():
+    """With replicates: per model, the pooled results with cluster-bootstrap intervals
+    (rule pooled_intervals); nothing otherwise, so the default outputs are unchanged."""
+    if not UNITS:
+        return []
+    return [
+        f"{RESULTS}/pooled/{m}.{ext}" for m in BASE_MODELS for ext in ("csv", "parquet")
+    ]
 
 
 def result_parquets():

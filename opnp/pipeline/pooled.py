@@ -1,0 +1,194 @@
+"""Pooled results of a replicated benchmark with cluster-bootstrap intervals.
+
+The workflow's rule ``pooled_intervals`` calls :func:`pooled_frame` per configured model
+with the test scores that every replicate's evaluation saved
+(``results/<benchmark>/scores/<unit>/<method>.npz``) and the test images' resampling
+units, read from the datasets' manifests by :func:`image_units` (ID: the image, as its
+row of the pool) and :func:`class_units` (OOD: the class, where the pool has class
+folders). :mod:`opnp.pooled_bootstrap` resamples them; every method gets the same draws,
+so the difference of a method to the best one per metric and OOD set has a paired
+interval, and ``<metric>_within_noise`` says whether it includes 0 (the tables' bold
+rule, :mod:`opnp.report.render`, on the pooled draws).
+
+Numpy and pandas only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from opnp import pooled_bootstrap as _pooled
+from opnp.bootstrap import check_settings
+from opnp.pipeline.replicates import pool_labels
+
+__all__ = ["POOLED_COLUMNS", "class_units", "image_units", "pooled_frame"]
+
+#: Lower is better for FPR95, higher for AUROC (the best method per OOD set).
+_BETTER = {"fpr95": np.argmin, "auroc": np.argmax}
+
+POOLED_COLUMNS = [
+    "model",
+    "method",
+    "ood_set",
+    "n_replicates",
+    *[
+        f"{m}{suffix}"
+        for m in _pooled.METRICS
+        for suffix in ("", "_ci_low", "_ci_high", "_best", "_diff_ci_low", "_diff_ci_high")
+    ],
+    *[f"{m}_within_noise" for m in _pooled.METRICS],
+    "n_id_units",
+    "n_ood_clusters",
+    "n_resamples",
+    "n_partial",
+    "confidence",
+]
+
+
+def image_units(manifest: Mapping[str, Any]) -> np.ndarray:
+    """Each image of a dataset as its own unit: its row of the pool for a replicate part
+    (so an image shared by two replicates is one unit), else its position."""
+    if "rows" in manifest:
+        return np.asarray(manifest["rows"], dtype=np.int64)
+    return np.arange(int(manifest["n_images"]), dtype=np.int64)
+
+
+def class_units(
+    manifest: Mapping[str, Any], pool_manifest: Mapping[str, Any] | None = None
+) -> np.ndarray:
+    """The class of each image of a dataset, the unit its images are resampled by, where
+    the dataset (or the pool a replicate part is cut from) has class folders; otherwise
+    each image is its own unit (:func:`image_units`)."""
+    source = pool_manifest if "rows" in manifest else manifest
+    if source is None:
+        raise ValueError(
+            f"dataset {manifest.get('name')!r} is a part of pool {manifest.get('pool')!r}: "
+            "its classes come from the pool's manifest, which was not given"
+        )
+    if not source.get("class_counts"):
+        return image_units(manifest)
+    labels = pool_labels(source, by="class")
+    return labels[image_units(manifest)] if "rows" in manifest else labels
+
+
+def _paired(draws: Mapping[str, np.ndarray], estimates: Mapping[str, float], metric, confidence):
+    """Best method by its estimate, and each method's paired interval to it."""
+    methods = list(draws)
+    best = methods[int(_BETTER[metric]([estimates[m] for m in methods]))]
+    out = {}
+    for m in methods:
+        low, high = _pooled.paired_difference_interval(draws[m], draws[best], confidence)
+        out[m] = (best, low, high)
+    return best, out
+
+
+def pooled_frame(
+    model: str,
+    scores: Mapping[str, Sequence[Mapping[str, np.ndarray]]],
+    id_units: Sequence[np.ndarray],
+    ood_clusters: Mapping[str, Sequence[np.ndarray]],
+    uncertainty: Mapping[str, Any] | None = None,
+    average: str | None = None,
+) -> tuple[pd.DataFrame, dict[tuple[str, str], dict[str, np.ndarray]]]:
+    """One row per method and OOD set: the mean over replicates of FPR95 and AUROC
+    (percent), their cluster-bootstrap interval, the best method per metric and OOD set
+    and each method's paired interval of the difference to it.
+
+    ``scores[method][r]`` is replicate ``r``'s ``{"ID": ..., <ood set>: ...}``,
+    ``id_units[r]`` the unit of each of its ID test images, ``ood_clusters[ood_set][r]``
+    the class of each of its OOD images. ``uncertainty``: ``n_resamples``,
+    ``confidence``, ``seed`` (:func:`opnp.bootstrap.check_settings`). With ``average`` (a
+    label) and several OOD sets, also a row per method averaged over the sets, draw by
+    draw (one ID draw for all sets, an independent draw per OOD set).
+
+    Returns the frame and the draws (percent) per ``(method, ood_set)``.
+    """
+    settings = check_settings(uncertainty)
+    methods = sorted(scores)
+    if not methods:
+        raise ValueError(f"model {model!r}: no method scores to pool")
+    k = len(id_units)
+    for method in methods:
+        if len(scores[method]) != k:
+            raise ValueError(
+                f"model {model!r}: method {method!r} has scores of {len(scores[method])} "
+                f"replicates, the ID units {k}"
+            )
+    draws: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+    info: dict[tuple[str, str], dict[str, Any]] = {}
+    for ood_set, clusters in ood_clusters.items():
+        for method in methods:
+            per_replicate = scores[method]
+            missing = [r for r, s in enumerate(per_replicate) if ood_set not in s]
+            if missing:
+                raise ValueError(
+                    f"model {model!r}: the scores of {method!r} of replicates {missing} "
+                    f"lack OOD set {ood_set!r}"
+                )
+            found = _pooled.pooled_bootstrap(
+                [s["ID"] for s in per_replicate],
+                [s[ood_set] for s in per_replicate],
+                clusters,
+                id_units,
+                n_resamples=settings["n_resamples"],
+                seed=settings["seed"],
+                ood_name=ood_set,
+            )
+            draws[method, ood_set] = {m: 100.0 * found[f"{m}_resamples"] for m in _pooled.METRICS}
+            info[method, ood_set] = {
+                **{m: 100.0 * found[m] for m in _pooled.METRICS},
+                "n_partial": found["n_partial"],
+                "n_ood_clusters": len(np.unique(np.concatenate([np.asarray(c) for c in clusters]))),
+            }
+    sets = list(ood_clusters)
+    if average is not None and len(sets) > 1:
+        for method in methods:
+            draws[method, average] = {
+                m: np.mean([draws[method, s][m] for s in sets], axis=0) for m in _pooled.METRICS
+            }
+            info[method, average] = {
+                **{m: float(np.mean([info[method, s][m] for s in sets])) for m in _pooled.METRICS},
+                "n_partial": max(info[method, s]["n_partial"] for s in sets),
+                "n_ood_clusters": sum(info[methods[0], s]["n_ood_clusters"] for s in sets),
+            }
+        sets.append(average)
+    n_id_units = len(np.unique(np.concatenate([np.asarray(u) for u in id_units])))
+    rows = []
+    for ood_set in sets:
+        paired = {}
+        for metric in _pooled.METRICS:
+            _, paired[metric] = _paired(
+                {m: draws[m, ood_set][metric] for m in methods},
+                {m: info[m, ood_set][metric] for m in methods},
+                metric,
+                settings["confidence"],
+            )
+        for method in methods:
+            row = {"model": model, "method": method, "ood_set": ood_set, "n_replicates": k}
+            for metric in _pooled.METRICS:
+                low, high = _pooled.percentile_interval(
+                    draws[method, ood_set][metric], settings["confidence"]
+                )
+                best, diff_low, diff_high = paired[metric][method]
+                row |= {
+                    metric: info[method, ood_set][metric],
+                    f"{metric}_ci_low": low,
+                    f"{metric}_ci_high": high,
+                    f"{metric}_best": best,
+                    f"{metric}_diff_ci_low": diff_low,
+                    f"{metric}_diff_ci_high": diff_high,
+                    f"{metric}_within_noise": bool(diff_low <= 0.0 <= diff_high),
+                }
+            row |= {
+                "n_id_units": n_id_units,
+                "n_ood_clusters": info[method, ood_set]["n_ood_clusters"],
+                "n_resamples": settings["n_resamples"],
+                "n_partial": info[method, ood_set]["n_partial"],
+                "confidence": settings["confidence"],
+            }
+            rows.append(row)
+    return pd.DataFrame(rows, columns=POOLED_COLUMNS), draws
