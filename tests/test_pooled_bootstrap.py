@@ -244,3 +244,59 @@ def test_pooled_frame_gives_intervals_and_paired_differences_to_the_best():
     )
     with pytest.raises(ValueError, match="'good' of replicates \\[0, 1, 2\\] lack OOD set 'x'"):
         pooled_frame("m", scores, units, {"x": clusters}, settings)
+
+
+def test_pooled_intervals_script_reads_the_replicates_files(tmp_path, monkeypatch):
+    """workflow/scripts/pooled_intervals.py on the files the workflow gives it: scores
+    per unit and method, the parts' manifests and the OOD pool's class counts."""
+    import json
+    import runpy
+    import sys
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    monkeypatch.setattr(sys, "stdout", sys.stdout)  # setup_job redirects them to the log
+    monkeypatch.setattr(sys, "stderr", sys.stderr)
+    rng = np.random.default_rng(6)
+    pool = {"name": "dtd", "n_images": 12, "class_counts": [3, 3, 3, 3]}
+    (tmp_path / "dtd.json").write_text(json.dumps(pool))
+    units, methods = ["m-split0", "m-split1", "m-split2"], ["a", "b"]
+    scores, id_files, ood_files = [], [], []
+    for r, unit in enumerate(units):
+        ood_rows = [0, 1, 2, 3, 4, 5, 9, 10, 11] if r != 1 else [3, 4, 5, 6, 7, 8, 9, 10, 11]
+        for name, rows in (("id", list(range(10 * r, 10 * r + 10))), ("tex", ood_rows)):
+            path = tmp_path / f"{unit}-{name}.json"
+            path.write_text(json.dumps({"name": name, "pool": "p", "n_images": 10, "rows": rows}))
+            (id_files if name == "id" else ood_files).append(str(path))
+        for method in methods:
+            path = tmp_path / f"{unit}-{method}.npz"
+            np.savez(path, ID=rng.normal(1, 1, 10), tex=rng.normal(0, 1, 9))
+            scores.append(str(path))
+    out = tmp_path / "pooled"
+    fake = SimpleNamespace(
+        input=SimpleNamespace(
+            scores=scores,
+            id_test=id_files,
+            ood_test=ood_files,
+            ood_pools=[str(tmp_path / "dtd.json")],
+        ),
+        output=SimpleNamespace(csv=f"{out}.csv", parquet=f"{out}.parquet"),
+        params=SimpleNamespace(
+            units=units,
+            methods=methods,
+            ood_sets=["tex"],
+            uncertainty={"n_resamples": 50, "confidence": 95, "seed": 0},
+        ),
+        wildcards=SimpleNamespace(model="m"),
+        log=[str(tmp_path / "log.txt")],
+    )
+    script = Path(__file__).parents[1] / "workflow" / "scripts" / "pooled_intervals.py"
+    runpy.run_path(str(script), init_globals={"snakemake": fake})
+    frame = pd.read_csv(f"{out}.csv")
+    assert sorted(frame["method"]) == methods and set(frame["ood_set"]) == {"tex"}
+    assert (frame["n_ood_clusters"] == 4).all() and (frame["n_id_units"] == 30).all()
+    assert (frame["auroc_ci_low"] <= frame["auroc"]).all()
+    draws = pd.read_parquet(f"{out}.parquet")
+    assert len(draws.iloc[0]["auroc_resamples"]) == 50
