@@ -300,3 +300,45 @@ def test_pooled_intervals_script_reads_the_replicates_files(tmp_path, monkeypatc
     assert (frame["auroc_ci_low"] <= frame["auroc"]).all()
     draws = pd.read_parquet(f"{out}.parquet")
     assert len(draws.iloc[0]["auroc_resamples"]) == 50
+
+
+def test_apply_pooled_draws_gives_main_rows_the_pooled_draws_for_the_bold_rule():
+    import pandas as pd
+
+    from opnp.pipeline.pooled import apply_pooled_draws
+
+    def row(method, experiment, seed):
+        return {
+            "model": "m",
+            "experiment": experiment,
+            "method": method,
+            "ood_set": "tex",
+            "split": "test",
+            "seed": seed,
+            "fpr95_resamples": np.full(4, 50.0),
+            "auroc_resamples": np.full(4, 50.0),
+        }
+
+    pooled = pd.DataFrame(
+        [row(m, e, s) for m in ("a", "rpp") for e in ("main", "subsets") for s in (0, 1)]
+    )
+    draws = pd.DataFrame(
+        [
+            {
+                "method": "a",
+                "ood_set": "tex",
+                "fpr95_resamples": [1.0, 2, 3, 4],
+                "auroc_resamples": [9.0, 8, 7, 6],
+            }
+        ]
+    )
+    out = apply_pooled_draws(pooled, draws)
+    main_a = out[(out["method"] == "a") & (out["experiment"] == "main")]
+    for draws_of_row in main_a["auroc_resamples"]:
+        np.testing.assert_array_equal(draws_of_row, [9, 8, 7, 6])
+    # a main row without pooled draws compares on ties only; other experiments unchanged
+    main_rpp = out[(out["method"] == "rpp") & (out["experiment"] == "main")]
+    assert main_rpp["fpr95_resamples"].isna().all()
+    others = out[out["experiment"] == "subsets"]
+    assert all(np.array_equal(r, np.full(4, 50.0)) for r in others["fpr95_resamples"])
+    assert all(np.array_equal(r, np.full(4, 50.0)) for r in pooled["fpr95_resamples"])

@@ -25,7 +25,14 @@ from opnp import pooled_bootstrap as _pooled
 from opnp.bootstrap import check_settings
 from opnp.pipeline.replicates import pool_labels
 
-__all__ = ["POOLED_COLUMNS", "class_units", "image_units", "pooled_frame"]
+__all__ = [
+    "POOLED_COLUMNS",
+    "POOLED_DRAW_NOTE",
+    "apply_pooled_draws",
+    "class_units",
+    "image_units",
+    "pooled_frame",
+]
 
 #: Lower is better for FPR95, higher for AUROC (the best method per OOD set).
 _BETTER = {"fpr95": np.argmin, "auroc": np.argmax}
@@ -192,3 +199,42 @@ def pooled_frame(
             }
             rows.append(row)
     return pd.DataFrame(rows, columns=POOLED_COLUMNS), draws
+
+
+#: Caption sentence of a pooled table whose bold rule uses :func:`apply_pooled_draws`.
+POOLED_DRAW_NOTE = (
+    "Pooled intervals: the bold rule's paired intervals come from a cluster bootstrap over "
+    "the replicates (each draw resamples the OOD test classes and the ID test images once, "
+    "for every replicate that contains them, the same draws for every method; approximate "
+    "with few OOD classes), not from the per-replicate resamples; methods with several "
+    "seeds have no pooled draws and are bold only on ties."
+)
+
+
+def apply_pooled_draws(pooled: pd.DataFrame, draws: pd.DataFrame) -> pd.DataFrame:
+    """``pooled`` (rows of :func:`opnp.pipeline.replicates.pool_replicates`, one per
+    replicate) with the resampled metrics of its main test rows replaced by the pooled
+    cluster-bootstrap draws of ``draws`` (the Parquet of rule ``pooled_intervals``:
+    ``method``, ``ood_set``, ``<metric>_resamples``), so that a table's bold rule, which
+    averages a cell's resamples over its rows, compares methods on those draws.
+
+    Every replicate row of a (method, OOD set) gets the same draws (their mean is the
+    draws). Main test rows without draws (methods with several seeds, whose saved scores
+    are one seed's) get None: their cells are bold only on ties, never compared on draws
+    of another kind. Rows of other experiments are unchanged."""
+    out = pooled.copy()
+    main = (out["experiment"] == "main") & (out["split"] == "test")
+    lookup = {(row.method, row.ood_set): row for row in draws.itertuples(index=False)}
+    for metric in _pooled.METRICS:
+        column = f"{metric}_resamples"
+        if column not in out:
+            continue
+        values = out[column].astype(object).tolist()
+        for i, (is_main, method, ood_set) in enumerate(
+            zip(main, out["method"], out["ood_set"], strict=True)
+        ):
+            if is_main:
+                found = lookup.get((method, ood_set))
+                values[i] = None if found is None else np.asarray(getattr(found, column))
+        out[column] = pd.Series(values, index=out.index, dtype=object)
+    return out

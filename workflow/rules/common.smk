@@ -455,13 +455,30 @@ def final_outputs():
     ]
 
 
-# Methods whose evaluation saves its test scores (results/<bench>/scores/<unit>/<method>.npz).
-SCORED_METHODS = [m for m in METHODS if m in FEATURE_METHODS or m == "odin"]
+# Methods pooled with cluster-bootstrap intervals: those whose evaluation saves its test
+# scores (results/<bench>/scores/<unit>/<method>.npz), except seeded ones under several
+# seeds, whose saved scores are one seed's while their results average all seeds.
+POOLED_METHODS = [
+    m
+    for m in METHODS
+    if (m in FEATURE_METHODS or m == "odin")
+    and not (detector_class(m).seeded and len(SEEDS) > 1)
+]
+# Pooled tables built from main test rows only: their bold rule uses the pooled draws.
+POOLED_DRAW_EXPERIMENTS = {"main", "with_without", "pruning_methods"}
 
 
 def base_units(model):
     """The replicate units of a configured model, in the order of replicates.seeds."""
     return [u for u, (b, _) in UNITS.items() if b == model]
+
+
+def pooled_draws(wildcards):
+    """A pooled table's cluster-bootstrap draws (rule pooled_intervals); none otherwise."""
+    spec = TABLE_SPECS[wildcards.table]
+    if "replicates" in spec and spec["experiment"] in POOLED_DRAW_EXPERIMENTS:
+        return [f"{RESULTS}/pooled/{spec['model']}.parquet"]
+    return []
 
 
 def pooled_outputs():

@@ -20,6 +20,7 @@ rule aggregate_results:
 rule make_table:
     input:
         results=f"{RESULTS}/results.parquet",
+        pooled=pooled_draws,
     output:
         md=f"{RESULTS}/tables/{{table}}.md",
         tex=f"{RESULTS}/tables/{{table}}.tex",
@@ -60,7 +61,7 @@ rule pooled_intervals:
         scores=lambda wc: [
             f"{RESULTS}/scores/{u}/{m}.npz"
             for u in base_units(wc.model)
-            for m in SCORED_METHODS
+            for m in POOLED_METHODS
         ],
         id_test=lambda wc: [dataset_manifest(ID_TEST, u) for u in base_units(wc.model)],
         ood_test=lambda wc: [
@@ -82,7 +83,7 @@ rule pooled_intervals:
         "../envs/analysis.yaml"
     params:
         units=lambda wc: base_units(wc.model),
-        methods=SCORED_METHODS,
+        methods=POOLED_METHODS,
         ood_sets=OOD_TEST,
         uncertainty=UNCERTAINTY,
     script:
