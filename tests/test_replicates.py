@@ -15,7 +15,9 @@ from opnp.pipeline.replicates import (
     PER_REPLICATE_VALUE,
     pool_replicates,
     replicate_unit,
+    resolve_split,
     split_rows,
+    split_rows_of,
 )
 
 PARTS = [{"name": "fit", "size": 50}, {"name": "val", "size": 25}, {"name": "test", "size": 25}]
@@ -128,6 +130,19 @@ def test_fold_split_rest_size_and_its_errors_name_the_pool():
         _folds(0, parts=[{"name": "a", "size": 3}])
     with pytest.raises(ValueError, match="pool 'pool', part 'a': a 'by: image' part has a 'size'"):
         split_rows("pool", np.zeros(10), [{"name": "a", "fold_offset": 0}], seed=0)
+
+
+def test_resolve_split_gives_each_seed_its_position_as_the_fold():
+    spec = {"by": "fold", "fold_seed": 7, "parts": FOLD_PARTS}
+    seeds = [10, 3, 25, 4, 8]
+    tests = [
+        split_rows_of("pool", np.zeros(1003), resolve_split(spec, seeds, s), s)["test"]
+        for s in seeds
+    ]
+    for i, rows in enumerate(tests):
+        np.testing.assert_array_equal(rows, _folds(i)["test"])
+    image = {"by": "image", "parts": PARTS}
+    assert resolve_split(image, seeds, 3) == image  # other pools: the config as it is
 
 
 def test_config_checks_fold_pools_before_any_job():

@@ -45,6 +45,8 @@ __all__ = [
     "replicate_unit",
     "check_split_spec",
     "fold_count",
+    "resolve_split",
+    "split_rows_of",
     "split_rows",
 ]
 
@@ -244,6 +246,31 @@ def split_rows(
         name: np.flatnonzero(np.isin(labels, order[bounds[i] : bounds[i + 1]])).astype(np.int64)
         for i, name in enumerate(names)
     }
+
+
+def resolve_split(spec: Mapping[str, Any], seeds: Sequence[int], seed: int) -> dict:
+    """A pool's config ``spec`` for replicate ``seed`` of ``seeds`` (the config's
+    ``replicates.seeds``): a ``by: fold`` pool also gets ``replicate`` (the seed's
+    position, which fold it tests on) and its resolved ``folds``."""
+    spec = dict(spec)
+    if spec["by"] == "fold":
+        spec["replicate"] = list(seeds).index(int(seed))
+        spec["folds"] = fold_count(spec, len(seeds))
+    return spec
+
+
+def split_rows_of(pool: str, labels, spec: Mapping[str, Any], seed: int) -> dict[str, np.ndarray]:
+    """:func:`split_rows` with a :func:`resolve_split` spec."""
+    return split_rows(
+        pool,
+        labels,
+        spec["parts"],
+        seed=seed,
+        by=spec["by"],
+        replicate=spec.get("replicate"),
+        folds=spec.get("folds"),
+        fold_seed=spec.get("fold_seed"),
+    )
 
 
 def pool_labels(pool_manifest: Mapping[str, Any], by: str = "image") -> np.ndarray:

@@ -32,7 +32,7 @@ from opnp.pipeline.experiments import (  # noqa: E402
     skipped_experiments,
     table_stem,
 )
-from opnp.pipeline.replicates import fold_count, replicate_unit  # noqa: E402
+from opnp.pipeline.replicates import replicate_unit, resolve_split  # noqa: E402
 
 validate(config, schema="../schemas/config.schema.yaml")
 
@@ -65,18 +65,10 @@ SPLIT_PARTS = replicate_parts(config)
 
 
 def split_spec(part, seed):
-    """The config of the pool that ``part`` is cut from, as opnp.pipeline.replicates.split_rows
-    needs it for replicate ``seed``: a `by: fold` pool also gets the replicate's position
-    among the seeds (which fold it tests on) and its resolved number of folds."""
+    """The config of the pool that ``part`` is cut from, resolved for replicate ``seed``
+    (opnp.pipeline.replicates.resolve_split: which fold a `by: fold` replicate tests on)."""
     pool = SPLIT_PARTS[part]["pool"]
-    spec = config["replicates"]["pools"][pool]
-    if spec["by"] != "fold":
-        return spec
-    return {
-        **spec,
-        "replicate": REPLICATE_SEEDS.index(seed),
-        "folds": fold_count(spec, len(REPLICATE_SEEDS)),
-    }
+    return resolve_split(config["replicates"]["pools"][pool], REPLICATE_SEEDS, seed)
 
 
 UNITS = {
