@@ -65,8 +65,8 @@ SPLIT_PARTS = replicate_parts(config)
 
 
 def split_spec(part, seed):
-    """The config of the pool that ``part`` is cut from, resolved for replicate ``seed``
-    (opnp.pipeline.replicates.resolve_split: which fold a `by: fold` replicate tests on)."""
+    """The config of the pool that ``part`` is cut from, resolved for replicate
+    ``seed`` (resolve_split: the fold a `by: fold` replicate tests on)."""
     pool = SPLIT_PARTS[part]["pool"]
     return resolve_split(config["replicates"]["pools"][pool], REPLICATE_SEEDS, seed)
 
