@@ -7,7 +7,8 @@ whose spread over splits is as large as the differences between methods. A confi
 how each pool is cut into named *parts* (the datasets that ``id:`` and ``ood:`` use), and
 the workflow runs its whole evaluation - sensitivities, validation search, test scores,
 ablations, figures - once per replicate seed on that seed's parts. Tables pooled over the
-replicates show mean ± std over the split seeds.
+replicates show mean ± std over the split seeds; that std is no test, as replicates share
+test data: :mod:`opnp.pipeline.pooled` gives intervals that resample what they share.
 
 Numpy and pandas only: the workflow's steps on cached arrays use it.
 
