@@ -11,7 +11,7 @@ from scipy.stats import norm
 from scipy.stats import t as student_t
 
 from opnp import metrics
-from opnp.pipeline.pooled import class_units, image_units, pooled_frame
+from opnp.pipeline.pooled import class_units, image_units, pooled_frame, seed_scores
 from opnp.pooled_bootstrap import (
     paired_difference_interval,
     pooled_bootstrap,
@@ -288,6 +288,7 @@ def test_pooled_intervals_script_reads_the_replicates_files(tmp_path, monkeypatc
             methods=methods,
             ood_sets=["tex"],
             uncertainty={"n_resamples": 50, "confidence": 95, "seed": 0},
+            n_seeds={"a": 1, "b": 1},
         ),
         wildcards=SimpleNamespace(model="m"),
         log=[str(tmp_path / "log.txt")],
@@ -342,3 +343,35 @@ def test_apply_pooled_draws_gives_main_rows_the_pooled_draws_for_the_bold_rule()
     others = out[out["experiment"] == "subsets"]
     assert all(np.array_equal(r, np.full(4, 50.0)) for r in others["fpr95_resamples"])
     assert all(np.array_equal(r, np.full(4, 50.0)) for r in pooled["fpr95_resamples"])
+
+
+def test_seeded_methods_pool_every_seed_draw_by_draw():
+    rng = np.random.default_rng(8)
+    ids, oods, clusters, units = _replicates(rng, [[0, 1, 2, 3], [2, 3, 4, 5], [0, 1, 4, 5]])
+    shift = [0.0, 0.5]  # two seeds of a method: the second scores ID higher
+    per_seed = [[{"ID": i + d, "tex": o} for d in shift] for i, o in zip(ids, oods, strict=True)]
+    settings = {"n_resamples": 100, "confidence": 95, "seed": 0}
+    frame, draws = pooled_frame("m", {"r": per_seed}, units, {"tex": clusters}, settings)
+    single = [
+        pooled_frame("m", {"r": [s[i] for s in per_seed]}, units, {"tex": clusters}, settings)
+        for i in range(2)
+    ]
+    assert frame["auroc"].iloc[0] == pytest.approx(np.mean([f["auroc"].iloc[0] for f, _ in single]))
+    np.testing.assert_allclose(
+        draws["r", "tex"]["auroc"],
+        (single[0][1]["r", "tex"]["auroc"] + single[1][1]["r", "tex"]["auroc"]) / 2,
+    )
+    # the saved file's layout: the first seed under the set names, the others suffixed
+    arrays = {
+        "ID": np.zeros(2),
+        "tex": np.ones(3),
+        "ID@seed2": np.ones(2),
+        "tex@seed2": np.zeros(3),
+    }
+    seeds = seed_scores(arrays, 2, "r.npz")
+    assert [sorted(s) for s in seeds] == [["ID", "tex"], ["ID", "tex"]]
+    np.testing.assert_array_equal(seeds[1]["ID"], np.ones(2))
+    with pytest.raises(
+        ValueError, match="r.npz holds the test scores of 2 seeds, but .* average 3"
+    ):
+        seed_scores(arrays, 3, "r.npz")

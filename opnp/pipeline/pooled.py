@@ -32,6 +32,7 @@ __all__ = [
     "class_units",
     "image_units",
     "pooled_frame",
+    "seed_scores",
 ]
 
 #: Lower is better for FPR95, higher for AUROC (the best method per OOD set).
@@ -82,6 +83,27 @@ def class_units(
     return labels[image_units(manifest)] if "rows" in manifest else labels
 
 
+def seed_scores(arrays: Mapping[str, np.ndarray], n_seeds: int, what: str) -> list[dict]:
+    """One ``{"ID": ..., <ood set>: ...}`` per seed from a saved scores file: the first
+    seed's under the set names, the others' under ``"<set>@seed<seed>"`` (seeds
+    ascending). ValueError naming ``what`` unless there are ``n_seeds`` of them."""
+    by_seed: dict[int, dict] = {}
+    first = {}
+    for key, values in arrays.items():
+        name, _, seed = key.partition("@seed")
+        if seed:
+            by_seed.setdefault(int(seed), {})[name] = np.asarray(values)
+        else:
+            first[name] = np.asarray(values)
+    found = [first, *(by_seed[s] for s in sorted(by_seed))]
+    if len(found) != n_seeds:
+        raise ValueError(
+            f"{what} holds the test scores of {len(found)} seeds, but the method's results "
+            f"average {n_seeds}: rerun its evaluation (rule evaluate_method) to save them all"
+        )
+    return found
+
+
 def _paired(draws: Mapping[str, np.ndarray], estimates: Mapping[str, float], metric, confidence):
     """Best method by its estimate, and each method's paired interval to it."""
     methods = list(draws)
@@ -105,7 +127,9 @@ def pooled_frame(
     (percent), their cluster-bootstrap interval, the best method per metric and OOD set
     and each method's paired interval of the difference to it.
 
-    ``scores[method][r]`` is replicate ``r``'s ``{"ID": ..., <ood set>: ...}``,
+    ``scores[method][r]`` is replicate ``r``'s ``{"ID": ..., <ood set>: ...}``, or a list
+    of them, one per seed (the same number in every replicate): then each draw is the
+    mean over seeds and replicates, as the pooled tables average them,
     ``id_units[r]`` the unit of each of its ID test images, ``ood_clusters[ood_set][r]``
     the class of each of its OOD images. ``uncertainty``: ``n_resamples``,
     ``confidence``, ``seed`` (:func:`opnp.bootstrap.check_settings`). With ``average`` (a
@@ -129,26 +153,40 @@ def pooled_frame(
     info: dict[tuple[str, str], dict[str, Any]] = {}
     for ood_set, clusters in ood_clusters.items():
         for method in methods:
-            per_replicate = scores[method]
-            missing = [r for r, s in enumerate(per_replicate) if ood_set not in s]
+            per_replicate = [s if isinstance(s, list) else [s] for s in scores[method]]
+            n_seeds = {len(s) for s in per_replicate}
+            if len(n_seeds) != 1:
+                raise ValueError(
+                    f"model {model!r}: method {method!r} has scores of {sorted(n_seeds)} "
+                    "seeds in different replicates"
+                )
+            missing = [r for r, s in enumerate(per_replicate) if any(ood_set not in x for x in s)]
             if missing:
                 raise ValueError(
                     f"model {model!r}: the scores of {method!r} of replicates {missing} "
                     f"lack OOD set {ood_set!r}"
                 )
-            found = _pooled.pooled_bootstrap(
-                [s["ID"] for s in per_replicate],
-                [s[ood_set] for s in per_replicate],
-                clusters,
-                id_units,
-                n_resamples=settings["n_resamples"],
-                seed=settings["seed"],
-                ood_name=ood_set,
-            )
-            draws[method, ood_set] = {m: 100.0 * found[f"{m}_resamples"] for m in _pooled.METRICS}
+            # The same units, so the same draws for every seed: averaging them draw by
+            # draw is the bootstrap of the mean over seeds.
+            per_seed = [
+                _pooled.pooled_bootstrap(
+                    [s[i]["ID"] for s in per_replicate],
+                    [s[i][ood_set] for s in per_replicate],
+                    clusters,
+                    id_units,
+                    n_resamples=settings["n_resamples"],
+                    seed=settings["seed"],
+                    ood_name=ood_set,
+                )
+                for i in range(n_seeds.pop())
+            ]
+            draws[method, ood_set] = {
+                m: 100.0 * np.mean([f[f"{m}_resamples"] for f in per_seed], axis=0)
+                for m in _pooled.METRICS
+            }
             info[method, ood_set] = {
-                **{m: 100.0 * found[m] for m in _pooled.METRICS},
-                "n_partial": found["n_partial"],
+                **{m: 100.0 * float(np.mean([f[m] for f in per_seed])) for m in _pooled.METRICS},
+                "n_partial": max(f["n_partial"] for f in per_seed),
                 "n_ood_clusters": len(np.unique(np.concatenate([np.asarray(c) for c in clusters]))),
             }
     sets = list(ood_clusters)
@@ -206,8 +244,7 @@ POOLED_DRAW_NOTE = (
     "Pooled intervals: the bold rule's paired intervals come from a cluster bootstrap over "
     "the replicates (each draw resamples the OOD test classes and the ID test images once, "
     "for every replicate that contains them, the same draws for every method; approximate "
-    "with few OOD classes), not from the per-replicate resamples; methods with several "
-    "seeds have no pooled draws and are bold only on ties."
+    "with few OOD classes), not from the per-replicate resamples."
 )
 
 
@@ -219,9 +256,9 @@ def apply_pooled_draws(pooled: pd.DataFrame, draws: pd.DataFrame) -> pd.DataFram
     averages a cell's resamples over its rows, compares methods on those draws.
 
     Every replicate row of a (method, OOD set) gets the same draws (their mean is the
-    draws). Main test rows without draws (methods with several seeds, whose saved scores
-    are one seed's) get None: their cells are bold only on ties, never compared on draws
-    of another kind. Rows of other experiments are unchanged."""
+    draws). Main test rows without draws (methods not pooled) get None: their cells are
+    bold only on ties, never compared on draws of another kind. Rows of other experiments
+    are unchanged."""
     out = pooled.copy()
     main = (out["experiment"] == "main") & (out["split"] == "test")
     lookup = {(row.method, row.ood_set): row for row in draws.itertuples(index=False)}

@@ -448,14 +448,8 @@ def final_outputs():
 
 
 # Methods pooled with cluster-bootstrap intervals: those whose evaluation saves its test
-# scores (results/<bench>/scores/<unit>/<method>.npz), except seeded ones under several
-# seeds, whose saved scores are one seed's while their results average all seeds.
-POOLED_METHODS = [
-    m
-    for m in METHODS
-    if (m in FEATURE_METHODS or m == "odin")
-    and not (detector_class(m).seeded and len(SEEDS) > 1)
-]
+# scores (results/<bench>/scores/<unit>/<method>.npz; a seeded method's of every seed).
+POOLED_METHODS = [m for m in METHODS if m in FEATURE_METHODS or m == "odin"]
 # Pooled tables built from main test rows only: their bold rule uses the pooled draws.
 POOLED_DRAW_EXPERIMENTS = {"main", "with_without", "pruning_methods"}
 

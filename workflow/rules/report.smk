@@ -84,6 +84,10 @@ rule pooled_intervals:
     params:
         units=lambda wc: base_units(wc.model),
         methods=POOLED_METHODS,
+        # seeds whose scores each method's file holds (its results average them)
+        n_seeds={
+            m: len(SEEDS) if detector_class(m).seeded else 1 for m in POOLED_METHODS
+        },
         ood_sets=OOD_TEST,
         uncertainty=UNCERTAINTY,
     script:

@@ -32,5 +32,12 @@ id_accuracy = accuracy(id_test.logits, id_test.labels)
 for row in rows:
     row["id_accuracy"] = id_accuracy
 write_job_results(rows, snakemake.output.results, **snakemake.params.results)
-first_key = sorted(scores)[0]
-save_npz_atomic(snakemake.output.scores, **scores[first_key])
+keys = sorted(scores)
+arrays = dict(scores[keys[0]])
+if snakemake.config.get("replicates"):
+    # A replicated run pools every method's test scores over its replicates (rule
+    # pooled_intervals); a seeded method's result averages its seeds, so the other seeds'
+    # scores are saved too, as "<set>@seed<seed>" (opnp.pipeline.pooled.seed_scores).
+    for params, seed in keys[1:]:
+        arrays |= {f"{name}@seed{seed}": values for name, values in scores[params, seed].items()}
+save_npz_atomic(snakemake.output.scores, **arrays)

@@ -7,7 +7,7 @@ import pandas as pd
 
 from opnp.io import atomic_write, write_parquet_atomic
 from opnp.pipeline.artifacts import read_json
-from opnp.pipeline.pooled import class_units, image_units, pooled_frame
+from opnp.pipeline.pooled import class_units, image_units, pooled_frame, seed_scores
 from opnp.pipeline.runtime import setup_job
 from opnp.report.labels import AVERAGE
 
@@ -21,8 +21,10 @@ score_files = iter(snakemake.input.scores)
 scores = {m: [] for m in methods}
 for _ in units:
     for method in methods:
-        with np.load(next(score_files)) as data:
-            scores[method].append({key: data[key] for key in data.files})
+        path = next(score_files)
+        with np.load(path) as data:
+            arrays = {key: data[key] for key in data.files}
+        scores[method].append(seed_scores(arrays, snakemake.params.n_seeds[method], path))
 id_units = [image_units(read_json(path)) for path in snakemake.input.id_test]
 pools = [read_json(path) for path in snakemake.input.ood_pools]
 ood_manifests = iter(snakemake.input.ood_test)
