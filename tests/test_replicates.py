@@ -173,6 +173,11 @@ def test_config_checks_fold_pools_before_any_job():
     del cfg["replicates"]["pools"]["pool"]["fold_seed"]
     with pytest.raises(ConfigError, match="replicates.pools.pool: .*needs a 'fold_seed'"):
         check_config(cfg)
+    cfg = config()
+    cfg["datasets"]["pool"]["expected_count"] = 10  # folds of 3: the rest has 4 images
+    cfg["replicates"]["pools"]["pool"]["parts"][0]["size"] = 5
+    with pytest.raises(ConfigError, match="pool 'pool': part 'fit' asks for 5 images but 4"):
+        check_config(cfg)
     cfg = config(folds=2)
     cfg["replicates"]["seeds"] = [0, 1]
     with pytest.raises(ConfigError, match="the 'rest' part 'fit' would only get the leftover"):

@@ -179,7 +179,12 @@ def _check_replicates(cfg: dict) -> None:
                 f"under 'datasets' (defined: {sorted(cfg['datasets'])})"
             )
         try:
-            check_split_spec(pool, spec, len(replicates["seeds"]))
+            check_split_spec(
+                pool,
+                spec,
+                len(replicates["seeds"]),
+                n_images=cfg["datasets"][pool].get("expected_count"),
+            )
         except ValueError as error:
             raise ConfigError(f"config key replicates.pools.{pool}: {error}") from None
         for part in spec["parts"]:

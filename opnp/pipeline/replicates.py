@@ -72,9 +72,12 @@ def fold_count(spec: Mapping[str, Any], n_replicates: int) -> int:
     return int(spec.get("folds") or n_replicates)
 
 
-def check_split_spec(pool: str, spec: Mapping[str, Any], n_replicates: int) -> None:
-    """Structural checks of one pool's split (no data needed), ValueError naming the pool:
-    run when the config is read, before anything is extracted."""
+def check_split_spec(
+    pool: str, spec: Mapping[str, Any], n_replicates: int, n_images: int | None = None
+) -> None:
+    """Checks of one pool's split, ValueError naming the pool: run when the config is
+    read, before anything is extracted. With ``n_images`` (e.g. the dataset's
+    ``expected_count``) also whether image and fold sizes fit the pool."""
     by = spec.get("by")
     if by not in SPLIT_BY:
         raise ValueError(f"pool {pool!r}: 'by' must be one of {list(SPLIT_BY)}, got {by!r}")
@@ -97,6 +100,12 @@ def check_split_spec(pool: str, spec: Mapping[str, Any], n_replicates: int) -> N
                 )
             if int(part["size"]) < 1:
                 raise ValueError(f"pool {pool!r}: part sizes must be positive, got {part}")
+        sizes = {str(p["name"]): int(p["size"]) for p in parts}
+        if by == "image" and n_images is not None and sum(sizes.values()) > n_images:
+            raise ValueError(
+                f"pool {pool!r} has {n_images} images but its parts {sizes} take "
+                f"{sum(sizes.values())}"
+            )
         return
     if "fold_seed" not in spec:
         raise ValueError(
@@ -145,14 +154,24 @@ def check_split_spec(pool: str, spec: Mapping[str, Any], n_replicates: int) -> N
             f"pool {pool!r}: the fold parts take all {folds} folds; the 'rest' part "
             f"{rest[0]!r} would only get the leftover images"
         )
+    if n_images is not None:
+        fold_size = n_images // folds
+        if fold_size < 1:
+            raise ValueError(f"pool {pool!r} has {n_images} images, fewer than its {folds} folds")
+        left = n_images - len(offsets) * fold_size
+        for part in parts:
+            if part.get("rest", False) and int(part.get("size", left)) > left:
+                raise ValueError(
+                    f"pool {pool!r}: part {part['name']!r} asks for {int(part['size'])} images "
+                    f"but {left} are left outside the fold parts ({n_images} images, {folds} "
+                    f"folds of {fold_size})"
+                )
 
 
 def _fold_rows(
     pool: str, n: int, parts: Sequence[Mapping], replicate: int, folds: int, fold_seed: int
 ) -> dict[str, np.ndarray]:
-    fold_size = n // folds
-    if fold_size < 1:
-        raise ValueError(f"pool {pool!r} has {n} images, fewer than its {folds} folds")
+    fold_size = n // folds  # check_split_spec made sure the parts fit
     # One permutation per pool, independent of the replicate: the folds rotate, they are
     # not redrawn. Its own stream, so that fold_seed 0 is not replicate seed 0's draw.
     rng = np.random.default_rng([int(fold_seed), zlib.crc32(pool.encode("utf-8")), 1])
@@ -168,14 +187,7 @@ def _fold_rows(
     rest = np.concatenate([f for j, f in enumerate(fold) if j not in taken] + leftover)
     for part in parts:
         if part.get("rest", False):
-            size = int(part.get("size", len(rest)))
-            if size > len(rest):
-                raise ValueError(
-                    f"pool {pool!r}: part {part['name']!r} asks for {size} images but "
-                    f"{len(rest)} are left outside the fold parts ({n} images, {folds} "
-                    f"folds of {fold_size})"
-                )
-            out[str(part["name"])] = rest[:size]
+            out[str(part["name"])] = rest[: int(part.get("size", len(rest)))]
     return {name: np.sort(rows).astype(np.int64) for name, rows in out.items()}
 
 
@@ -207,7 +219,7 @@ def split_rows(
                 f"pool {pool!r}: 'by: fold' needs the replicate index, folds and fold_seed"
             )
         spec = {"by": by, "parts": parts, "folds": folds, "fold_seed": fold_seed}
-        check_split_spec(pool, spec, int(folds))
+        check_split_spec(pool, spec, int(folds), n_images=len(labels))
         if not 0 <= int(replicate) < int(folds):
             raise ValueError(
                 f"pool {pool!r}: replicate index {replicate} is not in [0, {folds}) folds"
