@@ -1,5 +1,6 @@
 """The ImageNet-1k regime on ../shared/data (config/imagenet_lite0.yaml): EfficientNet-Lite0,
-1,000 ImageNet images and the DTD subset, evaluated on 5 seeded re-splits."""
+1,000 ImageNet images and the DTD subset, evaluated on 5 replicates (rotating ImageNet
+folds, seeded DTD class splits)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 import yaml
 from workflow_helpers import REPO, run_snakemake
 
-from opnp.pipeline.replicates import replicate_unit, split_rows
+from opnp.pipeline.replicates import replicate_unit, resolve_split, split_rows_of
 
 pytestmark = pytest.mark.real_data
 
@@ -35,7 +36,8 @@ def _member_hashes(archive, member) -> tuple[list[str], list[str]]:
 def test_no_validation_image_is_a_test_image_in_any_replicate(shared_data):
     """Byte-level check of the config's seeded splits: per split seed, no validation image
     (ID or OOD) equals a test image, no OOD image equals an ID image, no fit image is
-    evaluated, and validation and test OOD share no DTD class."""
+    evaluated, and validation and test OOD share no DTD class; across replicates, the ID
+    test parts share no image."""
     config = yaml.safe_load(CONFIG.read_text())
     pools = config["replicates"]["pools"]
     hashes, labels = {}, {}
@@ -47,10 +49,12 @@ def test_no_validation_image_is_a_test_image_in_any_replicate(shared_data):
         hashes[pool] = np.array(digests)
         classes = sorted({p.split("/")[0] for p in paths})
         labels[pool] = np.array([classes.index(p.split("/")[0]) if "/" in p else 0 for p in paths])
-    for seed in config["replicates"]["seeds"]:
+    seeds = config["replicates"]["seeds"]
+    id_tests = []
+    for seed in seeds:
         parts, part_classes = {}, {}
         for pool, spec in pools.items():
-            rows = split_rows(pool, labels[pool], spec["parts"], seed=seed, by=spec["by"])
+            rows = split_rows_of(pool, labels[pool], resolve_split(spec, seeds, seed), seed)
             for name, r in rows.items():
                 parts[name] = set(hashes[pool][r])
                 part_classes[name] = set(labels[pool][r])
@@ -63,6 +67,9 @@ def test_no_validation_image_is_a_test_image_in_any_replicate(shared_data):
         val_classes = set().union(*(part_classes[n] for n in config["ood"]["val"]))
         test_classes = set().union(*(part_classes[n] for n in config["ood"]["test"]))
         assert not val_classes & test_classes, seed
+        id_tests.append(id_test)
+    # Rotating folds: no ID test image is tested in two replicates.
+    assert sum(len(t) for t in id_tests) == len(set().union(*id_tests))
 
 
 @pytest.mark.slow

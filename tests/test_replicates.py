@@ -15,7 +15,9 @@ from opnp.pipeline.replicates import (
     PER_REPLICATE_VALUE,
     pool_replicates,
     replicate_unit,
+    resolve_split,
     split_rows,
+    split_rows_of,
 )
 
 PARTS = [{"name": "fit", "size": 50}, {"name": "val", "size": 25}, {"name": "test", "size": 25}]
@@ -57,6 +59,129 @@ def test_split_errors_name_the_pool():
         split_rows("p", [0, 1], [{"name": "a", "size": 3}], seed=0, by="class")
     with pytest.raises(ValueError, match="unlabelled"):
         split_rows("p", [-1, 0], [{"name": "a", "size": 1}], seed=0, by="class")
+
+
+FOLD_PARTS = [
+    {"name": "fit", "rest": True},
+    {"name": "val", "fold_offset": 1},
+    {"name": "test", "fold_offset": 0},
+]
+
+
+def _folds(replicate, n=1003, folds=5, fold_seed=7, parts=FOLD_PARTS, pool="pool"):
+    return split_rows(
+        pool,
+        np.zeros(n, np.int64),
+        parts,
+        seed=100 + replicate,  # ignored by folds: the replicate index decides
+        by="fold",
+        replicate=replicate,
+        folds=folds,
+        fold_seed=fold_seed,
+    )
+
+
+def test_fold_split_rotates_disjoint_test_folds_over_the_pool():
+    splits = [_folds(i) for i in range(5)]
+    tests = [s["test"] for s in splits]
+    assert all(len(t) == 200 for t in tests)
+    for i in range(5):
+        for j in range(i + 1, 5):
+            assert not set(tests[i]) & set(tests[j]), (i, j)
+    # The 3 images of 1003 that fill no fold are never tested, only fitted on.
+    union = np.concatenate(tests)
+    leftover = np.setdiff1d(np.arange(1003), union)
+    assert len(np.unique(union)) == 1000 and len(leftover) == 3
+    for i, s in enumerate(splits):
+        assert not set(s["val"]) & set(s["test"]) and not set(s["fit"]) & set(s["test"])
+        assert not set(s["fit"]) & set(s["val"])
+        assert len(s["fit"]) == 603 and np.isin(leftover, s["fit"]).all()
+        # validation is the next replicate's test fold
+        np.testing.assert_array_equal(s["val"], tests[(i + 1) % 5])
+        assert all(np.all(np.diff(r) > 0) for r in s.values())
+
+
+def test_fold_split_is_fixed_by_fold_seed_and_pool_not_by_replicate_seed():
+    first = _folds(2)
+    again = split_rows(
+        "pool", np.zeros(1003), FOLD_PARTS, seed=999, by="fold", replicate=2, folds=5, fold_seed=7
+    )
+    assert all(np.array_equal(first[k], again[k]) for k in first)
+    assert not np.array_equal(first["test"], _folds(2, fold_seed=8)["test"])
+    assert not np.array_equal(first["test"], _folds(2, pool="other")["test"])
+
+
+def test_fold_split_rest_size_and_its_errors_name_the_pool():
+    parts = [{"name": "fit", "rest": True, "size": 500}, *FOLD_PARTS[1:]]
+    rows = _folds(0, parts=parts)
+    assert len(rows["fit"]) == 500 and not set(rows["fit"]) & set(rows["test"])
+    too_big = [{"name": "fit", "rest": True, "size": 700}, *FOLD_PARTS[1:]]
+    with pytest.raises(ValueError, match="pool 'pool': part 'fit' asks for 700 images but 603"):
+        _folds(0, parts=too_big)
+    with pytest.raises(ValueError, match="pool 'pool': 'by: fold' needs at least 2 folds"):
+        _folds(0, folds=1)
+    with pytest.raises(ValueError, match="pool 'pool' has 3 images, fewer than its 5 folds"):
+        _folds(0, n=3)
+    with pytest.raises(ValueError, match="pool 'pool'.*fold_offset must be an integer in"):
+        _folds(0, parts=[{"name": "test", "fold_offset": 5}])
+    with pytest.raises(ValueError, match="pool 'pool': two parts have the same fold_offset"):
+        _folds(0, parts=[{"name": "a", "fold_offset": 0}, {"name": "b", "fold_offset": 0}])
+    with pytest.raises(ValueError, match="pool 'pool', part 'a': a 'by: fold' part has exactly"):
+        _folds(0, parts=[{"name": "a", "size": 3}])
+    with pytest.raises(ValueError, match="pool 'pool', part 'a': a 'by: image' part has a 'size'"):
+        split_rows("pool", np.zeros(10), [{"name": "a", "fold_offset": 0}], seed=0)
+
+
+def test_resolve_split_gives_each_seed_its_position_as_the_fold():
+    spec = {"by": "fold", "fold_seed": 7, "parts": FOLD_PARTS}
+    seeds = [10, 3, 25, 4, 8]
+    tests = [
+        split_rows_of("pool", np.zeros(1003), resolve_split(spec, seeds, s), s)["test"]
+        for s in seeds
+    ]
+    for i, rows in enumerate(tests):
+        np.testing.assert_array_equal(rows, _folds(i)["test"])
+    image = {"by": "image", "parts": PARTS}
+    assert resolve_split(image, seeds, 3) == image  # other pools: the config as it is
+
+
+def test_config_checks_fold_pools_before_any_job():
+    def config(**pool):
+        cfg = _replicate_config()
+        cfg["replicates"]["seeds"] = [0, 1, 2]
+        spec = cfg["replicates"]["pools"]["pool"]
+        spec.update(by="fold", fold_seed=0, **pool)
+        spec["parts"] = [
+            {"name": "fit", "rest": True},
+            {"name": "val", "fold_offset": 1},
+            {"name": "test", "fold_offset": 0},
+        ]
+        cfg["replicates"]["pools"]["ood-pool"] = {
+            "by": "image",
+            "parts": [{"name": "o", "size": 1}, {"name": "v", "size": 1}],
+        }
+        cfg["datasets"]["ood-pool"] = cfg["datasets"]["pool"]
+        return cfg
+
+    check_config(config())  # folds default to the 3 seeds
+    check_config(config(folds=4))
+    with pytest.raises(ConfigError, match="replicates.pools.pool: .*4 replicate seeds but 3"):
+        cfg = config(folds=3)
+        cfg["replicates"]["seeds"] = [0, 1, 2, 3]
+        check_config(cfg)
+    cfg = config()
+    del cfg["replicates"]["pools"]["pool"]["fold_seed"]
+    with pytest.raises(ConfigError, match="replicates.pools.pool: .*needs a 'fold_seed'"):
+        check_config(cfg)
+    cfg = config()
+    cfg["datasets"]["pool"]["expected_count"] = 10  # folds of 3: the rest has 4 images
+    cfg["replicates"]["pools"]["pool"]["parts"][0]["size"] = 5
+    with pytest.raises(ConfigError, match="pool 'pool': part 'fit' asks for 5 images but 4"):
+        check_config(cfg)
+    cfg = config(folds=2)
+    cfg["replicates"]["seeds"] = [0, 1]
+    with pytest.raises(ConfigError, match="the 'rest' part 'fit' would only get the leftover"):
+        check_config(cfg)
 
 
 def _rows(unit, method, params, fpr95, seed=0, experiment="main", ood_set="ood"):

@@ -248,14 +248,15 @@ def selection_groups(cfg: dict) -> dict[str, dict[str, list[str]]]:
 
 def replicate_parts(cfg: dict) -> dict[str, dict]:
     """Part name -> ``{"pool", "by", "size", "index"}`` of the config's ``replicates``
-    (empty without replicates): the datasets that only exist as parts of a pool."""
+    (empty without replicates): the datasets that only exist as parts of a pool. ``size``
+    is None for a ``by: fold`` part sized by its folds."""
     parts = {}
     for pool, spec in cfg.get("replicates", {}).get("pools", {}).items():
         for index, part in enumerate(spec["parts"]):
             parts[part["name"]] = {
                 "pool": pool,
                 "by": spec["by"],
-                "size": part["size"],
+                "size": part.get("size"),
                 "index": index,
             }
     return parts
@@ -265,6 +266,8 @@ def _check_replicates(cfg: dict) -> None:
     replicates = cfg.get("replicates")
     if not replicates:
         return
+    from opnp.pipeline.replicates import check_split_spec
+
     seen: dict[str, str] = {}
     for pool, spec in replicates["pools"].items():
         if pool not in cfg["datasets"]:
@@ -272,6 +275,15 @@ def _check_replicates(cfg: dict) -> None:
                 f"config key replicates.pools.{pool}: the pool must be a dataset defined "
                 f"under 'datasets' (defined: {sorted(cfg['datasets'])})"
             )
+        try:
+            check_split_spec(
+                pool,
+                spec,
+                len(replicates["seeds"]),
+                n_images=cfg["datasets"][pool].get("expected_count"),
+            )
+        except ValueError as error:
+            raise ConfigError(f"config key replicates.pools.{pool}: {error}") from None
         for part in spec["parts"]:
             name = part["name"]
             if name in cfg["datasets"] or name in seen:

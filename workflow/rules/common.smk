@@ -33,7 +33,7 @@ from opnp.pipeline.experiments import (  # noqa: E402
     skipped_experiments,
     table_stem,
 )
-from opnp.pipeline.replicates import replicate_unit  # noqa: E402
+from opnp.pipeline.replicates import replicate_unit, resolve_split  # noqa: E402
 
 validate(config, schema="../schemas/config.schema.yaml")
 
@@ -63,6 +63,15 @@ BASE_MODELS = list(config["models"])
 # are extracted once per model. Without replicates a unit is a model.
 REPLICATE_SEEDS = list(config.get("replicates", {}).get("seeds", []))
 SPLIT_PARTS = replicate_parts(config)
+
+
+def split_spec(part, seed):
+    """The config of the pool that ``part`` is cut from, resolved for replicate
+    ``seed`` (resolve_split: the fold a `by: fold` replicate tests on)."""
+    pool = SPLIT_PARTS[part]["pool"]
+    return resolve_split(config["replicates"]["pools"][pool], REPLICATE_SEEDS, seed)
+
+
 UNITS = {
     replicate_unit(m, seed): (m, seed) for m in BASE_MODELS for seed in REPLICATE_SEEDS
 }
@@ -449,7 +458,42 @@ def figure_files(stem, caption, labels):
 
 
 def final_outputs():
-    return [f"{RESULTS}/results.parquet", *final_tables(), *final_figures()]
+    return [
+        f"{RESULTS}/results.parquet",
+        *final_tables(),
+        *final_figures(),
+        *pooled_outputs(),
+    ]
+
+
+# Methods pooled with cluster-bootstrap intervals: those whose evaluation saves its test
+# scores (results/<bench>/scores/<unit>/<method>.npz; a seeded method's of every seed).
+POOLED_METHODS = [m for m in METHODS if m in FEATURE_METHODS or m == "odin"]
+# Pooled tables built from main test rows only: their bold rule uses the pooled draws.
+POOLED_DRAW_EXPERIMENTS = {"main", "with_without", "pruning_methods"}
+
+
+def base_units(model):
+    """The replicate units of a configured model, in the order of replicates.seeds."""
+    return [u for u, (b, _) in UNITS.items() if b == model]
+
+
+def pooled_draws(wildcards):
+    """A pooled table's cluster-bootstrap draws (rule pooled_intervals); none otherwise."""
+    spec = TABLE_SPECS[wildcards.table]
+    if "replicates" in spec and spec["experiment"] in POOLED_DRAW_EXPERIMENTS:
+        return [f"{RESULTS}/pooled/{spec['model']}.parquet"]
+    return []
+
+
+def pooled_outputs():
+    """With replicates: per model, the pooled results with cluster-bootstrap intervals
+    (rule pooled_intervals); nothing otherwise, so the default outputs are unchanged."""
+    if not UNITS:
+        return []
+    return [
+        f"{RESULTS}/pooled/{m}.{ext}" for m in BASE_MODELS for ext in ("csv", "parquet")
+    ]
 
 
 def result_parquets():

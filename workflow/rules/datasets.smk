@@ -104,7 +104,7 @@ rule split_dataset:
         "../envs/analysis.yaml"
     params:
         pool=lambda wc: SPLIT_PARTS[wc.dataset]["pool"],
-        split=lambda wc: config["replicates"]["pools"][SPLIT_PARTS[wc.dataset]["pool"]],
+        split=lambda wc: split_spec(wc.dataset, int(wc.seed)),
         seed=lambda wc: int(wc.seed),
     script:
         "../scripts/split_dataset.py"

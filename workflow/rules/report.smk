@@ -20,6 +20,7 @@ rule aggregate_results:
 rule make_table:
     input:
         results=f"{RESULTS}/results.parquet",
+        pooled=pooled_draws,
     output:
         md=f"{RESULTS}/tables/{{table}}.md",
         tex=f"{RESULTS}/tables/{{table}}.tex",
@@ -56,6 +57,47 @@ rule make_table:
         },
     script:
         "../scripts/make_table.py"
+
+
+# Replicated benchmarks: per model, the mean over replicates of each method's FPR95 and
+# AUROC with a cluster bootstrap that resamples what the replicates share (OOD classes, ID
+# images), the same draws for every method (opnp.pipeline.pooled, docs/methods.md).
+rule pooled_intervals:
+    input:
+        scores=lambda wc: [
+            f"{RESULTS}/scores/{u}/{m}.npz"
+            for u in base_units(wc.model)
+            for m in POOLED_METHODS
+        ],
+        id_test=lambda wc: [dataset_manifest(ID_TEST, u) for u in base_units(wc.model)],
+        ood_test=lambda wc: [
+            dataset_manifest(s, u) for u in base_units(wc.model) for s in OOD_TEST
+        ],
+        # the pool of a part (its class folders), or the dataset itself
+        ood_pools=[dataset_manifest(s) for s in OOD_TEST],
+    output:
+        csv=f"{RESULTS}/pooled/{{model}}.csv",
+        parquet=f"{RESULTS}/pooled/{{model}}.parquet",
+    log:
+        f"{LOGS}/pooled/{{model}}.log",
+    benchmark:
+        f"{BENCHMARKS}/pooled/{{model}}.tsv"
+    wildcard_constraints:
+        model=_names_regex(BASE_MODELS),
+    localrule: LOCAL_CPU_JOBS
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        units=lambda wc: base_units(wc.model),
+        methods=POOLED_METHODS,
+        # seeds whose scores each method's file holds (its results average them)
+        n_seeds={
+            m: len(SEEDS) if detector_class(m).seeded else 1 for m in POOLED_METHODS
+        },
+        ood_sets=OOD_TEST,
+        uncertainty=UNCERTAINTY,
+    script:
+        "../scripts/pooled_intervals.py"
 
 
 rule figure_sensitivity_distribution:

@@ -18,7 +18,7 @@ inputs = JobInputs(snakemake.input.items())
 id_test = inputs.features("id_test")
 ood_test = inputs.ood("ood_test")
 fit = inputs.fit_data(snakemake.params.statistic)
-rows, per_setting = [], []
+rows, per_setting, per_setting_seeds = [], [], []
 for params, test_sets in settings:
     log.info("%s with %s on %s", method, params, test_sets)
     setting_rows, scores = evaluate_configs(
@@ -34,6 +34,7 @@ for params, test_sets in settings:
     )
     rows += setting_rows
     per_setting.append(scores[sorted(scores)[0]])
+    per_setting_seeds.append(scores)
 if method in snakemake.params.compare_protocols:
     # The same method with the setting chosen on every validation set, the test family's
     # own included, beside the held-out-family rows (table selection_protocols).
@@ -60,4 +61,16 @@ id_accuracy = accuracy(id_test.logits, id_test.labels)
 for row in rows:
     row["id_accuracy"] = id_accuracy
 write_job_results(rows, snakemake.output.results, **snakemake.params.results)
-save_npz_atomic(snakemake.output.scores, **merge_setting_scores(per_setting))
+arrays = merge_setting_scores(per_setting)
+if snakemake.config.get("replicates"):
+    # A replicated run pools every method's test scores over its replicates (rule
+    # pooled_intervals); a seeded method's result averages its seeds, so the other seeds'
+    # scores are saved too, as "<set>@seed<seed>" (opnp.pipeline.pooled.seed_scores).
+    for index, scores in enumerate(per_setting_seeds):
+        for (_, seed), seed_arrays in sorted(scores.items())[1:]:
+            oods = [name for name in seed_arrays if name != "ID"]
+            arrays |= {f"{name}@seed{seed}": seed_arrays[name] for name in oods}
+            # the ID scores of a later setting belong to its own OOD sets (ID@<set>)
+            id_keys = [f"ID@{name}@seed{seed}" for name in oods] if index else [f"ID@seed{seed}"]
+            arrays |= dict.fromkeys(id_keys, seed_arrays["ID"])
+save_npz_atomic(snakemake.output.scores, **arrays)

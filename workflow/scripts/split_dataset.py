@@ -3,18 +3,17 @@ the rows of this part, so that extraction-free steps and network steps see the s
 
 from opnp.io import write_json_atomic
 from opnp.pipeline.artifacts import read_json
-from opnp.pipeline.replicates import pool_labels, split_manifest, split_rows
+from opnp.pipeline.replicates import pool_labels, split_manifest, split_rows_of
 from opnp.pipeline.runtime import setup_job
 
 log = setup_job(snakemake.log[0])
 pool = read_json(snakemake.input.pool)
 split = snakemake.params.split
-rows = split_rows(
+rows = split_rows_of(
     snakemake.params.pool,
     pool_labels(pool, by=split["by"]),
-    split["parts"],
+    split,
     seed=snakemake.params.seed,
-    by=split["by"],
 )[snakemake.wildcards.dataset]
 manifest = split_manifest(
     pool, snakemake.wildcards.dataset, rows, replicate_seed=snakemake.params.seed, split=split
