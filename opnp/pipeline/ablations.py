@@ -79,6 +79,10 @@ def fc_opnp_keep_mask(param_sensitivity, params: Mapping[str, Any], statistic: s
     return weight_mask & neuron_mask[None, :]
 
 
+#: Most bytes of decoded images Table 7 keeps in memory across its validation and test
+#: sets (each set is run once per pruning setting); sets beyond it are read each time.
+IN_MEMORY_BYTES = 2 * 2**30
+
 #: Tolerance (points) of the accuracy-loss comparison: accuracies are 100 * k / n in
 #: float64, so a loss of exactly ``max_accuracy_loss`` may come out a rounding step above.
 _ACCURACY_TOLERANCE = 1e-9
@@ -186,7 +190,11 @@ def layer_ablation(
     ``max_accuracy_loss`` points of validation ID accuracy (:func:`select_layer_setting`;
     none eligible: nothing pruned, ``none_eligible`` true in the row's params). Every
     row's params record ``val_id_accuracy`` (the row's network on the validation ID set).
-    Each grid setting costs one network pass over the validation sets per in-network row.
+    Each grid setting costs one network pass over the validation sets per in-network row:
+    over the ID set only when it already loses too much accuracy (its OOD metrics are
+    then NaN in ``val_grid``), none when it prunes no weight (the unpruned pass). The
+    validation and test sets are decoded once into memory (up to
+    :data:`IN_MEMORY_BYTES`), since each is run once per setting.
 
     In-network sensitivities (mean over ``train_dataset`` of |dE/dW|, per-sample autograd)
     use the training subset ``train_dataset`` (``train_fraction`` percent, recorded).
@@ -200,6 +208,7 @@ def layer_ablation(
 
     from opnp.nets.network import (
         conv_and_fc_weights,
+        in_memory,
         layer_pruning_masks,
         mean_sensitivity,
         module_sensitivity,
@@ -241,32 +250,63 @@ def layer_ablation(
     )
 
     kw = {"batch_size": batch_size, "num_workers": num_workers, "device": device}
+    # Every set is run once per pruning setting: decoded once, where memory allows.
+    budget = IN_MEMORY_BYTES
+    cached = {}
+    for key, ds in (
+        ("id_val", id_val_dataset),
+        *((("ood_val", name), d) for name, d in ood_val_datasets.items()),
+        ("id_test", id_dataset),
+        *((("ood_test", name), d) for name, d in ood_datasets.items()),
+    ):
+        cached[key], used = in_memory(ds, budget, batch_size=batch_size, num_workers=num_workers)
+        budget -= used
+    id_val = cached["id_val"]
+    ood_val = {name: cached["ood_val", name] for name in ood_val_datasets}
+    id_test = cached["id_test"]
+    ood_test = {name: cached["ood_test", name] for name in ood_datasets}
 
-    def run(masks, id_set, ood_sets):
+    def run(masks, id_set, ood_sets, keep_going=None):
+        """Logits of the ID set, its accuracy and the OOD sets' Energy scores of the
+        network pruned with ``masks``; the OOD sets only if ``keep_going(accuracy)``."""
         with pruning(model, masks):
             id_logits, id_labels = network_logits(model, id_set, **kw)
+            acc = accuracy(id_logits, id_labels)
+            if keep_going is not None and not keep_going(acc):
+                return id_logits, acc, None
             ood_scores = {
                 name: logsumexp(network_logits(model, ds, **kw)[0], axis=1)
                 for name, ds in ood_sets.items()
             }
-        return id_logits, id_labels, ood_scores
+        return id_logits, acc, ood_scores
 
-    def validate(masks, params, variant):
-        id_logits, id_labels, ood_scores = run(masks, id_val_dataset, ood_val_datasets)
-        acc = accuracy(id_logits, id_labels)
-        rows = score_rows(
-            logsumexp(id_logits, axis=1),
-            ood_scores,
-            method="opnp",
-            params=params,
-            split="val",
-            experiment="layers",
-            variant=variant,
-            id_accuracy=acc,
+    def eligible(acc):
+        return (
+            max_accuracy_loss is None
+            or baseline_accuracy - acc <= float(max_accuracy_loss) + _ACCURACY_TOLERANCE
+        )
+
+    def validate(masks, params, variant, screen=True):
+        # A setting that loses too much ID accuracy cannot be selected: its OOD sets are
+        # not run (select_layer_setting decides from val_id_accuracy alone).
+        id_logits, acc, ood_scores = run(masks, id_val, ood_val, eligible if screen else None)
+        rows = (
+            []
+            if ood_scores is None
+            else score_rows(
+                logsumexp(id_logits, axis=1),
+                ood_scores,
+                method="opnp",
+                params=params,
+                split="val",
+                experiment="layers",
+                variant=variant,
+                id_accuracy=acc,
+            )
         )
         return {"params": params, "val_rows": rows, "val_id_accuracy": acc}
 
-    baseline = validate({}, {}, "none")
+    baseline = validate({}, {}, "none", screen=False)
     baseline_accuracy = baseline["val_id_accuracy"]
 
     subset = "training subset" if train_fraction is None else f"{train_fraction:g} % of training"
@@ -308,14 +348,15 @@ def layer_ablation(
             metric=metric,
         )
         for candidate, ok in zip(candidates, choice["eligible"], strict=True):
-            val = pd.DataFrame(candidate["val_rows"])
+            # no OOD rows: screened out by its ID accuracy, the metrics were not computed
+            val = pd.DataFrame(candidate["val_rows"], columns=["fpr95", "auroc"])
             grid_rows.append(
                 {
                     "variant": label,
                     **{k: float(candidate["params"].get(k, 0)) for k in grid},
                     "n_pruned": candidate["n_pruned"],
-                    "fpr95": float(val["fpr95"].mean()),
-                    "auroc": float(val["auroc"].mean()),
+                    "fpr95": float(val["fpr95"].mean()) if len(val) else np.nan,
+                    "auroc": float(val["auroc"].mean()) if len(val) else np.nan,
                     VAL_ACCURACY_KEY: candidate["val_id_accuracy"],
                     "accuracy_loss": baseline_accuracy - candidate["val_id_accuracy"],
                     "eligible": bool(ok),
@@ -351,7 +392,7 @@ def layer_ablation(
             )
     fc_keep = torch.from_numpy(fc_opnp_keep_mask(fc_sensitivity, selected, statistic))
     with pruning(model, {"fc.weight": fc_keep}):
-        fc_val_logits, fc_val_labels = network_logits(model, id_val_dataset, **kw)
+        fc_val_logits, fc_val_labels = network_logits(model, id_val, **kw)
     variants["fc"] = (
         {"fc.weight": fc_keep},
         {
@@ -363,9 +404,17 @@ def layer_ablation(
     )
 
     rows = []
+    unpruned = None
     for variant, (masks, params) in variants.items():
-        id_logits, id_labels, ood_scores = run(masks, id_dataset, ood_datasets)
         pruned = sum(int((~m).sum()) for m in masks.values())
+        # rows that prune nothing (an in-network row whose selection kept every weight)
+        # score the unpruned network: one test pass for all of them
+        if pruned or unpruned is None:
+            id_logits, id_accuracy, ood_scores = run(masks, id_test, ood_test)
+            if not pruned:
+                unpruned = id_logits, id_accuracy, ood_scores
+        else:
+            id_logits, id_accuracy, ood_scores = unpruned
         variant_rows = score_rows(
             logsumexp(id_logits, axis=1),
             ood_scores,
@@ -374,7 +423,7 @@ def layer_ablation(
             split="test",
             experiment="layers",
             variant=variant,
-            id_accuracy=accuracy(id_logits, id_labels),
+            id_accuracy=id_accuracy,
             uncertainty=uncertainty,
         )
         rows += variant_rows
