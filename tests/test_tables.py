@@ -754,7 +754,7 @@ def test_layer_ablation_caption_says_how_each_row_was_selected():
     }
 
     def frame_of(layer1_fallback=False, **change):
-        in_network = {**how, **change, "weight_low": 10, "weight_high": 0, "none_eligible": False}
+        in_network = {**how, "weight_low": 10, "weight_high": 0, "none_eligible": False, **change}
         layer1 = {**in_network, "parameters": ["a.weight"], "none_eligible": layer1_fallback}
         return pd.DataFrame(
             {
@@ -776,7 +776,11 @@ def test_layer_ablation_caption_says_how_each_row_was_selected():
     assert "losing at most 5 points of validation ID accuracy" in caption
     assert "the 20 % least and 0.5 % most sensitive weights" in caption
     assert "10 % / 5 % least / most sensitive neurons" in caption
-    assert "none eligible" not in caption
+    assert "none eligible" not in caption and "prunes nothing (0 / 0)" not in caption
+    unpruned = frame_of(weight_low=0)
+    assert "For Global Threshold Pruning, Layer1 the selected setting prunes nothing" in (
+        tables.layer_ablation_caption(unpruned, "m")
+    )
     fallback = tables.layer_ablation_caption(frame_of(layer1_fallback=True), "m")
     assert "No setting stayed within that limit for Layer1" in fallback
     free = tables.layer_ablation_caption(

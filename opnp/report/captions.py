@@ -262,6 +262,18 @@ def _in_network_selection_text(in_rows: dict[str, dict]) -> str:
             f", among the settings losing at most {number_text(limit)} points of validation "
             "ID accuracy against the unpruned network."
         )
+    kept = [
+        LAYER_LABELS.get(v, v)
+        for v, p in in_rows.items()
+        if not p.get(NONE_ELIGIBLE_KEY)
+        and float(p.get("weight_low", 0)) == 0
+        and float(p.get("weight_high", 0)) == 0
+    ]
+    if kept:
+        text += (
+            f" For {', '.join(kept)} the selected setting prunes nothing (0 / 0): no pruning "
+            "of these weights scored better on validation."
+        )
     fallback = [LAYER_LABELS.get(v, v) for v, p in in_rows.items() if p.get(NONE_ELIGIBLE_KEY)]
     if fallback:
         text += (
