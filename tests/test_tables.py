@@ -420,6 +420,12 @@ def test_layer_ablation_table_rows():
     assert pct["Layer2"] == "0 / 0 (none eligible)"
     assert pct["FC Layer"] == "20 / 0.5; neurons 10 / 5"
     assert pct["No pruning (Energy)"] == "-"
+    pooled = frame.assign(
+        params=frame["params"].str.replace(
+            r'"val_id_accuracy": [0-9.]+', '"val_id_accuracy": "per replicate"', regex=True
+        )
+    )  # what opnp.pipeline.replicates writes where the replicates differ
+    assert tables.layer_ablation_table(pooled, OOD_SETS[:2])["Val ID Acc"].eq("per replicate").all()
     with pytest.raises(ValueError, match="variant 'none' has no id_accuracy"):
         tables.layer_ablation_table(frame.assign(id_accuracy=np.nan), OOD_SETS[:2])
     with pytest.raises(ValueError, match="no 'val_id_accuracy'.*rerun the layers rule"):

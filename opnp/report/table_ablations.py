@@ -256,9 +256,11 @@ def layer_ablation_table(
                 f"layer_ablation_table: variant {variant!r} has no {VAL_ACCURACY_KEY!r} in "
                 f"its params (seeds {missing}); rerun the layers rule"
             )
-        val_accuracy.append(
-            SeedStat("id_accuracy", tuple(float(params[s][VAL_ACCURACY_KEY]) for s in seeds), seeds)
-        )
+        values = [params[s][VAL_ACCURACY_KEY] for s in seeds]
+        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            val_accuracy.append(SeedStat("id_accuracy", tuple(map(float, values)), seeds))
+        else:  # pooled replicates that differ: "per replicate" (opnp.pipeline.replicates)
+            val_accuracy.append("; ".join(dict.fromkeys(map(str, values))))
         texts = list(dict.fromkeys(_percentages_text(p) for p in params.values()))
         percentages.append("; ".join(texts))
     table[PERCENTAGES_LABEL] = percentages
