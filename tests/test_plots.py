@@ -643,12 +643,44 @@ def test_fig9_falls_back_when_the_selection_pruned_no_low_side(sensitivity):
         plots.low_sensitivity_pruned(param, {}, 0)
 
 
-def test_fig9_facts_state_the_ratio_and_whether_eq11_holds(tmp_path):
+def test_fig9_facts_judge_eq11_relative_to_all_weights(tmp_path):
+    """The raw ratio 2 of the pruned weights is no verdict; the facts carry the ratio
+    relative to all weights with its interval, the random-set range, the image sets
+    and the sensitivity used, and the verdict follows the interval."""
+    from opnp.relative_sensitivity import relative_ratio
+
     ids = np.array([[1.0, 2.0], [3.0, 4.0]])
     keep = np.array([[False, True], [False, True]])
     plots.plot_pruned_weight_sensitivity(ids, 2 * ids, keep, tmp_path / "f.png", ood_name="SUN")
-    facts = json.loads((tmp_path / "f.facts.json").read_text())
+    facts = read_facts(tmp_path / "f.png")
     assert facts["n_pruned"] == 2 and facts["ratio"] == pytest.approx(2.0)
-    assert "above 1, as Eq. 11 predicts" in facts["summary"]
-    plots.plot_pruned_weight_sensitivity(ids, ids / 2, keep, tmp_path / "g.png", ood_name="SUN")
-    assert "Eq. 11 does not hold" in json.loads((tmp_path / "g.facts.json").read_text())["summary"]
+    assert "No baseline was computed" in facts["summary"] and "direction" not in facts
+    rng = np.random.default_rng(0)
+    n = 200
+    id_terms = {"set": rng.uniform(1, 2, n), "all": rng.uniform(10, 11, n)}
+    # OOD: the set's terms twice as large, the layer's 1.2 times: relative ratio ~ 1.67
+    ood_terms = {"set": 2 * rng.uniform(1, 2, n), "all": 1.2 * rng.uniform(10, 11, n)}
+    relative = relative_ratio(id_terms, ood_terms, ood_name="SUN", n_resamples=300)
+    fig = plots.plot_pruned_weight_sensitivity(
+        ids, 2 * ids, keep, tmp_path / "g.png", ood_name="SUN", relative=relative,
+        random_ratios=rng.normal(1.0, 0.02, 100), id_name="digits-test",
+        sensitivity_source="pruned set from the per_sample training sensitivity",
+    )  # fmt: skip
+    facts = read_facts(tmp_path / "g.png")
+    low, high = facts["relative_ratio_ci"]
+    assert 1 < low < facts["relative_ratio"] < high
+    assert facts["relative_ratio"] == pytest.approx(relative["relative_ratio"])
+    assert (facts["id_name"], facts["ood_name"]) == ("digits-test", "SUN")
+    assert facts["sensitivity"] == "pruned set from the per_sample training sensitivity"
+    assert facts["n_resamples"] == 300 and facts["random_sets"]["n_sets"] == 100
+    assert facts["direction"] == "more"
+    assert "relatively more sensitive on OOD than the average weight" in facts["summary"]
+    assert f"{facts['relative_ratio']:.3g} [{low:.3g}, {high:.3g}]" in facts["summary"]
+    assert any("relative ratio:" in t.get_text() for t in fig.axes[0].texts)
+    same = {"set": ood_terms["set"], "all": ood_terms["all"]}
+    plots.plot_pruned_weight_sensitivity(
+        ids, 2 * ids, keep, tmp_path / "h.png", ood_name="SUN",
+        relative=relative_ratio(same, same, n_resamples=300),
+    )  # fmt: skip
+    facts = read_facts(tmp_path / "h.png")
+    assert facts["direction"] == "none" and "not distinguishable" in facts["summary"]

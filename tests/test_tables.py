@@ -373,11 +373,33 @@ def variant_frame(experiment, variants, method="opnp", seeds=(0,), extra=()):
     return pd.DataFrame(rows + list(extra))
 
 
+def _layer_params(variant, index):
+    """A Table 7 row's params as the layers job writes them: in-network rows their own
+    selected percentages, the FC row OPNP's four, every row its validation accuracy."""
+    val = {"val_id_accuracy": 80.0 + index}
+    if variant == "none":
+        return json.dumps({"parameters": [], **val})
+    if variant == "fc":
+        return json.dumps(
+            {"weight_low": 20, "weight_high": 0.5, "neuron_low": 10, "neuron_high": 5, **val}
+        )
+    fallback = variant == "layer2"  # as if no setting kept the accuracy: nothing pruned
+    return json.dumps(
+        {
+            "weight_low": 0 if fallback else 10 * index,
+            "weight_high": 0 if fallback else 0.1,
+            "none_eligible": fallback,
+            **val,
+        }
+    )
+
+
 def test_layer_ablation_table_rows():
     variants = ["fc", "layerwise", "layer4", "none", "layer2", "global", "layer1", "layer3"]
     frame = variant_frame("layers", variants)
     accuracy = {v: 70.0 + i for i, v in enumerate(variants)}
     frame["id_accuracy"] = frame["variant"].map(accuracy)
+    frame["params"] = [_layer_params(v, variants.index(v)) for v in frame["variant"]]
     table = tables.layer_ablation_table(frame, OOD_SETS[:2])
     assert list(table.index) == [
         "No pruning (Energy)",
@@ -389,11 +411,25 @@ def test_layer_ablation_table_rows():
         "Layer-wise Pruning",
         "FC Layer",
     ]
-    assert list(table.columns) == [*OOD_SETS[:2], "ID Acc"]
+    assert list(table.columns) == [*OOD_SETS[:2], "Pruned % (low / high)", "Val ID Acc", "ID Acc"]
     assert table.loc["Global Threshold Pruning", "ID Acc"].mean == accuracy["global"]
     assert table.loc["No pruning (Energy)", "ID Acc"].mean == accuracy["none"]
+    assert table.loc["Global Threshold Pruning", "Val ID Acc"].mean == 80.0 + 5
+    pct = table["Pruned % (low / high)"]
+    assert pct["Global Threshold Pruning"] == "50 / 0.1"
+    assert pct["Layer2"] == "0 / 0 (none eligible)"
+    assert pct["FC Layer"] == "20 / 0.5; neurons 10 / 5"
+    assert pct["No pruning (Energy)"] == "-"
+    pooled = frame.assign(
+        params=frame["params"].str.replace(
+            r'"val_id_accuracy": [0-9.]+', '"val_id_accuracy": "per replicate"', regex=True
+        )
+    )  # what opnp.pipeline.replicates writes where the replicates differ
+    assert tables.layer_ablation_table(pooled, OOD_SETS[:2])["Val ID Acc"].eq("per replicate").all()
     with pytest.raises(ValueError, match="variant 'none' has no id_accuracy"):
         tables.layer_ablation_table(frame.assign(id_accuracy=np.nan), OOD_SETS[:2])
+    with pytest.raises(ValueError, match="no 'val_id_accuracy'.*rerun the layers rule"):
+        tables.layer_ablation_table(frame.assign(params="{}"), OOD_SETS[:2])
     cell = table.loc["FC Layer", "SUN"]
     sel = frame[(frame["variant"] == "fc") & (frame["ood_set"] == "SUN")].iloc[0]
     assert str(cell) == f"{sel['fpr95']:.2f}/{sel['auroc']:.2f}"
@@ -713,30 +749,55 @@ def test_table4_note_states_onp_low_side_is_tnp_only_where_it_holds():
     assert tables.onp_low_side_note("mean", "batch") == ""
 
 
-def test_layer_ablation_caption_says_what_each_row_prunes():
+def test_layer_ablation_caption_says_how_each_row_was_selected():
     selected = {"neuron_high": 5, "neuron_low": 10, "weight_high": 0.5, "weight_low": 20}
     every = ["a.weight", "b.weight", "c.weight", "fc.weight"]
-    in_network = {"weight_low": 20, "weight_high": 0.5, "sensitivity": "20 % of training"}
-    frame = pd.DataFrame(
-        {
-            "variant": ["fc", "global", "layer1"],
-            "params": [
-                json.dumps({**selected, "parameters": ["fc.weight"]}),
-                json.dumps({**in_network, "parameters": every}),
-                json.dumps({**in_network, "parameters": ["a.weight"]}),
-            ],
-        }
-    )
-    caption = tables.layer_ablation_caption(frame, "resnet50")
-    assert "the 20 % least and 0.5 % most sensitive weights." in caption
+    how = {
+        "sensitivity": "20 % of training",
+        "grid": {"weight_high": [0, 1], "weight_low": [0, 10, 40]},
+        "selection_metric": "fpr95",
+        "max_accuracy_loss": 5,
+    }
+
+    def frame_of(layer1_fallback=False, **change):
+        in_network = {**how, "weight_low": 10, "weight_high": 0, "none_eligible": False, **change}
+        layer1 = {**in_network, "parameters": ["a.weight"], "none_eligible": layer1_fallback}
+        return pd.DataFrame(
+            {
+                "variant": ["none", "fc", "global", "layer1"],
+                "params": [
+                    json.dumps({"parameters": []}),
+                    json.dumps({**selected, "parameters": ["fc.weight"]}),
+                    json.dumps({**in_network, "parameters": every}),
+                    json.dumps(layer1),
+                ],
+            }
+        )
+
+    caption = tables.layer_ablation_caption(frame_of(), "resnet50")
     assert "all 3 convolutions and the FC layer" in caption
     assert "20 % of training" in caption
+    assert "weight_high {0, 1} x weight_low {0, 10, 40}" in caption
+    assert "lowest mean validation FPR95" in caption
+    assert "losing at most 5 points of validation ID accuracy" in caption
+    assert "the 20 % least and 0.5 % most sensitive weights" in caption
     assert "10 % / 5 % least / most sensitive neurons" in caption
-    assert "ID accuracy" in caption
-    zero = frame.assign(params=[json.dumps({"weight_low": 0, "neuron_high": 5})] * 3)
-    assert "prunes no weight" in tables.layer_ablation_caption(zero, "m")
+    assert "none eligible" not in caption and "prunes nothing (0 / 0)" not in caption
+    unpruned = frame_of(weight_low=0)
+    assert "For Global Threshold Pruning, Layer1 the selected setting prunes nothing" in (
+        tables.layer_ablation_caption(unpruned, "m")
+    )
+    fallback = tables.layer_ablation_caption(frame_of(layer1_fallback=True), "m")
+    assert "No setting stayed within that limit for Layer1" in fallback
+    free = tables.layer_ablation_caption(
+        frame_of(max_accuracy_loss=None, selection_metric="auroc"), "m"
+    )
+    assert "with no limit on the ID accuracy" in free and "highest mean validation AUROC" in free
+    old = frame_of().assign(params=lambda f: f["params"].str.replace("selection_metric", "x"))
+    with pytest.raises(ValueError, match="no 'selection_metric'.*rerun the layers rule"):
+        tables.layer_ablation_caption(old, "m")
     with pytest.raises(ValueError, match="no 'fc' row"):
-        tables.layer_ablation_caption(frame[frame["variant"] != "fc"], "m")
+        tables.layer_ablation_caption(frame_of().query("variant != 'fc'"), "m")
 
 
 def test_small_samples_are_flagged_in_the_caption_and_the_log(scored_results):

@@ -2,7 +2,8 @@
 
 - :func:`conv_and_fc_weights`: the weights of every convolution and of the FC layer
   (what Table 7's global and layer-wise pruning prune); :func:`network_logits`: logits
-  and labels of a dataset (the pruned network's score and ID accuracy).
+  and labels of a dataset (the pruned network's score and ID accuracy);
+  :func:`in_memory`: a dataset decoded once into tensors, for many passes.
 - :func:`module_sensitivity`: S_theta = (1/N) sum_k |dE(x_k)/dtheta| for any named
   parameters of an ``nn.Module``, E = -T logsumexp(f/T) of the model's output, by
   per-sample autograd (``torch.func``: ``functional_call`` + ``vmap`` + ``grad``, which
@@ -206,6 +207,30 @@ def network_logits(
     return np.concatenate(logits), np.concatenate(labels)
 
 
+def in_memory(dataset, max_bytes: int, *, batch_size: int = 256, num_workers: int = 0):
+    """``(dataset, bytes)``: a ``TensorDataset`` of the transformed inputs and labels of
+    ``dataset`` and its size when that fits in ``max_bytes`` (estimated from the first
+    input), else ``(dataset, 0)`` unchanged. For a dataset run through the network many
+    times (Table 7: once per pruning setting): decoding and transforming the images again
+    each time costs as much as the forward pass of a small network. The inputs are those
+    ``dataset`` yields (deterministic evaluation transforms), so the logits are the same.
+    """
+    if len(dataset) == 0:
+        return dataset, 0
+    first = torch.as_tensor(dataset[0][0])
+    size = first.element_size() * first.nelement() * len(dataset)
+    if size > max_bytes:
+        return dataset, 0
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers
+    )
+    inputs, labels = [], []
+    for x, y in loader:
+        inputs.append(x)
+        labels.append(torch.as_tensor(y))
+    return torch.utils.data.TensorDataset(torch.cat(inputs), torch.cat(labels)), size
+
+
 def _check_masks(model: torch.nn.Module, masks: Mapping[str, torch.Tensor]) -> dict:
     named = dict(model.named_parameters())
     for name, mask in masks.items():
@@ -254,6 +279,7 @@ def mean_sensitivity(sensitivities: Mapping[str, torch.Tensor]) -> dict[str, flo
 __all__: Iterable[str] = [
     "conv_and_fc_weights",
     "energy",
+    "in_memory",
     "layer_pruning_masks",
     "mean_sensitivity",
     "module_sensitivity",

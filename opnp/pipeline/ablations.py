@@ -82,6 +82,74 @@ def fc_opnp_keep_mask(param_sensitivity, params: Mapping[str, Any], statistic: s
     return weight_mask & neuron_mask[None, :]
 
 
+#: Most bytes of decoded images Table 7 keeps in memory across its validation and test
+#: sets (each set is run once per pruning setting); sets beyond it are read each time.
+IN_MEMORY_BYTES = 2 * 2**30
+
+#: Tolerance (points) of the accuracy-loss comparison: accuracies are 100 * k / n in
+#: float64, so a loss of exactly ``max_accuracy_loss`` may come out a rounding step above.
+_ACCURACY_TOLERANCE = 1e-9
+
+#: ``params`` keys of Table 7's in-network rows that record how their percentages were
+#: selected (read by :func:`opnp.report.captions.layer_ablation_caption`).
+VAL_ACCURACY_KEY = "val_id_accuracy"
+NONE_ELIGIBLE_KEY = "none_eligible"
+
+
+def select_layer_setting(
+    candidates: Sequence[Mapping[str, Any]],
+    *,
+    baseline_accuracy: float,
+    max_accuracy_loss: float | None,
+    metric: str = "fpr95",
+) -> dict:
+    """Table 7: the validation-selected pruning setting of one in-network row.
+
+    ``candidates``: one mapping per grid setting, in grid order, with ``params`` (the
+    percentages), ``val_rows`` (validation result rows of :func:`score_rows`, one per
+    validation OOD set) and ``val_id_accuracy`` (percent, the pruned network on the
+    validation ID set). A setting is eligible when it loses at most
+    ``max_accuracy_loss`` points of validation ID accuracy against the unpruned network
+    (``baseline_accuracy``; ``None``: every setting is eligible). Among the eligible ones,
+    :func:`opnp.pipeline.selection.select_best` with ``metric`` (the main selection's
+    rule: mean over OOD sets, ties by the other metric, then grid order). When none is
+    eligible the unpruned setting (every percentage 0) is chosen: a setting that breaks
+    the classifier is no OOD detector to compare with.
+
+    Returns ``{"params", "val_id_accuracy", "none_eligible", "eligible"}`` (``eligible``:
+    one bool per candidate)."""
+    from opnp.pipeline.selection import select_best
+
+    if not candidates:
+        raise ValueError("select_layer_setting: no candidate settings")
+    if max_accuracy_loss is not None and not float(max_accuracy_loss) >= 0:
+        raise ValueError(f"max_accuracy_loss must be >= 0 or None, got {max_accuracy_loss!r}")
+    eligible = [
+        max_accuracy_loss is None
+        or float(baseline_accuracy) - float(c["val_id_accuracy"])
+        <= float(max_accuracy_loss) + _ACCURACY_TOLERANCE
+        for c in candidates
+    ]
+    pool = [c for c, ok in zip(candidates, eligible, strict=True) if ok]
+    if not pool:
+        zero = dict.fromkeys(candidates[0]["params"], 0)
+        return {
+            "params": zero,
+            "val_id_accuracy": float(baseline_accuracy),
+            "none_eligible": True,
+            "eligible": eligible,
+        }
+    rows = pd.DataFrame([r for c in pool for r in c["val_rows"]])
+    chosen = select_best(rows, metric)
+    match = next(c for c in pool if params_json(c["params"]) == params_json(chosen))
+    return {
+        "params": dict(match["params"]),
+        "val_id_accuracy": float(match["val_id_accuracy"]),
+        "none_eligible": False,
+        "eligible": eligible,
+    }
+
+
 def layer_ablation(
     model,
     train_dataset,
@@ -90,6 +158,11 @@ def layer_ablation(
     *,
     selected: Mapping[str, Any],
     fc_sensitivity,
+    id_val_dataset,
+    ood_val_datasets: Mapping[str, Any],
+    grid: Mapping[str, Sequence[float]],
+    metric: str = "fpr95",
+    max_accuracy_loss: float | None = None,
     statistic: str = "mean",
     train_fraction: float | None = None,
     batch_size: int = 256,
@@ -97,31 +170,48 @@ def layer_ablation(
     log=None,
     uncertainty: Mapping[str, Any] | None = None,
 ):
-    """Table 7 and Fig. 6: OPNP's weight pruning inside the network, like with like.
+    """Table 7 and Fig. 6: OPNP's weight pruning inside the network, each row with its
+    own validation-selected percentages.
 
-    ``selected``: OPNP's validation-selected percentages; every row prunes with them.
     Rows (``variant``), each scored with Energy of the pruned network on ``id_dataset``
-    and every OOD set, with the pruned network's ID accuracy (``id_accuracy``):
+    and every OOD set, with the pruned network's ID test accuracy (``id_accuracy``):
 
-    - ``fc``: the main OPNP result, the FC layer pruned with the selected weight *and*
-      neuron masks from ``fc_sensitivity`` (the full-training-set sensitivity).
-    - ``layer1``..``layerK``: the selected ``weight_low`` / ``weight_high`` percent least /
-      most sensitive weights of that stage's last convolution only.
-    - ``layerwise``: the same percentages in every convolution and the FC layer, with
-      each layer's own thresholds; ``global``: one threshold pair over the sensitivities
-      of all convolutions and the FC layer pooled (paper appendix B.1).
+    - ``fc``: the main OPNP result, the FC layer pruned with OPNP's validation-selected
+      (``selected``) weight *and* neuron masks from ``fc_sensitivity`` (the
+      full-training-set sensitivity).
+    - ``layer1``..``layerK``: the ``weight_low`` / ``weight_high`` percent least / most
+      sensitive weights of that stage's last convolution only.
+    - ``layerwise``: those percentages in every convolution and the FC layer, with each
+      layer's own thresholds; ``global``: one threshold pair over the sensitivities of
+      all convolutions and the FC layer pooled (paper appendix B.1).
     - ``none``: the unpruned network (the Energy baseline and its accuracy).
+
+    The in-network rows do not borrow the FC layer's percentages (what suits the head
+    can destroy a convolution): each picks its own ``weight_low`` / ``weight_high`` from
+    ``grid`` on the validation sets ``id_val_dataset`` / ``ood_val_datasets`` with the
+    main selection's ``metric``, among the settings that lose at most
+    ``max_accuracy_loss`` points of validation ID accuracy (:func:`select_layer_setting`;
+    none eligible: nothing pruned, ``none_eligible`` true in the row's params). Every
+    row's params record ``val_id_accuracy`` (the row's network on the validation ID set).
+    Each grid setting costs one network pass over the validation sets per in-network row:
+    over the ID set only when it already loses too much accuracy (its OOD metrics are
+    then NaN in ``val_grid``), none when it prunes no weight (the unpruned pass). The
+    validation and test sets are decoded once into memory (up to
+    :data:`IN_MEMORY_BYTES`), since each is run once per setting.
 
     In-network sensitivities (mean over ``train_dataset`` of |dE/dW|, per-sample autograd)
     use the training subset ``train_dataset`` (``train_fraction`` percent, recorded).
-    Returns ``(rows, layer_means)``: result rows (experiment "layers", with bootstrap
-    intervals when ``uncertainty`` settings are given) and a DataFrame of
-    the mean sensitivity of each stage's last convolution and of the FC layer (Fig. 6).
+    Returns ``(rows, layer_means, val_grid)``: result rows (experiment "layers", with
+    bootstrap intervals when ``uncertainty`` settings are given), a DataFrame of the mean
+    sensitivity of each stage's last convolution and of the FC layer (Fig. 6), and a
+    DataFrame of every validated setting per in-network row (mean validation FPR95 /
+    AUROC over the OOD sets, validation ID accuracy and its loss, eligible, selected).
     """
     import torch
 
     from opnp.nets.network import (
         conv_and_fc_weights,
+        in_memory,
         layer_pruning_masks,
         mean_sensitivity,
         module_sensitivity,
@@ -129,11 +219,16 @@ def layer_ablation(
         pruning,
     )
     from opnp.pipeline.runtime import torch_device
+    from opnp.pipeline.selection import expand_grid
 
+    unknown = sorted(set(grid) - {"weight_low", "weight_high"})
+    if unknown or not grid:
+        raise ValueError(
+            f"the in-network grid takes weight_low and weight_high, got keys {sorted(grid)}"
+        )
+    settings = expand_grid(grid)
     device = torch_device()
     model = model.to(device)
-    low = float(selected.get("weight_low", 0))
-    high = float(selected.get("weight_high", 0))
     stages = {label: f"{module}.weight" for label, module in model.stage_layers().items()}
     stages["fc"] = "fc.weight"
     every = conv_and_fc_weights(model)
@@ -156,34 +251,173 @@ def layer_ablation(
             "n_parameters": [int(sensitivities[name].numel()) for name in stages.values()],
         }
     )
-    subset = "training subset" if train_fraction is None else f"{train_fraction:g} % of training"
-    in_network = {"weight_low": low, "weight_high": high, "sensitivity": subset}
-    variants: dict[str, tuple[dict, dict]] = {"none": ({}, {"parameters": []})}
-    for label, name in stages.items():
-        if label == "fc":
-            continue
-        masks = layer_pruning_masks({name: sensitivities[name]}, low, high, "per_layer")
-        variants[label] = (masks, {**in_network, "parameters": [name]})
-    pooled = {name: sensitivities[name] for name in every}
-    for mode, label in (("global", "global"), ("layerwise", "layerwise")):
-        masks = layer_pruning_masks(pooled, low, high, mode)
-        variants[label] = (masks, {**in_network, "parameters": every})
-    fc_keep = torch.from_numpy(fc_opnp_keep_mask(fc_sensitivity, selected, statistic))
-    variants["fc"] = (
-        {"fc.weight": fc_keep},
-        {**dict(selected), "sensitivity": "full training set", "parameters": ["fc.weight"]},
-    )
 
     kw = {"batch_size": batch_size, "num_workers": num_workers, "device": device}
-    rows = []
-    for variant, (masks, params) in variants.items():
+    # Every set is run once per pruning setting: decoded once, where memory allows.
+    budget = IN_MEMORY_BYTES
+    cached = {}
+    for key, ds in (
+        ("id_val", id_val_dataset),
+        *((("ood_val", name), d) for name, d in ood_val_datasets.items()),
+        ("id_test", id_dataset),
+        *((("ood_test", name), d) for name, d in ood_datasets.items()),
+    ):
+        cached[key], used = in_memory(ds, budget, batch_size=batch_size, num_workers=num_workers)
+        budget -= used
+    id_val = cached["id_val"]
+    ood_val = {name: cached["ood_val", name] for name in ood_val_datasets}
+    id_test = cached["id_test"]
+    ood_test = {name: cached["ood_test", name] for name in ood_datasets}
+
+    def run(masks, id_set, ood_sets, keep_going=None):
+        """Logits of the ID set, its accuracy and the OOD sets' Energy scores of the
+        network pruned with ``masks``; the OOD sets only if ``keep_going(accuracy)``."""
         with pruning(model, masks):
-            id_logits, id_labels = network_logits(model, id_dataset, **kw)
+            id_logits, id_labels = network_logits(model, id_set, **kw)
+            acc = accuracy(id_logits, id_labels)
+            if keep_going is not None and not keep_going(acc):
+                return id_logits, acc, None
             ood_scores = {
                 name: logsumexp(network_logits(model, ds, **kw)[0], axis=1)
-                for name, ds in ood_datasets.items()
+                for name, ds in ood_sets.items()
             }
+        return id_logits, acc, ood_scores
+
+    def eligible(acc):
+        return (
+            max_accuracy_loss is None
+            or baseline_accuracy - acc <= float(max_accuracy_loss) + _ACCURACY_TOLERANCE
+        )
+
+    def validate(masks, params, variant, screen=True):
+        # A setting that loses too much ID accuracy cannot be selected: its OOD sets are
+        # not run (select_layer_setting decides from val_id_accuracy alone).
+        id_logits, acc, ood_scores = run(masks, id_val, ood_val, eligible if screen else None)
+        rows = (
+            []
+            if ood_scores is None
+            else score_rows(
+                logsumexp(id_logits, axis=1),
+                ood_scores,
+                method="opnp",
+                params=params,
+                split="val",
+                experiment="layers",
+                variant=variant,
+                id_accuracy=acc,
+            )
+        )
+        return {"params": params, "val_rows": rows, "val_id_accuracy": acc}
+
+    baseline = validate({}, {}, "none", screen=False)
+    baseline_accuracy = baseline["val_id_accuracy"]
+
+    subset = "training subset" if train_fraction is None else f"{train_fraction:g} % of training"
+    selected_on = {
+        "grid": {k: [float(v) for v in grid[k]] for k in sorted(grid)},
+        "selection_metric": metric,
+        "max_accuracy_loss": None if max_accuracy_loss is None else float(max_accuracy_loss),
+    }
+    pooled = {name: sensitivities[name] for name in every}
+    in_network: dict[str, tuple[dict, str, list[str]]] = {
+        label: ({name: sensitivities[name]}, "per_layer", [name])
+        for label, name in stages.items()
+        if label != "fc"
+    }
+    in_network["global"] = (pooled, "global", every)
+    in_network["layerwise"] = (pooled, "layerwise", every)
+
+    variants: dict[str, tuple[dict, dict]] = {
+        "none": ({}, {"parameters": [], VAL_ACCURACY_KEY: baseline_accuracy})
+    }
+    grid_rows = []
+    for label, (sens, mode, parameters) in in_network.items():
+        candidates = []
+        for setting in settings:
+            low, high = (float(setting.get(k, 0)) for k in ("weight_low", "weight_high"))
+            masks = layer_pruning_masks(sens, low, high, mode)
+            pruned = sum(int((~m).sum()) for m in masks.values())
+            # A setting that prunes nothing is the unpruned network: no second pass.
+            found = (
+                {**baseline, "params": setting, "val_rows": _relabel(baseline, setting, label)}
+                if pruned == 0
+                else validate(masks, setting, label)
+            )
+            candidates.append({**found, "n_pruned": pruned})
+        choice = select_layer_setting(
+            candidates,
+            baseline_accuracy=baseline_accuracy,
+            max_accuracy_loss=max_accuracy_loss,
+            metric=metric,
+        )
+        for candidate, ok in zip(candidates, choice["eligible"], strict=True):
+            # no OOD rows: screened out by its ID accuracy, the metrics were not computed
+            val = pd.DataFrame(candidate["val_rows"], columns=["fpr95", "auroc"])
+            grid_rows.append(
+                {
+                    "variant": label,
+                    **{k: float(candidate["params"].get(k, 0)) for k in grid},
+                    "n_pruned": candidate["n_pruned"],
+                    "fpr95": float(val["fpr95"].mean()) if len(val) else np.nan,
+                    "auroc": float(val["auroc"].mean()) if len(val) else np.nan,
+                    VAL_ACCURACY_KEY: candidate["val_id_accuracy"],
+                    "accuracy_loss": baseline_accuracy - candidate["val_id_accuracy"],
+                    "eligible": bool(ok),
+                    "selected": not choice["none_eligible"]
+                    and params_json(candidate["params"]) == params_json(choice["params"]),
+                }
+            )
+        low, high = (float(choice["params"].get(k, 0)) for k in ("weight_low", "weight_high"))
+        variants[label] = (
+            layer_pruning_masks(sens, low, high, mode),
+            {
+                "weight_low": low,
+                "weight_high": high,
+                "sensitivity": subset,
+                "parameters": parameters,
+                **selected_on,
+                VAL_ACCURACY_KEY: choice["val_id_accuracy"],
+                NONE_ELIGIBLE_KEY: choice["none_eligible"],
+            },
+        )
+        if log is not None:
+            log.info(
+                "%s: selected weight_low %g, weight_high %g on validation (ID accuracy %.2f, "
+                "unpruned %.2f)%s",
+                label,
+                low,
+                high,
+                choice["val_id_accuracy"],
+                baseline_accuracy,
+                "; no setting within the accuracy limit, nothing pruned"
+                if choice["none_eligible"]
+                else "",
+            )
+    fc_keep = torch.from_numpy(fc_opnp_keep_mask(fc_sensitivity, selected, statistic))
+    with pruning(model, {"fc.weight": fc_keep}):
+        fc_val_logits, fc_val_labels = network_logits(model, id_val, **kw)
+    variants["fc"] = (
+        {"fc.weight": fc_keep},
+        {
+            **dict(selected),
+            "sensitivity": "full training set",
+            "parameters": ["fc.weight"],
+            VAL_ACCURACY_KEY: accuracy(fc_val_logits, fc_val_labels),
+        },
+    )
+
+    rows = []
+    unpruned = None
+    for variant, (masks, params) in variants.items():
         pruned = sum(int((~m).sum()) for m in masks.values())
+        # rows that prune nothing (an in-network row whose selection kept every weight)
+        # score the unpruned network: one test pass for all of them
+        if pruned or unpruned is None:
+            id_logits, id_accuracy, ood_scores = run(masks, id_test, ood_test)
+            if not pruned:
+                unpruned = id_logits, id_accuracy, ood_scores
+        else:
+            id_logits, id_accuracy, ood_scores = unpruned
         variant_rows = score_rows(
             logsumexp(id_logits, axis=1),
             ood_scores,
@@ -192,7 +426,7 @@ def layer_ablation(
             split="test",
             experiment="layers",
             variant=variant,
-            id_accuracy=accuracy(id_logits, id_labels),
+            id_accuracy=id_accuracy,
             uncertainty=uncertainty,
         )
         rows += variant_rows
@@ -204,7 +438,12 @@ def layer_ablation(
                 np.mean([r["fpr95"] for r in variant_rows]),
                 variant_rows[0]["id_accuracy"],
             )
-    return rows, layer_means
+    return rows, layer_means, pd.DataFrame(grid_rows)
+
+
+def _relabel(found: Mapping[str, Any], params: Mapping[str, Any], variant: str) -> list[dict]:
+    """``found``'s validation rows under another setting's params and variant."""
+    return [{**row, "params": params_json(params), "variant": variant} for row in found["val_rows"]]
 
 
 def predicted_class_counts(logits: Sequence[Any], rows: Any, num_classes: int) -> np.ndarray:

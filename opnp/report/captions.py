@@ -3,17 +3,24 @@ subset sizes, what each row prunes), taken from its rows and cells, never hard-c
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
 
 from opnp import bootstrap as _bootstrap
+from opnp.pipeline.ablations import NONE_ELIGIBLE_KEY
 from opnp.pruning import PERCENTAGE_NAMES
 from opnp.report.cells import BOLD_ATTR, flat_labels, stat_parts
 from opnp.report.frames import check_frame, number_text, ood_order, params_dict, select_rows
 from opnp.report.labels import NO_PRUNING
-from opnp.report.table_ablations import fraction_value
+from opnp.report.table_ablations import (
+    LAYER_LABELS,
+    PERCENTAGES_LABEL,
+    VAL_ACCURACY_LABEL,
+    fraction_value,
+)
 
 #: Key of Table 8's ``params`` holding the number of training images of the subset.
 SUBSET_SAMPLES_KEY = "sensitivity_samples"
@@ -228,8 +235,9 @@ def onp_low_side_note(
 
 
 def layer_ablation_caption(results: pd.DataFrame, model: str) -> str:
-    """Table 7's caption from its rows: which weights each row prunes and with which
-    percentages (OPNP's validation-selected ones, read from the ``fc`` row's params)."""
+    """Table 7's caption from its rows: which weights each row prunes and how its
+    percentages were selected (the in-network rows on validation from their own grid
+    within an ID-accuracy limit, read from their params; the FC row is OPNP's selection)."""
     frame = check_frame(results, "results", ["variant", "params"])
     params = {
         str(v): params_dict(p, f"table7 variant {v!r}")
@@ -239,23 +247,88 @@ def layer_ablation_caption(results: pd.DataFrame, model: str) -> str:
         raise ValueError(f"layer_ablation_caption: no 'fc' row (have {sorted(params)})")
     fc = params["fc"]
     pct = {k: number_text(fc.get(k, 0)) for k in PERCENTAGE_NAMES}
-    in_network = next((p for v, p in params.items() if v in ("global", "layerwise")), {})
-    n_layers = len(in_network.get("parameters", [])) - 1
-    subset = in_network.get("sensitivity", "a training subset")
-    nothing = ""
-    if float(fc.get("weight_low", 0)) == 0 and float(fc.get("weight_high", 0)) == 0:
-        nothing = " (the selection prunes no weight, so the in-network rows prune nothing)"
-    return (
-        f"OPNP applied in different layers ({model}, paper Table 7), cells FPR95/AUROC, "
-        "and the pruned network's ID accuracy (%). Every row prunes with OPNP's "
-        f"validation-selected percentages: the {pct['weight_low']} % least and "
-        f"{pct['weight_high']} % most sensitive weights{nothing}. Layer rows: those of one "
-        "stage's "
-        "last convolution only. Global Threshold Pruning: one threshold pair over the "
-        f"weights of all {n_layers} convolutions and the FC layer together; Layer-wise "
-        "Pruning: the same percentages in each of them with its own thresholds (in-network "
-        f"sensitivities from {subset}). FC Layer: the main OPNP result, the FC layer "
-        f"with the selected weight masks and {pct['neuron_low']} % / {pct['neuron_high']} % "
-        "least / most sensitive neurons pruned, sensitivities from the full training set. "
-        "No pruning: the unpruned network (Energy)."
+    in_rows = {v: p for v, p in params.items() if v not in ("fc", NO_PRUNING)}
+    pooled = next((p for v, p in in_rows.items() if v in ("global", "layerwise")), {})
+    n_layers = len(pooled.get("parameters", [])) - 1
+    subset = next(iter(in_rows.values()), {}).get("sensitivity", "a training subset")
+    text = (
+        f"OPNP applied in different layers ({model}, paper Table 7), cells FPR95/AUROC; "
+        f"{PERCENTAGES_LABEL}: the percentages of least / most sensitive weights each row "
+        f"prunes; {VAL_ACCURACY_LABEL} / ID Acc: the pruned network's ID accuracy (%) on the "
+        "validation set its percentages were selected on and on the test set. Layer rows: "
+        "one stage's last convolution only. Global Threshold Pruning: one threshold pair "
+        f"over the weights of all {n_layers} convolutions and the FC layer together; "
+        "Layer-wise Pruning: the percentages in each of them with its own thresholds "
+        f"(in-network sensitivities from {subset}). "
     )
+    if in_rows:
+        text += _in_network_selection_text(in_rows) + " "
+    return text + (
+        "FC Layer: the main OPNP result, selected on validation over OPNP's own grid: the "
+        f"{pct['weight_low']} % least and {pct['weight_high']} % most sensitive weights and "
+        f"{pct['neuron_low']} % / {pct['neuron_high']} % least / most sensitive neurons of "
+        "the FC layer pruned, sensitivities from the full training set. No pruning: the "
+        "unpruned network (Energy)."
+    )
+
+
+def _in_network_selection_text(in_rows: dict[str, dict]) -> str:
+    """How Table 7's in-network rows chose their percentages, from their params: the
+    grid, the metric and the accuracy limit (each must be the same in every row)."""
+
+    def common(key: str):
+        values = {json.dumps(p.get(key), sort_keys=True) for p in in_rows.values()}
+        if len(values) != 1:
+            raise ValueError(
+                f"layer_ablation_caption: the in-network rows differ in {key!r} "
+                f"({sorted(values)}); were they written by one layers job?"
+            )
+        return in_rows[next(iter(in_rows))].get(key)
+
+    grid = common("grid") or {}
+    metric = common("selection_metric")
+    limit = common("max_accuracy_loss")
+    if metric is None:
+        raise ValueError(
+            "layer_ablation_caption: the in-network rows have no 'selection_metric' in "
+            "their params (written before they were selected on validation); rerun the "
+            "layers rule"
+        )
+    grid_text = " x ".join(
+        f"{k} {{{', '.join(number_text(v) for v in values)}}}" for k, values in grid.items()
+    )
+    best = {
+        "fpr95": "the lowest mean validation FPR95",
+        "auroc": "the highest mean validation AUROC",
+    }.get(metric, f"the best mean validation {metric}")
+    text = (
+        "Each layer, global and layer-wise row selects its own percentages"
+        f"{f' from the grid {grid_text}' if grid_text else ''} on the validation ID and OOD "
+        f"sets of the main selection ({best} over the OOD sets)"
+    )
+    if limit is None:
+        text += ", with no limit on the ID accuracy."
+    else:
+        text += (
+            f", among the settings losing at most {number_text(limit)} points of validation "
+            "ID accuracy against the unpruned network."
+        )
+    kept = [
+        LAYER_LABELS.get(v, v)
+        for v, p in in_rows.items()
+        if not p.get(NONE_ELIGIBLE_KEY)
+        and float(p.get("weight_low", 0)) == 0
+        and float(p.get("weight_high", 0)) == 0
+    ]
+    if kept:
+        text += (
+            f" For {', '.join(kept)} the selected setting prunes nothing (0 / 0): no pruning "
+            "of these weights scored better on validation."
+        )
+    fallback = [LAYER_LABELS.get(v, v) for v, p in in_rows.items() if p.get(NONE_ELIGIBLE_KEY)]
+    if fallback:
+        text += (
+            f" No setting stayed within that limit for {', '.join(fallback)}: "
+            "these rows prune nothing (marked 'none eligible')."
+        )
+    return text

@@ -211,14 +211,28 @@ def plot_pruned_weight_sensitivity(
     bins: int = 60,
     title: str | None = None,
     pruned_what: str = "",
+    relative: Mapping[str, Any] | None = None,
+    random_ratios: Any = None,
+    id_name: str = "ID",
+    sensitivity_source: str = "",
 ) -> Figure:
     """Paper Fig. 9 (a test of Eq. 11): histograms of the sensitivity of the pruned
     weights (``weight_mask`` False) computed on the ID set and on the OOD set
     ``ood_name``, raw values (not normalised, so the means compare with the paper's
     0.00018 vs 0.00024) on shared bins with log counts; both means in the legend and as
-    dashed lines, and the measured ratio mean OOD / mean ID in the panel (Eq. 11 predicts
-    > 1). ``pruned_what``: a second title line saying which weights were pruned (e.g.
-    "the 20 % least sensitive (selected weight_low)")."""
+    dashed lines, and the measured ratio mean OOD / mean ID in the panel. ``pruned_what``:
+    a second title line saying which weights were pruned (e.g. "the 20 % least
+    sensitive (selected weight_low)").
+
+    The ratio alone is no test: over all weights of the layer it is already far from 1
+    when OOD features have other magnitudes. ``relative`` (the result of
+    :func:`opnp.relative_sensitivity.relative_ratio` for the pruned set) adds the ratio
+    relative to all weights with its bootstrap interval, ``random_ratios`` (relative
+    ratios of random sets of as many weights, :func:`opnp.relative_sensitivity.
+    random_set_ratios`) a second baseline; the verdict in the facts' summary comes from
+    them (:func:`opnp.relative_sensitivity.relative_verdict`). Without ``relative`` the
+    summary states no verdict. ``id_name`` and ``sensitivity_source`` (which
+    sensitivity chose the pruned set) are recorded in the facts."""
     path = png_path(out_path)
     bins = bin_count(bins)
     if not isinstance(ood_name, str) or not ood_name:
@@ -236,6 +250,7 @@ def plot_pruned_weight_sensitivity(
     high = max(float(pruned_id.max()), float(pruned_ood.max()))
     edges = np.linspace(0.0, high if high > 0 else 1.0, bins + 1)
     means = {}
+    eq11 = None if relative is None else _eq11_facts(relative, random_ratios, pruned_id.size)
     with seaborn_style() as sns:
         fig, axes = new_figure(1, 1, panel_size=(6.5, 4.2))
         ax = axes[0, 0]
@@ -258,15 +273,14 @@ def plot_pruned_weight_sensitivity(
             )
             ax.axvline(mean, color=colour, ls="--", lw=1.2)
         ratio = means[ood_name] / means["ID"] if means["ID"] > 0 else float("inf")
-        ax.text(
-            0.98,
-            0.62,
-            f"mean {ood_name} / mean ID = {ratio:.3g}\n(Eq. 11 predicts > 1)",
-            transform=ax.transAxes,
-            ha="right",
-            va="top",
-            fontsize="small",
-        )
+        panel = f"mean {ood_name} / mean ID = {ratio:.3g}"
+        if eq11 is not None:
+            low, high_ = eq11["relative_ratio_ci"]
+            panel += (
+                f"\nsame ratio over all weights: {eq11['ratio_all']:.3g}"
+                f"\nrelative ratio: {eq11['relative_ratio']:.3g} [{low:.3g}, {high_:.3g}]"
+            )
+        ax.text(0.98, 0.62, panel, transform=ax.transAxes, ha="right", va="top", fontsize="small")
         ax.set_xlabel("parameter sensitivity of the pruned weights")
         ax.set_ylabel("count (log scale)")
         default = f"Eq. 11: sensitivity of the {pruned_id.size:,} pruned weights, ID vs {ood_name}"
@@ -277,18 +291,77 @@ def plot_pruned_weight_sensitivity(
         facts = {
             "figure": "pruned_weight_sensitivity",
             "n_pruned": int(pruned_id.size),
+            "n_weights": int(ids.size),
+            "id_name": id_name,
             "ood_name": ood_name,
+            "sensitivity": sensitivity_source,
             "mean_id": means["ID"],
             "mean_ood": means[ood_name],
             "ratio": ratio if np.isfinite(ratio) else None,
             "pruned_what": pruned_what,
         }
-        verdict = (
-            "above 1, as Eq. 11 predicts" if ratio > 1 else "not above 1: Eq. 11 does not hold"
-        )
-        facts["summary"] = (
+        head = (
             f"{pruned_id.size:,} pruned weights ({pruned_what or 'weight mask'}); mean "
-            f"sensitivity on ID {means['ID']:.3g}, on {ood_name} {means[ood_name]:.3g}: ratio "
-            f"{ratio:.3g}, {verdict} in this run."
+            f"sensitivity on {id_name} {means['ID']:.3g}, on {ood_name} "
+            f"{means[ood_name]:.3g}: ratio {ratio:.3g}."
         )
+        if eq11 is None:
+            facts["summary"] = (
+                f"{head} No baseline was computed: the ratio alone does not test Eq. 11 "
+                "(over all weights it differs from 1 too)."
+            )
+        else:
+            text = eq11.pop("text")
+            facts.update(eq11)
+            facts["summary"] = f"{head} {text}"
         return save_figure(fig, path, facts)
+
+
+def _eq11_facts(relative: Mapping[str, Any], random_ratios: Any, n_pruned: int) -> dict:
+    """The facts and sentence of Fig. 9's verdict from the relative-ratio bootstrap and
+    the random weight sets (:mod:`opnp.relative_sensitivity`)."""
+    from opnp.relative_sensitivity import relative_verdict
+
+    confidence = float(relative["confidence"])
+    low, high = (float(x) for x in relative["relative_ratio_ci"])
+    facts: dict[str, Any] = {
+        "ratio_ci": [float(x) for x in relative["ratio_ci"]],
+        "ratio_all": float(relative["ratio_all"]),
+        "ratio_all_ci": [float(x) for x in relative["ratio_all_ci"]],
+        "relative_ratio": float(relative["relative_ratio"]),
+        "relative_ratio_ci": [low, high],
+        "confidence": confidence,
+        "n_resamples": int(relative["n_resamples"]),
+        "seed": int(relative["seed"]),
+        "n_id": int(relative["n_id"]),
+        "n_ood": int(relative["n_ood"]),
+    }
+    random_range = None
+    random_text = ""
+    if random_ratios is not None:
+        draws = finite_array(random_ratios, "random_ratios")
+        tail = (100.0 - confidence) / 2.0
+        random_range = tuple(float(x) for x in np.percentile(draws, [tail, 100.0 - tail]))
+        facts["random_sets"] = {
+            "n_sets": int(draws.size),
+            "set_size": int(n_pruned),
+            "range": list(random_range),
+            "fraction_at_least": float(np.mean(draws >= facts["relative_ratio"])),
+        }
+        random_text = (
+            f" Random sets of {n_pruned:,} weights: relative ratio "
+            f"{random_range[0]:.3g}-{random_range[1]:.3g} (central {confidence:g} % of "
+            f"{draws.size:,} sets)."
+        )
+    direction, sentence = relative_verdict((low, high), facts["relative_ratio"], random_range)
+    facts["direction"] = direction
+    facts["verdict"] = f"the pruned weights are {sentence}"
+    facts["text"] = (
+        f"Over all weights the same ratio is {facts['ratio_all']:.3g}, so relative to the "
+        f"average weight the pruned weights' ratio is {facts['relative_ratio']:.3g} "
+        f"[{low:.3g}, {high:.3g}] ({confidence:g} % bootstrap interval, "
+        f"{facts['n_resamples']:,} resamples of the {facts['n_id']:,} ID and "
+        f"{facts['n_ood']:,} OOD images, seed {facts['seed']}).{random_text} Verdict: "
+        f"{facts['verdict']}."
+    )
+    return facts

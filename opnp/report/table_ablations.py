@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from opnp.pipeline.ablations import NONE_ELIGIBLE_KEY, VAL_ACCURACY_KEY
 from opnp.report.cells import BOLD_ATTR, SeedStat
 from opnp.report.frames import (
     check_metrics,
@@ -40,6 +41,12 @@ LAYER_LABELS: dict[str, str] = {
     "fc": "FC Layer",
     NO_PRUNING: "No pruning (Energy)",
 }
+
+
+#: Table 7's column of each row's pruning percentages (weights; the FC row also neurons).
+PERCENTAGES_LABEL = "Pruned % (low / high)"
+#: Table 7's column of each row's ID accuracy on the validation set it was selected on.
+VAL_ACCURACY_LABEL = "Val ID Acc"
 
 
 #: Table 9's columns: neuron statistic (``variant``) -> label, in the paper's order.
@@ -197,9 +204,12 @@ def layer_ablation_table(
     result), labelled as in the paper (:data:`LAYER_LABELS`); default ``variants=None``:
     those present, no pruning first, then layers by number, unknown names (by
     appearance), global, layer-wise, FC. An explicit list must all be present. Columns:
-    ``ood_sets`` (no average in the paper), ``"FPR95/AUROC"`` cells, then ``ID Acc``: the
-    pruned network's ID test accuracy (``id_accuracy``, required). Bold: best row per
-    column."""
+    ``ood_sets`` (no average in the paper), ``"FPR95/AUROC"`` cells, then
+    :data:`PERCENTAGES_LABEL` (the row's selected ``weight_low`` / ``weight_high``, for
+    the FC row also the neuron percentages; "none eligible" where no setting kept the
+    accuracy), :data:`VAL_ACCURACY_LABEL` (``val_id_accuracy`` of the row's params, the
+    accuracy its selection saw) and ``ID Acc`` (the pruned network's ID test accuracy,
+    ``id_accuracy``), both required. Bold: best row per column."""
     table = _variant_table(
         results,
         ood_sets,
@@ -219,25 +229,59 @@ def layer_ablation_table(
         results,
         split=split,
         experiment=experiment,
-        columns=["variant", "id_accuracy"],
+        columns=["variant", "params", "id_accuracy"],
         table="layer_ablation_table",
     )
     frame = frame.assign(variant=frame["variant"].astype(str))
     variant_of = {LAYER_LABELS.get(v, v): v for v in dict.fromkeys(frame["variant"])}
-    accuracy = []
+    percentages, val_accuracy, accuracy = [], [], []
     for label in table.index:
-        rows = frame[frame["variant"] == variant_of[label]]
+        variant = variant_of[label]
+        rows = frame[frame["variant"] == variant]
         per_seed = rows.groupby("seed", sort=True)["id_accuracy"].first()
         if per_seed.isna().any():
             raise ValueError(
-                f"layer_ablation_table: variant {variant_of[label]!r} has no id_accuracy "
+                f"layer_ablation_table: variant {variant!r} has no id_accuracy "
                 "(the pruned network's ID accuracy); rerun the layers rule"
             )
-        accuracy.append(
-            SeedStat("id_accuracy", tuple(map(float, per_seed)), tuple(map(int, per_seed.index)))
-        )
+        seeds = tuple(map(int, per_seed.index))
+        accuracy.append(SeedStat("id_accuracy", tuple(map(float, per_seed)), seeds))
+        params = {
+            int(seed): params_dict(text, f"layer_ablation_table variant {variant!r}")
+            for seed, text in rows.groupby("seed", sort=True)["params"].first().items()
+        }
+        missing = [seed for seed, p in params.items() if VAL_ACCURACY_KEY not in p]
+        if missing:
+            raise ValueError(
+                f"layer_ablation_table: variant {variant!r} has no {VAL_ACCURACY_KEY!r} in "
+                f"its params (seeds {missing}); rerun the layers rule"
+            )
+        values = [params[s][VAL_ACCURACY_KEY] for s in seeds]
+        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            val_accuracy.append(SeedStat("id_accuracy", tuple(map(float, values)), seeds))
+        else:  # pooled replicates that differ: "per replicate" (opnp.pipeline.replicates)
+            val_accuracy.append("; ".join(dict.fromkeys(map(str, values))))
+        texts = list(dict.fromkeys(_percentages_text(p) for p in params.values()))
+        percentages.append("; ".join(texts))
+    table[PERCENTAGES_LABEL] = percentages
+    table[VAL_ACCURACY_LABEL] = val_accuracy
     table[METRICS["id_accuracy"][0]] = accuracy
     return table
+
+
+def _percentages_text(params: Mapping[str, Any]) -> str:
+    """A Table 7 row's pruning percentages: ``"10 / 0.5"`` (weights low / high), with
+    ``"; neurons 10 / 5"`` where the row prunes neurons too (the FC row), ``"-"`` for no
+    pruning, `` (none eligible)`` where no setting kept the ID accuracy."""
+    if not any(k in params for k in PERCENTAGE_ORDER):
+        return "-"
+    text = " / ".join(number_text(params.get(k, 0)) for k in ("weight_low", "weight_high"))
+    if any(k in params for k in ("neuron_low", "neuron_high")):
+        neurons = " / ".join(number_text(params.get(k, 0)) for k in ("neuron_low", "neuron_high"))
+        text += f"; neurons {neurons}"
+    if params.get(NONE_ELIGIBLE_KEY):
+        text += " (none eligible)"
+    return text
 
 
 def fraction_value(variant: str) -> float:

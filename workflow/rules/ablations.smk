@@ -128,16 +128,21 @@ rule calibration:
 
 rule layers:
     input:
+        splits=splits_check("{model}"),
         model=model_file,
         train=lambda wc: dataset_manifest(ID_TRAIN, wc.model),
         id_test=lambda wc: dataset_manifest(ID_TEST, wc.model),
         ood_test=unit_manifests(*OOD_TEST),
+        # the in-network rows select their own percentages on the validation sets
+        id_val=lambda wc: dataset_manifest(ID_VAL, wc.model),
+        ood_val=unit_manifests(*OOD_VAL),
         fc_sensitivity=full_sensitivity("{model}"),
-        # every row prunes with OPNP's validation-selected percentages
+        # the FC row is the main OPNP result: OPNP's validation-selected percentages
         selection=f"{RESULTS}/selection/{{model}}/opnp.parquet",
     output:
         results=ablation_result("layers"),
         layer_means=f"{RESULTS}/ablations/{{model}}/layers_sensitivity.parquet",
+        val_grid=f"{RESULTS}/ablations/{{model}}/layers_validation.parquet",
     log:
         f"{LOGS}/ablations/{{model}}/layers.log",
     benchmark:
@@ -152,9 +157,14 @@ rule layers:
         layers=ABLATIONS.get("layers", {}),
         extraction=EXTRACTION_SETTINGS,
         statistic=config["sensitivity"]["statistic"],
+        metric=config["selection"]["metric"],
         seed=SEEDS[0],
         results=result_keys(
-            [ABLATIONS.get("layers", {}), config["sensitivity"]["statistic"]]
+            [
+                ABLATIONS.get("layers", {}),
+                config["sensitivity"]["statistic"],
+                config["selection"]["metric"],
+            ]
         ),
         uncertainty=UNCERTAINTY,
     script:

@@ -254,8 +254,14 @@ rule figure_pruned_weight_sensitivity:
         "../envs/analysis.yaml"
     params:
         statistic=config["sensitivity"]["statistic"],
+        reduction=config["sensitivity"]["reduction"],
+        id_name=ID_TEST,
         ood_name=ABLATIONS.get("fig9_ood", OOD_TEST[0]),
         fallback_weight_low=FIG9_FALLBACK_WEIGHT_LOW,
+        # the bootstrap of the relative ratio resamples the same test images as every
+        # test interval, with the same settings
+        uncertainty=UNCERTAINTY,
+        random_sets=ABLATIONS.get("fig9_random_sets", 0),
         facts=figure_facts,
     script:
         "../scripts/figure_pruned_weight_sensitivity.py"

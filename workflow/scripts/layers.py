@@ -1,10 +1,11 @@
-"""Table 7 and Fig. 6: OPNP's pruning inside the network with the percentages OPNP
-selected on validation. The FC row is the main OPNP result (selected weight and neuron
-masks from the full-training-set sensitivity); Layer1-K prune the same weight
-percentages in one stage's last convolution; global / layer-wise pruning cover every
-convolution and the FC layer (sensitivities by per-sample autograd on a seeded training
-subset). Each pruned network is scored with Energy on the test sets, with its ID
-accuracy."""
+"""Table 7 and Fig. 6: OPNP's pruning inside the network. The FC row is the main OPNP
+result (validation-selected weight and neuron masks from the full-training-set
+sensitivity); Layer1-K prune one stage's last convolution, global / layer-wise pruning
+every convolution and the FC layer (sensitivities by per-sample autograd on a seeded
+training subset), each with its own weight percentages selected on the validation sets
+from ablations.layers.grid within ablations.layers.max_accuracy_loss. Each pruned network
+is scored with Energy on the test sets, with its ID accuracy
+(opnp.pipeline.ablations.layer_ablation)."""
 
 import pandas as pd
 
@@ -34,15 +35,22 @@ train = seeded_subset(
 )
 id_test = open_dataset(read_json(snakemake.input.id_test), transform=transform)
 ood_test = open_named_datasets(snakemake.input.ood_test, transform=transform)
+id_val = open_dataset(read_json(snakemake.input.id_val), transform=transform)
+ood_val = open_named_datasets(snakemake.input.ood_val, transform=transform)
 selected = selected_params(pd.read_parquet(snakemake.input.selection))
 log.info("OPNP's selected setting: %s", selected)
-rows, layer_means = layer_ablation(
+rows, layer_means, val_grid = layer_ablation(
     model,
     train,
     id_test,
     ood_test,
     selected=selected,
     fc_sensitivity=load_sensitivity(snakemake.input.fc_sensitivity),
+    id_val_dataset=id_val,
+    ood_val_datasets=ood_val,
+    grid=layers["grid"],
+    metric=snakemake.params.metric,
+    max_accuracy_loss=layers["max_accuracy_loss"],
     statistic=snakemake.params.statistic,
     train_fraction=layers["train_fraction"],
     batch_size=extraction["batch_size"],
@@ -57,3 +65,5 @@ write_results(
 layer_means.insert(0, "model", snakemake.wildcards.model)
 layer_means.insert(0, "benchmark", snakemake.params.results["benchmark"])
 write_results(layer_means, snakemake.output.layer_means)
+val_grid.insert(0, "model", snakemake.wildcards.model)
+write_results(val_grid, snakemake.output.val_grid)
