@@ -132,10 +132,18 @@ def _names_regex(names):
     return "|".join(re.escape(n) for n in names) or "^$"
 
 
+def image_spec(name):
+    """A dataset's config entry without the keys that do not change its images (its OOD
+    family): a new family re-runs no dataset or extraction job."""
+    return canonical(
+        {k: v for k, v in config["datasets"][name].items() if k != "family"}
+    )
+
+
 def download_spec(name):
     """A download lands in resources/downloads/<source name>/ unless the config gives a
     path: shared by the benchmarks, and inside the folders the workflow may write."""
-    spec = dict(config["datasets"][name])
+    spec = dict(image_spec(name))
     spec.setdefault("path", f"resources/downloads/{spec['name']}")
     return canonical(spec)
 

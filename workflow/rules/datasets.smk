@@ -17,7 +17,7 @@ rule build_builtin_dataset:
     conda:
         "../envs/pytorch.yaml"
     params:
-        spec=lambda wc: canonical(config["datasets"][wc.dataset]),
+        spec=lambda wc: image_spec(wc.dataset),
         builtin=canonical(config["builtin"]),
     script:
         "../scripts/build_builtin_dataset.py"
@@ -36,7 +36,7 @@ rule link_dataset:
     conda:
         "../envs/pytorch.yaml"
     params:
-        spec=lambda wc: canonical(config["datasets"][wc.dataset]),
+        spec=lambda wc: image_spec(wc.dataset),
         on_bad_image=config["extraction"]["on_bad_image"],
         # Computed when the DAG is built, on every run: a changed folder changes this
         # param and Snakemake re-runs the job (rerun trigger "params").
@@ -80,7 +80,7 @@ rule unpack_archive_dataset:
     conda:
         "../envs/pytorch.yaml"
     params:
-        spec=lambda wc: canonical(config["datasets"][wc.dataset]),
+        spec=lambda wc: image_spec(wc.dataset),
         on_bad_image=config["extraction"]["on_bad_image"],
     script:
         "../scripts/unpack_archive_dataset.py"
