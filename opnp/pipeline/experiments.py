@@ -152,6 +152,22 @@ CATALOGUE: tuple[Experiment, ...] = (
         caption="ONP with different neuron statistics ({model}, paper Table 9), cells FPR95/AUROC.",
     ),
     Experiment(
+        "readings",
+        None,
+        "readings of the paper's ambiguous choices",
+        switched=True,
+        result=True,
+        table=True,
+        caption="Readings of the paper's ambiguous choices ({model}): each value of each "
+        "reading selected like the main results (each family of test OOD sets tested with "
+        "the setting chosen on the validation sets of the other families), the first value "
+        "of each reading being the default (the reference row); Energy and ReAct from the "
+        "main results for reference. ID acc.: ID test accuracy of the layer that scores "
+        "the row (pruned, clipped for +ReAct; the unpruned layer for Energy and ReAct), the "
+        "mean over the test families' settings where they differ. Judge differences by the "
+        "paired intervals (the bold rule), not by the means.",
+    ),
+    Experiment(
         "sweep",
         "Fig. 3",
         "OPNP's metrics against each pruning percentage",

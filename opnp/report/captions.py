@@ -259,3 +259,23 @@ def layer_ablation_caption(results: pd.DataFrame, model: str) -> str:
         "least / most sensitive neurons pruned, sensitivities from the full training set. "
         "No pruning: the unpruned network (Energy)."
     )
+
+
+def readings_sensitivity_note(results: pd.DataFrame, reduction: str) -> str:
+    """The readings table's note on S: which of its rows compute their own S (over the
+    same images as the main one, of reduction ``reduction``), from the ``variant``
+    values shown."""
+    frame = check_frame(results, "results", ["variant"])
+    own = [
+        v
+        for v in dict.fromkeys(frame["variant"].astype(str))
+        if v == "sensitivity_features=clipped"
+        or (v.startswith("reduction=") and v != f"reduction={reduction}")
+    ]
+    if not own:
+        return ""
+    return (
+        f" The rows {', '.join(own)} use an S computed for that reading over the same "
+        "images (the clipped S at each test family's ReAct percentile); every other row "
+        "uses the main S."
+    )
