@@ -68,6 +68,7 @@ def test_dry_run_plans_every_experiment(tmp_path):
         "layers",
         "subsets",
         "statistics",
+        "readings",
         "sweep",
         "calibration",
         "aggregate_results",
@@ -115,6 +116,19 @@ def test_react_combinations_wait_for_reacts_selection(tmp_path):
     assert sorted("/sensitivity/" in i for i in readers) == [False, True]
 
 
+def test_tiny_config_plans_the_readings_job(tmp_path):
+    """The tiny config runs every reading: one readings job per model, reading the
+    validation and test sets and ReAct's selection (opnp+react's percentile)."""
+    config = load(TINY)
+    assert config["ablations"]["readings"]["run"]
+    jobs = [i for r, i in dry_run_job_files(tmp_path, TINY) if r == "readings"]
+    assert len(jobs) == len(config["models"]), jobs
+    for name in [*config["ood"]["val"], *config["ood"]["test"]]:
+        assert f"/{name}." in jobs[0], name
+    assert "/selection/smallcnn/react.parquet" in jobs[0]
+    assert "/sensitivity/smallcnn/fraction100_seed0.npz" in jobs[0]
+
+
 def react_percentiles(results: pd.DataFrame, method: str) -> set[float]:
     rows = results[(results["method"] == method) & (results["experiment"] == "main")]
     return {json.loads(p).get("react_percentile") for p in rows["params"]}
@@ -136,7 +150,14 @@ def check_intervals(results: pd.DataFrame, config: dict) -> None:
     bootstrap interval around its value, and the resampled metrics the tables pair."""
     n_resamples = config.get("uncertainty", {}).get("n_resamples", 1000)
     test = results[(results["split"] == "test") & (results["ood_set"] != "")]
-    assert set(test["experiment"]) >= {"main", "layers", "subsets", "statistics", "sweep"}
+    assert set(test["experiment"]) >= {
+        "main",
+        "layers",
+        "subsets",
+        "statistics",
+        "readings",
+        "sweep",
+    }
     for metric in ("fpr95", "auroc"):
         low, high = test[f"{metric}_ci_low"], test[f"{metric}_ci_high"]
         assert np.isfinite(low).all() and np.isfinite(high).all(), metric
@@ -250,6 +271,19 @@ def test_tiny_tables_have_the_paper_layout(tiny_run):
         *config["ood"]["test"],
         "Average",
     ]
+    from opnp.pipeline.readings import reading_values
+
+    readings = pd.read_csv(tables / "readings_smallcnn.csv")
+    n_values = sum(len(reading_values(r)) for r in config["ablations"]["readings"]["run"])
+    assert len(readings) == n_values + 2  # and Energy, ReAct from the main results
+    assert list(readings.iloc[-2:, 0]) == ["Energy", "ReAct"]
+    assert readings.iloc[0, 0] == "OPNP (threshold_scope=matrix)"
+    assert table_columns(tables / "readings_smallcnn.csv") == [
+        *config["ood"]["test"],
+        "Average",
+        "ID acc.",
+    ]
+    assert readings["ID acc. ID Acc mean"].between(0, 100).all()
     with_without = pd.read_csv(tables / "table5_with_without_opnp_smallcnn.csv")
     assert list(with_without.iloc[:, 0]) == [
         "MSP",
