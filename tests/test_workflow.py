@@ -80,6 +80,7 @@ def test_dry_run_plans_every_experiment(tmp_path):
         "figure_score_distributions",
         "figure_layer_sensitivity",
         "figure_pruned_weight_sensitivity",
+        "figure_readings",
     ]:
         assert counts.get(rule, 0) >= 1, f"no {rule} job planned: {counts}"
     # One sensitivity per (fraction, seed), a single seed for 100 %.
@@ -203,7 +204,7 @@ def check_outputs(workdir: Path, config: dict) -> pd.DataFrame:
     assert "| Selected |" in next((results_dir / "tables").glob("table9_*.md")).read_text()
     figures = sorted((results_dir / "figures").glob("*.png"))
     fig_ids = {f.name.split("_")[0] for f in figures}
-    assert fig_ids >= {"fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig9"}, fig_ids
+    assert fig_ids >= {"fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig9", "readings"}, fig_ids
     for figure in figures:
         with Image.open(figure) as image:
             image.verify()

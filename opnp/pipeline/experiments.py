@@ -158,6 +158,9 @@ CATALOGUE: tuple[Experiment, ...] = (
         switched=True,
         result=True,
         table=True,
+        # not a paper figure: its id is the experiment's own name
+        figure="readings",
+        figure_name="average_fpr95",
         caption="Readings of the paper's ambiguous choices ({model}): each value of each "
         "reading selected like the main results (each family of test OOD sets tested with "
         "the setting chosen on the validation sets of the other families), the first value "
@@ -273,7 +276,7 @@ def label(exp: Experiment, config: Mapping[str, Any] | None = None) -> str:
     per_model = "<model>" in exp.paper_key  # no single id without a model
     if paper is None and exp.paper_key and config is not None and not per_model:
         paper = paper_id(exp, config)
-    return f"{paper} ({exp.name})" if paper else exp.name
+    return f"{paper} ({exp.name})" if paper and paper != exp.name else exp.name
 
 
 def table_stem(exp: Experiment, config: Mapping[str, Any], model: str, base: str) -> str:
