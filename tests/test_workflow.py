@@ -297,6 +297,27 @@ def test_tiny_tables_have_the_paper_layout(tiny_run):
 
 
 @pytest.mark.slow
+def test_tiny_readings_reference_rows_are_the_main_results(tiny_run):
+    """Each reading's default value is the main run's reading, selected by the same
+    protocol on the same grid: its test rows equal the method's main test rows."""
+    from opnp.pipeline.readings import READING_ABLATIONS, reading_values
+
+    results = pd.read_parquet(tiny_run / "results" / "tiny" / "results.parquet")
+    test = results[results["split"] == "test"]
+    for name in load(TINY)["ablations"]["readings"]["run"]:
+        method = READING_ABLATIONS[name][0]
+        variant = f"{name}={reading_values(name)[0]}"
+        ours = test[(test["experiment"] == "readings") & (test["variant"] == variant)]
+        main = test[(test["experiment"] == "main") & (test["method"] == method)]
+        main = main[main["seed"] == main["seed"].min()]
+        for frame in (ours, main):
+            assert len(frame) == len(load(TINY)["ood"]["test"]), (name, len(frame))
+        ours, main = (f.set_index("ood_set").sort_index() for f in (ours, main))
+        for column in ("fpr95", "auroc"):
+            np.testing.assert_allclose(ours[column], main[column], atol=1e-12, err_msg=name)
+
+
+@pytest.mark.slow
 def test_rerun_does_nothing_and_a_param_change_reruns_only_that_method(tiny_run, tmp_path):
     proc = run_snakemake(tiny_run, "-n", configfile=TINY)
     assert "Nothing to be done" in proc.stdout + proc.stderr
