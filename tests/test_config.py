@@ -224,3 +224,39 @@ def test_example_config_asks_for_no_more_workers_than_a_two_core_machine_has():
     validate(example, schema=SCHEMA)
     assert loader_workers(example["extraction"]["num_workers"], cpus=2) <= 1
     assert loader_workers(example["extraction"]["num_workers"], cpus=16) > 1
+
+
+def test_readings_default_to_every_reading_and_stay_off_without_the_key(config):
+    from opnp.pipeline.readings import READING_ABLATIONS
+
+    config["ablations"]["readings"] = {}
+    validate_all(config)
+    assert config["ablations"]["readings"]["run"] == list(READING_ABLATIONS)
+    del config["ablations"]["readings"]
+    validate_all(config)
+    # the schema's default fills run in, never the readings key itself (switched off)
+    assert "readings" not in config["ablations"]
+
+
+@pytest.mark.parametrize(
+    ("run", "drop", "needle"),
+    [
+        (["threshold_scope", "scope"], None, r"ablations\.readings\.run: 'scope' is not a reading"),
+        (["tnp_statistic"], "tnp", r"ablations\.readings\.run: reading 'tnp_statistic'.*'tnp'"),
+        (["sensitivity_features"], "opnp+react", r"ablations\.readings\.run.*'opnp\+react'"),
+    ],
+    ids=["unknown-reading", "method-missing", "react-combination-missing"],
+)
+def test_bad_readings_are_refused_naming_the_key(config, run, drop, needle):
+    config["ablations"]["readings"] = {"run": run}
+    if drop:
+        del config["methods"][drop]
+    validate(config, schema=SCHEMA)
+    with pytest.raises(ConfigError, match=needle):
+        check_config(config)
+
+
+def test_readings_run_must_be_a_non_empty_list(config):
+    config["ablations"]["readings"] = {"run": []}
+    with pytest.raises(WorkflowError, match="run"):
+        validate(config, schema=SCHEMA)

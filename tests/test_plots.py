@@ -684,3 +684,60 @@ def test_fig9_facts_judge_eq11_relative_to_all_weights(tmp_path):
     )  # fmt: skip
     facts = read_facts(tmp_path / "h.png")
     assert facts["direction"] == "none" and "not distinguishable" in facts["summary"]
+
+
+def _reading_rows():
+    """Readings test rows: two OOD sets, one seed, 50 resamples around each value."""
+    rng = np.random.default_rng(0)
+    rows = []
+    values = {"threshold_scope": {"matrix": (20.0, 40.0), "row": (30.0, 50.0)}}
+    values["tnp_statistic"] = {"mean_abs_activation": (10.0, 10.0), "weight_l2": (60.0, 80.0)}
+    for reading, by_value in values.items():
+        method = "opnp" if reading == "threshold_scope" else "tnp"
+        for value, fprs in by_value.items():
+            for ood, fpr in zip(("A", "B"), fprs, strict=True):
+                rows.append(
+                    {
+                        "experiment": "readings",
+                        "split": "test",
+                        "method": method,
+                        "variant": f"{reading}={value}",
+                        "params": "{}",
+                        "ood_set": ood,
+                        "seed": 0,
+                        "fpr95": fpr,
+                        "fpr95_resamples": fpr + rng.normal(size=50),
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def test_readings_figure_averages_the_ood_sets_with_their_interval(tmp_path):
+    from opnp.report.figure_readings import plot_readings, readings_summary
+
+    frame = _reading_rows()
+    summary = readings_summary(frame, confidence=95)
+    assert list(summary["value"]) == ["matrix", "row", "mean_abs_activation", "weight_l2"]
+    assert list(summary["fpr95"]) == [30.0, 40.0, 10.0, 70.0]
+    # the interval of the average of two sets' resamples (noise sd 1 / sqrt(2))
+    assert (summary["ci_low"] < summary["fpr95"]).all()
+    assert (summary["ci_high"] > summary["fpr95"]).all()
+    assert ((summary["ci_high"] - summary["ci_low"]) < 4).all()
+    plot_readings(frame, tmp_path / "readings.png", confidence=95)
+    with Image.open(tmp_path / "readings.png") as image:
+        assert image.size[0] > 400
+    facts = json.loads((tmp_path / "readings.facts.json").read_text())
+    assert "threshold_scope: matrix 30.00 [" in facts["summary"]
+    assert [v["value"] for v in facts["values"]][-1] == "weight_l2"
+
+
+def test_readings_figure_rejects_rows_it_cannot_read(tmp_path):
+    from opnp.report.figure_readings import readings_summary
+
+    frame = _reading_rows()
+    with pytest.raises(ValueError, match="no test rows"):
+        readings_summary(frame.assign(split="val"), confidence=95)
+    with pytest.raises(ValueError, match="not '<reading>=<value>'"):
+        readings_summary(
+            frame.assign(variant=frame["variant"].str.replace("=", ":")), confidence=95
+        )

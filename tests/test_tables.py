@@ -841,3 +841,89 @@ def test_small_samples_are_flagged_in_the_caption_and_the_log(scored_results):
     assert "Small sample" not in tables.caption_notes(big, scored_results)
     assert tables.small_sample_text(small.assign(n_id=100, n_ood=100)) == ""
     assert "99 ID test images" in tables.small_sample_text(small.assign(n_id=99, n_ood=100))
+
+
+# --------------------------------------------------------------------------------------
+# Readings ablation
+
+
+def test_readings_table_rows_columns_accuracy_and_caption(main_results):
+    from opnp.report.paper_tables import build_table
+    from opnp.report.table_ablations import ID_ACC_LABEL
+
+    variants = [("opnp", "threshold_scope=matrix"), ("opnp", "threshold_scope=row")]
+    variants += [("tnp", "tnp_statistic=mean_abs_activation")]
+    readings = [
+        row(m, o, 0, 10 + i, 90 - i, experiment="readings", variant=v, id_accuracy=80 + j)
+        for i, (m, v) in enumerate(variants)
+        for j, o in enumerate(OOD_SETS)
+    ]
+    energy_acc = main_results.assign(id_accuracy=95.0)
+    results = pd.concat([energy_acc[energy_acc["seed"] == 0], pd.DataFrame(readings)])
+    table, caption = build_table(
+        "readings",
+        results,
+        model="resnet50",
+        ood_sets=OOD_SETS,
+        methods=MAIN_METHODS,
+        confidence=95,
+        sensitivity={"train": "imagenet-train", "unlabeled": [], "reduction": "per_sample"},
+        react_sources={},
+    )
+    assert list(table.index) == [
+        "OPNP (threshold_scope=matrix)",
+        "OPNP (threshold_scope=row)",
+        "TNP (tnp_statistic=mean_abs_activation)",
+        "Energy",
+        "ReAct",
+    ]
+    assert [c for c in dict.fromkeys(table.columns.get_level_values(0))] == [
+        *OOD_SETS,
+        "Average",
+        ID_ACC_LABEL,
+    ]
+    # the row's metrics and the mean accuracy over its OOD sets' settings (80..83)
+    assert table.loc["OPNP (threshold_scope=row)", ("SUN", "FPR95")].mean == 11.0
+    assert table.loc["OPNP (threshold_scope=row)", ("Average", "AUROC")].mean == 89.0
+    assert table.loc["TNP (tnp_statistic=mean_abs_activation)", (ID_ACC_LABEL, "")].mean == 81.5
+    assert table.loc["Energy", (ID_ACC_LABEL, "")].mean == 95.0
+    assert "other families" in caption and "imagenet-train" in caption
+    assert "paired intervals" in caption
+    # the readings' rows are stated (n, bold rule): one seed, 100 images
+    assert "n = 100 ID test images" in caption
+
+
+def test_readings_table_without_reference_methods_and_without_rows():
+    from opnp.report.table_ablations import readings_table
+
+    rows = pd.DataFrame(
+        [
+            row(
+                "opnp",
+                o,
+                0,
+                10,
+                90,
+                experiment="readings",
+                variant="reduction=batch",
+                id_accuracy=70,
+            )
+            for o in OOD_SETS
+        ]
+    )
+    table = readings_table(rows, rows.iloc[0:0], OOD_SETS)
+    assert list(table.index) == ["OPNP (reduction=batch)"]
+    with pytest.raises(ValueError, match="no test rows"):
+        readings_table(rows.iloc[0:0], rows.iloc[0:0], OOD_SETS)
+
+
+def test_readings_caption_names_the_rows_with_their_own_sensitivity():
+    from opnp.report.captions import readings_sensitivity_note
+
+    frame = pd.DataFrame(
+        {"variant": ["reduction=per_sample", "reduction=batch", "sensitivity_features=clipped"]}
+    )
+    note = readings_sensitivity_note(frame, "per_sample")
+    assert "reduction=batch, sensitivity_features=clipped" in note
+    assert "reduction=per_sample" not in note
+    assert readings_sensitivity_note(frame.iloc[:1], "per_sample") == ""

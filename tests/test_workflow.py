@@ -68,6 +68,7 @@ def test_dry_run_plans_every_experiment(tmp_path):
         "layers",
         "subsets",
         "statistics",
+        "readings",
         "sweep",
         "calibration",
         "aggregate_results",
@@ -79,6 +80,7 @@ def test_dry_run_plans_every_experiment(tmp_path):
         "figure_score_distributions",
         "figure_layer_sensitivity",
         "figure_pruned_weight_sensitivity",
+        "figure_readings",
     ]:
         assert counts.get(rule, 0) >= 1, f"no {rule} job planned: {counts}"
     # One sensitivity per (fraction, seed), a single seed for 100 %.
@@ -115,6 +117,19 @@ def test_react_combinations_wait_for_reacts_selection(tmp_path):
     assert sorted("/sensitivity/" in i for i in readers) == [False, True]
 
 
+def test_tiny_config_plans_the_readings_job(tmp_path):
+    """The tiny config runs every reading: one readings job per model, reading the
+    validation and test sets and ReAct's selection (opnp+react's percentile)."""
+    config = load(TINY)
+    assert config["ablations"]["readings"]["run"]
+    jobs = [i for r, i in dry_run_job_files(tmp_path, TINY) if r == "readings"]
+    assert len(jobs) == len(config["models"]), jobs
+    for name in [*config["ood"]["val"], *config["ood"]["test"]]:
+        assert f"/{name}." in jobs[0], name
+    assert "/selection/smallcnn/react.parquet" in jobs[0]
+    assert "/sensitivity/smallcnn/fraction100_seed0.npz" in jobs[0]
+
+
 def react_percentiles(results: pd.DataFrame, method: str) -> set[float]:
     rows = results[(results["method"] == method) & (results["experiment"] == "main")]
     return {json.loads(p).get("react_percentile") for p in rows["params"]}
@@ -136,7 +151,14 @@ def check_intervals(results: pd.DataFrame, config: dict) -> None:
     bootstrap interval around its value, and the resampled metrics the tables pair."""
     n_resamples = config.get("uncertainty", {}).get("n_resamples", 1000)
     test = results[(results["split"] == "test") & (results["ood_set"] != "")]
-    assert set(test["experiment"]) >= {"main", "layers", "subsets", "statistics", "sweep"}
+    assert set(test["experiment"]) >= {
+        "main",
+        "layers",
+        "subsets",
+        "statistics",
+        "readings",
+        "sweep",
+    }
     for metric in ("fpr95", "auroc"):
         low, high = test[f"{metric}_ci_low"], test[f"{metric}_ci_high"]
         assert np.isfinite(low).all() and np.isfinite(high).all(), metric
@@ -182,7 +204,7 @@ def check_outputs(workdir: Path, config: dict) -> pd.DataFrame:
     assert "| Selected |" in next((results_dir / "tables").glob("table9_*.md")).read_text()
     figures = sorted((results_dir / "figures").glob("*.png"))
     fig_ids = {f.name.split("_")[0] for f in figures}
-    assert fig_ids >= {"fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig9"}, fig_ids
+    assert fig_ids >= {"fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig9", "readings"}, fig_ids
     for figure in figures:
         with Image.open(figure) as image:
             image.verify()
@@ -250,6 +272,19 @@ def test_tiny_tables_have_the_paper_layout(tiny_run):
         *config["ood"]["test"],
         "Average",
     ]
+    from opnp.pipeline.readings import reading_values
+
+    readings = pd.read_csv(tables / "readings_smallcnn.csv")
+    n_values = sum(len(reading_values(r)) for r in config["ablations"]["readings"]["run"])
+    assert len(readings) == n_values + 2  # and Energy, ReAct from the main results
+    assert list(readings.iloc[-2:, 0]) == ["Energy", "ReAct"]
+    assert readings.iloc[0, 0] == "OPNP (threshold_scope=matrix)"
+    assert table_columns(tables / "readings_smallcnn.csv") == [
+        *config["ood"]["test"],
+        "Average",
+        "ID acc.",
+    ]
+    assert readings["ID acc. ID Acc mean"].between(0, 100).all()
     with_without = pd.read_csv(tables / "table5_with_without_opnp_smallcnn.csv")
     assert list(with_without.iloc[:, 0]) == [
         "MSP",
@@ -259,6 +294,27 @@ def test_tiny_tables_have_the_paper_layout(tiny_run):
         "ReAct",
         "ReAct+OPNP",
     ]
+
+
+@pytest.mark.slow
+def test_tiny_readings_reference_rows_are_the_main_results(tiny_run):
+    """Each reading's default value is the main run's reading, selected by the same
+    protocol on the same grid: its test rows equal the method's main test rows."""
+    from opnp.pipeline.readings import READING_ABLATIONS, reading_values
+
+    results = pd.read_parquet(tiny_run / "results" / "tiny" / "results.parquet")
+    test = results[results["split"] == "test"]
+    for name in load(TINY)["ablations"]["readings"]["run"]:
+        method = READING_ABLATIONS[name][0]
+        variant = f"{name}={reading_values(name)[0]}"
+        ours = test[(test["experiment"] == "readings") & (test["variant"] == variant)]
+        main = test[(test["experiment"] == "main") & (test["method"] == method)]
+        main = main[main["seed"] == main["seed"].min()]
+        for frame in (ours, main):
+            assert len(frame) == len(load(TINY)["ood"]["test"]), (name, len(frame))
+        ours, main = (f.set_index("ood_set").sort_index() for f in (ours, main))
+        for column in ("fpr95", "auroc"):
+            np.testing.assert_allclose(ours[column], main[column], atol=1e-12, err_msg=name)
 
 
 @pytest.mark.slow

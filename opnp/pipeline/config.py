@@ -189,6 +189,15 @@ def check_config(cfg: dict) -> None:
             "config key ablations.layers.enabled: Table 7 prunes with OPNP's selected "
             "percentages, but 'opnp' is not under 'methods'; add opnp or disable the ablation"
         )
+    readings = cfg.get("ablations", {}).get("readings")
+    if readings is not None:
+        from opnp.pipeline.readings import check_readings
+
+        try:
+            # the schema fills in run; a config checked without it names nothing to run
+            check_readings(readings.get("run", []), cfg["methods"], "ablations.readings.run")
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
     check_method_values(cfg["methods"])
     selection_groups(cfg)
     _check_compare_protocols(cfg)

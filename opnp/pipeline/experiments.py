@@ -152,6 +152,25 @@ CATALOGUE: tuple[Experiment, ...] = (
         caption="ONP with different neuron statistics ({model}, paper Table 9), cells FPR95/AUROC.",
     ),
     Experiment(
+        "readings",
+        None,
+        "readings of the paper's ambiguous choices",
+        switched=True,
+        result=True,
+        table=True,
+        # not a paper figure: its id is the experiment's own name
+        figure="readings",
+        figure_name="average_fpr95",
+        caption="Readings of the paper's ambiguous choices ({model}): each value of each "
+        "reading selected like the main results (each family of test OOD sets tested with "
+        "the setting chosen on the validation sets of the other families), the first value "
+        "of each reading being the default (the reference row); Energy and ReAct from the "
+        "main results for reference. ID acc.: ID test accuracy of the layer that scores "
+        "the row (pruned, clipped for +ReAct; the unpruned layer for Energy and ReAct), the "
+        "mean over the test families' settings where they differ. Judge differences by the "
+        "paired intervals (the bold rule), not by the means.",
+    ),
+    Experiment(
         "sweep",
         "Fig. 3",
         "OPNP's metrics against each pruning percentage",
@@ -257,7 +276,7 @@ def label(exp: Experiment, config: Mapping[str, Any] | None = None) -> str:
     per_model = "<model>" in exp.paper_key  # no single id without a model
     if paper is None and exp.paper_key and config is not None and not per_model:
         paper = paper_id(exp, config)
-    return f"{paper} ({exp.name})" if paper else exp.name
+    return f"{paper} ({exp.name})" if paper and paper != exp.name else exp.name
 
 
 def table_stem(exp: Experiment, config: Mapping[str, Any], model: str, base: str) -> str:

@@ -60,6 +60,7 @@ from opnp.report.table_ablations import (
     STATISTIC_LABELS,
     layer_ablation_table,
     pruned_accuracy_table,
+    readings_table,
     statistic_table,
     subset_table,
 )
@@ -115,6 +116,7 @@ __all__ = [
     "small_sample_text",
     "seeds_text",
     "selected_params_table",
+    "readings_table",
     "statistic_table",
     "subset_sizes",
     "subset_sizes_text",

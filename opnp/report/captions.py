@@ -332,3 +332,23 @@ def _in_network_selection_text(in_rows: dict[str, dict]) -> str:
             "these rows prune nothing (marked 'none eligible')."
         )
     return text
+
+
+def readings_sensitivity_note(results: pd.DataFrame, reduction: str) -> str:
+    """The readings table's note on S: which of its rows compute their own S (over the
+    same images as the main one, of reduction ``reduction``), from the ``variant``
+    values shown."""
+    frame = check_frame(results, "results", ["variant"])
+    own = [
+        v
+        for v in dict.fromkeys(frame["variant"].astype(str))
+        if v == "sensitivity_features=clipped"
+        or (v.startswith("reduction=") and v != f"reduction={reduction}")
+    ]
+    if not own:
+        return ""
+    return (
+        f" The rows {', '.join(own)} use an S computed for that reading over the same "
+        "images (the clipped S at each test family's ReAct percentile); every other row "
+        "uses the main S."
+    )

@@ -19,6 +19,7 @@ from opnp.report.captions import (
     caption_notes,
     layer_ablation_caption,
     onp_low_side_note,
+    readings_sensitivity_note,
     sensitivity_set_note,
     small_sample_text,
     subset_sizes_text,
@@ -28,6 +29,7 @@ from opnp.report.table_ablations import (
     SELECTED_LABEL,
     layer_ablation_table,
     pruned_accuracy_table,
+    readings_table,
     statistic_table,
     subset_table,
 )
@@ -144,6 +146,11 @@ def build_table(
         table = subset_table(_test_rows(results, name), ood_sets, experiment=name)
     elif name == "statistics":
         table = statistic_table(_test_rows(results, name), ood_sets, experiment=name)
+    elif name == "readings":
+        table = readings_table(_test_rows(results, name), main, ood_sets)
+        caption += sensitivity_set_note(**sensitivity) + readings_sensitivity_note(
+            _test_rows(results, name), sensitivity["reduction"]
+        )
     else:
         raise ValueError(f"experiment {name!r} has no table")
     if name != "selected":

@@ -1,5 +1,6 @@
 """The ablation tables of OPNP: paper Table 3 (ID accuracy of the pruned FC layer),
-Table 7 (pruned layers), Table 8 (training subsets) and Table 9 (neuron statistics).
+Table 7 (pruned layers), Table 8 (training subsets), Table 9 (neuron statistics) and
+the readings of the paper's ambiguous choices.
 
 Each takes the results of one model and returns a :class:`pandas.DataFrame` of cells
 (:mod:`opnp.report.cells`) laid out like the paper's table; the row choices are those of
@@ -18,6 +19,7 @@ import pandas as pd
 from opnp.pipeline.ablations import NONE_ELIGIBLE_KEY, VAL_ACCURACY_KEY
 from opnp.report.cells import BOLD_ATTR, SeedStat
 from opnp.report.frames import (
+    check_frame,
     check_metrics,
     check_names,
     display_labels,
@@ -28,7 +30,7 @@ from opnp.report.frames import (
     seed_stat,
     select_rows,
 )
-from opnp.report.labels import AVERAGE, METRICS, NO_PRUNING, PERCENTAGE_ORDER
+from opnp.report.labels import AVERAGE, METHOD_LABELS, METRICS, NO_PRUNING, PERCENTAGE_ORDER
 
 #: Table 7's rows: ``variant`` value -> label, in the paper's order.
 LAYER_LABELS: dict[str, str] = {
@@ -395,3 +397,53 @@ def statistic_table(
 def _params_text(params: Mapping[str, Any]) -> str:
     """``"key=value, ..."`` (keys sorted), ``"-"`` for none."""
     return ", ".join(f"{k}={number_text(params[k])}" for k in sorted(params)) or "-"
+
+
+#: Methods of the readings table's reference rows (from the main results), when run.
+READING_REFERENCES = ("energy", "react")
+#: Label of the readings table's ID accuracy column.
+ID_ACC_LABEL = "ID acc."
+
+
+def readings_table(
+    readings: pd.DataFrame,
+    main: pd.DataFrame,
+    ood_sets: Sequence[str],
+    *,
+    references: Sequence[str] = READING_REFERENCES,
+) -> pd.DataFrame:
+    """The readings ablation: one row per (method, ``<reading>=<value>``) of the test rows
+    ``readings`` (experiment "readings", in their order), then the ``references`` found
+    in the main test rows ``main``. Columns: FPR95 and AUROC per OOD set and their
+    Average, then :data:`ID_ACC_LABEL` (``id_accuracy``, the mean over a row's OOD sets
+    per seed: the test families' settings, and so their pruned layers, may differ).
+    Bold: best row per column."""
+    from opnp.report.table_methods import main_results_table
+
+    readings = check_frame(readings, "readings", ["method", "variant", "id_accuracy"])
+    if readings.empty:
+        raise ValueError("readings_table: no test rows of the readings experiment")
+    readings = readings.assign(
+        method=readings["method"].astype(str) + " / " + readings["variant"].astype(str)
+    )
+    entities = list(dict.fromkeys(readings["method"]))
+    labels = {}
+    for entity in entities:
+        method, variant = entity.split(" / ", 1)
+        labels[entity] = f"{METHOD_LABELS.get(method, method)} ({variant})"
+    shown = [m for m in references if m in set(main["method"])]
+    frame = pd.concat([readings, main[main["method"].isin(shown)]], ignore_index=True)
+    table = main_results_table(
+        frame, [*entities, *shown], ood_sets, method_labels=labels, experiment=None
+    )
+    accuracy = []
+    for entity in [*entities, *shown]:
+        rows = frame[frame["method"] == entity]
+        per_seed = rows.groupby("seed", sort=True)["id_accuracy"].mean()
+        if per_seed.isna().any():
+            raise ValueError(f"readings_table: {entity!r} has no id_accuracy")
+        accuracy.append(
+            SeedStat("id_accuracy", tuple(map(float, per_seed)), tuple(map(int, per_seed.index)))
+        )
+    table[(ID_ACC_LABEL, "")] = accuracy
+    return table

@@ -1,6 +1,7 @@
-# Ablations of the paper (Tables 3, 7, 8, 9; data of Figs. 3, 4, 6); each rule is named
-# after its experiment in opnp.pipeline.experiments, like its result file and rows. All but the
-# in-network ablation (Table 7) run on cached features.
+# Ablations of the paper (Tables 3, 7, 8, 9; data of Figs. 3, 4, 6) and the readings of
+# its ambiguous choices; each rule is named after its experiment in
+# opnp.pipeline.experiments, like its result file and rows. All but the in-network
+# ablation (Table 7) run on cached features.
 
 
 rule pruned_accuracy:
@@ -77,6 +78,40 @@ rule statistics:
         uncertainty=UNCERTAINTY,
     script:
         "../scripts/statistics.py"
+
+
+rule readings:
+    input:
+        unpack(readings_inputs),
+    output:
+        ablation_result("readings"),
+    log:
+        f"{LOGS}/ablations/{{model}}/readings.log",
+    benchmark:
+        f"{BENCHMARKS}/ablations/{{model}}/readings.tsv"
+    localrule: LOCAL_CPU_JOBS
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        readings=READINGS_RUN,
+        settings={m: method_settings(m) for m in READING_METHODS},
+        validation_groups=VALIDATION_GROUPS,
+        test_groups=TEST_GROUPS,
+        metric=config["selection"]["metric"],
+        statistic=config["sensitivity"]["statistic"],
+        reduction=config["sensitivity"]["reduction"],
+        results=result_keys(
+            [
+                READINGS_RUN,
+                {m: method_settings(m) for m in READING_METHODS},
+                SELECTION_GROUPS,
+                config["selection"]["metric"],
+                config["sensitivity"],
+            ]
+        ),
+        uncertainty=UNCERTAINTY,
+    script:
+        "../scripts/readings.py"
 
 
 rule sweep:

@@ -33,6 +33,7 @@ from opnp.pipeline.experiments import (  # noqa: E402
     skipped_experiments,
     table_stem,
 )
+from opnp.pipeline.readings import READING_ABLATIONS  # noqa: E402
 from opnp.pipeline.replicates import replicate_unit, resolve_split  # noqa: E402
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -377,6 +378,36 @@ def evaluation_inputs(wildcards):
     }
     if wildcards.method in SENSITIVITY_METHODS:
         inputs["sensitivity"] = full_sensitivity(m)
+    return inputs
+
+
+# The readings ablation's readings (schema default: every one) and the methods they run.
+READINGS_RUN = list(ABLATIONS.get("readings", {}).get("run", []))
+READING_METHODS = list(dict.fromkeys(READING_ABLATIONS[r][0] for r in READINGS_RUN))
+
+
+def readings_inputs(wildcards):
+    """Like a selection job's inputs and an evaluation job's together: validation sets
+    choose each reading's setting, the test sets score it; the unlabeled images join the
+    training features where a reading computes its own sensitivity."""
+    m = wildcards.model
+    inputs = {
+        "splits": splits_check(m),
+        "fc": model_fc(wildcards),
+        "train": features_of(m, ID_TRAIN)["manifest"],
+        "unlabeled": feature_manifests(m, SENSITIVITY_UNLABELED),
+        "sensitivity": full_sensitivity(m),
+        "id_val": features_of(m, ID_VAL)["manifest"],
+        "ood_val": feature_manifests(m, OOD_VAL),
+        "id_test": features_of(m, ID_TEST)["manifest"],
+        "ood_test": feature_manifests(m, OOD_TEST),
+    }
+    if any(
+        react_percentile_source(x, config["methods"][x]) == "selected"
+        for x in READING_METHODS
+    ):
+        # opnp+react clips at ReAct's choice for each test group, as in its main result
+        inputs["react_selection"] = f"{RESULTS}/selection/{m}/react.parquet"
     return inputs
 
 

@@ -265,3 +265,25 @@ rule figure_pruned_weight_sensitivity:
         facts=figure_facts,
     script:
         "../scripts/figure_pruned_weight_sensitivity.py"
+
+
+rule figure_readings:
+    input:
+        ablation_result("readings"),
+    output:
+        **figure_files(
+            "readings_average_fpr95_{model}",
+            caption="../report/fig_readings.rst",
+            labels={"figure": "readings", "model": "{model}"},
+        ),
+    log:
+        f"{LOGS}/figures/readings_{{model}}.log",
+    benchmark:
+        f"{BENCHMARKS}/figures/readings_{{model}}.tsv"
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        confidence=UNCERTAINTY["confidence"],
+        facts=figure_facts,
+    script:
+        "../scripts/figure_readings.py"
