@@ -10,33 +10,12 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from detector_params import METHODS, PARAMS  # noqa: E402 - tests/ is on sys.path
 from torch import nn
 
 import opnp
 
-# Hyperparameters that make each method do something on these small models.
-PARAMS = {
-    "knn": {"k": 3},
-    "react": {"percentile": 80},
-    "dice": {"percentile": 60},
-    "dice+react": {"percentile": 60, "react_percentile": 85},
-    "ash": {"percentile": 70},
-    "line": {"p_w": 50, "p_a": 30, "clip": 1.0},
-    "opp": {"weight_low": 20, "weight_high": 2},
-    "onp": {"neuron_low": 10, "neuron_high": 10},
-    "opnp": {"weight_low": 20, "weight_high": 2, "neuron_low": 10, "neuron_high": 10},
-    "opnp+react": {"weight_low": 20, "neuron_high": 10, "react_percentile": 85},
-    "opp+react": {"weight_low": 20, "weight_high": 2, "react_percentile": 85},
-    "opnp+msp": {"weight_low": 20, "neuron_high": 10},
-    "rpp": {"percentage": 20, "seed": 3},
-    "rnp": {"percentage": 20, "seed": 3},
-    "tpp": {"percentage": 20},
-    "tnp": {"percentage": 20},
-    "gradnorm": {"temperature": 2.0},
-}
-METHODS = [
-    m for m in opnp.available_detectors() if m not in opnp.detectors.methods_where("needs_network")
-]
+PARAMS = {**PARAMS, "knn": {"k": 3}}
 C = 4
 
 
