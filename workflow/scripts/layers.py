@@ -35,8 +35,22 @@ train = seeded_subset(
 )
 id_test = open_dataset(read_json(snakemake.input.id_test), transform=transform)
 ood_test = open_named_datasets(snakemake.input.ood_test, transform=transform)
-id_val = open_dataset(read_json(snakemake.input.id_val), transform=transform)
-ood_val = open_named_datasets(snakemake.input.ood_val, transform=transform)
+# Each in-network setting is a network pass over the validation sets: a seeded subset of
+# each (ablations.layers.val_max_images) keeps the search affordable on a CPU.
+cap = layers.get("val_max_images")
+
+
+def validation_subset(dataset):
+    if cap is None:
+        return dataset
+    return seeded_subset(dataset, 100, seed=snakemake.params.seed, max_items=cap)
+
+
+id_val = validation_subset(open_dataset(read_json(snakemake.input.id_val), transform=transform))
+ood_val = {
+    name: validation_subset(dataset)
+    for name, dataset in open_named_datasets(snakemake.input.ood_val, transform=transform).items()
+}
 selected = selected_params(pd.read_parquet(snakemake.input.selection))
 log.info("OPNP's selected setting: %s", selected)
 rows, layer_means, val_grid = layer_ablation(
