@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +16,8 @@ from torch.utils.data import TensorDataset
 
 from opnp.nets.architectures import small_cnn
 from opnp.nets.training import evaluate_accuracy, random_crop_flip, train_classifier
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _toy_images(n=96, seed=0):
@@ -102,3 +109,83 @@ def test_invalid_arguments():
         args = {"epochs": 1, "lr": 0.1, "batch_size": 4, **kwargs}
         with pytest.raises(ValueError, match=word):
             train_classifier(model, data, log=lambda *a: None, **args)
+
+
+# ------------------------------------------------------------- across CPU kernels
+
+_TRAIN_IN_SUBPROCESS = """
+import sys
+import numpy as np
+import torch
+from sklearn.datasets import load_digits
+from torch.utils.data import TensorDataset
+from opnp.nets.architectures import small_cnn
+from opnp.nets.training import train_classifier
+
+torch.set_num_threads(1)
+digits = load_digits()
+# 16x16 digits with their many exact ties (background zeros): max-pool and ReLU ties are
+# where kernels that break ties differently would show.
+images = np.kron(digits.images[:512], np.ones((2, 2))) / 16.0
+x = torch.tensor((images - 0.3) / 0.4, dtype=torch.float32)[:, None]
+y = torch.tensor(digits.target[:512])
+torch.manual_seed(0)
+model = small_cnn(num_classes=10, in_channels=1)
+train_classifier(model, TensorDataset(x, y), epochs=2, lr=0.05, batch_size=64, seed=0,
+                 log=lambda *a: None)
+torch.save(model.state_dict(), sys.argv[1])
+"""
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = open("/proc/cpuinfo").read()
+    except OSError:
+        return set()
+    return (
+        set(re.findall(r"^flags\s*:\s*(.*)$", text, re.M)[0].split()) if "flags" in text else set()
+    )
+
+
+def _train_with_env(tmp_path, name: str, **env: str) -> dict:
+    out = tmp_path / f"{name}.pt"
+    subprocess.run(
+        [sys.executable, "-c", _TRAIN_IN_SUBPROCESS, str(out)],
+        env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **env},
+        check=True,
+        timeout=600,
+    )
+    return torch.load(out)
+
+
+def _capabilities() -> list:
+    flags = _cpu_flags()
+    caps = ["default"]
+    caps.append(
+        "avx2" if "avx2" in flags else pytest.param("avx2", marks=pytest.mark.skip("no AVX2"))
+    )
+    caps.append(
+        "avx512"
+        if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags
+        else pytest.param("avx512", marks=pytest.mark.skip("this CPU has no AVX-512"))
+    )
+    return caps
+
+
+@pytest.fixture(scope="module")
+def weights_default_kernels(tmp_path_factory):
+    return _train_with_env(
+        tmp_path_factory.mktemp("kernels"), "default", ATEN_CPU_CAPABILITY="default"
+    )
+
+
+@pytest.mark.parametrize("capability", _capabilities()[1:])
+def test_training_gives_the_same_bits_on_every_aten_cpu_capability(
+    capability, weights_default_kernels, tmp_path
+):
+    # ATen's CPU kernels are compiled once per capability; another x86-64 machine runs
+    # another of them (see opnp.nets.training's docstring for what used to differ).
+    weights = _train_with_env(tmp_path, capability, ATEN_CPU_CAPABILITY=capability)
+    assert list(weights) == list(weights_default_kernels)
+    differing = [k for k, v in weights.items() if not torch.equal(v, weights_default_kernels[k])]
+    assert not differing, f"ATEN_CPU_CAPABILITY={capability} changes {differing}"
