@@ -15,27 +15,29 @@ Measured with torch 2.14 (tests/test_training.py runs each capability in a subpr
 per training step: oneDNN convolutions differ; the ATen BatchNorm kernel reduces in
 vector-width order; ``exp``/``log`` of (log-)softmax are vectorised approximations; and
 the AVX2 builds fuse ``a + alpha * b`` (SGD's update, weight decay) and the uniform
-init's scaling into one FMA. Elementwise ops, ReLU, pooling and means over dimensions gave
-the same bits. On CPU training therefore runs :func:`_portable_cpu`: convolutions without
-oneDNN (ATen's im2col + GEMM), BatchNorm from means and elementwise ops, the loss in
-float64 (its exp/log rounded to float32 gives the same float32 everywhere, barring a
-float64 result within 1e-16 of a float32 rounding boundary), and the SGD update as
-separately rounded multiplications and additions; ``small_cnn`` draws its initial weights
-the same way (:mod:`opnp.nets.architectures`). With these the weights are bitwise equal
-across the three ATen capabilities. What remains is MKL's GEMM (convolutions and the FC
-layer), which picks its kernel by the CPU at run time (``MKL_ENABLE_INSTRUCTIONS``
-simulates another CPU; ``MKL_CBWR=COMPATIBLE`` did not make it equal): on a CPU whose MKL
-code path differs, the weights differ by the bound tests/test_training.py measures.
-GPU training is unchanged.
+init's scaling into one FMA; MKL's GEMM (convolutions, FC layer) picks its kernel by the
+CPU (``MKL_ENABLE_INSTRUCTIONS`` simulates another one; ``MKL_CBWR=COMPATIBLE`` did not
+make it equal). Elementwise ops, ReLU, pooling and means over dimensions gave the same
+bits. On CPU training therefore runs :func:`_portable_cpu`: convolutions without oneDNN
+(ATen's im2col + GEMM), MKL pinned to its SSE4.2 kernels (:func:`pin_mkl_code_path`),
+BatchNorm from means and elementwise ops, the loss in float64 (its exp/log rounded to
+float32 gives the same float32 everywhere, barring a float64 result within 1e-16 of a
+float32 rounding boundary), and the SGD update as separately rounded multiplications and
+additions; ``small_cnn`` draws its initial weights the same way
+(:mod:`opnp.nets.architectures`). With these, two epochs on the digits give bitwise equal
+weights under every ATen capability and MKL instruction set this CPU has. Not covered: a
+CPU without SSE4.2, other torch/MKL versions (other kernels), and GPUs (unchanged).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import math
 import random
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -106,6 +108,21 @@ def _portable_batch_norm(self: nn.modules.batchnorm._BatchNorm, x: torch.Tensor)
         self.running_var.mul_(1.0 - self.momentum).add_(unbiased * self.momentum)
         self.num_batches_tracked.add_(1)
     return out
+
+
+def pin_mkl_code_path() -> bool:
+    """Make MKL run its SSE4.2 kernels on every CPU (what ``MKL_ENABLE_INSTRUCTIONS=SSE4_2``
+    does); True if they are in use. MKL otherwise picks its GEMM kernels by the CPU at run
+    time, and a different kernel is a different rounding of every convolution and FC
+    product: the trained weights differed by percents after two epochs (measured with
+    ``MKL_ENABLE_INSTRUCTIONS``). MKL accepts this only before its first call; it is linked
+    into libtorch_cpu, whose symbols torch loads without exporting them."""
+    library = Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"
+    try:
+        enable = ctypes.CDLL(str(library)).mkl_serv_enable_instructions
+    except (AttributeError, OSError):
+        return False
+    return enable(0) == 1  # MKL_ENABLE_SSE4_2
 
 
 @contextlib.contextmanager
@@ -215,6 +232,8 @@ def train_classifier(
     )
     model.to(device)
     portable = device.type == "cpu"
+    if portable and not pin_mkl_code_path():
+        log("MKL's code path could not be pinned (MKL already ran): weights may differ by CPU")
     params = [p for p in model.parameters() if p.requires_grad]
     buffers: list[torch.Tensor | None] = [None] * len(params)
     total_steps = epochs * len(loader)
