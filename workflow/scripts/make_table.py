@@ -23,6 +23,7 @@ table, caption = build_table(
     sensitivity=snakemake.params.sensitivity,
     react_sources=snakemake.params.react_sources,
     replicate_seeds=list(spec["replicates"].values()) if "replicates" in spec else None,
+    replicate_vary=spec.get("vary", "split"),
 )
 stem = snakemake.output.md[: -len(".md")]
 write_table(table, stem, caption, confidence=confidence)
