@@ -18,14 +18,16 @@ the AVX2 builds fuse ``a + alpha * b`` (SGD's update, weight decay) and the unif
 init's scaling into one FMA; MKL's GEMM (convolutions, FC layer) picks its kernel by the
 CPU (``MKL_ENABLE_INSTRUCTIONS`` simulates another one; ``MKL_CBWR=COMPATIBLE`` did not
 make it equal). Elementwise ops, ReLU, pooling and means over dimensions gave the same
-bits. On CPU training therefore runs :func:`_portable_cpu`: convolutions without oneDNN
+bits. On CPU training therefore runs :func:`portable_cpu`: convolutions without oneDNN
 (ATen's im2col + GEMM), MKL pinned to its SSE4.2 kernels (:func:`pin_mkl_code_path`),
 BatchNorm from means and elementwise ops, the loss in float64 (its exp/log rounded to
 float32 gives the same float32 everywhere, barring a float64 result within 1e-16 of a
 float32 rounding boundary), and the SGD update as separately rounded multiplications and
 additions; ``small_cnn`` draws its initial weights the same way
 (:mod:`opnp.nets.architectures`). With these, two epochs on the digits give bitwise equal
-weights under every ATen capability and MKL instruction set this CPU has. Not covered: a
+weights under every ATen capability and MKL instruction set this CPU has. Feature
+extraction on CPU runs the same context (:mod:`opnp.nets.extraction`): the logits of a
+trained model differed by ~3e-6 between capabilities before, and are equal with it. Not covered: a
 CPU without SSE4.2, other torch/MKL versions (other kernels), and GPUs (unchanged).
 """
 
@@ -47,7 +49,14 @@ from torch.utils.data import DataLoader
 
 from opnp._validation import check_positive_int
 
-__all__ = ["train_classifier", "evaluate_accuracy", "random_crop_flip", "AUGMENTATIONS"]
+__all__ = [
+    "train_classifier",
+    "evaluate_accuracy",
+    "random_crop_flip",
+    "portable_cpu",
+    "pin_mkl_code_path",
+    "AUGMENTATIONS",
+]
 
 
 def random_crop_flip(
@@ -88,25 +97,31 @@ def _deterministic():
 
 
 def _portable_batch_norm(self: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
-    """``self(x)`` in training mode from means and elementwise ops only (every step
-    exactly rounded or reduced in the same order on every CPU; see the module docstring);
-    updates the running statistics as ``nn.BatchNorm`` does (momentum, unbiased var)."""
-    if not self.training or not self.track_running_stats or self.momentum is None:
-        raise ValueError("portable BatchNorm covers training with running statistics only")
+    """``self(x)`` from means and elementwise ops only (every step exactly rounded or
+    reduced in the same order on every CPU; see the module docstring). In training mode it
+    normalises by the batch statistics and updates the running ones as ``nn.BatchNorm``
+    does (momentum, unbiased var); in eval mode by the running statistics."""
+    if not self.track_running_stats or self.momentum is None:
+        raise ValueError("portable BatchNorm covers running statistics with a momentum only")
     dims = [d for d in range(x.dim()) if d != 1]
     shape = [1, -1] + [1] * (x.dim() - 2)
-    mean = x.mean(dims)
-    centred = x - mean.view(shape)
-    var = (centred * centred).mean(dims)
+    if self.training:
+        mean = x.mean(dims)
+        centred = x - mean.view(shape)
+        var = (centred * centred).mean(dims)
+    else:
+        centred = x - self.running_mean.view(shape)
+        var = self.running_var
     out = centred / (var + self.eps).sqrt().view(shape)
     if self.affine:
         out = out * self.weight.view(shape) + self.bias.view(shape)
-    with torch.no_grad():
-        n = x.numel() // x.shape[1]
-        unbiased = var * (n / max(n - 1, 1))
-        self.running_mean.mul_(1.0 - self.momentum).add_(mean * self.momentum)
-        self.running_var.mul_(1.0 - self.momentum).add_(unbiased * self.momentum)
-        self.num_batches_tracked.add_(1)
+    if self.training:
+        with torch.no_grad():
+            n = x.numel() // x.shape[1]
+            unbiased = var * (n / max(n - 1, 1))
+            self.running_mean.mul_(1.0 - self.momentum).add_(mean * self.momentum)
+            self.running_var.mul_(1.0 - self.momentum).add_(unbiased * self.momentum)
+            self.num_batches_tracked.add_(1)
     return out
 
 
@@ -126,8 +141,11 @@ def pin_mkl_code_path() -> bool:
 
 
 @contextlib.contextmanager
-def _portable_cpu(model: nn.Module) -> Iterator[None]:
-    """Training ops that give the same bits on every x86-64 CPU (module docstring)."""
+def portable_cpu(model: nn.Module) -> Iterator[bool]:
+    """Run ``model`` (training or inference) on CPU with ops that give the same bits on
+    every x86-64 CPU (module docstring): no oneDNN, portable BatchNorm, MKL pinned. Yields
+    whether MKL could be pinned (not after its first call in this process)."""
+    pinned = pin_mkl_code_path()
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     for m in norms:
         m.forward = _portable_batch_norm.__get__(m)
@@ -135,7 +153,7 @@ def _portable_cpu(model: nn.Module) -> Iterator[None]:
     onednn = torch.backends.mkldnn.enabled
     torch.backends.mkldnn.enabled = False
     try:
-        yield
+        yield pinned
     finally:
         torch.backends.mkldnn.enabled = onednn
         for m in norms:
@@ -232,8 +250,6 @@ def train_classifier(
     )
     model.to(device)
     portable = device.type == "cpu"
-    if portable and not pin_mkl_code_path():
-        log("MKL's code path could not be pinned (MKL already ran): weights may differ by CPU")
     params = [p for p in model.parameters() if p.requires_grad]
     buffers: list[torch.Tensor | None] = [None] * len(params)
     total_steps = epochs * len(loader)
@@ -246,7 +262,12 @@ def train_classifier(
     history = {"epoch": [], "loss": [], "train_accuracy": [], "lr": [], "seconds": 0.0}
     start = time.perf_counter()
     step = 0
-    with _deterministic(), _portable_cpu(model) if portable else contextlib.nullcontext():
+    with (
+        _deterministic(),
+        portable_cpu(model) if portable else contextlib.nullcontext(True) as pinned,
+    ):
+        if not pinned:
+            log("MKL's code path could not be pinned (MKL already ran): weights may differ by CPU")
         for epoch in range(1, epochs + 1):
             model.train()
             epoch_lr = lr_at(step)
