@@ -197,7 +197,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     pattern = rf"{re.escape(args.model)}-(?:{'|'.join(REPLICATE_TAGS.values())})\d+"
     units = results["model"].str.fullmatch(pattern)
     results = results[units] if units.any() else results[results["model"] == args.model]
-    section = main_table_section(table.read_text(encoding="utf-8"), results, table.as_posix())
+    # Named as the workflow writes it, wherever the results folder is.
+    source = f"results/{args.results_dir.name}/tables/{table.name}"
+    section = main_table_section(table.read_text(encoding="utf-8"), results, source)
     text = args.readme.read_text(encoding="utf-8")
     new = replace_section(text, section)
     if args.check:
