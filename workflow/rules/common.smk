@@ -334,9 +334,8 @@ def model_file(wildcards):
 def replicate_feature_inputs(wildcards):
     """A unit's features of a dataset: rows of its model's one extraction of the pool (a
     replicate part) or of the whole dataset."""
-    base = model_base(
-        wildcards.model
-    )  # split replicates only (rule replicate_features)
+    # (split replicates only: trained replicates extract their own features)
+    base = model_base(wildcards.model)
     name = wildcards.dataset
     if name in SPLIT_PARTS:
         return {
