@@ -214,3 +214,34 @@ def test_training_and_extraction_give_the_same_bits_on_every_cpu_kernel_set(
     assert list(weights) == list(weights_native_kernels)
     differing = [k for k, v in weights.items() if not torch.equal(v, weights_native_kernels[k])]
     assert not differing, f"ATen {capability} / MKL {mkl} changes {differing}"
+
+
+def test_portable_cpu_batch_norm_matches_torchs():
+    """The portable BatchNorm is nn.BatchNorm2d's arithmetic in another order: outputs,
+    gradients and running statistics agree to float32 rounding, in both modes."""
+    from opnp.nets.training import portable_cpu
+
+    torch.manual_seed(0)
+    reference = nn.BatchNorm2d(6)
+    with torch.no_grad():
+        reference.weight.uniform_(0.5, 1.5)
+        reference.bias.uniform_(-0.5, 0.5)
+    portable = nn.Sequential(nn.BatchNorm2d(6))
+    portable[0].load_state_dict(reference.state_dict())
+    x = torch.randn(16, 6, 5, 5) * 3 + 1
+    x_ref, x_port = x.clone().requires_grad_(), x.clone().requires_grad_()
+    with portable_cpu(portable):
+        out = portable(x_port)
+        out.square().sum().backward()
+    expected = reference(x_ref)
+    expected.square().sum().backward()
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(x_port.grad, x_ref.grad, rtol=1e-4, atol=1e-4)
+    for key, value in reference.state_dict().items():
+        torch.testing.assert_close(portable[0].state_dict()[key], value, rtol=1e-6, atol=1e-6)
+    reference.eval()
+    portable.eval()
+    with torch.no_grad(), portable_cpu(portable):
+        torch.testing.assert_close(portable(x), reference(x), rtol=1e-5, atol=1e-5)
+    # the module's own forward is back afterwards
+    assert "forward" not in vars(portable[0])
