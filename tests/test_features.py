@@ -103,7 +103,9 @@ def test_sharded_equals_single_pass_and_cleans_up(tmp_path):
         model, Rows(x, labels), tmp_path / "b", batch_size=8, shard_size=10, progress=False
     )
     a, b = load_features(tmp_path / "a"), load_features(tmp_path / "b")
-    np.testing.assert_allclose(a.features, b.features, rtol=1e-6)
+    # Shards change the batches (8 + 2 images): on CPU the portable convolutions are
+    # GEMMs whose rounding depends on the batch size, a float32 ulp or so (atol).
+    np.testing.assert_allclose(a.features, b.features, rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(a.labels, b.labels)
     assert manifest["shards"] == {"computed": 5, "reused": 0}
     assert not (tmp_path / "b.shards").exists()

@@ -329,6 +329,36 @@ def test_config_accepts_parts_as_datasets_and_rejects_misuse():
         check_config(cfg)
 
 
+def test_training_replicates_need_trained_models_and_no_pools():
+    trained = {"m": {"arch": "small_cnn", "train": {}}}
+    cfg = _replicate_config(models=trained)
+    cfg["replicates"]["vary"] = "training"
+    with pytest.raises(ConfigError, match="takes no pools"):
+        check_config(cfg)
+    del cfg["replicates"]["pools"]
+    builtin = {"source": "builtin", "builder": "digits", "split": "test"}
+    cfg.update(
+        datasets={n: dict(builtin) for n in ("t", "v", "s", "o", "w")},
+        id={"train": "t", "val": "v", "test": "s"},
+        ood={"test": ["o"], "val": ["w"]},
+    )
+    check_config(cfg)  # trained models, no pools: accepted
+    cfg["models"]["loaded"] = {"arch": "small_cnn", "checkpoint": "m.pt"}
+    with pytest.raises(ConfigError, match="loaded models: \\['loaded'\\]"):
+        check_config(cfg)
+    del cfg["models"]["loaded"]
+    cfg["replicates"]["vary"] = "split"
+    with pytest.raises(ConfigError, match="needs 'pools'"):
+        check_config(cfg)
+
+
+def test_unit_names_say_what_the_seed_varies():
+    assert replicate_unit("m", 3) == "m-split3"
+    assert replicate_unit("m", 3, "training") == "m-seed3"
+    with pytest.raises(ValueError, match="vary"):
+        replicate_unit("m", 3, "weights")
+
+
 @pytest.mark.slow
 def test_workflow_runs_every_replicate_and_pools_the_tables(tmp_path):
     """The replicate config end to end up to the pooled main table: each unit is evaluated

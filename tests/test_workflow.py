@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -51,14 +52,21 @@ def dry_run_job_files(
 def test_dry_run_plans_every_experiment(tmp_path):
     counts = dry_run_jobs(tmp_path, REPO / "config" / "config.yaml")
     config = load(REPO / "config" / "config.yaml")
+    # The default config trains the model once per replicate seed (vary: training): every
+    # unit trains, extracts and evaluates the methods; the ablations run once.
+    assert config["replicates"]["vary"] == "training"
+    n_units = len(config["replicates"]["seeds"])
     n_feature_methods = len([m for m in config["methods"] if m != "odin"])
-    assert counts["select_hyperparameters"] == n_feature_methods
-    assert counts["evaluate_method"] == n_feature_methods
+    assert counts["train_model"] == n_units
+    assert counts["select_hyperparameters"] == n_units * n_feature_methods
+    assert counts["evaluate_method"] == n_units * n_feature_methods
+    assert counts["select_odin"] == counts["evaluate_odin"] == n_units
     parts = {d: k for d, k in config["extraction"]["parts"].items() if k > 1}
     assert parts, "the default config should extract one dataset in parts (exercises the rules)"
-    assert counts["extract_features"] == len(config["datasets"]) - len(parts)
-    assert counts["extract_feature_part"] == sum(parts.values())
-    assert counts["merge_feature_parts"] == len(parts)
+    assert counts["extract_features"] == n_units * (len(config["datasets"]) - len(parts))
+    assert counts["extract_feature_part"] == n_units * sum(parts.values())
+    assert counts["merge_feature_parts"] == n_units * len(parts)
+    assert "replicate_features" not in counts
     for rule in [
         "train_model",
         "compute_sensitivity",
@@ -83,10 +91,32 @@ def test_dry_run_plans_every_experiment(tmp_path):
         "figure_readings",
     ]:
         assert counts.get(rule, 0) >= 1, f"no {rule} job planned: {counts}"
-    # One sensitivity per (fraction, seed), a single seed for 100 %.
+    for rule in ("layers", "sweep", "figure_reliability"):
+        assert counts[rule] == 1, f"{rule}: the ablations run on the first unit only"
+    # One sensitivity per (fraction, seed), a single seed for 100 % (the one every unit
+    # needs); the subsets for the first unit's Table 8.
     fractions = config["sensitivity"]["fractions"]
     expected = sum(1 if f >= 100 else len(config["seeds"]) for f in fractions)
-    assert counts["compute_sensitivity"] == expected
+    assert counts["compute_sensitivity"] == expected + n_units - 1
+
+
+def test_each_training_seed_is_its_own_model(tmp_path):
+    """Each unit trains with its own seed into its own file, and extracts with it."""
+    config = load(REPO / "config" / "config.yaml")
+    units = [f"smallcnn-seed{s}" for s in config["replicates"]["seeds"]]
+    outputs = dry_run_job_files(tmp_path, REPO / "config" / "config.yaml", kind="output")
+    trained = sorted(o for r, o in outputs if r == "train_model")
+    assert trained == sorted(
+        f"output: results/digits/models/{u}/model.pt, results/digits/models/{u}/fc.npz, "
+        f"results/digits/models/{u}/summary.json"
+        for u in units
+    )
+    inputs = dry_run_job_files(tmp_path, REPO / "config" / "config.yaml")
+    extraction = [i for r, i in inputs if r in ("extract_features", "extract_feature_part")]
+    for unit in units:
+        assert sum(f"models/{unit}/model.pt" in i for i in extraction) == len(extraction) // len(
+            units
+        )
 
 
 def test_test_ood_sets_never_reach_hyperparameter_selection(tmp_path):
@@ -108,13 +138,14 @@ def test_react_combinations_wait_for_reacts_selection(tmp_path):
     config = load(REPO / "config" / "config.yaml")
     jobs = dry_run_job_files(tmp_path, REPO / "config" / "config.yaml")
     selection = [inputs for rule, inputs in jobs if rule == "select_hyperparameters"]
-    react_table = "/selection/smallcnn/react.parquet"
-    readers = [i for i in selection if react_table in i]
-    assert len(readers) == 2, readers
+    for seed in config["replicates"]["seeds"]:  # each unit its own ReAct selection
+        react_table = f"/selection/smallcnn-seed{seed}/react.parquet"
+        readers = [i for i in selection if react_table in i]
+        assert len(readers) == 2, readers
+        # One reader is opnp+react (it also reads the sensitivity), the other dice+react.
+        assert sorted("/sensitivity/" in i for i in readers) == [False, True]
     for method in ("dice+react", "opnp+react"):
         assert config["methods"][method]["fixed"]["react_percentile"] == "selected"
-    # One reader is opnp+react (it also reads the sensitivity), the other dice+react.
-    assert sorted("/sensitivity/" in i for i in readers) == [False, True]
 
 
 def test_tiny_config_plans_the_readings_job(tmp_path):
@@ -403,23 +434,53 @@ def test_killed_runs_resume_to_identical_results(tiny_run, tmp_path):
 def test_default_workflow_end_to_end(default_run):
     config = load(REPO / "config" / "config.yaml")
     results = check_outputs(default_run, config)
+    seeds = config["replicates"]["seeds"]
+    units = [f"smallcnn-seed{s}" for s in seeds]
+    assert set(results["model"]) == set(units)
     # The ReAct combinations clip at ReAct's selected percentile, in selection and test
-    # rows alike, and the selected-hyperparameters table says so.
-    chosen = selected_react_percentile(results)
+    # rows alike, and the selected-hyperparameters table says so (per unit).
+    first = units[0]
+    unit_rows = results[results["model"] == first]
+    chosen = selected_react_percentile(unit_rows)
     for method in ("opnp+react", "dice+react"):
-        assert react_percentiles(results, method) == {chosen}, method
-    table = (default_run / "results/digits/tables/selected_hyperparameters_smallcnn.md").read_text()
+        assert react_percentiles(unit_rows, method) == {chosen}, method
+    table = (default_run / f"results/digits/tables/selected_hyperparameters_{first}.md").read_text()
     assert f"react_percentile={chosen:g} (ReAct's selection)" in table
-    summary = json.loads((default_run / "results/digits/models/smallcnn/summary.json").read_text())
-    assert summary["id_test_accuracy"] > 90
+    # Each unit is its own model, trained with its own seed.
+    weights = []
+    for seed, unit in zip(seeds, units, strict=True):
+        model_dir = default_run / "results/digits/models" / unit
+        summary = json.loads((model_dir / "summary.json").read_text())
+        assert summary["spec"]["train"]["seed"] == seed
+        assert summary["id_test_accuracy"] > 90
+        weights.append((model_dir / "model.pt").read_bytes())
+    assert len(set(weights)) == len(units)
+    # The main table pools the training seeds, and the README shows this run's table.
+    main = (default_run / "results/digits/tables/table1_main_results_smallcnn.md").read_text()
+    assert f"Pooled over {len(seeds)} replicates (training seeds {sorted(seeds)})" in main
+    check = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "opnp.report.readme",
+            "--check",
+            "--readme",
+            str(REPO / "README.md"),
+        ],
+        cwd=default_run,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 0, f"README.md's main table is not this run's: {check.stderr}"
     report = default_run / "report.html"
     run_snakemake(default_run, "--report", str(report), timeout=600)
     assert report.stat().st_size > 10_000
     # Captions carry this run's numbers: Fig. 4's gives the ECE of the calibration step.
     results = default_run / "results" / config["benchmark"]
-    calibration = pd.read_parquet(results / "ablations/smallcnn/calibration.parquet")
+    calibration = pd.read_parquet(results / f"ablations/{first}/calibration.parquet")
     ece = calibration.groupby("method")["ece"].first()
-    facts = json.loads((results / "figures/fig4_reliability_smallcnn.facts.json").read_text())
+    facts = json.loads((results / f"figures/fig4_reliability_{first}.facts.json").read_text())
     html = report.read_text(encoding="utf-8")
     # (the report embeds each caption as a JSON string: non-ASCII escaped)
     caption = json.dumps(f"<strong>This run:</strong> {facts['summary']}")[1:-1]

@@ -32,6 +32,7 @@ penultimate feature h, FC layer). Config key ``models.<name>.arch`` (see
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -147,7 +148,29 @@ def small_cnn(num_classes: int = 10, in_channels: int = 1, feature_dim: int = 25
     """The embedded benchmark's CNN (see the module docstring); any input size >= 4."""
     backbone = _SmallCNNBackbone(in_channels, feature_dim)
     stages = {f"stage{i}": f"backbone.stage{i}.3" for i in (1, 2, 3)}  # 2nd conv of each
-    return FeatureClassifier(backbone, nn.Linear(feature_dim, num_classes), stages, "small_cnn")
+    model = FeatureClassifier(backbone, nn.Linear(feature_dim, num_classes), stages, "small_cnn")
+    _portable_default_init_(model)
+    return model
+
+
+@torch.no_grad()
+def _portable_default_init_(model: nn.Module) -> None:
+    """PyTorch's default init of every conv and linear layer (weights and biases uniform in
+    +-1/sqrt(fan_in)), drawn so that every CPU gives the same bits.
+
+    ``nn.init.kaiming_uniform_`` scales the uniform draws inside a kernel compiled once per
+    CPU capability, and the AVX2 build fuses ``from + (to - from) * u`` into one FMA: the
+    initial weights differed between machines. Here each step is its own exactly rounded
+    operation in float64 (u in [0, 1) is drawn exactly), and the cast to float32 is last.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d | nn.Linear):
+            fan_in = module.weight[0].numel()
+            bound = 1.0 / math.sqrt(fan_in)
+            for param in (module.weight, module.bias):
+                if param is not None:
+                    u = torch.rand(param.shape, dtype=torch.float64)
+                    param.copy_(u.mul(2.0).sub(1.0).mul(bound))
 
 
 # ---------------------------------------------------------------------------------------

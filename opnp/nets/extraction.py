@@ -29,7 +29,7 @@ import torch
 from opnp._validation import check_positive_int
 from opnp.features import ARRAYS, FORMAT_VERSION, _manifest, _Writers, array_path
 from opnp.io import save_npz_atomic, write_json_atomic
-from opnp.nets.training import _resolve_device, _seed_worker
+from opnp.nets.training import _resolve_device, _seed_worker, portable_cpu
 
 __all__ = ["extract_features", "save_fc"]
 
@@ -234,7 +234,12 @@ def extract_features(
     shards_dir = Path(f"{out_stem}.shards")
     computed_shards = reused_shards = 0
     try:
-        with writers:
+        # On CPU, ops that give the same bits on every x86-64 CPU (opnp.nets.training):
+        # the trained weights are portable, so are the cached features.
+        portable = portable_cpu(model) if device.type == "cpu" else contextlib.nullcontext(True)
+        with writers, portable as pinned:
+            if not pinned:
+                log("MKL's code path could not be pinned: features may differ by CPU")
             with _torch_threads(torch_threads):
                 if shard_size is None:
                     for row, h, logits, labels in runner.batches(start, stop):

@@ -7,15 +7,39 @@ T = epochs * batches_per_epoch steps. On CPU two runs with the same seed give
 bit-identical weights: deterministic algorithms are enforced for the duration, the
 shuffling and augmentation draw from seeded ``torch.Generator`` objects, and DataLoader
 workers are seeded from the base seed and their worker id.
+
+Across CPUs. PyTorch compiles its CPU kernels once per instruction set (``default``,
+``avx2``, ``avx512``; ``ATEN_CPU_CAPABILITY`` picks one) and oneDNN and MKL pick theirs at
+run time, so the same seed used to give different weights on different x86-64 machines.
+Measured with torch 2.14 (tests/test_training.py runs each capability in a subprocess),
+per training step: oneDNN convolutions differ; the ATen BatchNorm kernel reduces in
+vector-width order; ``exp``/``log`` of (log-)softmax are vectorised approximations; and
+the AVX2 builds fuse ``a + alpha * b`` (SGD's update, weight decay) and the uniform
+init's scaling into one FMA; MKL's GEMM (convolutions, FC layer) picks its kernel by the
+CPU (``MKL_ENABLE_INSTRUCTIONS`` simulates another one; ``MKL_CBWR=COMPATIBLE`` did not
+make it equal). Elementwise ops, ReLU, pooling and means over dimensions gave the same
+bits. On CPU training therefore runs :func:`portable_cpu`: convolutions without oneDNN
+(ATen's im2col + GEMM), MKL pinned to its SSE4.2 kernels (:func:`pin_mkl_code_path`),
+BatchNorm from means and elementwise ops, the loss in float64 (its exp/log rounded to
+float32 gives the same float32 everywhere, barring a float64 result within 1e-16 of a
+float32 rounding boundary), and the SGD update as separately rounded multiplications and
+additions; ``small_cnn`` draws its initial weights the same way
+(:mod:`opnp.nets.architectures`). With these, two epochs on the digits give bitwise equal
+weights under every ATen capability and MKL instruction set this CPU has. Feature
+extraction on CPU runs the same context (:mod:`opnp.nets.extraction`): the logits of a
+trained model differed by ~3e-6 between capabilities before, and are equal with it. Not covered: a
+CPU without SSE4.2, other torch/MKL versions (other kernels), and GPUs (unchanged).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,7 +49,14 @@ from torch.utils.data import DataLoader
 
 from opnp._validation import check_positive_int
 
-__all__ = ["train_classifier", "evaluate_accuracy", "random_crop_flip", "AUGMENTATIONS"]
+__all__ = [
+    "train_classifier",
+    "evaluate_accuracy",
+    "random_crop_flip",
+    "portable_cpu",
+    "pin_mkl_code_path",
+    "AUGMENTATIONS",
+]
 
 
 def random_crop_flip(
@@ -63,6 +94,92 @@ def _deterministic():
         yield
     finally:
         torch.use_deterministic_algorithms(previous)
+
+
+def _portable_batch_norm(self: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
+    """``self(x)`` from means and elementwise ops only (every step exactly rounded or
+    reduced in the same order on every CPU; see the module docstring). In training mode it
+    normalises by the batch statistics and updates the running ones as ``nn.BatchNorm``
+    does (momentum, unbiased var); in eval mode by the running statistics."""
+    if not self.track_running_stats or self.momentum is None:
+        raise ValueError("portable BatchNorm covers running statistics with a momentum only")
+    dims = [d for d in range(x.dim()) if d != 1]
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    if self.training:
+        mean = x.mean(dims)
+        centred = x - mean.view(shape)
+        var = (centred * centred).mean(dims)
+    else:
+        centred = x - self.running_mean.view(shape)
+        var = self.running_var
+    out = centred / (var + self.eps).sqrt().view(shape)
+    if self.affine:
+        out = out * self.weight.view(shape) + self.bias.view(shape)
+    if self.training:
+        with torch.no_grad():
+            n = x.numel() // x.shape[1]
+            unbiased = var * (n / max(n - 1, 1))
+            self.running_mean.mul_(1.0 - self.momentum).add_(mean * self.momentum)
+            self.running_var.mul_(1.0 - self.momentum).add_(unbiased * self.momentum)
+            self.num_batches_tracked.add_(1)
+    return out
+
+
+def pin_mkl_code_path() -> bool:
+    """Make MKL run its SSE4.2 kernels on every CPU (what ``MKL_ENABLE_INSTRUCTIONS=SSE4_2``
+    does); True if they are in use. MKL otherwise picks its GEMM kernels by the CPU at run
+    time, and a different kernel is a different rounding of every convolution and FC
+    product: the trained weights differed by percents after two epochs (measured with
+    ``MKL_ENABLE_INSTRUCTIONS``). MKL accepts this only before its first call; it is linked
+    into libtorch_cpu, whose symbols torch loads without exporting them."""
+    library = Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"
+    try:
+        enable = ctypes.CDLL(str(library)).mkl_serv_enable_instructions
+    except (AttributeError, OSError):
+        return False
+    return enable(0) == 1  # MKL_ENABLE_SSE4_2
+
+
+@contextlib.contextmanager
+def portable_cpu(model: nn.Module) -> Iterator[bool]:
+    """Run ``model`` (training or inference) on CPU with ops that give the same bits on
+    every x86-64 CPU (module docstring): no oneDNN, portable BatchNorm, MKL pinned. Yields
+    whether MKL could be pinned (not after its first call in this process)."""
+    pinned = pin_mkl_code_path()
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.forward = _portable_batch_norm.__get__(m)
+    # (mkldnn.flags() would also reset oneDNN's TF32 switch, with a warning on CPU)
+    onednn = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        yield pinned
+    finally:
+        torch.backends.mkldnn.enabled = onednn
+        for m in norms:
+            del m.forward
+
+
+def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor, portable: bool) -> torch.Tensor:
+    if portable:  # exp/log in float64, rounded once to float32 (module docstring)
+        return F.cross_entropy(logits.double(), labels).float()
+    return F.cross_entropy(logits, labels)
+
+
+@torch.no_grad()
+def _sgd_step(params, buffers, lr: float, momentum: float, weight_decay: float) -> None:
+    """``torch.optim.SGD``'s update (momentum, no dampening, coupled weight decay), each
+    multiply and add its own rounded operation: the fused ``add(..., alpha=)`` of the
+    optimizer rounds once on AVX2 builds and twice on others."""
+    for index, p in enumerate(params):
+        if p.grad is None:
+            continue
+        d = p.grad + p * weight_decay if weight_decay else p.grad
+        if buffers[index] is None:
+            buffers[index] = d.clone()
+        else:
+            buffers[index].mul_(momentum).add_(d)
+        p.sub_(buffers[index] * lr)
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -132,9 +249,9 @@ def train_classifier(
         persistent_workers=num_workers > 0,
     )
     model.to(device)
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
-    )
+    portable = device.type == "cpu"
+    params = [p for p in model.parameters() if p.requires_grad]
+    buffers: list[torch.Tensor | None] = [None] * len(params)
     total_steps = epochs * len(loader)
 
     def lr_at(step: int) -> float:
@@ -145,7 +262,12 @@ def train_classifier(
     history = {"epoch": [], "loss": [], "train_accuracy": [], "lr": [], "seconds": 0.0}
     start = time.perf_counter()
     step = 0
-    with _deterministic():
+    with (
+        _deterministic(),
+        portable_cpu(model) if portable else contextlib.nullcontext(True) as pinned,
+    ):
+        if not pinned:
+            log("MKL's code path could not be pinned (MKL already ran): weights may differ by CPU")
         for epoch in range(1, epochs + 1):
             model.train()
             epoch_lr = lr_at(step)
@@ -155,13 +277,12 @@ def train_classifier(
                 labels = labels.to(device, non_blocking=True)
                 if augment is not None:
                     images = augment(images, augment_gen)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr_at(step)
                 logits = model(images)
-                loss = F.cross_entropy(logits, labels)
-                optimizer.zero_grad(set_to_none=True)
+                loss = _cross_entropy(logits, labels, portable)
+                for p in params:
+                    p.grad = None
                 loss.backward()
-                optimizer.step()
+                _sgd_step(params, buffers, lr_at(step), momentum, weight_decay)
                 step += 1
                 loss_sum += float(loss.detach()) * len(labels)
                 correct += int((logits.argmax(1) == labels).sum())

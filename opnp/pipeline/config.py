@@ -277,6 +277,18 @@ def _check_replicates(cfg: dict) -> None:
         return
     from opnp.pipeline.replicates import check_split_spec
 
+    trained = sorted(m for m, s in cfg["models"].items() if "train" in s)
+    if replicates.get("vary", "split") == "training":
+        loaded = sorted(set(cfg["models"]) - set(trained))
+        if replicates.get("pools") or loaded:
+            raise ConfigError(
+                "config key replicates: vary: training trains every model once per seed; it "
+                f"takes no pools and only trained models (pools: "
+                f"{sorted(replicates.get('pools', {}))}, loaded models: {loaded})"
+            )
+        return
+    if not replicates.get("pools"):
+        raise ConfigError("config key replicates: vary: split needs 'pools' to re-split")
     seen: dict[str, str] = {}
     for pool, spec in replicates["pools"].items():
         if pool not in cfg["datasets"]:
@@ -309,11 +321,11 @@ def _check_replicates(cfg: dict) -> None:
             f"config keys id/ood name the pools {pools_used}: with replicates, use their parts "
             "(each replicate cuts a pool anew), not the whole pool"
         )
-    trained = sorted(m for m, s in cfg["models"].items() if "train" in s)
     if trained:
         raise ConfigError(
             f"config key replicates: models {trained} are trained here, but replicates re-split "
-            "the training set per seed; give them a 'checkpoint' or 'pretrained' instead"
+            "the training set per seed; give them a 'checkpoint' or 'pretrained' instead (or "
+            "vary: training, without pools)"
         )
 
 

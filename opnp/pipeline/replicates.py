@@ -40,6 +40,7 @@ import pandas as pd
 
 __all__ = [
     "PER_REPLICATE_VALUE",
+    "REPLICATE_TAGS",
     "pool_labels",
     "split_manifest",
     "pool_replicates",
@@ -57,9 +58,17 @@ PER_REPLICATE_VALUE = "per replicate"
 SPLIT_BY = ("image", "class", "fold")
 
 
-def replicate_unit(model: str, seed: int) -> str:
-    """The name of one replicate of ``model``: its results, tables and figures use it."""
-    return f"{model}-split{int(seed)}"
+#: What a replicate seed varies (config ``replicates.vary``) -> the tag of its unit names.
+REPLICATE_TAGS = {"split": "split", "training": "seed"}
+
+
+def replicate_unit(model: str, seed: int, vary: str = "split") -> str:
+    """The name of one replicate of ``model``: its results, tables and figures use it.
+    ``vary``: ``split`` (``<model>-split<seed>``) or ``training`` (``<model>-seed<seed>``:
+    the model trained with that seed)."""
+    if vary not in REPLICATE_TAGS:
+        raise ValueError(f"vary must be one of {sorted(REPLICATE_TAGS)}, got {vary!r}")
+    return f"{model}-{REPLICATE_TAGS[vary]}{int(seed)}"
 
 
 def _rng(seed: int, pool: str) -> np.random.Generator:

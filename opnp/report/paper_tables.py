@@ -111,9 +111,11 @@ def build_table(
     sensitivity: Mapping[str, Any],
     react_sources: Mapping[str, str],
     replicate_seeds: Sequence[int] | None = None,
+    replicate_vary: str = "split",
 ) -> tuple[pd.DataFrame, str]:
     """``(table, caption)`` of experiment ``name`` for ``model`` (``results``: that
-    model's rows, pooled over replicates where ``replicate_seeds`` are given)."""
+    model's rows, pooled over replicates where ``replicate_seeds`` are given; what they
+    varied, ``replicate_vary``: ``split`` or ``training``)."""
     exp = experiment(name)
     caption = exp.caption.format(model=model)
     main = _test_rows(results, "main")
@@ -177,9 +179,10 @@ def build_table(
             if name == "pruned_accuracy"
             else " (hyperparameters chosen on each replicate's own validation split)"
         )
+        kind = "training" if replicate_vary == "training" else "split"
         caption += (
-            f" Pooled over {len(seeds)} replicates (split seeds {seeds}): the seeds above are "
-            f"these split seeds; each cell is the mean ± std over replicates of one "
+            f" Pooled over {len(seeds)} replicates ({kind} seeds {seeds}): the seeds above are "
+            f"these {kind} seeds; each cell is the mean ± std over replicates of one "
             f"replicate's result{chosen}."
         )
     return table, caption

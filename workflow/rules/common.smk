@@ -59,10 +59,13 @@ LOGS = f"logs/{BENCHMARK}"
 BENCHMARKS = f"benchmarks/{BENCHMARK}"
 
 BASE_MODELS = list(config["models"])
-# Replicated benchmarks (config `replicates`): every model is evaluated once per split seed
-# on that seed's parts of the pooled datasets, as the unit <model>-split<seed>; the pools
-# are extracted once per model. Without replicates a unit is a model.
+# Replicated benchmarks (config `replicates`): every model is evaluated once per seed, as
+# a unit. vary: split - the unit <model>-split<seed> uses that seed's parts of the pooled
+# datasets, rows of the pools' one extraction per model. vary: training - the unit
+# <model>-seed<seed> is the model trained with that seed: its own model file and
+# extractions. Without replicates a unit is a model.
 REPLICATE_SEEDS = list(config.get("replicates", {}).get("seeds", []))
+REPLICATES_VARY = config.get("replicates", {}).get("vary", "split")
 SPLIT_PARTS = replicate_parts(config)
 
 
@@ -74,14 +77,16 @@ def split_spec(part, seed):
 
 
 UNITS = {
-    replicate_unit(m, seed): (m, seed) for m in BASE_MODELS for seed in REPLICATE_SEEDS
+    replicate_unit(m, seed, REPLICATES_VARY): (m, seed)
+    for m in BASE_MODELS
+    for seed in REPLICATE_SEEDS
 }
 MODELS = list(UNITS) if UNITS else BASE_MODELS
-# Fig. 1 shows each model's sensitivities once (its first replicate).
-SENSITIVITY_FIGURE_MODELS = [
-    next(u for u, (b, _) in UNITS.items() if b == m) if UNITS else m
-    for m in BASE_MODELS
-]
+# Units that run the network themselves (own weights): the trained replicates, or the
+# configured models; split replicates take rows of their model's extraction.
+TRAINED_UNITS = REPLICATES_VARY == "training" and bool(UNITS)
+NETWORK_UNITS = list(UNITS) if TRAINED_UNITS else BASE_MODELS
+SPLIT_UNITS = [] if TRAINED_UNITS else list(UNITS)
 METHODS = list(config["methods"])
 SEEDS = list(config["seeds"])
 ID_TRAIN = config["id"]["train"]
@@ -219,7 +224,34 @@ def model_base(name):
 
 
 def model_spec(name):
-    return canonical(config["models"][model_base(name)])
+    """The config of a unit's model; a trained replicate trains with its own seed."""
+    spec = dict(config["models"][model_base(name)])
+    if TRAINED_UNITS and name in UNITS:
+        spec["train"] = {**spec["train"], "seed": UNITS[name][1]}
+    return canonical(spec)
+
+
+def model_dir(name):
+    """A unit's model files: its own when trained per seed; split replicates share their
+    model's weights (no copy per unit)."""
+    return f"{RESULTS}/models/{name if name in NETWORK_UNITS else model_base(name)}"
+
+
+def first_units():
+    """Each configured model's first unit (itself without replicates)."""
+    return [
+        next(u for u, (b, _) in UNITS.items() if b == m) if UNITS else m
+        for m in BASE_MODELS
+    ]
+
+
+def unit_experiments(name):
+    """The active experiments of a unit. Trained replicates exist to pool the tables of
+    the methods' selection and test rows (Table 1 ...): the ablations and figures, each a
+    network job or a sweep per unit, run on each model's first unit only (time)."""
+    if TRAINED_UNITS and name not in first_units():
+        return [e for e in ACTIVE_EXPERIMENTS if not e.result and not e.figure]
+    return ACTIVE_EXPERIMENTS
 
 
 # The sets whose images must be disjoint (opnp.data.splits), checked per unit (a replicate
@@ -312,7 +344,11 @@ def method_settings(method):
 
 
 def trained_models():
-    return [m for m, s in config["models"].items() if "train" in s]
+    """The units that train_model makes (each trained model, or its replicates)."""
+    trained = [m for m, s in config["models"].items() if "train" in s]
+    if TRAINED_UNITS:
+        return [u for u, (m, _) in UNITS.items() if m in trained]
+    return trained
 
 
 def loaded_models():
@@ -325,17 +361,17 @@ def model_checkpoint(wildcards):
 
 
 def model_fc(wildcards):
-    """Replicates of a model share its weights: no copy per unit."""
-    return f"{RESULTS}/models/{model_base(wildcards.model)}/fc.npz"
+    return f"{model_dir(wildcards.model)}/fc.npz"
 
 
 def model_file(wildcards):
-    return f"{RESULTS}/models/{model_base(wildcards.model)}/model.pt"
+    return f"{model_dir(wildcards.model)}/model.pt"
 
 
 def replicate_feature_inputs(wildcards):
     """A unit's features of a dataset: rows of its model's one extraction of the pool (a
     replicate part) or of the whole dataset."""
+    # (split replicates only: trained replicates extract their own features)
     base = model_base(wildcards.model)
     name = wildcards.dataset
     if name in SPLIT_PARTS:
@@ -433,17 +469,30 @@ def table_specs():
     selected hyperparameters stay per unit)."""
     specs = {}
     for m in MODELS:
-        for exp in ACTIVE_EXPERIMENTS:
+        for exp in unit_experiments(m):
             if exp.table:
                 stem = table_stem(exp, config, m, model_base(m))
                 specs[stem] = {"experiment": exp.name, "model": m}
     for base in BASE_MODELS if UNITS else []:
         units = {u: seed for u, (b, seed) in UNITS.items() if b == base}
         first = next(iter(units))
+        # (pooled: the experiments every unit ran)
+        everywhere = set.intersection(
+            *({e.name for e in unit_experiments(u)} for u in units)
+        )
         for stem, spec in list(specs.items()):
-            if spec["model"] == first and spec["experiment"] != "selected":
+            if (
+                spec["model"] == first
+                and spec["experiment"] != "selected"
+                and spec["experiment"] in everywhere
+            ):
                 pooled = stem[: -len(first)] + base
-                specs[pooled] = {**spec, "model": base, "replicates": units}
+                specs[pooled] = {
+                    **spec,
+                    "model": base,
+                    "replicates": units,
+                    "vary": REPLICATES_VARY,
+                }
     return specs
 
 
@@ -451,7 +500,7 @@ TABLE_SPECS = table_specs()
 
 
 def figure_ids(model):
-    return [figure_stem(exp, model) for exp in ACTIVE_EXPERIMENTS if exp.figure]
+    return [figure_stem(exp, model) for exp in unit_experiments(model) if exp.figure]
 
 
 def final_tables():
@@ -541,7 +590,7 @@ def result_parquets():
     files += [
         ablation_result(exp.name, m)
         for m in MODELS
-        for exp in ACTIVE_EXPERIMENTS
+        for exp in unit_experiments(m)
         if exp.result and exp.name != "calibration"  # a reliability curve, not rows
     ]
     return files

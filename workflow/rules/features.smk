@@ -14,7 +14,7 @@ rule extract_features:
     benchmark:
         f"{BENCHMARKS}/features/{{model}}/{{dataset}}.tsv"
     wildcard_constraints:
-        model=_names_regex(BASE_MODELS),
+        model=_names_regex(NETWORK_UNITS),
         dataset=_names_regex(WHOLE_DATASETS),
     conda:
         "../envs/pytorch.yaml"
@@ -22,7 +22,7 @@ rule extract_features:
     resources:
         gpu=GPUS_PER_NETWORK_JOB,
     params:
-        spec=lambda wc: canonical(config["models"][wc.model]),
+        spec=lambda wc: model_spec(wc.model),
         extraction=EXTRACTION_SETTINGS,
         parts=1,
     script:
@@ -46,7 +46,7 @@ use rule extract_features as extract_feature_part with:
         dataset=_names_regex(EXTRACTION_PARTS),
         part=r"\d+",
     params:
-        spec=lambda wc: canonical(config["models"][wc.model]),
+        spec=lambda wc: model_spec(wc.model),
         extraction=EXTRACTION_SETTINGS,
         parts=lambda wc: EXTRACTION_PARTS[wc.dataset],
 
@@ -83,7 +83,7 @@ rule replicate_features:
     benchmark:
         f"{BENCHMARKS}/features/{{model}}/{{dataset}}.tsv"
     wildcard_constraints:
-        model=_names_regex(UNITS),
+        model=_names_regex(SPLIT_UNITS),
     localrule: LOCAL_CPU_JOBS
     conda:
         "../envs/analysis.yaml"

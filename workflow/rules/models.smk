@@ -23,7 +23,8 @@ rule train_model:
     resources:
         gpu=GPUS_PER_NETWORK_JOB,
     params:
-        spec=lambda wc: canonical(config["models"][wc.model]),
+        # a trained replicate's spec carries its seed (train.seed)
+        spec=lambda wc: model_spec(wc.model),
     script:
         "../scripts/train_model.py"
 

@@ -102,7 +102,7 @@ rule pooled_intervals:
 
 rule figure_sensitivity_distribution:
     input:
-        sensitivities=[full_sensitivity(m) for m in SENSITIVITY_FIGURE_MODELS],
+        sensitivities=[full_sensitivity(m) for m in first_units()],
     output:
         **figure_files(
             "{fig}_sensitivity_distribution",
@@ -118,7 +118,7 @@ rule figure_sensitivity_distribution:
     conda:
         "../envs/analysis.yaml"
     params:
-        models=SENSITIVITY_FIGURE_MODELS,
+        models=first_units(),  # Fig. 1: each model once (its first unit)
         facts=figure_facts,
     script:
         "../scripts/figure_sensitivity_distribution.py"

@@ -27,6 +27,7 @@ table, caption = build_table(
     sensitivity=snakemake.params.sensitivity,
     react_sources=snakemake.params.react_sources,
     replicate_seeds=list(spec["replicates"].values()) if "replicates" in spec else None,
+    replicate_vary=spec.get("vary", "split"),
 )
 if snakemake.input.pooled:
     caption += " " + POOLED_DRAW_NOTE
