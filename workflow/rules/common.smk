@@ -23,6 +23,7 @@ from opnp.pipeline.config import (  # noqa: E402 - needs the path above
     react_percentile_source,
     replicate_parts,
     selection_groups,
+    synthetic_models,
 )
 from opnp.data import source_fingerprint  # noqa: E402
 from opnp.detectors import detector_class  # noqa: E402
@@ -58,6 +59,11 @@ LOGS = f"logs/{BENCHMARK}"
 BENCHMARKS = f"benchmarks/{BENCHMARK}"
 
 BASE_MODELS = list(config["models"])
+# Synthetic models (arch: synthetic, opnp.synthetic) generate their features: no network
+# job runs for them; the network models run extraction on images.
+SYNTHETIC_MODELS = synthetic_models(config)
+NETWORK_MODELS = [m for m in BASE_MODELS if m not in SYNTHETIC_MODELS]
+SYNTHETIC_SCALE = config["synthetic"]["scale"]
 # Replicated benchmarks (config `replicates`): every model is evaluated once per split seed
 # on that seed's parts of the pooled datasets, as the unit <model>-split<seed>; the pools
 # are extracted once per model. Without replicates a unit is a model.
@@ -311,11 +317,11 @@ def method_settings(method):
 
 
 def trained_models():
-    return [m for m, s in config["models"].items() if "train" in s]
+    return [m for m in NETWORK_MODELS if "train" in config["models"][m]]
 
 
 def loaded_models():
-    return [m for m, s in config["models"].items() if "train" not in s]
+    return [m for m in NETWORK_MODELS if "train" not in config["models"][m]]
 
 
 def model_checkpoint(wildcards):
