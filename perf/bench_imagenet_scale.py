@@ -179,20 +179,20 @@ def main() -> None:
                 entry[2] += 1
         top = scales[-1]
         rules = sorted(per_rule[top], key=lambda r: -per_rule[top][r][0])
-        head = "".join(f"{'s @ ' + format(s, 'g'):>14}" for s in scales)
+        head = "".join(f"{'s @ ' + format(s, 'g'):>16}" for s in scales)
         print(f"\nper stage (rule): summed job wall seconds, largest max_rss MiB at scale {top:g}")
         print(f"  {'rule':<34}{'jobs':>5}{head}{'max_rss MiB':>13}{'exponent':>10}")
         for rule in rules:
             secs = [per_rule[s][rule][0] for s in scales]
-            cells = "".join(f"{v:>14.1f}" for v in secs)
+            cells = "".join(f"{v:>16.1f}" for v in secs)
             exp = slope(scales[-2:], secs[-2:])
             print(
                 f"  {rule:<34}{per_rule[top][rule][2]:>5}{cells}{per_rule[top][rule][1]:>13.0f}"
                 f"{exp:>10.2f}"
             )
         totals = [sum(j["s"] for j in runs[s]) for s in scales]
-        print(f"  {'total':<34}{len(runs[top]):>5}" + "".join(f"{v:>14.1f}" for v in totals))
-        print(f"  {'Snakemake wall':<34}{'':>5}" + "".join(f"{walls[s]:>14.1f}" for s in scales))
+        print(f"  {'total':<34}{len(runs[top]):>5}" + "".join(f"{v:>16.1f}" for v in totals))
+        print(f"  {'Snakemake wall':<34}{'':>5}" + "".join(f"{walls[s]:>16.1f}" for s in scales))
         print(f"\nheaviest jobs at scale {top:g} (s, max_rss MiB):")
         for job in sorted(runs[top], key=lambda j: -j["s"])[: args.top]:
             print(f"  {job['s']:8.1f} {job['max_rss']:8.0f}  {job['rule']}: {job['job']}")
