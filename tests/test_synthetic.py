@@ -226,6 +226,7 @@ def test_scale_config_has_every_method_of_the_imagenet_config_that_needs_no_netw
             lambda c: c["models"]["resnet50-synthetic"].update(pretrained=True),
             "models.resnet50-synthetic.pretrained",
         ),
+        (lambda c: c["methods"].update(nomethod={}), "methods.nomethod"),
         (lambda c: c["synthetic"].update(scale="-1"), "synthetic.scale"),
         (lambda c: c["synthetic"].update(scale="a lot"), "synthetic.scale"),
     ],

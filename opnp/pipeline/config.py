@@ -305,9 +305,10 @@ def _check_synthetic(cfg: dict) -> None:
                 f"config key datasets.{name}.synthetic.distribution: {name!r} is {role}, so "
                 f"its distribution must be {want!r}, got {spec['synthetic']['distribution']!r}"
             )
-    from opnp.detectors import detector_class
+    from opnp.detectors import available_detectors, detector_class
 
-    network = [m for m in cfg["methods"] if detector_class(m).needs_network]
+    known = [m for m in cfg["methods"] if m in available_detectors()]  # others: see below
+    network = [m for m in known if detector_class(m).needs_network]
     if network:
         raise ConfigError(
             f"config key methods: {network} run the network on images, but the models "
