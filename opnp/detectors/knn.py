@@ -1,8 +1,13 @@
 """Deep nearest neighbours (Sun et al., 2022) on L2-normalised features.
 
-fit: stores the L2-normalised training features z = h / ||h|| (float32, to keep 1.28M
-ImageNet features in memory; ``max_train`` keeps a seeded uniform subsample of that many
-rows, ``seed`` default 0). score: -(Euclidean distance from the normalised test feature
+fit: the bank is the L2-normalised training features z = h / ||h|| (normalised in
+float64, stored as float32; ``max_train`` keeps a seeded uniform subsample of that many
+rows, ``seed`` default 0). The numpy scorer never holds the whole bank: it keeps a
+reference to the training features (a memory map of the feature store stays one) and
+normalises one bank block at a time while scanning, so memory is one block whatever the
+training set (1.28M x 2048 float32 would be 10 GB); the values are the same as a stored
+bank's. The torch scorer, the faiss index and ``to_module`` build the whole bank
+(:attr:`KNN.train_bank`) on first use. score: -(Euclidean distance from the normalised test feature
 to its ``k``-th nearest stored training feature), k default 50 (the KNN-OOD paper, Sun et al. 2022, uses 1000 on ImageNet).
 
 Exact search: for unit vectors ||a - b||^2 = 2 - 2 a.b, so the k-th nearest neighbour is
@@ -57,6 +62,9 @@ class KNN(Detector):
     defaults = {"k": 50, "max_train": None, "seed": 0, "backend": None}
     needs_head = False
     needs_fit = True
+    #: Entries of the (chunk, bank block) similarity matrix of the numpy scorer: sets the
+    #: bank block's rows (at least k).
+    similarity_block = 1 << 24
 
     def _check_params(self) -> None:
         p = self._params
@@ -75,10 +83,10 @@ class KNN(Detector):
 
     def _features(self, features, name: str = "features"):
         h = super()._features(features, name)
-        if self._fitted and h.shape[1] != self.train_bank.shape[1]:
+        if self._fitted and h.shape[1] != self._train.shape[1]:
             raise ValueError(
                 f"{name} has {h.shape[1]} columns but the training features had "
-                f"{self.train_bank.shape[1]}"
+                f"{self._train.shape[1]}"
             )
         return h
 
@@ -90,21 +98,52 @@ class KNN(Detector):
             rows = np.sort(rng.choice(n, size=self._params["max_train"], replace=False))
         if self._params["k"] > len(rows):
             raise ValueError(f"k={self._params['k']} exceeds the {len(rows)} training features")
-        bank = np.empty((len(rows), train_features.shape[1]), dtype=np.float32)
-        for start in range(0, len(rows), self.chunk_size):
-            idx = rows[start : start + self.chunk_size]
-            bank[start : start + len(idx)] = l2_normalise(
-                np.asarray(train_features[idx], np.float64)
-            )
-        self.train_bank = bank
+        # The numpy path keeps the training features as given (a memory map of the
+        # feature store stays one) and normalises one bank block at a time when scoring:
+        # memory is one block, not the whole bank (1.28M x 2048 float32 = 10 GB).
+        self._train = train_features
+        self._rows = None if len(rows) == n else rows
+        self._n_bank = len(rows)
+        self._bank = None
         self._index = None
         if self._params["backend"] == "faiss":
             faiss = _import_faiss()
-            self._index = faiss.IndexFlatIP(bank.shape[1])
-            self._index.add(bank)
+            self._index = faiss.IndexFlatIP(train_features.shape[1])
+            self._index.add(self.train_bank)
+
+    def _bank_rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` of the bank: the L2-normalised training features (float64
+        normalisation, stored as float32), computed from the training features now unless
+        the whole bank is held (:attr:`train_bank`)."""
+        if self._bank is not None:
+            return self._bank[start:stop]
+        stop = min(stop, self._n_bank)
+        if self._rows is None:
+            h = self._train[start:stop]
+        else:
+            h = self._train[self._rows[start:stop]]
+        return l2_normalise(np.asarray(h, np.float64)).astype(np.float32)
+
+    @property
+    def train_bank(self) -> np.ndarray:
+        """The whole bank (N_train, D) float32, built on first use and then held (the
+        torch scorer, the faiss index and ``to_module`` use it; the numpy scorer streams
+        it block by block instead)."""
+        self._check_fitted_bank()
+        if self._bank is None:
+            bank = np.empty((self._n_bank, self._train.shape[1]), dtype=np.float32)
+            for start in range(0, self._n_bank, self.chunk_size):
+                block = self._bank_rows(start, start + self.chunk_size)
+                bank[start : start + len(block)] = block
+            self._bank = bank
+        return self._bank
+
+    def _check_fitted_bank(self) -> None:
+        if getattr(self, "_train", None) is None:
+            raise ValueError(f"{self.name}: call fit(train_features) before using train_bank")
 
     def _expected_dim(self) -> int | None:
-        return self.train_bank.shape[1] if self._fitted else None
+        return self._train.shape[1] if self._fitted else None
 
     def _score_chunk_torch(self, h):
         import torch
@@ -133,15 +172,15 @@ class KNN(Detector):
             sims, _ = self._index.search(np.ascontiguousarray(z, dtype=np.float32), k)
             kth = sims[:, k - 1].astype(np.float64)
             return -np.sqrt(np.maximum(2.0 - 2.0 * kth, 0.0))
-        n_bank = self.train_bank.shape[0]
+        n_bank = self._n_bank
         # Keep the k largest inner products so far; the bank is scanned in blocks so the
         # (chunk, block) similarity matrix stays small whatever the bank size.
         dtype = np.float32 if self.compute_dtype == "float32" else np.float64
         z = z.astype(dtype, copy=False)
         best = np.full((len(z), 0), -np.inf, dtype=dtype)
-        block = max(k, (1 << 24) // max(len(z), 1))  # similarity block <= 128 MiB
+        block = max(k, self.similarity_block // max(len(z), 1))  # <= 128 MiB float64
         for start in range(0, n_bank, block):
-            sims = z @ self.train_bank[start : start + block].astype(dtype, copy=False).T
+            sims = z @ self._bank_rows(start, start + block).astype(dtype, copy=False).T
             cand = np.concatenate([best, sims], axis=1)
             keep = min(k, cand.shape[1])
             best = -np.partition(-cand, keep - 1, axis=1)[:, :keep]

@@ -123,6 +123,7 @@ def check_config(cfg: dict) -> None:
     for name, spec in cfg["datasets"].items():
         source = spec["source"]
         needed = {
+            "synthetic": ["synthetic"],
             "builtin": ["builder"],
             "link": ["path"],
             "download": ["name"],
@@ -156,7 +157,11 @@ def check_config(cfg: dict) -> None:
                 f"config key extraction.parts: dataset {name!r} is not defined under "
                 f"'datasets' (defined: {sorted(datasets)})"
             )
+    _check_synthetic_scale(cfg)
+    _check_synthetic(cfg)
     for name, spec in cfg["models"].items():
+        if is_synthetic_model(spec):
+            continue
         has_train = "train" in spec
         has_weights = "checkpoint" in spec or "pretrained" in spec
         if has_train == has_weights:
@@ -205,6 +210,136 @@ def check_config(cfg: dict) -> None:
     if fig9 is not None and fig9 not in cfg["ood"]["test"]:
         raise ConfigError(
             f"config key ablations.fig9_ood: {fig9!r} is not one of ood.test {cfg['ood']['test']}"
+        )
+
+
+#: ``models.<m>.arch`` of a synthetic model (opnp.synthetic): features from a seeded
+#: generator, no network, no images.
+SYNTHETIC_ARCH = "synthetic"
+
+
+def is_synthetic_model(spec: Mapping[str, Any]) -> bool:
+    """Whether a model's config entry is a synthetic model (``arch: synthetic``)."""
+    return spec.get("arch") == SYNTHETIC_ARCH
+
+
+def synthetic_models(cfg: dict) -> list[str]:
+    """The config's synthetic models, in config order."""
+    return [m for m, spec in cfg["models"].items() if is_synthetic_model(spec)]
+
+
+def _check_synthetic_scale(cfg: dict) -> None:
+    """``synthetic.scale`` as a float > 0, in place: ``--config synthetic='{scale: 0.0625}'``
+    passes nested values as text, so text that reads as a number is converted."""
+    synthetic = cfg.get("synthetic")
+    if not synthetic or "scale" not in synthetic:
+        return
+    scale = synthetic["scale"]
+    try:
+        value = float(scale) if not isinstance(scale, bool) else float("nan")
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise ConfigError(f"config key synthetic.scale: {scale!r} must be a number > 0")
+    synthetic["scale"] = value
+
+
+def _check_synthetic(cfg: dict) -> None:
+    """A synthetic model generates every feature set from its own seed: it runs with
+    synthetic datasets only (and they with synthetic models only), and nothing that runs
+    the network on images (ODIN, the in-network ablation of Table 7 / Fig. 6) or splits
+    images (extraction parts, replicates) can be configured with it."""
+    models = synthetic_models(cfg)
+    for name, spec in cfg["models"].items():
+        synthetic = name in models
+        if "synthetic" in spec and not synthetic:
+            raise ConfigError(
+                f"config key models.{name}.synthetic needs models.{name}.arch: "
+                f"{SYNTHETIC_ARCH!r}, got {spec.get('arch')!r}"
+            )
+        if not synthetic:
+            continue
+        if "synthetic" not in spec:
+            raise ConfigError(
+                f"config key models.{name}.synthetic is required for arch {SYNTHETIC_ARCH!r} "
+                "(its generator settings; {} takes the defaults)"
+            )
+        given = [k for k in ("train", "checkpoint", "pretrained") if k in spec]
+        if given:
+            raise ConfigError(
+                f"config key models.{name}.{given[0]}: a synthetic model has no weights to "
+                "train or load; remove it"
+            )
+        if "feature_dim" not in spec:
+            raise ConfigError(
+                f"config key models.{name}.feature_dim is required for arch {SYNTHETIC_ARCH!r}"
+            )
+    datasets = [d for d, spec in cfg["datasets"].items() if spec["source"] == "synthetic"]
+    for name, spec in cfg["datasets"].items():
+        if "synthetic" in spec and name not in datasets:
+            raise ConfigError(
+                f"config key datasets.{name}.synthetic needs datasets.{name}.source: "
+                f"'synthetic', got {spec['source']!r}"
+            )
+    if not models and not datasets:
+        return
+    if not models:
+        raise ConfigError(
+            f"config key datasets: {datasets} are synthetic (source: synthetic), but no model "
+            f"is (models.<name>.arch: {SYNTHETIC_ARCH!r}); synthetic rows come from a "
+            "synthetic model"
+        )
+    others = [m for m in cfg["models"] if m not in models]
+    if others:
+        raise ConfigError(
+            f"config key models: {models} are synthetic but {others} run a network; a "
+            "benchmark has either kind, not both"
+        )
+    used = {cfg["id"][k]: f"id.{k}" for k in ("train", "val", "test")}
+    for split in ("val", "test"):
+        used.update({n: f"ood.{split}" for n in cfg["ood"][split]})
+    used.update(
+        {n: "sensitivity.unlabeled" for n in cfg.get("sensitivity", {}).get("unlabeled", [])}
+    )
+    for name, role in used.items():
+        spec = cfg["datasets"].get(name, {})
+        if spec.get("source") != "synthetic":
+            raise ConfigError(
+                f"config key {role}: {name!r} has source {spec.get('source')!r}, but the models "
+                f"{models} are synthetic and read no images; give it source: synthetic"
+            )
+        want = "ood" if role.startswith("ood.") else "id"
+        if role != "sensitivity.unlabeled" and spec["synthetic"]["distribution"] != want:
+            raise ConfigError(
+                f"config key datasets.{name}.synthetic.distribution: {name!r} is {role}, so "
+                f"its distribution must be {want!r}, got {spec['synthetic']['distribution']!r}"
+            )
+    from opnp.detectors import available_detectors, detector_class
+
+    known = [m for m in cfg["methods"] if m in available_detectors()]  # others: see below
+    network = [m for m in known if detector_class(m).needs_network]
+    if network:
+        raise ConfigError(
+            f"config key methods: {network} run the network on images, but the models "
+            f"{models} are synthetic (arch {SYNTHETIC_ARCH!r}: cached features only); "
+            "remove them (config/imagenet_scale.yaml lists the methods that need no network)"
+        )
+    if cfg.get("ablations", {}).get("layers", {}).get("enabled", False):
+        raise ConfigError(
+            "config key ablations.layers.enabled: Table 7's in-network rows and Fig. 6 run "
+            f"the network, but the models {models} are synthetic; set it to false or remove "
+            "ablations.layers"
+        )
+    parts = sorted(cfg.get("extraction", {}).get("parts", {}))
+    if parts:
+        raise ConfigError(
+            f"config key extraction.parts: {parts} are split over extraction jobs, but the "
+            f"models {models} are synthetic and extract nothing; remove extraction.parts"
+        )
+    if cfg.get("replicates"):
+        raise ConfigError(
+            f"config key replicates: re-splitting image pools needs images, but the models "
+            f"{models} are synthetic; remove replicates"
         )
 
 

@@ -28,3 +28,32 @@ def test_knn_matches_brute_force_and_subsample():
     assert sub.train_bank.shape == (100, 8)
     with pytest.raises(ValueError, match="k must be a positive integer, got 0"):
         create_detector("knn", k=0)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"max_train": 300, "seed": 2}])
+def test_knn_streams_the_bank_from_the_memory_map_with_the_held_banks_scores(
+    tmp_path, monkeypatch, kwargs
+):
+    from opnp.detectors.knn import KNN, l2_normalise
+
+    rng = np.random.default_rng(1)
+    train = np.maximum(rng.normal(size=(500, 16)), 0).astype(np.float16)
+    np.save(tmp_path / "train.npy", train)
+    memmap = np.load(tmp_path / "train.npy", mmap_mode="r")
+    test = rng.normal(size=(60, 16))
+    monkeypatch.setattr(KNN, "similarity_block", 60 * 37)  # bank blocks of 37 rows
+    streamed = create_detector("knn", k=5, chunk_size=32, **kwargs).fit(memmap)
+    scores = streamed.score(test)
+    assert streamed._bank is None, "the numpy scorer built the whole bank"
+    assert streamed._train is memmap, "the training features were copied"
+    held = create_detector("knn", k=5, chunk_size=32, **kwargs).fit(memmap)
+    rows = np.arange(500)
+    if kwargs:
+        rows = np.sort(np.random.default_rng(2).choice(500, size=300, replace=False))
+    expected_bank = l2_normalise(train[rows].astype(np.float64)).astype(np.float32)
+    np.testing.assert_array_equal(held.train_bank, expected_bank)
+    np.testing.assert_array_equal(held.score(test), scores)
+    # and the same numbers as a brute-force search of that bank
+    zq = l2_normalise(test)
+    kth = -np.sort(-(zq @ expected_bank.astype(np.float64).T), axis=1)[:, 4]
+    np.testing.assert_allclose(scores, -np.sqrt(np.maximum(2 - 2 * kth, 0)), rtol=1e-12)

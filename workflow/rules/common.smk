@@ -23,6 +23,7 @@ from opnp.pipeline.config import (  # noqa: E402 - needs the path above
     react_percentile_source,
     replicate_parts,
     selection_groups,
+    synthetic_models,
 )
 from opnp.data import source_fingerprint  # noqa: E402
 from opnp.detectors import detector_class  # noqa: E402
@@ -59,6 +60,11 @@ LOGS = f"logs/{BENCHMARK}"
 BENCHMARKS = f"benchmarks/{BENCHMARK}"
 
 BASE_MODELS = list(config["models"])
+# Synthetic models (arch: synthetic, opnp.synthetic) generate their features: no network
+# job runs for them; the network models run extraction on images.
+SYNTHETIC_MODELS = synthetic_models(config)
+NETWORK_MODELS = [m for m in BASE_MODELS if m not in SYNTHETIC_MODELS]
+SYNTHETIC_SCALE = config["synthetic"]["scale"]
 # Replicated benchmarks (config `replicates`): every model is evaluated once per seed, as
 # a unit. vary: split - the unit <model>-split<seed> uses that seed's parts of the pooled
 # datasets, rows of the pools' one extraction per model. vary: training - the unit
@@ -85,7 +91,7 @@ MODELS = list(UNITS) if UNITS else BASE_MODELS
 # Units that run the network themselves (own weights): the trained replicates, or the
 # configured models; split replicates take rows of their model's extraction.
 TRAINED_UNITS = REPLICATES_VARY == "training" and bool(UNITS)
-NETWORK_UNITS = list(UNITS) if TRAINED_UNITS else BASE_MODELS
+NETWORK_UNITS = list(UNITS) if TRAINED_UNITS else NETWORK_MODELS
 SPLIT_UNITS = [] if TRAINED_UNITS else list(UNITS)
 METHODS = list(config["methods"])
 SEEDS = list(config["seeds"])
@@ -352,7 +358,7 @@ def trained_models():
 
 
 def loaded_models():
-    return [m for m, s in config["models"].items() if "train" not in s]
+    return [m for m in NETWORK_MODELS if "train" not in config["models"][m]]
 
 
 def model_checkpoint(wildcards):

@@ -86,6 +86,27 @@ rule unpack_archive_dataset:
         "../scripts/unpack_archive_dataset.py"
 
 
+# A synthetic dataset (source: synthetic): its manifest only (rows at synthetic.scale,
+# distribution, random stream); the synthetic models generate its rows.
+rule synthetic_dataset:
+    output:
+        manifest=f"{RESOURCES}/datasets/{{dataset}}.json",
+    log:
+        f"{LOGS}/datasets/{{dataset}}.log",
+    benchmark:
+        f"{BENCHMARKS}/datasets/{{dataset}}.tsv"
+    wildcard_constraints:
+        dataset=_names_regex(datasets_by_source("synthetic")),
+    localrule: LOCAL_CPU_JOBS
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        spec=lambda wc: image_spec(wc.dataset),
+        scale=SYNTHETIC_SCALE,
+    script:
+        "../scripts/synthetic_dataset.py"
+
+
 # Replicated benchmarks: one seeded part of a pool (config `replicates`), as a manifest
 # that lists the pool's verified images and the rows of this part.
 rule split_dataset:

@@ -89,3 +89,27 @@ rule replicate_features:
         "../envs/analysis.yaml"
     script:
         "../scripts/replicate_features.py"
+
+
+# Synthetic models (arch: synthetic): the rows of a synthetic dataset come from the model's
+# seeded generator (opnp.synthetic), written block by block in the same layout, no network.
+rule synthetic_features:
+    input:
+        fc=f"{RESULTS}/models/{{model}}/fc.npz",
+        dataset=f"{RESOURCES}/datasets/{{dataset}}.json",
+    output:
+        **features_of("{model}", "{dataset}"),
+    log:
+        f"{LOGS}/features/{{model}}/{{dataset}}.log",
+    benchmark:
+        f"{BENCHMARKS}/features/{{model}}/{{dataset}}.tsv"
+    wildcard_constraints:
+        model=_names_regex(SYNTHETIC_MODELS),
+    localrule: LOCAL_CPU_JOBS
+    conda:
+        "../envs/analysis.yaml"
+    threads: THREADS_PER_JOB
+    params:
+        spec=lambda wc: canonical(config["models"][wc.model]),
+    script:
+        "../scripts/synthetic_features.py"

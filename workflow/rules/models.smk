@@ -53,3 +53,24 @@ rule load_model:
         spec=lambda wc: canonical(config["models"][wc.model]),
     script:
         "../scripts/load_model.py"
+
+
+# A synthetic model (arch: synthetic, opnp.synthetic): the FC head of its seeded
+# generator; no network, so no model.pt (nothing that needs one is configurable with it).
+rule synthetic_model:
+    output:
+        fc=f"{RESULTS}/models/{{model}}/fc.npz",
+        summary=f"{RESULTS}/models/{{model}}/summary.json",
+    log:
+        f"{LOGS}/models/{{model}}.log",
+    benchmark:
+        f"{BENCHMARKS}/models/{{model}}.tsv"
+    wildcard_constraints:
+        model=_names_regex(SYNTHETIC_MODELS),
+    localrule: LOCAL_CPU_JOBS
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        spec=lambda wc: canonical(config["models"][wc.model]),
+    script:
+        "../scripts/synthetic_model.py"
