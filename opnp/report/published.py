@@ -29,7 +29,7 @@ from opnp.bootstrap import percentile_interval
 from opnp.report.labels import AVERAGE
 
 #: The methods every other one is compared with in ``differences.csv``.
-REFERENCES = ("energy", "msp", "react", "opnp")
+REFERENCES = ("energy", "msp", "react", "opnp", "opp", "onp")
 #: Columns of ``numbers.csv``: what identifies a test row, its metrics and sample sizes.
 NUMBER_COLUMNS = [
     "model",
@@ -194,17 +194,15 @@ def published_values(folder: str | Path) -> list[float]:
 
 def unpublished_numbers(text: str, values: Iterable[float]) -> list[str]:
     """The decimal numbers of ``text`` that no published value rounds to (at the number
-    of decimals written, or its negation: a difference may be stated either way)."""
-    rounded: dict[int, set] = {}
-    values = list(values)
+    of decimals written, half a unit either way, or its negation: a difference may be
+    stated either way)."""
+    found = np.sort(np.abs(np.asarray(list(values), dtype=np.float64)))
     missing = []
     for number in DECIMAL.findall(text):
-        digits = len(number.split(".")[1])
-        if digits not in rounded:
-            rounded[digits] = {round(v, digits) for v in values} | {
-                round(-v, digits) for v in values
-            }
-        if round(float(number), digits) not in rounded[digits]:
+        target = abs(float(number))
+        half = 0.5 * 10.0 ** -len(number.split(".")[1]) + 1e-9
+        i = np.searchsorted(found, target - half)
+        if i >= len(found) or found[i] > target + half:
             missing.append(number)
     return missing
 
