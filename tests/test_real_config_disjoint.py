@@ -9,22 +9,14 @@ import pytest
 import yaml
 from workflow_helpers import REPO
 
-from opnp.data.archives import extract_members
+from opnp.data.archives import unpack_dataset
 
 pytestmark = pytest.mark.real_data
 
 
 def _digests(spec, shared_data, out) -> dict[str, str]:
     """sha256 of each file of an archive dataset, as the workflow unpacks it."""
-    extract_members(
-        spec["path"].replace("../shared/data", str(shared_data)),
-        spec["member"],
-        out,
-        max_images=spec.get("max_images"),
-        skip_images=spec.get("skip_images", 0),
-        classes=spec.get("classes"),
-        shuffle_seed=spec.get("shuffle_seed"),
-    )
+    unpack_dataset(spec, out, path=spec["path"].replace("../shared/data", str(shared_data)))
     return {
         hashlib.sha256(p.read_bytes()).hexdigest(): p.relative_to(out).as_posix()
         for p in sorted(out.rglob("*"))

@@ -7,7 +7,12 @@ of the split separation (:mod:`~opnp.data.splits`).
 No torch at import time (only :func:`seeded_subset` imports it, when called).
 """
 
-from opnp.data.archives import extract_idx_images, extract_members, read_idx_images
+from opnp.data.archives import (
+    extract_idx_images,
+    extract_members,
+    read_idx_images,
+    unpack_dataset,
+)
 from opnp.data.builtin import (
     BUILDERS,
     PATCH_SIDE_RANGE,
@@ -78,6 +83,7 @@ __all__ = [
     "extract_idx_images",
     "extract_members",
     "read_idx_images",
+    "unpack_dataset",
     "fetch_file",
     "image_hashes",
     "imagenet_wnids",

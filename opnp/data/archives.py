@@ -184,3 +184,19 @@ def extract_idx_images(
                 tmp / f"{index:0{width}d}.png", format="PNG", optimize=False, compress_level=6
             )
     return len(order)
+
+
+def unpack_dataset(spec, out_dir: str | Path, path: str | Path | None = None) -> int:
+    """Unpack a ``source: archive`` dataset's images as the workflow does: the IDX images
+    of ``format: idx``, else the ``member`` folder of a tar archive, sliced by
+    ``max_images`` / ``skip_images`` / ``shuffle_seed``. ``path`` overrides
+    ``spec["path"]``. Returns the number of files written."""
+    path = spec["path"] if path is None else path
+    slices = {
+        "max_images": spec.get("max_images"),
+        "skip_images": spec.get("skip_images", 0),
+        "shuffle_seed": spec.get("shuffle_seed"),
+    }
+    if spec.get("format") == "idx":
+        return extract_idx_images(path, out_dir, **slices)
+    return extract_members(path, spec["member"], out_dir, classes=spec.get("classes"), **slices)

@@ -2,31 +2,16 @@
 images of an IDX file (format idx: Fashion-MNIST), and verify the images before any
 extraction starts."""
 
-from opnp.data import dataset_manifest, extract_idx_images, extract_members
+from opnp.data import dataset_manifest, unpack_dataset
 from opnp.io import write_json_atomic
 from opnp.pipeline.runtime import setup_job
 
 log = setup_job(snakemake.log[0])
 spec = snakemake.params.spec
-slice_keys = {
-    "max_images": spec.get("max_images"),
-    "skip_images": spec.get("skip_images", 0),
-    "shuffle_seed": spec.get("shuffle_seed"),
-}
-if spec.get("format") == "idx":
-    n_files = extract_idx_images(spec["path"], snakemake.output.images, **slice_keys)
-    log.info("wrote %d images of %s", n_files, spec["path"])
-    unpacked = {"format": "flat"}  # one PNG per image, no class folders
-else:
-    n_files = extract_members(
-        spec["path"],
-        spec["member"],
-        snakemake.output.images,
-        classes=spec.get("classes"),
-        **slice_keys,
-    )
-    log.info("unpacked %d files of %s:%s", n_files, spec["path"], spec["member"])
-    unpacked = {}
+n_files = unpack_dataset(spec, snakemake.output.images)
+log.info("unpacked %d images of %s", n_files, spec["path"])
+# an IDX file becomes one PNG per image, no class folders
+unpacked = {"format": "flat"} if spec.get("format") == "idx" else {}
 manifest = dataset_manifest(
     name=snakemake.wildcards.dataset,
     spec={**spec, **unpacked, "path": snakemake.output.images},
