@@ -14,6 +14,7 @@ import pytest
 import yaml
 from workflow_helpers import REPO, run_snakemake
 
+from opnp.data import unpack_dataset
 from opnp.pipeline.replicates import replicate_unit, resolve_split, split_rows_of
 
 pytestmark = pytest.mark.real_data
@@ -33,13 +34,30 @@ def _member_hashes(archive, member) -> tuple[list[str], list[str]]:
     return paths, [found[p] for p in paths]
 
 
-def test_no_validation_image_is_a_test_image_in_any_replicate(shared_data):
+def _whole_set_hashes(config, names, shared_data, tmp_path) -> dict[str, set]:
+    """SHA-256 of each image of the datasets that are no replicate part (Fashion-MNIST,
+    the unlabeled sensitivity images), unpacked as the workflow unpacks them."""
+    out = {}
+    for name in names:
+        spec = config["datasets"][name]
+        folder = tmp_path / name
+        unpack_dataset(spec, folder, path=spec["path"].replace("../shared/data", str(shared_data)))
+        out[name] = {hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*.*")}
+    return out
+
+
+def test_no_validation_image_is_a_test_image_in_any_replicate(shared_data, tmp_path):
     """Byte-level check of the config's seeded splits: per split seed, no validation image
     (ID or OOD) equals a test image, no OOD image equals an ID image, no fit image is
-    evaluated, and validation and test OOD share no DTD class; across replicates, the ID
-    test parts share no image."""
+    evaluated, no unlabeled sensitivity image is a validation or test image, and
+    validation and test OOD share no DTD class; across replicates, the ID test parts share
+    no image."""
     config = yaml.safe_load(CONFIG.read_text())
     pools = config["replicates"]["pools"]
+    part_names = {part["name"] for spec in pools.values() for part in spec["parts"]}
+    unlabeled = list(config["sensitivity"].get("unlabeled", []))
+    whole = [n for n in config["ood"]["val"] if n not in part_names]
+    whole_hashes = _whole_set_hashes(config, whole + unlabeled, shared_data, tmp_path)
     hashes, labels = {}, {}
     for pool in pools:
         dataset = config["datasets"][pool]
@@ -59,12 +77,17 @@ def test_no_validation_image_is_a_test_image_in_any_replicate(shared_data):
                 parts[name] = set(hashes[pool][r])
                 part_classes[name] = set(labels[pool][r])
         id_fit, id_val, id_test = (parts[config["id"][k]] for k in ("train", "val", "test"))
-        ood_val = set().union(*(parts[n] for n in config["ood"]["val"]))
-        ood_test = set().union(*(parts[n] for n in config["ood"]["test"]))
+        sets = {**parts, **whole_hashes}
+        ood_val = set().union(*(sets[n] for n in config["ood"]["val"]))
+        ood_test = set().union(*(sets[n] for n in config["ood"]["test"]))
+        for name in unlabeled:
+            assert not whole_hashes[name] & (id_val | id_test | ood_val | ood_test), seed
         assert not (id_val | ood_val) & (id_test | ood_test), seed
         assert not id_fit & (id_val | id_test | ood_val | ood_test), seed
         assert not (ood_val | ood_test) & (id_fit | id_val | id_test), seed
-        val_classes = set().union(*(part_classes[n] for n in config["ood"]["val"]))
+        val_classes = set().union(
+            *(part_classes[n] for n in config["ood"]["val"] if n in part_classes)
+        )
         test_classes = set().union(*(part_classes[n] for n in config["ood"]["test"]))
         assert not val_classes & test_classes, seed
         id_tests.append(id_test)
