@@ -395,7 +395,8 @@ def test_a_copy_of_a_test_set_as_validation_set_is_refused_by_the_workflow(tmp_p
     OOD set under another name. The check job fails before any selection job, naming both
     sets; every selection job depends on it."""
     cfg = copy.deepcopy(tiny_config)
-    cfg["datasets"]["photo-patches-copy"] = dict(cfg["datasets"]["photo-patches"])
+    # a leak that also escapes the family labels (the copy claims a family of its own)
+    cfg["datasets"]["photo-patches-copy"] = {**cfg["datasets"]["photo-patches"], "family": "copy"}
     cfg["ood"]["val"] = ["photo-patches-copy"]
     configfile = tmp_path / "leak.yaml"
     configfile.write_text(yaml.safe_dump(cfg))
