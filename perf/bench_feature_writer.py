@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from child_report import print_child_report  # perf/ is the script's folder
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -75,9 +76,7 @@ def child(folder: Path, mode: str, n: int) -> None:
         for mm in maps.values():
             mm.flush()
     seconds = time.perf_counter() - t0
-    with open("/proc/self/status") as handle:
-        hwm = next(int(line.split()[1]) for line in handle if line.startswith("VmHWM:"))
-    print(json.dumps({"seconds": seconds, "peak_rss_mib": hwm / 1024}))
+    print_child_report(seconds)
 
 
 def main() -> None:

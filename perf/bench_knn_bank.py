@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from child_report import print_child_report  # perf/ is the script's folder
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -63,9 +64,7 @@ def child(folder: Path, mode: str, k: int) -> None:
     scores = det.score(queries)
     seconds = time.perf_counter() - t0
     np.save(folder / f"scores_{mode}.npy", scores)
-    with open("/proc/self/status") as handle:
-        hwm = next(int(line.split()[1]) for line in handle if line.startswith("VmHWM:"))
-    print(json.dumps({"seconds": seconds, "peak_rss_mib": hwm / 1024}))
+    print_child_report(seconds)
 
 
 def main() -> None:
