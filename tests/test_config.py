@@ -164,12 +164,13 @@ def test_configfile_replaces_the_default_benchmark(tmp_path):
     (tmp_path / "config").mkdir()
     shutil.copy(REPO / "config" / "config.yaml", tmp_path / "config" / "config.yaml")
     default_config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    # (the default trains each model once per replicate seed: units <model>-seed<s>)
+    # (the default trains each model once per replicate seed: units <model>-seed<s>;
+    # the model's own name names its pooled jobs)
     default = {
         f"{m}-seed{s}"
         for m in default_config["models"]
         for s in default_config["replicates"]["seeds"]
-    }
+    } | set(default_config["models"])
     cifar = set(yaml.safe_load((REPO / "config" / "cifar10.yaml").read_text())["models"])
     assert default.isdisjoint(cifar)
     assert planned_models(tmp_path, "--configfile", str(REPO / "config" / "cifar10.yaml")) == cifar
