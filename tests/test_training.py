@@ -48,14 +48,20 @@ def _train(seed, epochs=2, **kw):
 
 
 def test_training_is_deterministic_given_the_seed():
-    a, ha = _train(seed=0, augment="crop")
+    before = torch.are_deterministic_algorithms_enabled()  # other tests may have set it
+    torch.use_deterministic_algorithms(False)
+    try:
+        a, ha = _train(seed=0, augment="crop")
+        # training switches deterministic algorithms on and restores the caller's state
+        assert not torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(before)
     b, hb = _train(seed=0, augment="crop")
     c, _ = _train(seed=1, augment="crop")
     for key, value in a.state_dict().items():
         assert torch.equal(value, b.state_dict()[key]), key
     assert ha["loss"] == hb["loss"]
     assert any(not torch.equal(v, c.state_dict()[k]) for k, v in a.state_dict().items())
-    assert not torch.are_deterministic_algorithms_enabled()  # restored afterwards
 
 
 def test_training_learns_and_follows_the_cosine_schedule():
