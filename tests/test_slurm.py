@@ -43,7 +43,8 @@ PROFILE = REPO / "profiles" / "slurm"
 # cluster at this scale.
 CONFIG = DEFAULT
 START_TIMEOUT_S = 600
-SLURM_RUN_TIMEOUT_S = 1200
+# the per-seed default DAG (3 trained networks, 228 jobs) through sbatch
+SLURM_RUN_TIMEOUT_S = 1800
 TEST_TIMEOUT_S = START_TIMEOUT_S + SLURM_RUN_TIMEOUT_S + 1500
 # Columns that identify a result row, and the metrics that must agree.
 KEYS = ["benchmark", "model", "experiment", "method", "params", "ood_set", "split", "seed"]
