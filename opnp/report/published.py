@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from opnp.bootstrap import percentile_interval
+from opnp.bootstrap import paired_difference_interval
 from opnp.report.labels import AVERAGE
 
 #: The methods every other one is compared with in ``differences.csv``.
@@ -95,8 +95,9 @@ def paired_differences(
                 continue
             row = {"a": a, "b": b, "ood_set": ood}
             for metric in METRICS:
-                diff = draws[a, ood][metric] - draws[b, ood][metric]
-                low, high = percentile_interval(diff, confidence)
+                low, high = paired_difference_interval(
+                    draws[a, ood][metric], draws[b, ood][metric], confidence
+                )
                 row |= {
                     f"{metric}_diff": estimates[a, ood][metric] - estimates[b, ood][metric],
                     f"{metric}_diff_ci_low": low,
@@ -112,7 +113,8 @@ def _test_differences(results: pd.DataFrame, confidence: float) -> pd.DataFrame:
     test["entity"] = _entity(test)
     for experiment, rows in test.groupby("experiment", sort=False):
         per_metric = {m: _draws(rows, m) for m in METRICS}
-        keys = set(per_metric["fpr95"]) & set(per_metric["auroc"])
+        # in the order the rows come (a set would reorder the file from run to run)
+        keys = [k for k in per_metric["fpr95"] if k in per_metric["auroc"]]
         if not keys:
             continue
         draws = {k: {m: per_metric[m][k] for m in METRICS} for k in keys}
