@@ -5,7 +5,11 @@ from Debian packages and starts the daemons (accounting included: the executor p
 reads job states with `sacct`); this module runs the default workflow through
 profiles/slurm, checks that every job that is not a local rule went through sbatch and
 completed in SLURM's accounting, and that the results equal those of a local run of the
-same workflow. Everything started is stopped again (tests/slurm/stop_local_slurm.sh,
+same workflow. It targets one replicate unit's main results (every method's selection and
+evaluation of the first training seed: training, feature extraction in parts, ODIN's
+network jobs, sensitivities, selection and evaluation), about a quarter of the default
+DAG: each sbatch job starts a fresh Python and Snakemake, and the whole per-seed DAG
+through a 2-core node took over 30 min in CI, where the rest of the suite takes 15. Everything started is stopped again (tests/slurm/stop_local_slurm.sh,
 by recorded process id), also when pytest is killed with SIGTERM, and a cluster left by
 a run killed with SIGKILL is found and stopped by the next run (tests/slurm_cleanup.py,
 tested here without SLURM).
@@ -43,8 +47,8 @@ PROFILE = REPO / "profiles" / "slurm"
 # cluster at this scale.
 CONFIG = DEFAULT
 START_TIMEOUT_S = 600
-# the per-seed default DAG (3 trained networks, 228 jobs) through sbatch
-SLURM_RUN_TIMEOUT_S = 1800
+# one replicate unit's main results through sbatch (see the module docstring)
+SLURM_RUN_TIMEOUT_S = 1200
 TEST_TIMEOUT_S = START_TIMEOUT_S + SLURM_RUN_TIMEOUT_S + 1500
 # Columns that identify a result row, and the metrics that must agree.
 KEYS = ["benchmark", "model", "experiment", "method", "params", "ood_set", "split", "seed"]
@@ -138,9 +142,24 @@ def slurm_env(tmp_path_factory):
         yield env
 
 
-def _results(workdir: Path) -> pd.DataFrame:
-    benchmark = yaml.safe_load(CONFIG.read_text())["benchmark"]
-    frame = pd.read_parquet(workdir / "results" / benchmark / "results.parquet")
+def _unit_targets() -> list[str]:
+    """The selection and evaluation results of every method on the first replicate unit
+    (the first training seed), relative to the working directory."""
+    from opnp.pipeline.replicates import replicate_unit
+
+    config = yaml.safe_load(CONFIG.read_text())
+    (model,) = config["models"]
+    replicates = config["replicates"]
+    unit = replicate_unit(model, replicates["seeds"][0], replicates["vary"])
+    return [
+        f"results/{config['benchmark']}/{stage}/{unit}/{method}.parquet"
+        for stage in ("selection", "evaluation")
+        for method in config["methods"]
+    ]
+
+
+def _results(workdir: Path, targets: list[str]) -> pd.DataFrame:
+    frame = pd.concat([pd.read_parquet(workdir / t) for t in targets if "evaluation/" in t])
     return frame.sort_values(KEYS).reset_index(drop=True)
 
 
@@ -162,10 +181,14 @@ def test_workflow_through_slurm_profile_matches_local_run(slurm_env, default_run
     slurm_dir = tmp_path / "slurm"
     slurm_dir.mkdir()
 
-    planned = sum(map(len, _job_rules(_snakemake(slurm_dir, "-n", env=env, timeout=300))))
+    targets = _unit_targets()
+    for target in targets:  # the names the local run wrote
+        assert (default_run / target).is_file(), f"the local run has no {target}"
+    planned = sum(map(len, _job_rules(_snakemake(slurm_dir, "-n", *targets, env=env, timeout=300))))
 
     log = _snakemake(
         slurm_dir,
+        *targets,
         "--profile",
         str(PROFILE),
         # Poll SLURM every second instead of after 40 s (the plugin's default, meant
@@ -219,9 +242,13 @@ def test_workflow_through_slurm_profile_matches_local_run(slurm_env, default_run
     assert not failed, f"SLURM jobs that did not complete cleanly: {failed}"
 
     # The same workflow run locally (the shared default_run) gives the same numbers.
-    on_slurm, local = _results(slurm_dir), _results(default_run)
+    on_slurm, local = _results(slurm_dir, targets), _results(default_run, targets)
     assert len(on_slurm) > 0
     pd.testing.assert_frame_equal(on_slurm[KEYS + METRICS], local[KEYS + METRICS])
+    for target in targets:  # the selections too (chosen settings and validation scores)
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(slurm_dir / target), pd.read_parquet(default_run / target)
+        )
 
 
 # ---------------------------------------------------------------- the profile, no SLURM
