@@ -188,7 +188,6 @@ def test_workflow_through_slurm_profile_matches_local_run(slurm_env, default_run
 
     log = _snakemake(
         slurm_dir,
-        *targets,
         "--profile",
         str(PROFILE),
         # Poll SLURM every second instead of after 40 s (the plugin's default, meant
@@ -202,6 +201,9 @@ def test_workflow_through_slurm_profile_matches_local_run(slurm_env, default_run
         "--retries",
         "0",
         "--slurm-keep-successful-logs",
+        # targets last: after --configfile (which takes several values) they would be
+        # read as config files
+        *targets,
         env=env,
         timeout=SLURM_RUN_TIMEOUT_S,
     )
