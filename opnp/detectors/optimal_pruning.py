@@ -297,7 +297,8 @@ class SensitivityPruning(LinearDetector):
         """
         if len(configs) < 2:
             return None
-        from opnp.grid import GridPlan, score_pruning_grid
+        from opnp.grid import score_pruning_grid
+        from opnp.grid_plan import GridPlan
 
         options = ("threshold_scope", "neuron_source")
         settings = {
