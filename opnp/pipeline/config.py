@@ -10,30 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from opnp.pipeline.selection import REACT_SELECTED, clips_at_react, react_percentile_source
+
 
 class ConfigError(ValueError):
     """A config value that the JSON schema cannot express is wrong."""
-
-
-# Methods that clip the features at ReAct's threshold before their own step (their class
-# sets ``clips_at_react``). Their ``react_percentile`` is, by default, the percentile ReAct
-# itself selected on the validation split (so that "X+ReAct" and "ReAct" clip alike); a
-# config may instead fix it (``fixed: {react_percentile: 90}``) or search it jointly
-# (``grid: {react_percentile: [...]}``). ``fixed: {react_percentile: selected}`` spells the
-# default out.
-REACT_SELECTED = "selected"
-
-
-def react_percentile_source(method: str, spec: dict) -> str | None:
-    """Where ``method``'s ReAct percentile comes from: ``"selected"`` (ReAct's
-    validation-selected percentile, the default), ``"fixed"`` or ``"grid"``; None for a
-    method that does not clip at ReAct's threshold."""
-    if not _clips_at_react(method):
-        return None
-    if "react_percentile" in spec.get("grid", {}):
-        return "grid"
-    fixed = spec.get("fixed", {}).get("react_percentile", REACT_SELECTED)
-    return "selected" if fixed == REACT_SELECTED else "fixed"
 
 
 def _check_unlabeled(cfg: dict, datasets: Mapping[str, Any]) -> None:
@@ -72,12 +53,6 @@ def _check_compare_protocols(cfg: dict) -> None:
                 f"config key selection.compare_protocols: {method!r} runs the network; "
                 "only methods on cached features can be compared"
             )
-
-
-def _clips_at_react(method: str) -> bool:
-    from opnp.detectors import available_detectors, detector_class
-
-    return method in available_detectors() and detector_class(method).clips_at_react
 
 
 def check_config(cfg: dict) -> None:
@@ -526,7 +501,7 @@ def _check_react_percentile(method: str, spec: dict, methods: dict) -> None:
 
     grid = spec.get("grid", {})
     fixed = spec.get("fixed", {})
-    if not _clips_at_react(method):
+    if not clips_at_react(method):
         for where, values in (("grid", grid), ("fixed", fixed)):
             if "react_percentile" in values:
                 raise ConfigError(

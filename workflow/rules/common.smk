@@ -20,7 +20,6 @@ os.environ.update(
 sys.path.insert(0, workflow.basedir)
 from opnp.pipeline.config import (  # noqa: E402 - needs the path above
     check_config,
-    react_percentile_source,
     replicate_parts,
     selection_groups,
     synthetic_models,
@@ -36,6 +35,7 @@ from opnp.pipeline.experiments import (  # noqa: E402
 )
 from opnp.pipeline.readings import READING_ABLATIONS  # noqa: E402
 from opnp.pipeline.replicates import replicate_unit, resolve_split  # noqa: E402
+from opnp.pipeline.selection import react_percentile_source  # noqa: E402
 
 validate(config, schema="../schemas/config.schema.yaml")
 
