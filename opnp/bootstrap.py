@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from opnp.metrics import _scores
+from opnp.metrics import check_scores
 
 __all__ = [
     "DEFAULT_CONFIDENCE",
@@ -183,8 +183,8 @@ def bootstrap_metrics(
     from opnp.backend import torch_device
 
     dev = torch_device(id_scores, device)
-    ids = _scores(id_scores, "id_scores")
-    oods = _scores(ood_scores, "ood_scores")
+    ids = check_scores(id_scores, "id_scores")
+    oods = check_scores(ood_scores, "ood_scores")
     n_resamples = _check_count(n_resamples, "n_resamples")
     n1, n0 = len(ids), len(oods)
     block = block_size(n1, n0) if block is None else _check_count(block, "block")

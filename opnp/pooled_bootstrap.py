@@ -93,8 +93,8 @@ def weighted_metrics(
     :func:`opnp.metrics.fpr_at_95_tpr` (paper convention) and :func:`opnp.metrics.auroc` of
     the scores repeated by their weights. ``id_weights`` is ``(B, n_id)``, ``ood_weights``
     ``(B, n_ood)``; a row whose ID or OOD weights are all 0 gives NaN."""
-    ids = _metrics._scores(id_scores, "id_scores")
-    oods = _metrics._scores(ood_scores, "ood_scores")
+    ids = _metrics.check_scores(id_scores, "id_scores")
+    oods = _metrics.check_scores(ood_scores, "ood_scores")
     id_w = np.asarray(id_weights, dtype=np.int64)
     ood_w = np.asarray(ood_weights, dtype=np.int64)
     if id_w.ndim != 2 or id_w.shape[1] != len(ids):
@@ -186,9 +186,9 @@ def pooled_bootstrap(
     k = len(id_scores)
     if k < 1:
         raise ValueError("pooled_bootstrap needs at least one replicate")
-    ids = [_metrics._scores(s, f"id_scores[{r}]") for r, s in enumerate(id_scores)]
+    ids = [_metrics.check_scores(s, f"id_scores[{r}]") for r, s in enumerate(id_scores)]
     oods = [
-        _metrics._scores(s, f"ood_scores[{r}]")
+        _metrics.check_scores(s, f"ood_scores[{r}]")
         for r, s in enumerate(_replicate_arrays("ood_scores", ood_scores, k))
     ]
     clusters = _replicate_arrays("ood_clusters", ood_clusters, k, [len(o) for o in oods])

@@ -112,11 +112,11 @@ def test_atomic_write_removes_a_killed_writers_temporary_files(tmp_path):
 def test_feature_store_removes_a_killed_writers_temporary_files(tmp_path):
     """The feature store's memory-mapped writers share the temporaries' naming and
     cleanup (opnp.io.temporary_sibling)."""
-    from opnp.features import _Writers
+    from opnp.features import ArrayWriters
 
     stale = tmp_path / ".set.labels.npy.k1ll3d_0.tmp"
     stale.write_bytes(b"half")
-    with _Writers(str(tmp_path / "set"), 2, np.dtype(np.float32)) as writers:
+    with ArrayWriters(str(tmp_path / "set"), 2, np.dtype(np.float32)) as writers:
         writers.write(0, np.ones((2, 3)), np.ones((2, 4)), np.arange(2))
         writers.commit()
     assert not stale.exists()

@@ -50,6 +50,17 @@ KNOWN_VIOLATIONS = {
 }
 
 
+# Private names (a leading underscore) one module takes from another, (importer, name).
+KNOWN_PRIVATE_IMPORTS = {
+    # removed when branch arch-network merges (extraction.py then imports
+    # opnp.features.feature_manifest / ArrayWriters; training's helpers become public)
+    ("opnp.nets.extraction", "opnp.features._manifest"),
+    ("opnp.nets.extraction", "opnp.features._Writers"),
+    ("opnp.nets.extraction", "opnp.nets.training._resolve_device"),
+    ("opnp.nets.extraction", "opnp.nets.training._seed_worker"),
+}
+
+
 def module_name(path: Path) -> str:
     parts = path.relative_to(PACKAGE_ROOT.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
@@ -91,6 +102,18 @@ def imported_modules(module: str, path: Path) -> set[str]:
                 submodule = f"{source}.{alias.name}"
                 imported.add(submodule if submodule in modules else source)
     return {name for name in imported if name in modules and name != module}
+
+
+def private_imports(module: str, path: Path) -> set[str]:
+    """``source._name`` for every private name ``module`` imports from another opnp
+    module (``from source import _name``); dunder names are not private."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("opnp"):
+            for alias in node.names:
+                if alias.name.startswith("_") and not alias.name.startswith("__"):
+                    found.add(f"{node.module}.{alias.name}")
+    return found
 
 
 @functools.cache
@@ -187,6 +210,7 @@ def test_no_module_imports_a_higher_layer():
     new = sorted(upward - KNOWN_VIOLATIONS)
     assert not new, "upward imports:\n" + "\n".join(map(describe, new))
 
+
 def test_known_violations_still_exist():
     graph = import_graph()
     stale = sorted((a, b) for a, b in KNOWN_VIOLATIONS if b not in graph.get(a, ()))
@@ -202,3 +226,17 @@ def test_no_import_cycles():
     assert not cycles, "modules importing each other in a circle:\n" + "\n".join(
         " <-> ".join(cycle) for cycle in cycles
     )
+
+
+def test_no_private_names_imported_across_modules():
+    found = {
+        (module, name)
+        for module, path in package_modules().items()
+        for name in private_imports(module, path)
+    }
+    new = sorted(found - KNOWN_PRIVATE_IMPORTS)
+    assert not new, "private names imported from another module (make public or move):\n" + (
+        "\n".join(f"{module} imports {name}" for module, name in new)
+    )
+    stale = sorted(KNOWN_PRIVATE_IMPORTS - found)
+    assert not stale, f"fixed, remove from KNOWN_PRIVATE_IMPORTS: {stale}"
