@@ -21,7 +21,8 @@ The 95 % interval is the percentile interval of the draws.
 
 Pairing: a draw depends only on ``(seed, stream, the sorted distinct unit ids, draw
 number)``, never on the scores, so two methods scored on the same images get the same
-draws, and :func:`paired_difference_interval` gives the interval of their difference.
+draws, and :func:`opnp.bootstrap.paired_difference_interval` (``drop_undefined=True``)
+gives the interval of their difference.
 
 Caveats. A cluster bootstrap is justified asymptotically in the number of clusters; with
 6 OOD classes (4 per replicate) the OOD classes' spread is estimated from 6 values and the
@@ -42,13 +43,17 @@ from typing import Any
 import numpy as np
 
 from opnp import metrics as _metrics
-from opnp.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_N_RESAMPLES, DEFAULT_SEED, block_size
+from opnp.bootstrap import (
+    DEFAULT_CONFIDENCE,
+    DEFAULT_N_RESAMPLES,
+    DEFAULT_SEED,
+    block_size,
+    percentile_interval,
+)
 
 __all__ = [
     "ID_UNITS_STREAM",
     "METRICS",
-    "paired_difference_interval",
-    "percentile_interval",
     "pooled_bootstrap",
     "pooled_intervals",
     "unit_counts",
@@ -234,40 +239,6 @@ def pooled_bootstrap(
     return out
 
 
-def _finite(values: Any, name: str) -> np.ndarray:
-    arr = np.asarray(values, dtype=np.float64)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
-    arr = arr[np.isfinite(arr)]
-    if arr.size == 0:
-        raise ValueError(f"{name} has no finite draw")
-    return arr
-
-
-def percentile_interval(values: Any, confidence: float = DEFAULT_CONFIDENCE) -> tuple[float, float]:
-    """Percentile interval of the finite draws (undefined draws are left out)."""
-    if not 0 < float(confidence) < 100:
-        raise ValueError(f"confidence must be a percentage in (0, 100), got {confidence!r}")
-    tail = (100.0 - float(confidence)) / 2.0
-    low, high = np.percentile(_finite(values, "values"), [tail, 100.0 - tail])
-    return float(low), float(high)
-
-
-def paired_difference_interval(
-    a: Any, b: Any, confidence: float = DEFAULT_CONFIDENCE
-) -> tuple[float, float]:
-    """Percentile interval of ``a - b`` per draw, two methods' draws of
-    :func:`pooled_bootstrap` on the same units (same seed, same length)."""
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape:
-        raise ValueError(
-            f"paired draws must have the same shape, got {a.shape} and {b.shape} (were they "
-            "drawn with the same n_resamples?)"
-        )
-    return percentile_interval(a - b, confidence)
-
-
 def pooled_intervals(
     id_scores: Sequence[Any],
     ood_scores: Sequence[Any],
@@ -290,5 +261,5 @@ def pooled_intervals(
         ood_name=ood_name,
     )
     for m in METRICS:
-        out[f"{m}_ci"] = percentile_interval(out[f"{m}_resamples"], confidence)
+        out[f"{m}_ci"] = percentile_interval(out[f"{m}_resamples"], confidence, drop_undefined=True)
     return out

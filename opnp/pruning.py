@@ -367,13 +367,6 @@ def _candidates(h: np.ndarray, levels, chunk: int):
         yield start, vals
 
 
-def check_weight_percentages(weight_low, weight_high, neuron_low, neuron_high) -> dict:
-    """The four OPNP percentages validated, as floats (names as in the config)."""
-    wl, wh = check_percentage_pair(weight_low, weight_high, "weight_low", "weight_high")
-    nl, nh = check_percentage_pair(neuron_low, neuron_high, "neuron_low", "neuron_high")
-    return {"weight_low": wl, "weight_high": wh, "neuron_low": nl, "neuron_high": nh}
-
-
 __all__ = [
     "check_percentage",
     "feature_percentile",

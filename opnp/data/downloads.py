@@ -147,7 +147,7 @@ def _unpickle(data: bytes) -> dict:
     return pickle.loads(data, encoding="bytes")  # noqa: S301
 
 
-def _convert_cifar(archive: Path, split: str, out: Path, coarse: bool = False) -> None:
+def _convert_cifar(archive: Path, split: str, out: Path) -> None:
     """CIFAR python batches -> ``out/<class>/<index>.png`` (lossless)."""
     is_100 = "100" in archive.name
     wanted = (

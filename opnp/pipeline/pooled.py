@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from opnp import bootstrap as _bootstrap
 from opnp import pooled_bootstrap as _pooled
 from opnp.bootstrap import check_settings
 from opnp.pipeline.replicates import pool_labels
@@ -110,7 +111,9 @@ def _paired(draws: Mapping[str, np.ndarray], estimates: Mapping[str, float], met
     best = methods[int(_BETTER[metric]([estimates[m] for m in methods]))]
     out = {}
     for m in methods:
-        low, high = _pooled.paired_difference_interval(draws[m], draws[best], confidence)
+        low, high = _bootstrap.paired_difference_interval(
+            draws[m], draws[best], confidence, drop_undefined=True
+        )
         out[m] = (best, low, high)
     return best, out
 
@@ -216,8 +219,8 @@ def pooled_frame(
         for method in methods:
             row = {"model": model, "method": method, "ood_set": ood_set, "n_replicates": k}
             for metric in _pooled.METRICS:
-                low, high = _pooled.percentile_interval(
-                    draws[method, ood_set][metric], settings["confidence"]
+                low, high = _bootstrap.percentile_interval(
+                    draws[method, ood_set][metric], settings["confidence"], drop_undefined=True
                 )
                 best, diff_low, diff_high = paired[metric][method]
                 row |= {
