@@ -211,30 +211,10 @@ def _derived_manifest(first: Mapping, records: dict, n: int, meta: Mapping, **ex
     return {**inherited, **feature_manifest(records, n, model, dataset, meta, **extra)}
 
 
-def merge_feature_parts(
-    part_stems,
-    out_stem: str | os.PathLike,
-    *,
-    meta: Mapping[str, Any] | None = None,
-    chunk_rows: int = 65536,
-    log=None,
-) -> dict:
-    """Concatenate the feature sets of a dataset's parts (each written by
-    :func:`extract_features` with ``rows=``) into one feature set under ``out_stem``;
-    returns its manifest, which has the same form as a single job's.
-
-    Before anything is written, checks that the parts cover the rows ``0 .. n`` exactly
-    once and in order, were extracted from the same dataset size by the same weights
-    (model SHA-256) with the same feature width, classes and dtypes; any mismatch raises
-    ``ValueError`` naming the part. Rows are copied ``chunk_rows`` at a time from memory
-    maps, so memory stays bounded by one chunk whatever the dataset size.
-    """
-    stems = [os.fspath(p) for p in part_stems]
-    if not stems:
-        raise ValueError("no parts to merge")
-    chunk_rows = check_positive_int(chunk_rows, "chunk_rows")
-    log = log or (lambda message: None)
-    sets = [load_features(stem) for stem in stems]
+def _check_parts(stems: list[str], sets: list) -> int:
+    """The dataset size ``n`` of the parts, after checking that they cover the rows
+    ``0 .. n`` exactly once and in order and come from the same run as the first
+    (ValueError naming the part otherwise)."""
     first = sets[0].manifest
     expected_row = 0
     for stem, part in zip(stems, sets, strict=True):
@@ -270,6 +250,35 @@ def merge_feature_parts(
     n = first["rows"]["of"]
     if expected_row != n:
         raise ValueError(f"the parts end at row {expected_row} of {n}: the last parts are missing")
+    return n
+
+
+def merge_feature_parts(
+    part_stems,
+    out_stem: str | os.PathLike,
+    *,
+    meta: Mapping[str, Any] | None = None,
+    chunk_rows: int = 65536,
+    log=None,
+) -> dict:
+    """Concatenate the feature sets of a dataset's parts (each written by
+    :func:`extract_features` with ``rows=``) into one feature set under ``out_stem``;
+    returns its manifest, which has the same form as a single job's.
+
+    Before anything is written, checks that the parts cover the rows ``0 .. n`` exactly
+    once and in order, were extracted from the same dataset size by the same weights
+    (model SHA-256) with the same feature width, classes and dtypes; any mismatch raises
+    ``ValueError`` naming the part. Rows are copied ``chunk_rows`` at a time from memory
+    maps, so memory stays bounded by one chunk whatever the dataset size.
+    """
+    stems = [os.fspath(p) for p in part_stems]
+    if not stems:
+        raise ValueError("no parts to merge")
+    chunk_rows = check_positive_int(chunk_rows, "chunk_rows")
+    log = log or (lambda message: None)
+    sets = [load_features(stem) for stem in stems]
+    first = sets[0].manifest
+    n = _check_parts(stems, sets)
     start_time = time.perf_counter()
     writers = ArrayWriters(os.fspath(out_stem), n, np.dtype(first["arrays"]["features"]["dtype"]))
     with writers:
