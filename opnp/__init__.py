@@ -24,7 +24,7 @@ _LAZY = {
     "module_sensitivity": ("nets.network", "module_sensitivity"),
     "layer_pruning_masks": ("nets.network", "layer_pruning_masks"),
     "pruned_model": ("nets.network", "pruned_model"),
-    "parameter_sensitivity_autograd": ("sensitivity", "parameter_sensitivity_autograd"),
+    "parameter_sensitivity_autograd": ("nets.network", "parameter_sensitivity_autograd"),
 }
 
 

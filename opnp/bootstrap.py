@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from opnp.metrics import _scores
+from opnp.metrics import check_scores
 
 __all__ = [
     "DEFAULT_CONFIDENCE",
@@ -183,8 +183,8 @@ def bootstrap_metrics(
     from opnp.backend import torch_device
 
     dev = torch_device(id_scores, device)
-    ids = _scores(id_scores, "id_scores")
-    oods = _scores(ood_scores, "ood_scores")
+    ids = check_scores(id_scores, "id_scores")
+    oods = check_scores(ood_scores, "ood_scores")
     n_resamples = _check_count(n_resamples, "n_resamples")
     n1, n0 = len(ids), len(oods)
     block = block_size(n1, n0) if block is None else _check_count(block, "block")
@@ -269,8 +269,15 @@ def _bootstrap_torch(args, n_resamples, seed, ood_name, block, fpr95, auroc, dev
         auroc[start : start + k] = u2.cpu().numpy() / (2.0 * n1 * n0)
 
 
-def _values(values: Any, name: str) -> np.ndarray:
+def _values(values: Any, name: str, drop_undefined: bool = False) -> np.ndarray:
     arr = np.asarray(values, dtype=np.float64)
+    if drop_undefined:
+        if arr.ndim != 1:
+            raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+        arr = arr[np.isfinite(arr)]
+        if arr.size == 0:
+            raise ValueError(f"{name} has no finite draw")
+        return arr
     if arr.ndim != 1 or arr.size == 0:
         raise ValueError(f"{name} must be a non-empty 1-D array, got shape {arr.shape}")
     if not np.isfinite(arr).all():
@@ -278,28 +285,37 @@ def _values(values: Any, name: str) -> np.ndarray:
     return arr
 
 
-def percentile_interval(values: Any, confidence: float = DEFAULT_CONFIDENCE) -> tuple[float, float]:
-    """``(low, high)``: the ``(100 -+ confidence) / 2`` percentiles of ``values``."""
+def percentile_interval(
+    values: Any, confidence: float = DEFAULT_CONFIDENCE, *, drop_undefined: bool = False
+) -> tuple[float, float]:
+    """``(low, high)``: the ``(100 -+ confidence) / 2`` percentiles of ``values``.
+
+    ``drop_undefined``: leave NaN and infinite values out (the draws of
+    :mod:`opnp.pooled_bootstrap` in which a metric is undefined) instead of refusing them.
+    """
     confidence = _check_confidence(confidence)
-    arr = _values(values, "values")
+    arr = _values(values, "values", drop_undefined)
     tail = (100.0 - confidence) / 2.0
     low, high = np.percentile(arr, [tail, 100.0 - tail])
     return float(low), float(high)
 
 
 def paired_difference_interval(
-    a: Any, b: Any, confidence: float = DEFAULT_CONFIDENCE
+    a: Any, b: Any, confidence: float = DEFAULT_CONFIDENCE, *, drop_undefined: bool = False
 ) -> tuple[float, float]:
     """Percentile interval of ``a - b`` per resample; ``a`` and ``b`` are two methods'
-    metric on the same resamples (same length, same order)."""
-    a = _values(a, "a")
-    b = _values(b, "b")
+    metric on the same resamples (same length, same order). ``drop_undefined``: as in
+    :func:`percentile_interval`, for the differences (undefined where either is)."""
+    if drop_undefined:
+        a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    else:
+        a, b = _values(a, "a"), _values(b, "b")
     if a.shape != b.shape:
         raise ValueError(
-            f"paired resamples must have the same length, got {len(a)} and {len(b)} "
+            f"paired resamples must have the same length, got shapes {a.shape} and {b.shape} "
             "(were they drawn with the same n_resamples?)"
         )
-    return percentile_interval(a - b, confidence)
+    return percentile_interval(a - b, confidence, drop_undefined=drop_undefined)
 
 
 def interval_includes_zero(a: Any, b: Any, confidence: float = DEFAULT_CONFIDENCE) -> bool:

@@ -13,7 +13,7 @@ Files of one feature set (the stem is e.g. ``results/digits/features/smallcnn/di
 
 Every array is written to a temporary file (rows at their offsets through a file handle,
 so written pages never stay in the writer's memory) that is renamed into place only when
-complete (:class:`_Writers`). A dataset too large for one job is extracted in
+complete (:class:`ArrayWriters`). A dataset too large for one job is extracted in
 *parts*: each job extracts the rows :func:`part_rows` of its part (its manifest records
 the range and the model's SHA-256); :func:`merge_feature_parts` checks that the parts
 cover every row once, from the same weights, and streams them into one feature set.
@@ -62,7 +62,7 @@ def array_path(out_stem: str | os.PathLike, kind: str) -> Path:
     return Path(f"{stem}.manifest.json" if kind == "manifest" else f"{stem}.{kind}.npy")
 
 
-class _Writers:
+class ArrayWriters:
     """Final arrays written to temporary ``.npy`` files, renamed only on success.
 
     Each file is created with its ``.npy`` header and full size, then rows are written
@@ -130,7 +130,7 @@ class _Writers:
         for path in self.tmp.values():
             path.unlink(missing_ok=True)
 
-    def __enter__(self) -> _Writers:
+    def __enter__(self) -> ArrayWriters:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -159,8 +159,8 @@ class _Writers:
         return records
 
 
-def _manifest(records: dict, n: int, model, dataset, meta: Mapping, **fields) -> dict:
-    """The manifest of a feature set of ``n`` rows whose arrays :meth:`_Writers.commit`
+def feature_manifest(records: dict, n: int, model, dataset, meta: Mapping, **fields) -> dict:
+    """The manifest of a feature set of ``n`` rows whose arrays :meth:`ArrayWriters.commit`
     recorded (``records``): sizes, names, ``meta``, the writer's ``fields``, provenance."""
     return {
         "n": n,
@@ -208,33 +208,13 @@ def _derived_manifest(first: Mapping, records: dict, n: int, meta: Mapping, **ex
     inherited = {key: first[key] for key in _INHERITED_KEYS if key in first}
     model = meta.get("model", first.get("model"))
     dataset = meta.get("dataset", first.get("dataset"))
-    return {**inherited, **_manifest(records, n, model, dataset, meta, **extra)}
+    return {**inherited, **feature_manifest(records, n, model, dataset, meta, **extra)}
 
 
-def merge_feature_parts(
-    part_stems,
-    out_stem: str | os.PathLike,
-    *,
-    meta: Mapping[str, Any] | None = None,
-    chunk_rows: int = 65536,
-    log=None,
-) -> dict:
-    """Concatenate the feature sets of a dataset's parts (each written by
-    :func:`extract_features` with ``rows=``) into one feature set under ``out_stem``;
-    returns its manifest, which has the same form as a single job's.
-
-    Before anything is written, checks that the parts cover the rows ``0 .. n`` exactly
-    once and in order, were extracted from the same dataset size by the same weights
-    (model SHA-256) with the same feature width, classes and dtypes; any mismatch raises
-    ``ValueError`` naming the part. Rows are copied ``chunk_rows`` at a time from memory
-    maps, so memory stays bounded by one chunk whatever the dataset size.
-    """
-    stems = [os.fspath(p) for p in part_stems]
-    if not stems:
-        raise ValueError("no parts to merge")
-    chunk_rows = check_positive_int(chunk_rows, "chunk_rows")
-    log = log or (lambda message: None)
-    sets = [load_features(stem) for stem in stems]
+def _check_parts(stems: list[str], sets: list) -> int:
+    """The dataset size ``n`` of the parts, after checking that they cover the rows
+    ``0 .. n`` exactly once and in order and come from the same run as the first
+    (ValueError naming the part otherwise)."""
     first = sets[0].manifest
     expected_row = 0
     for stem, part in zip(stems, sets, strict=True):
@@ -270,8 +250,37 @@ def merge_feature_parts(
     n = first["rows"]["of"]
     if expected_row != n:
         raise ValueError(f"the parts end at row {expected_row} of {n}: the last parts are missing")
+    return n
+
+
+def merge_feature_parts(
+    part_stems,
+    out_stem: str | os.PathLike,
+    *,
+    meta: Mapping[str, Any] | None = None,
+    chunk_rows: int = 65536,
+    log=None,
+) -> dict:
+    """Concatenate the feature sets of a dataset's parts (each written by
+    :func:`extract_features` with ``rows=``) into one feature set under ``out_stem``;
+    returns its manifest, which has the same form as a single job's.
+
+    Before anything is written, checks that the parts cover the rows ``0 .. n`` exactly
+    once and in order, were extracted from the same dataset size by the same weights
+    (model SHA-256) with the same feature width, classes and dtypes; any mismatch raises
+    ``ValueError`` naming the part. Rows are copied ``chunk_rows`` at a time from memory
+    maps, so memory stays bounded by one chunk whatever the dataset size.
+    """
+    stems = [os.fspath(p) for p in part_stems]
+    if not stems:
+        raise ValueError("no parts to merge")
+    chunk_rows = check_positive_int(chunk_rows, "chunk_rows")
+    log = log or (lambda message: None)
+    sets = [load_features(stem) for stem in stems]
+    first = sets[0].manifest
+    n = _check_parts(stems, sets)
     start_time = time.perf_counter()
-    writers = _Writers(os.fspath(out_stem), n, np.dtype(first["arrays"]["features"]["dtype"]))
+    writers = ArrayWriters(os.fspath(out_stem), n, np.dtype(first["arrays"]["features"]["dtype"]))
     with writers:
         for part in sets:
             offset = part.manifest["rows"]["start"]
@@ -343,7 +352,7 @@ def select_feature_rows(
         )
     chunk_rows = check_positive_int(chunk_rows, "chunk_rows")
     first = source.manifest
-    writers = _Writers(
+    writers = ArrayWriters(
         os.fspath(out_stem), len(rows), np.dtype(first["arrays"]["features"]["dtype"])
     )
     with writers:
@@ -410,3 +419,9 @@ def load_features(
     if len(n) != 1:
         raise ValueError(f"{out_stem}: features, logits and labels have different lengths {n}")
     return FeatureSet(arrays["features"], arrays["logits"], arrays["labels"], manifest)
+
+
+# The old private names, for opnp/nets/extraction.py only: removed when branch
+# arch-network merges (it then imports feature_manifest and ArrayWriters).
+_manifest = feature_manifest
+_Writers = ArrayWriters

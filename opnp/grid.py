@@ -25,205 +25,22 @@ import numpy as np
 from opnp._validation import (
     check_choice,
     check_features,
-    check_linear,
-    check_percentage_pair,
     check_positive,
     iter_chunks,
 )
 from opnp.grid_kernels import (
-    _contributions,
-    _exponentiate,
-    _grid_torch,
-    _traverse,
-    _traverse_exp,
-    _traverse_separable,
+    exponentiate_pairs,
+    group_contributions,
+    score_grid_torch,
+    traverse_additive,
+    traverse_products,
+    traverse_separable,
 )
-from opnp.pruning import _check_sensitivities, percentile, scope_axis
+from opnp.grid_plan import PERCENT_KEYS, GridPlan
 
 SCORES = ("energy", "msp", "maxlogit")
-PERCENT_KEYS = ("weight_low", "weight_high", "neuron_low", "neuron_high")
-# Groups with at most this share of weights are multiplied as sparse matrices.
-SPARSE_DENSITY = 0.02
 # Bytes of one (rows, C) float64 array of the traversal (its row block); see score_pruning_grid.
 BLOCK_BYTES = 512 * 1024
-
-
-def _config_values(config: Mapping[str, Any], i: int) -> tuple[float, float, float, float]:
-    if not isinstance(config, Mapping):
-        raise ValueError(f"configs[{i}] must be a dict of percentages, got {config!r}")
-    wl, wh = check_percentage_pair(
-        config.get("weight_low", 0),
-        config.get("weight_high", 0),
-        f"configs[{i}]['weight_low']",
-        f"configs[{i}]['weight_high']",
-    )
-    nl, nh = check_percentage_pair(
-        config.get("neuron_low", 0),
-        config.get("neuron_high", 0),
-        f"configs[{i}]['neuron_low']",
-        f"configs[{i}]['neuron_high']",
-    )
-    return wl, wh, nl, nh
-
-
-class _Axis:
-    """Groups of the entries of one sensitivity array (weights or neurons) under all
-    (low, high) pairs used by the grid."""
-
-    def __init__(
-        self, values: np.ndarray, pairs: Sequence[tuple[float, float]], axis: int | None = None
-    ):
-        flat = values.ravel()
-        lows = sorted({lo for lo, _ in pairs if lo > 0})
-        highs = sorted({hi for _, hi in pairs if hi > 0})
-        if len(lows) + len(highs) > 62:
-            raise ValueError(
-                f"a grid may use at most 62 distinct nonzero percentages per axis, got "
-                f"{len(lows) + len(highs)}"
-            )
-        # Same thresholds and comparisons as opnp.pruning.tail_mask (``axis`` likewise).
-        code = np.zeros(flat.shape, dtype=np.int64)
-        self.bit = {}
-        for b, lo in enumerate(lows):
-            code |= (values < percentile(values, lo, axis)).ravel().astype(np.int64) << b
-            self.bit[("low", lo)] = b
-        for b, hi in enumerate(highs, start=len(lows)):
-            code |= (values > percentile(values, 100.0 - hi, axis)).ravel().astype(np.int64) << b
-            self.bit[("high", hi)] = b
-        self.codes, self.labels = np.unique(code, return_inverse=True)
-        self.labels = self.labels.reshape(values.shape)
-        self.low_mask = (1 << len(lows)) - 1  # the bits of the low percentages
-
-    def kept(self, low: float, high: float) -> np.ndarray:
-        """Boolean over groups: kept by the pair (low, high)."""
-        prune = 0
-        if low > 0:
-            prune |= 1 << self.bit[("low", low)]
-        if high > 0:
-            prune |= 1 << self.bit[("high", high)]
-        return (self.codes & prune) == 0
-
-
-def _serpentine(pairs: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """Distinct pairs sorted by the first value, the second alternating direction, so
-    consecutive pairs usually differ in one percentage."""
-    out = []
-    for i, first in enumerate(sorted({a for a, _ in pairs})):
-        seconds = sorted({b for a, b in pairs if a == first}, reverse=bool(i % 2))
-        out += [(first, s) for s in seconds]
-    return out
-
-
-def _chain(sets: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
-    """Build order of products over boolean group sets (rows of ``sets``): steps
-    ``(i, j, groups)`` meaning product_i = product_j * prod of F[groups] (``j = -1``: from
-    the start value), each from the largest earlier set it contains."""
-    steps: list[tuple[int, int, np.ndarray]] = []
-    for i in np.argsort(sets.sum(axis=1), kind="stable"):
-        base = -1
-        for j, _, _ in steps:
-            if not np.any(sets[j] & ~sets[i]) and (base < 0 or sets[j].sum() > sets[base].sum()):
-                base = j
-        rest = sets[i] & ~sets[base] if base >= 0 else sets[i]
-        steps.append((int(i), base, np.nonzero(rest)[0]))
-    return steps
-
-
-class GridPlan:
-    """Group structure and masked weight blocks of one grid (reusable across feature
-    sets, e.g. the ID and each OOD validation set). ``threshold_scope``: where the
-    weight thresholds are taken, as in :func:`opnp.pruning.pruning_masks`."""
-
-    def __init__(
-        self,
-        weight,
-        bias,
-        param_sensitivity,
-        neuron_sensitivity,
-        configs,
-        threshold_scope: str = "matrix",
-    ):
-        self.weight, self.bias = check_linear(weight, bias)
-        s, n = _check_sensitivities(param_sensitivity, neuron_sensitivity)
-        if s.shape != self.weight.shape:
-            raise ValueError(
-                f"param_sensitivity must have the weight's shape {self.weight.shape}, got {s.shape}"
-            )
-        configs = list(configs)
-        if not configs:
-            raise ValueError("configs is empty")
-        self.values = [_config_values(c, i) for i, c in enumerate(configs)]
-        self.weight_axis = _Axis(
-            s, [(v[0], v[1]) for v in self.values], scope_axis(threshold_scope)
-        )
-        self.neuron_axis = _Axis(n, [(v[2], v[3]) for v in self.values])
-        c, d = self.weight.shape
-        self.neuron_cols = [
-            np.nonzero(self.neuron_axis.labels == g)[0] for g in range(len(self.neuron_axis.codes))
-        ]
-        # Masked weight blocks of every nonempty (weight group, neuron group) pair, stacked
-        # per neuron group so that one product gives all its pairs: the dense groups as
-        # one (|cols|, k * C) matrix (h_n @ it), the sparse ones as one CSR (k * C, |cols|)
-        # (it @ h_n^T). ``stacks[g_n] = (dense keys, dense matrix, sparse keys, CSR)``.
-        from scipy import sparse
-
-        self.stacks: list[tuple[list, np.ndarray | None, list, Any]] = []
-        for g_n, cols in enumerate(self.neuron_cols):
-            labels = self.weight_axis.labels[:, cols]
-            dense_keys, dense, sparse_keys, sparse_blocks = [], [], [], []
-            for g_w in np.unique(labels):
-                member = labels == g_w
-                block = np.where(member, self.weight[:, cols], 0.0)  # (C, |cols|)
-                if member.mean() <= SPARSE_DENSITY:
-                    sparse_keys.append((int(g_w), g_n))
-                    sparse_blocks.append(sparse.csr_matrix(block))
-                else:
-                    dense_keys.append((int(g_w), g_n))
-                    dense.append(block.T)
-            self.stacks.append(
-                (
-                    dense_keys,
-                    np.ascontiguousarray(np.hstack(dense)) if dense else None,
-                    sparse_keys,
-                    sparse.vstack(sparse_blocks, format="csr") if sparse_blocks else None,
-                )
-            )
-        self.pair_keys = [key for st in self.stacks for key in st[0] + st[2]]
-        # Visit order: neuron cells, and within each the weight cells of its configs.
-        self.order: list[
-            tuple[tuple[float, float], list[tuple[tuple[float, float], list[int]]]]
-        ] = []
-        by_neuron: dict[tuple[float, float], dict[tuple[float, float], list[int]]] = {}
-        for i, (wl, wh, nl, nh) in enumerate(self.values):
-            by_neuron.setdefault((nl, nh), {}).setdefault((wl, wh), []).append(i)
-        for ncell in _serpentine(list(by_neuron)):
-            wcells = by_neuron[ncell]
-            self.order.append((ncell, [(w, wcells[w]) for w in _serpentine(list(wcells))]))
-
-        # For each neuron group, its nonempty (weight group, pair key)s.
-        self.pairs_of_neuron: list[list[tuple[int, tuple[int, int]]]] = [
-            [(key[0], key) for key in self.pair_keys if key[1] == g_n]
-            for g_n in range(len(self.neuron_cols))
-        ]
-        self.bias_range = float(self.bias.max() - self.bias.min())
-        # Energy shortcut (module docstring, step 5): with no weight group in both a low
-        # and a high tail, the kept groups of (wl, wh) are A(wl) (the middle and the
-        # low-tail groups wl keeps) plus B(wh) (the high-tail groups wh keeps).
-        wa = self.weight_axis
-        low, high = (wa.codes & wa.low_mask) != 0, (wa.codes & ~wa.low_mask) != 0
-        self.separable = not np.any(low & high)
-        lows = sorted({v[0] for v in self.values})
-        highs = sorted({v[1] for v in self.values})
-        self.a_index = {v: i for i, v in enumerate(lows)}
-        self.b_index = {v: i for i, v in enumerate(highs)}
-        self.a_sets = np.array([wa.kept(v, 0) & ~high for v in lows])
-        self.b_sets = np.array([wa.kept(0, v) & high for v in highs])
-        self.a_chain = _chain(self.a_sets)
-        self.b_chain = _chain(self.b_sets)
-
-    @property
-    def n_pairs(self) -> int:
-        return len(self.pair_keys)
 
 
 def default_threads() -> int:
@@ -300,17 +117,33 @@ def score_pruning_grid(
         per_row = (plan.n_pairs + len(plan.weight_axis.codes) + 3) * c * 8
         chunk_size = int(min(8192, max(64, memory_budget // per_row)))
     if dev is not None:
-        return _grid_torch(plan, h, score, t, react_threshold, int(chunk_size), out, dev)
+        return score_grid_torch(plan, h, score, t, react_threshold, int(chunk_size), out, dev)
     threads = default_threads() if n_threads is None else int(n_threads)
     if threads < 1:
         raise ValueError(f"n_threads must be a positive integer, got {n_threads!r}")
-    n_wgroups = len(plan.weight_axis.codes)
+    _score_on_cpu(plan, h, score, t, react_threshold, int(chunk_size), threads, out)
+    return out
+
+
+def _score_on_cpu(
+    plan: GridPlan,
+    h: np.ndarray,
+    score: str,
+    t: float,
+    react_threshold: float | None,
+    chunk_size: int,
+    threads: int,
+    out: np.ndarray,
+) -> None:
+    """Fill ``out`` (n_configs, N): per chunk of rows the group contributions, then the
+    traversal of every config on row blocks shared between ``threads`` threads."""
+    c, n_wgroups = plan.weight.shape[0], len(plan.weight_axis.codes)
     wkept = {w: plan.weight_axis.kept(*w) for _, cells in plan.order for w, _ in cells}
     nkept = {ncell: plan.neuron_axis.kept(*ncell) for ncell, _ in plan.order}
     bias_exp = (np.exp((plan.bias - plan.bias.max()) / t), plan.bias.max() / t)
     # The traversal runs on blocks of ``block_rows`` rows so that the (rows, C) arrays it
     # updates stay in the CPU cache; the products above use the whole chunk.
-    block_rows = max(1, min(int(chunk_size), BLOCK_BYTES // (8 * c)))
+    block_rows = max(1, min(chunk_size, BLOCK_BYTES // (8 * c)))
     separable = score == "energy" and plan.separable
     n_a, n_b = (len(plan.a_chain), len(plan.b_chain)) if separable else (0, 0)
     # Scratch per thread: group sums / products (n_wgroups, rows, C), logits, tmp, res,
@@ -333,34 +166,33 @@ def score_pruning_grid(
         for b0 in range(k * block_rows, n_rows, threads * block_rows):
             rows = min(block_rows, n_rows - b0)
             zb = {key: v[b0 : b0 + rows] for key, v in z.items()}
-            exps = None if score == "maxlogit" else _exponentiate(plan, zb, t, ebuf[:, :rows])
+            exps = None if score == "maxlogit" else exponentiate_pairs(plan, zb, t, ebuf[:, :rows])
             if exps is None:  # additive path (max logit, or a row with a wide range)
-                _traverse(
+                traverse_additive(
                     plan, zb, wkept, nkept, score, t,
                     g[:, :rows], logits[:rows], tmp[:rows], res[:rows],
                     out, start + b0,
                 )  # fmt: skip
             elif separable:
-                _traverse_separable(
+                traverse_separable(
                     plan, *exps, nkept, t, bias_exp,
                     g[:, :rows], a[:rows], b[:rows], out, start + b0,
                 )  # fmt: skip
             else:
-                _traverse_exp(
+                traverse_products(
                     plan, *exps, wkept, nkept, score, t, bias_exp,
                     g[:, :rows], logits[:rows], out, start + b0,
                 )  # fmt: skip
 
     buffers: dict = {}  # the contributions' output arrays, reused by every chunk
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        for start, hc in iter_chunks(h, int(chunk_size), "features", dtype=np.float64):
+        for start, hc in iter_chunks(h, chunk_size, "features", dtype=np.float64):
             if react_threshold is not None:
                 hc = np.minimum(hc, float(react_threshold))
-            z = _contributions(plan, hc, buffers, pool)
+            z = group_contributions(plan, hc, buffers, pool)
             jobs = [pool.submit(run_blocks, k, z, start, len(hc)) for k in range(threads)]
             for job in jobs:
                 job.result()
-    return out
 
 
 def evaluate_pruning_grid(

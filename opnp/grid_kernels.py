@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from opnp.grid import GridPlan
+    from opnp.grid_plan import GridPlan
 
 # Largest total log-range (sum over group pairs and the bias of (max - min) / T of a
 # row) for which a row block uses the multiplicative path: exp(-600) ~ 1e-261 stays far
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 MAX_LOG_RANGE = 600.0
 
 
-def _contributions(
+def group_contributions(
     plan: GridPlan, h: np.ndarray, buffers: dict | None = None, pool=None
 ) -> dict[tuple[int, int], np.ndarray]:
     """Z[w, n] = h[:, cols(n)] @ (W * [group == w])[:, cols(n)]^T (rows, C) of every pair:
@@ -113,7 +113,7 @@ def _neuron_cells(plan, nkept, keep, drop):
         yield wcells
 
 
-def _traverse(plan, z, wkept, nkept, score, t, g, logits, tmp, res, out, row0) -> None:
+def traverse_additive(plan, z, wkept, nkept, score, t, g, logits, tmp, res, out, row0) -> None:
     """Visit every config of ``plan`` on one block of rows, updating the logits
     incrementally, and write the scores to ``out[:, row0 : row0 + rows]``."""
     rows = len(logits)
@@ -145,7 +145,7 @@ def _traverse(plan, z, wkept, nkept, score, t, g, logits, tmp, res, out, row0) -
                 out[i, row0 : row0 + rows] = res
 
 
-def _exponentiate(plan, z, t, buf) -> tuple[dict, dict] | None:
+def exponentiate_pairs(plan, z, t, buf) -> tuple[dict, dict] | None:
     """One row block: E[w, n] = exp((Z[w, n] - max_c Z) / T) of every pair, written
     to ``buf`` (n_pairs, rows, C) (row-major, whatever the layout of ``z``). Returns
     ({pair: E}, {pair: the shifts max_c Z / T (rows,)}), or None when a row's total
@@ -186,8 +186,8 @@ def _product_updates(f, f_shift, z, shifts):
     return keep, drop
 
 
-def _traverse_exp(plan, z, shifts, wkept, nkept, score, t, bias_exp, f, p, out, row0) -> None:
-    """:func:`_traverse` in the exponential domain (module docstring, step 4): ``z``
+def traverse_products(plan, z, shifts, wkept, nkept, score, t, bias_exp, f, p, out, row0) -> None:
+    """:func:`traverse_additive` in the exponential domain (module docstring, step 4): ``z``
     holds E[w, n] = exp(Z[w, n] / T - shift[w, n]); F_w = prod of E[w, n] over the kept
     neuron groups, P = exp(b / T - shift_b) * prod of the kept F_w = exp(f' / T - shift)
     with the shifts tracked per row; energy = T (log sum_c P + shift), MSP = max P / sum P.
@@ -225,9 +225,9 @@ def _traverse_exp(plan, z, shifts, wkept, nkept, score, t, bias_exp, f, p, out, 
                 out[i, row0 : row0 + rows] = res
 
 
-def _traverse_separable(plan, z, shifts, nkept, t, bias_exp, f, a, b, out, row0) -> None:
+def traverse_separable(plan, z, shifts, nkept, t, bias_exp, f, a, b, out, row0) -> None:
     """Energy of every config of a separable plan (module docstring, step 5) on one row
-    block: per neuron cell, F_w as in :func:`_traverse_exp`, then A(wl) = exp(b / T) *
+    block: per neuron cell, F_w as in :func:`traverse_products`, then A(wl) = exp(b / T) *
     prod of F over A's groups and B(wh) likewise (``a``: (rows, n_wl, C), ``b``:
     (rows, n_wh, C)), and sum_c A(wl)_c B(wh)_c for all (wl, wh) at once as one batched
     matrix product."""
@@ -275,7 +275,7 @@ def _score_into(logits: np.ndarray, kind: str, temperature: float, tmp: np.ndarr
         out[:] = np.exp(-log_sum)
 
 
-def _grid_torch(plan, h, score, t, react_threshold, chunk_size, out, device) -> np.ndarray:
+def score_grid_torch(plan, h, score, t, react_threshold, chunk_size, out, device) -> np.ndarray:
     """:func:`score_pruning_grid` with torch on ``device``: per chunk, one product per
     neuron group (its dense and sparse weight groups as one dense matrix), then the
     additive traversal (step 3) with each config's scores kept on the device and copied

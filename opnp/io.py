@@ -23,7 +23,7 @@ import platform
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -236,12 +236,14 @@ def provenance() -> dict[str, str]:
     return record
 
 
-def config_hash(config: Mapping[str, Any], length: int = 12) -> str:
-    """Short SHA-256 of the canonical JSON of ``config`` (sorted keys, no whitespace).
+def config_hash(settings: Any, length: int = 12) -> str:
+    """Short SHA-256 of the canonical JSON of ``settings`` (sorted keys, no whitespace):
+    a config or a job's settings, any JSON value (numpy values, paths and sets as in the
+    provenance records). The workflow records it in every result row (``config_hash``)
+    and passes it as a param, so that changing one method's settings re-runs only that
+    method's jobs.
 
-    Two configs that differ only in key order or in YAML formatting hash the same.
+    Two values that differ only in key order or in YAML formatting hash the same.
     """
-    if not isinstance(config, Mapping):
-        raise ValueError(f"config must be a mapping, got {type(config).__name__}")
-    text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=_json_default)
+    text = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=_json_default)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]

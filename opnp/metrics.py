@@ -47,7 +47,9 @@ from opnp._validation import check_choice, to_numpy
 CONVENTIONS = ("paper", "openood")
 
 
-def _scores(x: Any, name: str) -> np.ndarray:
+def check_scores(x: Any, name: str) -> np.ndarray:
+    """A non-empty 1-D float64 array of finite scores (a (N, 1) or (1, N) array is
+    flattened); ValueError naming ``name`` otherwise."""
     arr = np.asarray(to_numpy(x, name), dtype=np.float64)
     if arr.ndim != 1:
         arr = arr.reshape(-1) if arr.ndim == 2 and 1 in arr.shape else arr
@@ -76,8 +78,8 @@ def fpr_at_95_tpr(
     check_choice(convention, "convention", CONVENTIONS)
     if not (0.0 < float(tpr) <= 1.0):
         raise ValueError(f"tpr must be in (0, 1], got {tpr!r}")
-    ids = _scores(id_scores, "id_scores")
-    oods = _scores(ood_scores, "ood_scores")
+    ids = check_scores(id_scores, "id_scores")
+    oods = check_scores(ood_scores, "ood_scores")
     if convention == "paper":
         return _fpr_at_tpr(ids, oods, float(tpr))
     return _fpr_at_tpr(-oods, -ids, float(tpr))
@@ -87,8 +89,8 @@ def auroc(id_scores: Any, ood_scores: Any) -> float:
     """Area under the ROC curve with ID positive (ties count 1/2)."""
     from scipy.stats import rankdata
 
-    ids = _scores(id_scores, "id_scores")
-    oods = _scores(ood_scores, "ood_scores")
+    ids = check_scores(id_scores, "id_scores")
+    oods = check_scores(ood_scores, "ood_scores")
     ranks = rankdata(np.concatenate([ids, oods]))  # average ranks for ties
     n1, n0 = len(ids), len(oods)
     u = ranks[:n1].sum() - n1 * (n1 + 1) / 2.0
@@ -113,19 +115,23 @@ def _average_precision(pos: np.ndarray, neg: np.ndarray) -> float:
 
 def aupr_in(id_scores: Any, ood_scores: Any) -> float:
     """Area under the precision-recall curve with ID positive (average precision)."""
-    return _average_precision(_scores(id_scores, "id_scores"), _scores(ood_scores, "ood_scores"))
+    return _average_precision(
+        check_scores(id_scores, "id_scores"), check_scores(ood_scores, "ood_scores")
+    )
 
 
 def aupr_out(id_scores: Any, ood_scores: Any) -> float:
     """Average precision with OOD positive, scored by the negated ID-confidence."""
-    return _average_precision(-_scores(ood_scores, "ood_scores"), -_scores(id_scores, "id_scores"))
+    return _average_precision(
+        -check_scores(ood_scores, "ood_scores"), -check_scores(id_scores, "id_scores")
+    )
 
 
 def evaluate(id_scores: Any, ood_scores: Any, convention: str = "paper") -> dict[str, float]:
     """``{"fpr95", "auroc", "aupr_in", "aupr_out"}`` as fractions in [0, 1]."""
     check_choice(convention, "convention", CONVENTIONS)
-    ids = _scores(id_scores, "id_scores")
-    oods = _scores(ood_scores, "ood_scores")
+    ids = check_scores(id_scores, "id_scores")
+    oods = check_scores(ood_scores, "ood_scores")
     return {
         "fpr95": fpr_at_95_tpr(ids, oods, convention=convention),
         "auroc": auroc(ids, oods),

@@ -21,7 +21,8 @@ The 95 % interval is the percentile interval of the draws.
 
 Pairing: a draw depends only on ``(seed, stream, the sorted distinct unit ids, draw
 number)``, never on the scores, so two methods scored on the same images get the same
-draws, and :func:`paired_difference_interval` gives the interval of their difference.
+draws, and :func:`opnp.bootstrap.paired_difference_interval` (``drop_undefined=True``)
+gives the interval of their difference.
 
 Caveats. A cluster bootstrap is justified asymptotically in the number of clusters; with
 6 OOD classes (4 per replicate) the OOD classes' spread is estimated from 6 values and the
@@ -42,13 +43,17 @@ from typing import Any
 import numpy as np
 
 from opnp import metrics as _metrics
-from opnp.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_N_RESAMPLES, DEFAULT_SEED, block_size
+from opnp.bootstrap import (
+    DEFAULT_CONFIDENCE,
+    DEFAULT_N_RESAMPLES,
+    DEFAULT_SEED,
+    block_size,
+    percentile_interval,
+)
 
 __all__ = [
     "ID_UNITS_STREAM",
     "METRICS",
-    "paired_difference_interval",
-    "percentile_interval",
     "pooled_bootstrap",
     "pooled_intervals",
     "unit_counts",
@@ -93,8 +98,8 @@ def weighted_metrics(
     :func:`opnp.metrics.fpr_at_95_tpr` (paper convention) and :func:`opnp.metrics.auroc` of
     the scores repeated by their weights. ``id_weights`` is ``(B, n_id)``, ``ood_weights``
     ``(B, n_ood)``; a row whose ID or OOD weights are all 0 gives NaN."""
-    ids = _metrics._scores(id_scores, "id_scores")
-    oods = _metrics._scores(ood_scores, "ood_scores")
+    ids = _metrics.check_scores(id_scores, "id_scores")
+    oods = _metrics.check_scores(ood_scores, "ood_scores")
     id_w = np.asarray(id_weights, dtype=np.int64)
     ood_w = np.asarray(ood_weights, dtype=np.int64)
     if id_w.ndim != 2 or id_w.shape[1] != len(ids):
@@ -186,9 +191,9 @@ def pooled_bootstrap(
     k = len(id_scores)
     if k < 1:
         raise ValueError("pooled_bootstrap needs at least one replicate")
-    ids = [_metrics._scores(s, f"id_scores[{r}]") for r, s in enumerate(id_scores)]
+    ids = [_metrics.check_scores(s, f"id_scores[{r}]") for r, s in enumerate(id_scores)]
     oods = [
-        _metrics._scores(s, f"ood_scores[{r}]")
+        _metrics.check_scores(s, f"ood_scores[{r}]")
         for r, s in enumerate(_replicate_arrays("ood_scores", ood_scores, k))
     ]
     clusters = _replicate_arrays("ood_clusters", ood_clusters, k, [len(o) for o in oods])
@@ -234,40 +239,6 @@ def pooled_bootstrap(
     return out
 
 
-def _finite(values: Any, name: str) -> np.ndarray:
-    arr = np.asarray(values, dtype=np.float64)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
-    arr = arr[np.isfinite(arr)]
-    if arr.size == 0:
-        raise ValueError(f"{name} has no finite draw")
-    return arr
-
-
-def percentile_interval(values: Any, confidence: float = DEFAULT_CONFIDENCE) -> tuple[float, float]:
-    """Percentile interval of the finite draws (undefined draws are left out)."""
-    if not 0 < float(confidence) < 100:
-        raise ValueError(f"confidence must be a percentage in (0, 100), got {confidence!r}")
-    tail = (100.0 - float(confidence)) / 2.0
-    low, high = np.percentile(_finite(values, "values"), [tail, 100.0 - tail])
-    return float(low), float(high)
-
-
-def paired_difference_interval(
-    a: Any, b: Any, confidence: float = DEFAULT_CONFIDENCE
-) -> tuple[float, float]:
-    """Percentile interval of ``a - b`` per draw, two methods' draws of
-    :func:`pooled_bootstrap` on the same units (same seed, same length)."""
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape:
-        raise ValueError(
-            f"paired draws must have the same shape, got {a.shape} and {b.shape} (were they "
-            "drawn with the same n_resamples?)"
-        )
-    return percentile_interval(a - b, confidence)
-
-
 def pooled_intervals(
     id_scores: Sequence[Any],
     ood_scores: Sequence[Any],
@@ -290,5 +261,5 @@ def pooled_intervals(
         ood_name=ood_name,
     )
     for m in METRICS:
-        out[f"{m}_ci"] = percentile_interval(out[f"{m}_resamples"], confidence)
+        out[f"{m}_ci"] = percentile_interval(out[f"{m}_resamples"], confidence, drop_undefined=True)
     return out

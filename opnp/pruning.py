@@ -80,7 +80,9 @@ def _check_param_sensitivity(param_sensitivity) -> np.ndarray:
     return s
 
 
-def _check_sensitivities(param_sensitivity, neuron_sensitivity):
+def check_sensitivities(param_sensitivity, neuron_sensitivity):
+    """Parameter (C, D) and neuron (D,) sensitivities as float64 arrays of matching
+    shapes (ValueError naming the argument otherwise)."""
     s = _check_param_sensitivity(param_sensitivity)
     n = np.asarray(to_numpy(neuron_sensitivity, "neuron_sensitivity"), dtype=np.float64)
     if n.ndim != 1 or n.shape[0] != s.shape[1]:
@@ -117,7 +119,7 @@ def pruning_masks(
     wl, wh = check_percentage_pair(weight_low, weight_high, "weight_low", "weight_high")
     nl, nh = check_percentage_pair(neuron_low, neuron_high, "neuron_low", "neuron_high")
     axis = scope_axis(threshold_scope)
-    s, n = _check_sensitivities(param_sensitivity, neuron_sensitivity)
+    s, n = check_sensitivities(param_sensitivity, neuron_sensitivity)
     return tail_mask(s, wl, wh, "weight", axis), tail_mask(n, nl, nh, "neuron")
 
 
@@ -363,13 +365,6 @@ def _candidates(h: np.ndarray, levels, chunk: int):
             vals = vals[(vals >= low) & (vals <= high)]
             vals = vals[_bin_index(vals, low, high, 4096) == chosen]
         yield start, vals
-
-
-def check_weight_percentages(weight_low, weight_high, neuron_low, neuron_high) -> dict:
-    """The four OPNP percentages validated, as floats (names as in the config)."""
-    wl, wh = check_percentage_pair(weight_low, weight_high, "weight_low", "weight_high")
-    nl, nh = check_percentage_pair(neuron_low, neuron_high, "neuron_low", "neuron_high")
-    return {"weight_low": wl, "weight_high": wh, "neuron_low": nl, "neuron_high": nh}
 
 
 __all__ = [

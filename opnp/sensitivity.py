@@ -14,10 +14,11 @@ implementation that back-propagates the summed energy of a batch,
 S_batch = |P^T H| / N. For nonnegative features (ResNet, after ReLU) the two are equal;
 for signed features (ViT pre-logits) they are not, and per-sample is the paper's Eq. 6.
 
-The closed form is checked against autograd (:func:`parameter_sensitivity_autograd`,
-per-sample ``energy.backward()`` through ``torch.func``) in tests/test_sensitivity.py and
-perf/bench_sensitivity.py. Only the autograd path needs torch; this module imports
-without it.
+The closed form is checked against autograd
+(:func:`opnp.nets.network.parameter_sensitivity_autograd`, per-sample
+``energy.backward()`` through ``torch.func``) in tests/test_sensitivity.py and
+perf/bench_sensitivity.py. This module imports without torch (the core does not import
+:mod:`opnp.nets`).
 """
 
 from __future__ import annotations
@@ -240,55 +241,6 @@ def neuron_sensitivity(param_sensitivity: Any, statistic: str = "mean") -> np.nd
     if statistic == "norm":
         return np.sqrt(np.sum(s * s, axis=0))
     return s.var(axis=0)
-
-
-def parameter_sensitivity_autograd(
-    features: Any,
-    weight: Any,
-    bias: Any = None,
-    temperature: float = 1.0,
-    reduction: str = "per_sample",
-    batch_size: int = 256,
-    dtype: str = "float64",
-) -> np.ndarray:
-    """Reference path: S from autograd of the energy through an ``nn.Linear`` (needs torch).
-
-    ``per_sample``: the gradient dE(x_k)/dW of every sample separately
-    (``torch.func.vmap(grad(...))``, identical to calling ``energy.backward()`` once per
-    sample), then the mean of absolute values. ``batch``: one backward of the summed
-    energy of all samples, then |grad| / N. Used to test the closed form.
-    """
-    import torch
-
-    from opnp.nets.network import module_sensitivity  # torch is imported there
-
-    check_choice(reduction, "reduction", REDUCTIONS)
-    check_choice(dtype, "dtype", PRECISIONS)
-    w64, b64 = check_linear(weight, bias)
-    h = check_features(features, "features", dim=w64.shape[1])
-    tdtype = torch.float64 if dtype == "float64" else torch.float32
-    layer = torch.nn.Linear(w64.shape[1], w64.shape[0]).to(tdtype)
-    with torch.no_grad():
-        layer.weight.copy_(torch.from_numpy(w64))
-        layer.bias.copy_(torch.from_numpy(b64))
-    inputs = torch.from_numpy(np.asarray(h, dtype=np.float64)).to(tdtype)
-    sens = module_sensitivity(
-        layer,
-        inputs,
-        ["weight"],
-        temperature=temperature,
-        reduction=reduction,
-        batch_size=batch_size,
-    )
-    return sens["weight"].double().numpy()
-
-
-def module_sensitivity(*args, **kwargs):
-    """Autograd sensitivity of any ``nn.Module`` parameter: see
-    :func:`opnp.nets.network.module_sensitivity` (imported lazily; needs torch)."""
-    from opnp.nets.network import module_sensitivity as _impl
-
-    return _impl(*args, **kwargs)
 
 
 def pooled_parameter_sensitivity(

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from opnp.features import FORMAT_VERSION, _manifest, _Writers, array_path
+from opnp.features import FORMAT_VERSION, ArrayWriters, array_path, feature_manifest
 from opnp.io import write_json_atomic
 
 __all__ = [
@@ -218,7 +218,7 @@ def write_synthetic_features(
     n = int(dataset["n_images"])
     ood = dataset["distribution"] == "ood"
     start = time.perf_counter()
-    writers = _Writers(os.fspath(out_stem), n, np.dtype(feature_dtype))
+    writers = ArrayWriters(os.fspath(out_stem), n, np.dtype(feature_dtype))
     with writers:
         for block, lo in enumerate(range(0, n, BLOCK_ROWS)):
             rows = min(BLOCK_ROWS, n - lo)
@@ -231,7 +231,7 @@ def write_synthetic_features(
         records = writers.commit()
     seconds = time.perf_counter() - start
     meta = {**dict(meta or {}), "synthetic": dict(dataset)}
-    manifest = _manifest(
+    manifest = feature_manifest(
         records,
         n,
         meta.get("model"),

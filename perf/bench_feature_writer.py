@@ -1,6 +1,6 @@
 """Peak RSS of writing a feature set: the store's file-handle writer against a memory map.
 
-The feature store (opnp.features._Writers) writes each block of rows at its offset
+The feature store (opnp.features.ArrayWriters) writes each block of rows at its offset
 through a file handle; before issue 28 it assigned the rows into a memory map of the
 final file, so every written page stayed mapped and counted in the writing job's RSS
 (5 GB of float16 features + 5 GB of float32 logits for ImageNet's 1.28M training rows).
@@ -54,11 +54,11 @@ def blocks(n: int):
 
 
 def child(folder: Path, mode: str, n: int) -> None:
-    from opnp.features import _Writers
+    from opnp.features import ArrayWriters
 
     t0 = time.perf_counter()
     if mode == "file":
-        writers = _Writers(str(folder / "set"), n, np.dtype(np.float16))
+        writers = ArrayWriters(str(folder / "set"), n, np.dtype(np.float16))
         with writers:
             for row, h, logits, labels in blocks(n):
                 writers.write(row, h, logits, labels)

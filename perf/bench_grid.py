@@ -65,7 +65,8 @@ def traced_peak(fn):
 
 
 def main() -> None:
-    from opnp.grid import GridPlan, default_threads, score_pruning_grid
+    from opnp.grid import default_threads, score_pruning_grid
+    from opnp.grid_plan import GridPlan
     from opnp.sensitivity import neuron_sensitivity, parameter_sensitivity
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])

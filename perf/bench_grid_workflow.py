@@ -399,7 +399,8 @@ def breakdown(layout: Layout, cfg: dict, threads: int) -> list[tuple[str, float]
     from threadpoolctl import threadpool_limits
 
     from opnp._validation import iter_chunks
-    from opnp.grid import GridPlan, score_pruning_grid
+    from opnp.grid import score_pruning_grid
+    from opnp.grid_plan import GridPlan
     from opnp.pipeline.artifacts import (
         load_fc,
         load_feature_set,

@@ -60,7 +60,8 @@ def autograd_seconds_per_sample(h, w, b, n: int) -> float:
 
 
 def main() -> None:
-    from opnp.sensitivity import parameter_sensitivity, parameter_sensitivity_autograd
+    from opnp.nets.network import parameter_sensitivity_autograd
+    from opnp.sensitivity import parameter_sensitivity
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=20000)

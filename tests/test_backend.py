@@ -105,7 +105,7 @@ def test_sensitivity_torch_rows_memmap_and_float32(layer, tmp_path):
 @pytest.mark.parametrize("score", ["energy", "msp", "maxlogit"])
 def test_grid_torch_equals_numpy(layer, device, score, monkeypatch):
     w, b, train, test, _ = layer
-    calls = count_calls(monkeypatch, opnp.grid, "_grid_torch")
+    calls = count_calls(monkeypatch, opnp.grid, "score_grid_torch")
     s = parameter_sensitivity(train, w, b)
     n = neuron_sensitivity(s)
     configs = [

@@ -98,6 +98,23 @@ def test_intervals_are_percentiles_and_the_paired_difference_has_its_own():
     assert bootstrap.percentile_interval(worse)[0] < bootstrap.percentile_interval(better)[1]
 
 
+def test_undefined_draws_are_left_out_only_when_asked():
+    # pooled draws in which a metric is undefined are NaN (opnp.pooled_bootstrap)
+    values = np.arange(101, dtype=float)
+    with_nan = np.insert(values, [3, 50], np.nan)
+    assert bootstrap.percentile_interval(with_nan, 90, drop_undefined=True) == (
+        bootstrap.percentile_interval(values, 90)
+    )
+    with pytest.raises(ValueError, match="NaN"):
+        bootstrap.percentile_interval(with_nan, 90)
+    with pytest.raises(ValueError, match="no finite draw"):
+        bootstrap.percentile_interval([np.nan, np.inf], drop_undefined=True)
+    a, b = np.array([1.0, np.nan, 3.0, 4.0]), np.array([0.0, 1.0, np.nan, 1.0])
+    assert bootstrap.paired_difference_interval(a, b, 50, drop_undefined=True) == (
+        bootstrap.percentile_interval([1.0, 3.0], 50)
+    )
+
+
 def test_auroc_intervals_cover_the_true_value():
     """Normal ID N(d, 1) vs OOD N(0, 1): true AUROC = Phi(d / sqrt 2). Over 100
     independent test sets the 90 % interval must cover it about 90 times (binomial sd 3;

@@ -74,8 +74,10 @@ def test_config_hash_is_canonical():
         json.dumps(a, sort_keys=True, separators=(",", ":")).encode()
     ).hexdigest()[:12]
     assert io.config_hash(a) == expected
-    with pytest.raises(ValueError, match="mapping"):
-        io.config_hash([1, 2])
+    # a job's settings may be a list (workflow/rules/common.smk: result_keys)
+    settings = [[0.1, 1.0], [0, 1]]
+    assert io.config_hash(settings) == hashlib.sha256(b"[[0.1,1.0],[0,1]]").hexdigest()[:12]
+    assert io.config_hash({"seeds": np.arange(2)}) == io.config_hash({"seeds": [0, 1]})
 
 
 def test_provenance_fields(monkeypatch):
@@ -112,11 +114,11 @@ def test_atomic_write_removes_a_killed_writers_temporary_files(tmp_path):
 def test_feature_store_removes_a_killed_writers_temporary_files(tmp_path):
     """The feature store's memory-mapped writers share the temporaries' naming and
     cleanup (opnp.io.temporary_sibling)."""
-    from opnp.features import _Writers
+    from opnp.features import ArrayWriters
 
     stale = tmp_path / ".set.labels.npy.k1ll3d_0.tmp"
     stale.write_bytes(b"half")
-    with _Writers(str(tmp_path / "set"), 2, np.dtype(np.float32)) as writers:
+    with ArrayWriters(str(tmp_path / "set"), 2, np.dtype(np.float32)) as writers:
         writers.write(0, np.ones((2, 3)), np.ones((2, 4)), np.arange(2))
         writers.commit()
     assert not stale.exists()

@@ -194,7 +194,7 @@ def test_timm_backbone_gives_pre_logits():
     torch.manual_seed(0)
     reference = timm.create_model("vit_tiny_patch16_224", num_classes=10).eval()
     torch.manual_seed(0)
-    model = Z._timm_model("vit_tiny_patch16_224", 10, 3, False, False)
+    model = Z.timm_model("vit_tiny_patch16_224", 10, 3, False, False)
     model.backbone.model.load_state_dict(
         {k: v for k, v in reference.state_dict().items() if not k.startswith("head.")},
         strict=False,

@@ -13,8 +13,9 @@ import itertools
 import numpy as np
 import pytest
 
-from opnp import grid
-from opnp.grid import GridPlan, score_pruning_grid
+from opnp import grid, grid_plan
+from opnp.grid import score_pruning_grid
+from opnp.grid_plan import GridPlan
 from opnp.pruning import masked_weight, pruning_masks
 from opnp.sensitivity import neuron_sensitivity, parameter_sensitivity
 
@@ -79,13 +80,13 @@ def test_wide_logit_range_uses_the_additive_path(layer, monkeypatch):
     row blocks take the additive path; the scores stay exact."""
     w, b, test, s, n = layer
     calls = {"additive": 0}
-    real = grid._traverse
+    real = grid.traverse_additive
 
     def counting(*args, **kwargs):
         calls["additive"] += 1
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(grid, "_traverse", counting)
+    monkeypatch.setattr(grid, "traverse_additive", counting)
     wide = w * 400.0  # logit ranges of thousands (the threshold is 600)
     got = score_pruning_grid(test, wide, b, s, n, PAPER_LIKE, chunk_size=64)
     for i, cfg in enumerate(PAPER_LIKE):
@@ -118,7 +119,7 @@ def test_chain_builds_each_set_from_a_contained_one():
         [[1, 1, 1, 0], [1, 0, 0, 0], [1, 1, 0, 0], [0, 0, 0, 1]],
         dtype=bool,
     )
-    steps = grid._chain(sets)
+    steps = grid_plan.build_chain(sets)
     built = {}
     for i, j, groups in steps:
         members = set() if j < 0 else set(built[j])

@@ -11,9 +11,9 @@ from scipy.stats import norm
 from scipy.stats import t as student_t
 
 from opnp import metrics
+from opnp.bootstrap import paired_difference_interval
 from opnp.pipeline.pooled import class_units, image_units, pooled_frame, seed_scores
 from opnp.pooled_bootstrap import (
-    paired_difference_interval,
     pooled_bootstrap,
     pooled_intervals,
     unit_counts,
@@ -77,12 +77,16 @@ def test_pooled_estimate_is_the_mean_of_the_replicates_metrics_and_draws_are_pai
     np.testing.assert_array_equal(
         np.isnan(other["auroc_resamples"]), np.isnan(found["auroc_resamples"])
     )
-    assert paired_difference_interval(other["auroc_resamples"], found["auroc_resamples"]) == (0, 0)
+    assert paired_difference_interval(
+        other["auroc_resamples"], found["auroc_resamples"], drop_undefined=True
+    ) == (0, 0)
     # A shifted method has a paired interval away from 0, narrower than its marginal one.
     shifted = pooled_bootstrap(
         [i + 0.3 for i in ids], oods, clusters, units, n_resamples=300, seed=5
     )
-    d_low, d_high = paired_difference_interval(shifted["auroc_resamples"], found["auroc_resamples"])
+    d_low, d_high = paired_difference_interval(
+        shifted["auroc_resamples"], found["auroc_resamples"], drop_undefined=True
+    )
     assert 0 < d_low and d_high - d_low < high - low
 
 

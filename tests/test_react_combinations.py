@@ -12,12 +12,12 @@ from snakemake.utils import validate
 from workflow_helpers import REPO
 
 from opnp.detectors import methods_where
-from opnp.pipeline.config import (
-    ConfigError,
-    check_config,
+from opnp.pipeline.config import ConfigError, check_config
+from opnp.pipeline.selection import (
+    mark_selected,
     react_percentile_source,
+    resolve_react_percentile,
 )
-from opnp.pipeline.selection import mark_selected, resolve_react_percentile
 
 SCHEMA = str(REPO / "workflow" / "schemas" / "config.schema.yaml")
 

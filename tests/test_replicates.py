@@ -251,13 +251,13 @@ def test_pool_replicates_names_missing_replicates():
 
 
 def test_select_feature_rows_copies_exactly_those_rows(tmp_path):
-    from opnp.features import _Writers
+    from opnp.features import ArrayWriters
 
     rng = np.random.default_rng(0)
     feats = rng.normal(size=(30, 4)).astype(np.float32)
     logits = rng.normal(size=(30, 3)).astype(np.float32)
     labels = np.arange(30, dtype=np.int64)
-    writers = _Writers(str(tmp_path / "pool"), 30, np.dtype(np.float32))
+    writers = ArrayWriters(str(tmp_path / "pool"), 30, np.dtype(np.float32))
     writers.write(0, feats, logits, labels)
     records = writers.commit()
     (tmp_path / "pool.manifest.json").write_text(

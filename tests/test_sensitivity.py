@@ -21,7 +21,7 @@ def _head(rng, c=6, d=10):
 @pytest.mark.parametrize("temperature", [1.0, 3.0])
 def test_closed_form_equals_per_sample_autograd(kind, temperature):
     pytest.importorskip("torch")
-    from opnp.sensitivity import parameter_sensitivity_autograd
+    from opnp.nets.network import parameter_sensitivity_autograd
 
     rng = np.random.default_rng(1)
     w, b = _head(rng)
@@ -37,7 +37,7 @@ def test_closed_form_equals_per_sample_autograd(kind, temperature):
 
 def test_batch_reduction_equals_autograd_and_differs_for_signed_features():
     pytest.importorskip("torch")
-    from opnp.sensitivity import parameter_sensitivity_autograd
+    from opnp.nets.network import parameter_sensitivity_autograd
 
     rng = np.random.default_rng(2)
     w, b = _head(rng)

@@ -14,7 +14,7 @@ import numpy as np
 from opnp.io import apply_umask
 
 
-class _AtomicFolder:
+class AtomicFolder:
     """Write a folder under a temporary sibling name; rename it into place on success."""
 
     def __init__(self, out_dir: str | os.PathLike):
@@ -74,7 +74,7 @@ def extract_members(
             f"archive {archive} does not exist (config key datasets.<name>.path)"
         )
     prefix = PurePosixPath(member.strip("/"))
-    with _AtomicFolder(out_dir) as tmp, tarfile.open(archive) as tar:
+    with AtomicFolder(out_dir) as tmp, tarfile.open(archive) as tar:
         selected = []
         for info in tar.getmembers():
             path = PurePosixPath(info.name)
@@ -177,7 +177,7 @@ def extract_idx_images(
     if len(order) == 0:
         raise ValueError(f"IDX file {path}: no images left after skipping {skip_images}")
     width = len(str(len(images) - 1))
-    with _AtomicFolder(out_dir) as tmp:
+    with AtomicFolder(out_dir) as tmp:
         for index in order:
             # Fixed PNG settings and no metadata: byte-identical files across runs.
             Image.fromarray(images[index], mode="L").save(

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from opnp._validation import check_positive_int
-from opnp.data.archives import _AtomicFolder
-from opnp.data.images import _check_choice, _save_png
+from opnp._validation import check_choice, check_positive_int
+from opnp.data.archives import AtomicFolder
+from opnp.data.images import save_png
 from opnp.data.manifests import dataset_manifest
 from opnp.io import write_json_atomic
 
@@ -137,16 +137,16 @@ def build_digits_split(
     to ``image_size`` with bilinear interpolation and saved as ``<digit>/<index>.png``
     (``index`` = position in ``load_digits()``). The manifest records the indices.
     """
-    _check_choice(split, "split", ("train", "val", "test"))
+    check_choice(split, "split", ("train", "val", "test"))
     image_size = _check_image_size(image_size)
     indices = digits_splits(seed, val_fraction, test_fraction)
     images, targets = _load_digits()
     out_dir = Path(out_dir)
-    with _AtomicFolder(out_dir) as tmp:
+    with AtomicFolder(out_dir) as tmp:
         for digit in range(10):
             (tmp / str(digit)).mkdir()
         for i in indices[split]:
-            _save_png(_upsample(images[i], image_size), tmp / str(targets[i]) / f"{i:04d}.png")
+            save_png(_upsample(images[i], image_size), tmp / str(targets[i]) / f"{i:04d}.png")
     return _builder_manifest(
         name or f"digits-{split}",
         out_dir,
@@ -196,10 +196,10 @@ def _test_digit_builder(builder: str, render: Callable, doc: str, exclude=()) ->
         images, _ = _load_digits()
         chosen = _sample_test_digits(n_images, seed, val_fraction, test_fraction, builder, exclude)
         out_dir = Path(out_dir)
-        with _AtomicFolder(out_dir) as tmp:
+        with AtomicFolder(out_dir) as tmp:
             for position, i in enumerate(chosen):
                 pixels, file_name = render(position, i, images[i])
-                _save_png(_upsample(pixels, image_size), tmp / file_name)
+                save_png(_upsample(pixels, image_size), tmp / file_name)
         return _builder_manifest(
             name,
             out_dir,
@@ -267,7 +267,7 @@ def build_photo_patches(
     """
     from sklearn.datasets import load_sample_image
 
-    _check_choice(photo, "photo", ("china", "flower"))
+    check_choice(photo, "photo", ("china", "flower"))
     image_size = _check_image_size(image_size)
     n_images = check_positive_int(n_images, "n_images")
     gray = Image.fromarray(load_sample_image(f"{photo}.jpg")).convert("L")
@@ -278,11 +278,11 @@ def build_photo_patches(
     lefts = rng.integers(0, width - sides + 1)
     tops = rng.integers(0, height - sides + 1)
     out_dir = Path(out_dir)
-    with _AtomicFolder(out_dir) as tmp:
+    with AtomicFolder(out_dir) as tmp:
         for k, (side, left, top) in enumerate(zip(sides, lefts, tops, strict=True)):
             box = (int(left), int(top), int(left + side), int(top + side))
             small = gray.crop(box).resize((DIGIT_SIZE, DIGIT_SIZE), Image.Resampling.BOX)
-            _save_png(_upsample(np.asarray(small), image_size), tmp / f"{photo}_{k:05d}.png")
+            save_png(_upsample(np.asarray(small), image_size), tmp / f"{photo}_{k:05d}.png")
     return _builder_manifest(
         name or f"photo-patches-{photo}",
         out_dir,
@@ -312,9 +312,9 @@ def _build_noise(out_dir, n_images, seed, image_size, name, family) -> dict:
         pixels = np.clip(np.rint(pixels), 0, 255)
     pixels = pixels.astype(np.uint8)
     out_dir = Path(out_dir)
-    with _AtomicFolder(out_dir) as tmp:
+    with AtomicFolder(out_dir) as tmp:
         for k in range(n_images):
-            _save_png(Image.fromarray(pixels[k], mode="L"), tmp / f"{family}_{k:05d}.png")
+            save_png(Image.fromarray(pixels[k], mode="L"), tmp / f"{family}_{k:05d}.png")
     return _builder_manifest(
         name,
         out_dir,
@@ -375,12 +375,12 @@ def build_builtin_dataset(
 
     Every builder is deterministic given ``split_seed``: the same PNG bytes on every run.
     """
-    builder = _check_choice(spec.get("builder"), f"datasets.{name}.builder", list(BUILDERS))
+    builder = check_choice(spec.get("builder"), f"datasets.{name}.builder", list(BUILDERS))
     common = {"seed": split_seed, "image_size": image_size, "name": name}
     split_kw = {"val_fraction": val_fraction, "test_fraction": test_fraction}
     if builder == "digits":
         split = spec.get("split")
-        _check_choice(split, f"datasets.{name}.split", ("train", "val", "test"))
+        check_choice(split, f"datasets.{name}.split", ("train", "val", "test"))
         manifest = build_digits_split(out_dir, split, **split_kw, **common)
     elif builder == "photo_patches":
         manifest = build_photo_patches(

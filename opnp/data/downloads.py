@@ -25,9 +25,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from opnp.data.archives import _AtomicFolder
-from opnp.data.images import _check_choice, _is_image, _save_png
-from opnp.data.manifests import _spec_path, dataset_manifest
+from opnp._validation import check_choice
+from opnp.data.archives import AtomicFolder
+from opnp.data.images import is_image, save_png
+from opnp.data.manifests import dataset_manifest, spec_path
 from opnp.io import apply_umask
 
 __all__ = ["DOWNLOADS", "RemoteFile", "fetch_file", "download_dataset", "link_dataset"]
@@ -146,7 +147,7 @@ def _unpickle(data: bytes) -> dict:
     return pickle.loads(data, encoding="bytes")  # noqa: S301
 
 
-def _convert_cifar(archive: Path, split: str, out: Path, coarse: bool = False) -> None:
+def _convert_cifar(archive: Path, split: str, out: Path) -> None:
     """CIFAR python batches -> ``out/<class>/<index>.png`` (lossless)."""
     is_100 = "100" in archive.name
     wanted = (
@@ -187,7 +188,7 @@ def _convert_cifar(archive: Path, split: str, out: Path, coarse: bool = False) -
         images = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
         for pixels, label in zip(images, batch[label_key], strict=True):
             img = Image.fromarray(pixels.transpose(1, 2, 0), mode="RGB")
-            _save_png(img, out / folders[label] / f"{index:05d}.png")
+            save_png(img, out / folders[label] / f"{index:05d}.png")
             index += 1
 
 
@@ -201,7 +202,7 @@ def _convert_svhn(mat_file: Path, out: Path) -> None:
     for digit in range(10):
         (out / str(digit)).mkdir(parents=True, exist_ok=True)
     for index, (pixels, label) in enumerate(zip(images, labels, strict=True)):
-        _save_png(Image.fromarray(pixels, mode="RGB"), out / str(label) / f"{index:05d}.png")
+        save_png(Image.fromarray(pixels, mode="RGB"), out / str(label) / f"{index:05d}.png")
 
 
 def _convert_dtd(archive: Path, out: Path) -> None:
@@ -210,7 +211,7 @@ def _convert_dtd(archive: Path, out: Path) -> None:
         n = 0
         for member in tar.getmembers():
             path = PurePosixPath(member.name)
-            if not member.isfile() or "images" not in path.parts or not _is_image(path.name):
+            if not member.isfile() or "images" not in path.parts or not is_image(path.name):
                 continue
             rel = PurePosixPath(*path.parts[path.parts.index("images") + 1 :])
             if ".." in rel.parts or len(rel.parts) != 2:
@@ -241,10 +242,10 @@ def download_dataset(
     (set ``format: folder`` to get its 47 texture labels). The conversion is atomic.
     """
     dataset = spec.get("name")
-    _check_choice(dataset, f"datasets.{name}.name", list(DOWNLOADS))
+    check_choice(dataset, f"datasets.{name}.name", list(DOWNLOADS))
     info = DOWNLOADS[dataset]
     split = spec.get("split", info["splits"][0])
-    _check_choice(split, f"datasets.{name}.split", info["splits"])
+    check_choice(split, f"datasets.{name}.split", info["splits"])
     base = spec.get("path") or os.path.join(
         os.environ.get("OPNP_DOWNLOAD_DIR", DEFAULT_DOWNLOAD_DIR), dataset
     )
@@ -254,7 +255,7 @@ def download_dataset(
         remote = info["files"].get(split, info["files"].get("all"))
         archive = fetch_file(remote.url, base / "archives" / remote.filename, remote.md5, log=log)
         log(f"converting {archive} ({split}) -> {images_dir}")
-        with _AtomicFolder(images_dir) as tmp:
+        with AtomicFolder(images_dir) as tmp:
             if dataset in ("cifar10", "cifar100"):
                 _convert_cifar(archive, split, tmp)
             elif dataset == "svhn":
@@ -280,7 +281,7 @@ def link_dataset(
     folder (an existing symlink is replaced atomically; any other existing file is an
     error) and the manifest's root is ``dst``.
     """
-    root = _spec_path(spec, "path", name)
+    root = spec_path(spec, "path", name)
     if not root.is_dir():
         raise FileNotFoundError(
             f"dataset {name!r}: folder {root} (resolved {root.resolve()}) does not exist. "

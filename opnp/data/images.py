@@ -20,7 +20,7 @@ Layouts (``format`` in a dataset spec)
 Images are listed in sorted relative-path order, so ``skip_images``/``max_images`` slice
 the same images on every machine. :func:`verify_image_folder` decodes every image
 before any extraction (:mod:`opnp.data.manifests` records what it found); PNGs that
-this package writes (builtin sets, downloads) are byte-reproducible (:func:`_save_png`).
+this package writes (builtin sets, downloads) are byte-reproducible (:func:`save_png`).
 No torch here.
 """
 
@@ -33,12 +33,11 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from opnp._validation import check_positive_int
+from opnp._validation import check_choice, check_positive_int
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -78,14 +77,9 @@ IMAGE_HASH_DIGITS = 16
 _MAX_LISTED = 5
 
 
-def _is_image(name: str) -> bool:
+def is_image(name: str) -> bool:
+    """Whether the file name has an image extension (IMAGE_EXTENSIONS, any case)."""
     return name.lower().endswith(IMAGE_EXTENSIONS)
-
-
-def _check_choice(value: Any, name: str, choices: Sequence[str]) -> str:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
-    return value
 
 
 def _listing(items: Sequence[str]) -> str:
@@ -106,7 +100,7 @@ def _walk_images(directory: Path, root: Path) -> list[str]:
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         rel_dir = Path(dirpath).relative_to(root)
         found.extend(
-            (rel_dir / f).as_posix() for f in filenames if _is_image(f) and not f.startswith(".")
+            (rel_dir / f).as_posix() for f in filenames if is_image(f) and not f.startswith(".")
         )
     return sorted(found)
 
@@ -178,8 +172,8 @@ def list_images(
     Raises ``FileNotFoundError`` for a missing root or image-list file and ``ValueError``
     for an empty dataset or empty class folders (naming them).
     """
-    _check_choice(format, "format", FORMATS)
-    labelling = _check_choice(labels or "none", "labels", LABELS)
+    check_choice(format, "format", FORMATS)
+    labelling = check_choice(labels or "none", "labels", LABELS)
     if labelling != "none" and format != "flat":
         raise ValueError(f"labels {labelling!r} needs format 'flat', got format {format!r}")
     root = Path(root)
@@ -212,7 +206,7 @@ def list_images(
         return paths, np.full(len(paths), -1, np.int64), []
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not classes:
-        loose = [p.name for p in root.iterdir() if _is_image(p.name)]
+        loose = [p.name for p in root.iterdir() if is_image(p.name)]
         hint = " (it holds images directly: use format 'flat')" if loose else ""
         raise ValueError(f"dataset folder {root} has no class sub-folders{hint}")
     paths, labels, empty = [], [], []
@@ -231,7 +225,8 @@ def list_images(
     return paths, np.asarray(labels, np.int64), classes
 
 
-def _file_list_hash(paths: Sequence[str]) -> str:
+def file_list_hash(paths: Sequence[str]) -> str:
+    """sha256 of the paths, one per line, in the given order."""
     digest = hashlib.sha256()
     for p in paths:
         digest.update(p.encode("utf-8") + b"\n")
@@ -268,7 +263,7 @@ class VerificationReport:
 
     @property
     def file_list_sha256(self) -> str:
-        return _file_list_hash(self.files)
+        return file_list_hash(self.files)
 
 
 def _check_image(path: Path, check: str) -> tuple[str | None, str | None]:
@@ -291,7 +286,8 @@ def _check_image(path: Path, check: str) -> tuple[str | None, str | None]:
     return None, digest
 
 
-def _default_threads() -> int:
+def decode_threads() -> int:
+    """Threads for decoding images: the CPUs this process may use, at most 8."""
     try:
         return max(1, min(8, len(os.sched_getaffinity(0))))
     except AttributeError:  # pragma: no cover - not on Linux
@@ -323,8 +319,8 @@ def verify_image_folder(
       truncated files raise ``ValueError`` naming them (``on_bad_image="fail"``) or are
       excluded and counted in the report (``"skip"``).
     """
-    _check_choice(on_bad_image, "on_bad_image", ON_BAD_IMAGE)
-    _check_choice(check, "check", ("decode", "header"))
+    check_choice(on_bad_image, "on_bad_image", ON_BAD_IMAGE)
+    check_choice(check, "check", ("decode", "header"))
     if expected_count is not None and (isinstance(expected_count, bool) or expected_count < 1):
         raise ValueError(f"expected_count must be a positive integer, got {expected_count!r}")
     if skip_images < 0:
@@ -347,7 +343,7 @@ def verify_image_folder(
             f"dataset folder {root}: no images left after skip_images={skip_images} "
             f"(it holds {n_found})"
         )
-    threads = num_threads or _default_threads()
+    threads = num_threads or decode_threads()
     with concurrent.futures.ThreadPoolExecutor(max_workers=threads) as pool:
         checked = list(pool.map(lambda p: _check_image(root / p, check), paths, chunksize=64))
     reasons = [reason for reason, _ in checked]
@@ -402,7 +398,7 @@ class ResizeCenterCrop:
         return f"ResizeCenterCrop({self.size})"
 
 
-def _load_image(path: Path) -> Image.Image:
+def load_image(path: Path) -> Image.Image:
     """Decode an image into L or RGB (palette, CMYK, alpha, 16-bit ... are converted)."""
     try:
         with Image.open(path) as img:
@@ -423,6 +419,7 @@ def _load_image(path: Path) -> Image.Image:
         ) from err
 
 
-def _save_png(img: Image.Image, path: Path) -> None:
+def save_png(img: Image.Image, path: Path) -> None:
+    """Write ``img`` as PNG, byte-identical across runs."""
     # Fixed compression settings and no metadata: byte-identical files across runs.
     img.save(path, format="PNG", optimize=False, compress_level=6)

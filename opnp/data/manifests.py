@@ -22,17 +22,17 @@ from typing import Any
 
 import numpy as np
 
+from opnp._validation import check_choice
 from opnp.data.images import (
     FORMATS,
     IMAGE_HASH,
     IMAGE_HASH_DIGITS,
     ResizeCenterCrop,
-    _check_choice,
-    _default_threads,
-    _file_list_hash,
-    _is_image,
-    _load_image,
+    decode_threads,
+    file_list_hash,
+    is_image,
     list_images,
+    load_image,
     verify_image_folder,
 )
 from opnp.io import sha256_file
@@ -61,7 +61,7 @@ def source_fingerprint(spec: Mapping[str, Any]) -> str:
     content = spec.get("fingerprint") == "content"
     digest = hashlib.sha256()
     try:
-        root = _spec_path(spec, "path", "?")
+        root = spec_path(spec, "path", "?")
         image_list = spec.get("image_list")
         paths, _, _ = list_images(root, spec.get("format", "folder"), image_list)
         files = [(str(image_list), Path(image_list))] if image_list else []
@@ -76,7 +76,8 @@ def source_fingerprint(spec: Mapping[str, Any]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _spec_path(spec: Mapping[str, Any], key: str, name: str) -> Path:
+def spec_path(spec: Mapping[str, Any], key: str, name: str) -> Path:
+    """The path under ``key`` of dataset ``name``'s spec, ``~`` expanded (required)."""
     if key not in spec or spec[key] in (None, ""):
         raise ValueError(f"dataset {name!r}: spec key {key!r} is required, got spec {dict(spec)}")
     return Path(os.path.expanduser(str(spec[key])))
@@ -98,9 +99,9 @@ def dataset_manifest(
     ``extra`` items are stored in the manifest as they are (builder parameters ...).
     """
     spec = dict(spec)
-    root = _spec_path(spec, "path", name)
+    root = spec_path(spec, "path", name)
     fmt = spec.get("format", "folder")
-    _check_choice(fmt, f"dataset {name!r} format", FORMATS)
+    check_choice(fmt, f"dataset {name!r} format", FORMATS)
     sliced_already = spec.get("source") == "archive"
     skip_images = 0 if sliced_already else int(spec.get("skip_images", 0) or 0)
     max_images = None if sliced_already else spec.get("max_images")
@@ -176,7 +177,7 @@ class ImageDataset:
         return len(self.files)
 
     def __getitem__(self, index: int):
-        img = _load_image(self.root / self.files[index])
+        img = load_image(self.root / self.files[index])
         if self.resize is not None:
             img = self.resize(img)
         if self.transform is not None:
@@ -218,7 +219,7 @@ def manifest_files(manifest: Mapping[str, Any]) -> tuple[list[str], np.ndarray, 
         keep = np.array([p not in bad for p in paths], dtype=bool)
         paths, labels = [p for p, k in zip(paths, keep, strict=True) if k], labels[keep]
     expected = manifest.get("file_list_sha256")
-    if expected is not None and _file_list_hash(paths) != expected:
+    if expected is not None and file_list_hash(paths) != expected:
         raise ValueError(
             f"dataset {name!r} at {manifest['root']} changed since it was verified "
             f"({len(paths)} images now, {manifest.get('n_images')} in the manifest): rerun its "
@@ -242,14 +243,14 @@ def image_hashes(manifest: Mapping[str, Any]) -> list[str]:
         return list(recorded)
     root = Path(manifest["root"])
     paths, _, _ = manifest_files(manifest)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=_default_threads()) as pool:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=decode_threads()) as pool:
         return list(
             pool.map(lambda p: sha256_file(root / p)[:IMAGE_HASH_DIGITS], paths, chunksize=64)
         )
 
 
 def _guess_format(root: Path) -> str:
-    loose = any(_is_image(p.name) for p in root.iterdir() if p.is_file())
+    loose = any(is_image(p.name) for p in root.iterdir() if p.is_file())
     subdirs = [d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")]
     return "folder" if subdirs and not loose else "flat"
 
@@ -284,12 +285,12 @@ def open_dataset(spec_or_path: Mapping[str, Any] | str | os.PathLike, transform=
         return _dataset_from_manifest(spec_or_path, transform)
     spec = dict(spec_or_path)
     name = spec.get("name", "dataset")
-    root = _spec_path(spec, "path", name)
+    root = spec_path(spec, "path", name)
     fmt = spec.get("format", "folder")
     manifest = {
         "name": name,
         "root": str(root),
-        "format": _check_choice(fmt, f"dataset {name!r} format", FORMATS),
+        "format": check_choice(fmt, f"dataset {name!r} format", FORMATS),
         "image_list": spec.get("image_list"),
         "labels": spec.get("labels"),
         "skip_images": spec.get("skip_images", 0),

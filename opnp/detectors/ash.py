@@ -16,9 +16,9 @@ from __future__ import annotations
 import numpy as np
 
 from opnp._validation import check_positive
-from opnp.detectors import register_detector
 from opnp.detectors.base import LinearDetector
 from opnp.detectors.react import check_percentile_param
+from opnp.detectors.registry import register_detector
 
 
 def ash_s(h: np.ndarray, percentile: float) -> np.ndarray:

@@ -16,9 +16,9 @@ from __future__ import annotations
 import numpy as np
 
 from opnp._validation import check_positive
-from opnp.detectors import register_detector
 from opnp.detectors.base import LinearDetector, mean_features
 from opnp.detectors.react import check_percentile_param
+from opnp.detectors.registry import register_detector
 from opnp.pruning import feature_percentile
 
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 from opnp._validation import check_positive
-from opnp.detectors import register_detector
 from opnp.detectors.base import LinearDetector
+from opnp.detectors.registry import register_detector
 from opnp.sensitivity import softmax
 
 

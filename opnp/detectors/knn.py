@@ -35,8 +35,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from opnp.detectors import register_detector
 from opnp.detectors.base import Detector
+from opnp.detectors.registry import register_detector
 
 
 def _import_faiss():

@@ -28,9 +28,9 @@ import numpy as np
 
 from opnp._validation import check_positive, iter_chunks
 from opnp.backend import to_numpy64, torch_device
-from opnp.detectors import register_detector
 from opnp.detectors.base import LinearDetector, score_logits, score_logits_torch
 from opnp.detectors.react import check_percentile_param
+from opnp.detectors.registry import register_detector
 
 
 def _class_groups(pred: np.ndarray):

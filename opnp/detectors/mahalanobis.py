@@ -15,8 +15,8 @@ import numpy as np
 from scipy import sparse
 
 from opnp._validation import check_finite, iter_chunks
-from opnp.detectors import register_detector
 from opnp.detectors.base import Detector
+from opnp.detectors.registry import register_detector
 
 
 @register_detector("mahalanobis")

@@ -56,10 +56,10 @@ from typing import ClassVar, NamedTuple
 import numpy as np
 
 from opnp._validation import check_choice, check_percentage_pair, check_positive, to_numpy
-from opnp.detectors import register_detector
 from opnp.detectors.base import LinearDetector
 from opnp.detectors.pruning_baselines import TNP, TNP_STATISTICS
 from opnp.detectors.react import check_percentile_param
+from opnp.detectors.registry import register_detector
 from opnp.pruning import (
     NEURON_SOURCES,
     PERCENTAGE_NAMES,
@@ -120,7 +120,7 @@ READINGS: dict[str, Reading] = {
 
 def reading_methods(option: str) -> list[str]:
     """The registered methods that take the reading ``option`` (a key of READINGS)."""
-    from opnp.detectors import available_detectors, detector_class
+    from opnp.detectors.registry import available_detectors, detector_class
 
     check_choice(option, "option", READINGS)
     return [m for m in available_detectors() if option in detector_class(m).defaults]
@@ -297,7 +297,8 @@ class SensitivityPruning(LinearDetector):
         """
         if len(configs) < 2:
             return None
-        from opnp.grid import GridPlan, score_pruning_grid
+        from opnp.grid import score_pruning_grid
+        from opnp.grid_plan import GridPlan
 
         options = ("threshold_scope", "neuron_source")
         settings = {

@@ -28,8 +28,8 @@ from __future__ import annotations
 import numpy as np
 
 from opnp._validation import check_choice, check_percentage, iter_chunks
-from opnp.detectors import register_detector
 from opnp.detectors.base import LinearDetector
+from opnp.detectors.registry import register_detector
 from opnp.pruning import masked_weight, tail_mask
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import warnings
 
 from opnp._validation import check_positive
-from opnp.detectors import register_detector
 from opnp.detectors.base import LinearDetector
+from opnp.detectors.registry import register_detector
 from opnp.pruning import feature_percentile
 
 

@@ -245,7 +245,7 @@ def cifar_resnet56(num_classes: int = 10, in_channels: int = 3) -> FeatureClassi
     return _cifar_resnet(56, num_classes, in_channels)
 
 
-def _resnet_stages(backbone: nn.Module, prefix: str = "backbone") -> dict[str, str]:
+def resnet_stages(backbone: nn.Module, prefix: str = "backbone") -> dict[str, str]:
     """Last convolution (not the downsample branch) of each ``layerK`` of a ResNet."""
     stages = {}
     for k in range(1, 5):
@@ -271,7 +271,7 @@ def cifar_resnet50(num_classes: int = 10, in_channels: int = 3) -> FeatureClassi
     nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
     net.maxpool = nn.Identity()
     fc, net.fc = net.fc, nn.Identity()
-    return FeatureClassifier(net, fc, _resnet_stages(net), "cifar_resnet50")
+    return FeatureClassifier(net, fc, resnet_stages(net), "cifar_resnet50")
 
 
 # ---------------------------------------------------------------------------------------
@@ -386,7 +386,7 @@ def efficientnet_lite0_weights_path() -> Path:
     return path
 
 
-class _PreLogits(nn.Module):
+class PreLogits(nn.Module):
     """A backbone that wraps a whole model (``self.model``, so its keys stay under
     ``backbone.model.``) and returns its pre-logits feature h; subclasses define how."""
 
@@ -395,7 +395,7 @@ class _PreLogits(nn.Module):
         self.model = model
 
 
-class _LitePreLogits(_PreLogits):
+class _LitePreLogits(PreLogits):
     """EfficientNet-Lite without its classifier: ReLU6 maps -> global average (N, 1280).
 
     The same operations as the package's ``forward`` up to ``_fc`` (its dropout is the

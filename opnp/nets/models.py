@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from opnp.nets.architectures import LOCAL_ARCHS, FeatureClassifier, efficientnet_lite0
-from opnp.nets.zoo import _timm_model, _timm_name, _torchvision_model, _torchvision_weights
+from opnp.nets.zoo import timm_model, timm_name, torchvision_model, torchvision_weights
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -111,9 +111,9 @@ def build_model(spec: Mapping[str, Any], allow_download: bool = False) -> Featur
     elif arch.startswith("torchvision:"):
         if int(spec.get("in_channels", 3)) != 3:
             raise ValueError(f"arch {arch} supports in_channels 3 only, got {spec['in_channels']}")
-        model = _torchvision_model(arch.split(":", 1)[1], num_classes, pretrained, allow_download)
+        model = torchvision_model(arch.split(":", 1)[1], num_classes, pretrained, allow_download)
     elif arch.startswith("timm:"):
-        model = _timm_model(
+        model = timm_model(
             arch.split(":", 1)[1],
             num_classes,
             int(spec.get("in_channels", 3)),
@@ -308,7 +308,7 @@ def preprocessing(spec: Mapping[str, Any]):
         mean, std = LITE_MEAN, LITE_STD
         steps = [ConvertMode("RGB"), T.Resize(256, antialias=True), T.CenterCrop(224)]
     elif isinstance(arch, str) and arch.startswith("torchvision:"):
-        weights = _torchvision_weights(arch.split(":", 1)[1], spec.get("pretrained"))
+        weights = torchvision_weights(arch.split(":", 1)[1], spec.get("pretrained"))
         if weights is not None:
             preset = weights.transforms()
             mean, std = tuple(preset.mean), tuple(preset.std)
@@ -324,7 +324,7 @@ def preprocessing(spec: Mapping[str, Any]):
         import timm
         import timm.data
 
-        name = _timm_name(arch.split(":", 1)[1], spec.get("pretrained"))
+        name = timm_name(arch.split(":", 1)[1], spec.get("pretrained"))
         cfg = timm.models.get_pretrained_cfg(name)
         if cfg is None:
             raise ValueError(f"timm has no pretrained config for {name!r} (arch {arch})")

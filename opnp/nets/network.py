@@ -11,6 +11,9 @@
   loop is the fallback for models ``vmap`` cannot batch). ``reduction="batch"`` returns
   |sum_k dE(x_k)/dtheta| / N instead (one backward of the summed energy per batch).
   The model runs in eval mode (BatchNorm with running statistics) and is restored after.
+- :func:`parameter_sensitivity_autograd`: Eq. 6 of an FC layer given as arrays, by
+  autograd through an ``nn.Linear`` (the reference the closed form in
+  :mod:`opnp.sensitivity` is tested against).
 - :func:`layer_pruning_masks`: OPNP percentile masks per layer ("per_layer", also named
   "layerwise": the same percentages with each layer's own thresholds) or with one
   "global" threshold pair over the sensitivities of all given layers together. Same
@@ -25,12 +28,20 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from opnp._validation import check_choice, check_percentage_pair, check_positive
+from opnp._validation import (
+    check_choice,
+    check_features,
+    check_linear,
+    check_percentage_pair,
+    check_positive,
+)
 from opnp.pruning import percentile
+from opnp.sensitivity import PRECISIONS, REDUCTIONS
 
 MODES = ("per_layer", "layerwise", "global")
 
@@ -121,6 +132,43 @@ def module_sensitivity(
     if count == 0:
         raise ValueError("inputs_or_loader yielded no samples")
     return {n: (a.abs() if reduction == "batch" else a) / count for n, a in acc.items()}
+
+
+def parameter_sensitivity_autograd(
+    features: Any,
+    weight: Any,
+    bias: Any = None,
+    temperature: float = 1.0,
+    reduction: str = "per_sample",
+    batch_size: int = 256,
+    dtype: str = "float64",
+) -> np.ndarray:
+    """Reference path: S from autograd of the energy through an ``nn.Linear`` (needs torch).
+
+    ``per_sample``: the gradient dE(x_k)/dW of every sample separately
+    (``torch.func.vmap(grad(...))``, identical to calling ``energy.backward()`` once per
+    sample), then the mean of absolute values. ``batch``: one backward of the summed
+    energy of all samples, then |grad| / N. Used to test the closed form.
+    """
+    check_choice(reduction, "reduction", REDUCTIONS)
+    check_choice(dtype, "dtype", PRECISIONS)
+    w64, b64 = check_linear(weight, bias)
+    h = check_features(features, "features", dim=w64.shape[1])
+    tdtype = torch.float64 if dtype == "float64" else torch.float32
+    layer = torch.nn.Linear(w64.shape[1], w64.shape[0]).to(tdtype)
+    with torch.no_grad():
+        layer.weight.copy_(torch.from_numpy(w64))
+        layer.bias.copy_(torch.from_numpy(b64))
+    inputs = torch.from_numpy(np.asarray(h, dtype=np.float64)).to(tdtype)
+    sens = module_sensitivity(
+        layer,
+        inputs,
+        ["weight"],
+        temperature=temperature,
+        reduction=reduction,
+        batch_size=batch_size,
+    )
+    return sens["weight"].double().numpy()
 
 
 def layer_pruning_masks(
@@ -284,6 +332,7 @@ __all__: Iterable[str] = [
     "mean_sensitivity",
     "module_sensitivity",
     "network_logits",
+    "parameter_sensitivity_autograd",
     "pruned_model",
     "pruning",
 ]

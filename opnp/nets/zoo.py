@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from opnp.nets.architectures import FeatureClassifier, _PreLogits, _resnet_stages
+from opnp.nets.architectures import FeatureClassifier, PreLogits, resnet_stages
 
 
 def _block_stages(blocks: Sequence[nn.Module], blocks_name: str) -> dict[str, str]:
@@ -47,7 +47,9 @@ def _last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
     return linears[-1]
 
 
-def _torchvision_weights(name: str, pretrained: Any):
+def torchvision_weights(name: str, pretrained: Any):
+    """The torchvision weights enum member ``pretrained`` names (True: DEFAULT), None
+    for no weights."""
     import torchvision
 
     if pretrained in (None, False):
@@ -63,12 +65,14 @@ def _torchvision_weights(name: str, pretrained: Any):
         ) from err
 
 
-def _torchvision_model(name, num_classes, pretrained, allow_download) -> FeatureClassifier:
+def torchvision_model(name, num_classes, pretrained, allow_download) -> FeatureClassifier:
+    """torchvision model ``name`` split into feature extractor and FC layer, weights from
+    the local cache only unless ``allow_download``."""
     import torchvision
 
     if name not in torchvision.models.list_models():
         raise ValueError(f"unknown torchvision model {name!r} (arch torchvision:{name})")
-    weights = _torchvision_weights(name, pretrained)
+    weights = torchvision_weights(name, pretrained)
     net = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
     if weights is not None:
         cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
@@ -87,20 +91,21 @@ def _torchvision_model(name, num_classes, pretrained, allow_download) -> Feature
         net.load_state_dict(weights.get_state_dict(progress=False, check_hash=True))
     fc_name, fc = _last_linear(net)
     net.set_submodule(fc_name, nn.Identity())
-    stages = _resnet_stages(net)
+    stages = resnet_stages(net)
     if not stages and hasattr(net, "encoder") and hasattr(net.encoder, "layers"):
         stages = _block_stages(list(net.encoder.layers), "encoder.layers")
     return FeatureClassifier(net, fc, stages, f"torchvision:{name}")
 
 
-class _TimmPreLogits(_PreLogits):
+class _TimmPreLogits(PreLogits):
     """A timm model without its classifier: ``forward_head(forward_features(x), pre_logits=True)``."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
 
 
-def _timm_name(name: str, pretrained: Any) -> str:
+def timm_name(name: str, pretrained: Any) -> str:
+    """The timm model name with the pretrained tag ``pretrained`` (a string) appended."""
     return f"{name}.{pretrained}" if isinstance(pretrained, str) and "." not in name else name
 
 
@@ -130,10 +135,12 @@ def _hf_offline(enabled: bool):
             os.environ["HF_HUB_OFFLINE"] = previous_env
 
 
-def _timm_model(name, num_classes, in_channels, pretrained, allow_download) -> FeatureClassifier:
+def timm_model(name, num_classes, in_channels, pretrained, allow_download) -> FeatureClassifier:
+    """timm model ``name`` split into feature extractor and FC layer (Hugging Face hub
+    offline unless ``allow_download``)."""
     import timm
 
-    full = _timm_name(name, pretrained)
+    full = timm_name(name, pretrained)
     try:
         with _hf_offline(not allow_download):
             net = timm.create_model(
@@ -152,7 +159,7 @@ def _timm_model(name, num_classes, in_channels, pretrained, allow_download) -> F
         raise ValueError(f"timm:{name} has a {type(fc).__name__} classifier, not an nn.Linear")
     net.reset_classifier(0)
     backbone = _TimmPreLogits(net)
-    stages = _resnet_stages(net, prefix="backbone.model")
+    stages = resnet_stages(net, prefix="backbone.model")
     if not stages and hasattr(net, "blocks"):
         stages = _block_stages(list(net.blocks), "model.blocks")
     return FeatureClassifier(backbone, fc, stages, f"timm:{name}")

@@ -193,11 +193,7 @@ def layer_ablation(
     ``max_accuracy_loss`` points of validation ID accuracy (:func:`select_layer_setting`;
     none eligible: nothing pruned, ``none_eligible`` true in the row's params). Every
     row's params record ``val_id_accuracy`` (the row's network on the validation ID set).
-    Each grid setting costs one network pass over the validation sets per in-network row:
-    over the ID set only when it already loses too much accuracy (its OOD metrics are
-    then NaN in ``val_grid``), none when it prunes no weight (the unpruned pass). The
-    validation and test sets are decoded once into memory (up to
-    :data:`IN_MEMORY_BYTES`), since each is run once per setting.
+    What the network passes cost: :class:`_NetworkPasses`.
 
     In-network sensitivities (mean over ``train_dataset`` of |dE/dW|, per-sample autograd)
     use the training subset ``train_dataset`` (``train_fraction`` percent, recorded).
@@ -207,18 +203,33 @@ def layer_ablation(
     DataFrame of every validated setting per in-network row (mean validation FPR95 /
     AUROC over the OOD sets, validation ID accuracy and its loss, eligible, selected).
     """
-    import torch
-
-    from opnp.nets.network import (
-        conv_and_fc_weights,
-        in_memory,
-        layer_pruning_masks,
-        mean_sensitivity,
-        module_sensitivity,
-        network_logits,
-        pruning,
-    )
     from opnp.pipeline.runtime import torch_device
+
+    settings = _in_network_settings(grid)
+    device = torch_device()
+    model = model.to(device)
+    stages, every, sensitivities, layer_means = _network_sensitivities(
+        model, train_dataset, batch_size, num_workers, device
+    )
+    kw = {"batch_size": batch_size, "num_workers": num_workers, "device": device}
+    val_sets, test_sets = (id_val_dataset, ood_val_datasets), (id_dataset, ood_datasets)
+    passes = _NetworkPasses(model, kw, val_sets, test_sets, max_accuracy_loss)
+    variants, grid_rows = _select_in_network(
+        passes,
+        _in_network_rows(stages, every, sensitivities),
+        settings,
+        grid,
+        metric,
+        "training subset" if train_fraction is None else f"{train_fraction:g} % of training",
+        log,
+    )
+    variants["fc"] = _fc_variant(passes, fc_sensitivity, selected, statistic)
+    rows = _test_rows(passes, variants, uncertainty, log)
+    return rows, layer_means, pd.DataFrame(grid_rows)
+
+
+def _in_network_settings(grid: Mapping[str, Sequence[float]]) -> list[dict]:
+    """The in-network rows' settings: the grid over ``weight_low`` / ``weight_high``."""
     from opnp.pipeline.selection import expand_grid
 
     unknown = sorted(set(grid) - {"weight_low", "weight_high"})
@@ -226,9 +237,17 @@ def layer_ablation(
         raise ValueError(
             f"the in-network grid takes weight_low and weight_high, got keys {sorted(grid)}"
         )
-    settings = expand_grid(grid)
-    device = torch_device()
-    model = model.to(device)
+    return expand_grid(grid)
+
+
+def _network_sensitivities(model, train_dataset, batch_size, num_workers, device):
+    """The weight of each stage's last convolution and the FC weight (``stages``), every
+    conv weight and the FC weight (``every``), their per-sample autograd sensitivities
+    over ``train_dataset`` and the mean sensitivity of each stage's weight (Fig. 6)."""
+    import torch
+
+    from opnp.nets.network import conv_and_fc_weights, mean_sensitivity, module_sensitivity
+
     stages = {label: f"{module}.weight" for label, module in model.stage_layers().items()}
     stages["fc"] = "fc.weight"
     every = conv_and_fc_weights(model)
@@ -251,48 +270,108 @@ def layer_ablation(
             "n_parameters": [int(sensitivities[name].numel()) for name in stages.values()],
         }
     )
+    return stages, every, sensitivities, layer_means
 
-    kw = {"batch_size": batch_size, "num_workers": num_workers, "device": device}
-    # Every set is run once per pruning setting: decoded once, where memory allows.
-    budget = IN_MEMORY_BYTES
-    cached = {}
-    for key, ds in (
-        ("id_val", id_val_dataset),
-        *((("ood_val", name), d) for name, d in ood_val_datasets.items()),
-        ("id_test", id_dataset),
-        *((("ood_test", name), d) for name, d in ood_datasets.items()),
-    ):
-        cached[key], used = in_memory(ds, budget, batch_size=batch_size, num_workers=num_workers)
-        budget -= used
-    id_val = cached["id_val"]
-    ood_val = {name: cached["ood_val", name] for name in ood_val_datasets}
-    id_test = cached["id_test"]
-    ood_test = {name: cached["ood_test", name] for name in ood_datasets}
 
-    def run(masks, id_set, ood_sets, keep_going=None):
+def _in_network_rows(stages, every, sensitivities) -> dict[str, tuple[dict, str, list[str]]]:
+    """Each in-network row's sensitivities, pruning mode and pruned parameters: one per
+    stage's last convolution, then ``global`` and ``layerwise`` over every weight."""
+    pooled = {name: sensitivities[name] for name in every}
+    in_network: dict[str, tuple[dict, str, list[str]]] = {
+        label: ({name: sensitivities[name]}, "per_layer", [name])
+        for label, name in stages.items()
+        if label != "fc"
+    }
+    in_network["global"] = (pooled, "global", every)
+    in_network["layerwise"] = (pooled, "layerwise", every)
+    return in_network
+
+
+def _fc_variant(passes, fc_sensitivity, selected, statistic) -> tuple[dict, dict]:
+    """The ``fc`` row's mask (OPNP's selected weight and neuron masks of the FC layer)
+    and params, with its validation ID accuracy."""
+    import torch
+
+    from opnp.nets.network import network_logits, pruning
+
+    fc_keep = torch.from_numpy(fc_opnp_keep_mask(fc_sensitivity, selected, statistic))
+    with pruning(passes.model, {"fc.weight": fc_keep}):
+        fc_val_logits, fc_val_labels = network_logits(passes.model, passes.id_val, **passes.kw)
+    return (
+        {"fc.weight": fc_keep},
+        {
+            **dict(selected),
+            "sensitivity": "full training set",
+            "parameters": ["fc.weight"],
+            VAL_ACCURACY_KEY: accuracy(fc_val_logits, fc_val_labels),
+        },
+    )
+
+
+class _NetworkPasses:
+    """The network pruned with given masks, run over the validation and test sets, and
+    the unpruned network's validation result (``baseline``, ``baseline_accuracy``) that
+    the in-network settings are judged by.
+
+    Each grid setting costs one network pass over the validation sets per in-network row:
+    over the ID set only when it already loses too much accuracy (its OOD metrics are
+    then NaN in ``val_grid``), none when it prunes no weight (the unpruned pass). The
+    validation and test sets are decoded once into memory (up to
+    :data:`IN_MEMORY_BYTES`), since each is run once per setting."""
+
+    def __init__(self, model, kw, val_sets, test_sets, max_accuracy_loss):
+        """``val_sets``, ``test_sets``: (ID dataset, {name: OOD dataset}) each."""
+        from opnp.nets.network import in_memory
+
+        self.model, self.kw, self.max_accuracy_loss = model, kw, max_accuracy_loss
+        (id_val_dataset, ood_val_datasets), (id_dataset, ood_datasets) = val_sets, test_sets
+        budget = IN_MEMORY_BYTES
+        cached = {}
+        for key, ds in (
+            ("id_val", id_val_dataset),
+            *((("ood_val", name), d) for name, d in ood_val_datasets.items()),
+            ("id_test", id_dataset),
+            *((("ood_test", name), d) for name, d in ood_datasets.items()),
+        ):
+            cached[key], used = in_memory(
+                ds, budget, batch_size=kw["batch_size"], num_workers=kw["num_workers"]
+            )
+            budget -= used
+        self.id_val = cached["id_val"]
+        self.ood_val = {name: cached["ood_val", name] for name in ood_val_datasets}
+        self.id_test = cached["id_test"]
+        self.ood_test = {name: cached["ood_test", name] for name in ood_datasets}
+        self.baseline = self.validate({}, {}, "none", screen=False)
+        self.baseline_accuracy = self.baseline["val_id_accuracy"]
+
+    def run(self, masks, id_set, ood_sets, keep_going=None):
         """Logits of the ID set, its accuracy and the OOD sets' Energy scores of the
         network pruned with ``masks``; the OOD sets only if ``keep_going(accuracy)``."""
-        with pruning(model, masks):
-            id_logits, id_labels = network_logits(model, id_set, **kw)
+        from opnp.nets.network import network_logits, pruning
+
+        with pruning(self.model, masks):
+            id_logits, id_labels = network_logits(self.model, id_set, **self.kw)
             acc = accuracy(id_logits, id_labels)
             if keep_going is not None and not keep_going(acc):
                 return id_logits, acc, None
             ood_scores = {
-                name: logsumexp(network_logits(model, ds, **kw)[0], axis=1)
+                name: logsumexp(network_logits(self.model, ds, **self.kw)[0], axis=1)
                 for name, ds in ood_sets.items()
             }
         return id_logits, acc, ood_scores
 
-    def eligible(acc):
+    def eligible(self, acc):
         return (
-            max_accuracy_loss is None
-            or baseline_accuracy - acc <= float(max_accuracy_loss) + _ACCURACY_TOLERANCE
+            self.max_accuracy_loss is None
+            or self.baseline_accuracy - acc <= float(self.max_accuracy_loss) + _ACCURACY_TOLERANCE
         )
 
-    def validate(masks, params, variant, screen=True):
+    def validate(self, masks, params, variant, screen=True):
         # A setting that loses too much ID accuracy cannot be selected: its OOD sets are
         # not run (select_layer_setting decides from val_id_accuracy alone).
-        id_logits, acc, ood_scores = run(masks, id_val, ood_val, eligible if screen else None)
+        id_logits, acc, ood_scores = self.run(
+            masks, self.id_val, self.ood_val, self.eligible if screen else None
+        )
         rows = (
             []
             if ood_scores is None
@@ -309,64 +388,26 @@ def layer_ablation(
         )
         return {"params": params, "val_rows": rows, "val_id_accuracy": acc}
 
-    baseline = validate({}, {}, "none", screen=False)
-    baseline_accuracy = baseline["val_id_accuracy"]
 
-    subset = "training subset" if train_fraction is None else f"{train_fraction:g} % of training"
+def _select_in_network(passes, in_network, settings, grid, metric, subset, log):
+    """Each in-network row's masks and params, its setting selected on validation
+    (``variants``, with the unpruned ``none`` first), and every validated setting
+    (``grid_rows``)."""
+    from opnp.nets.network import layer_pruning_masks
+
+    max_accuracy_loss = passes.max_accuracy_loss
     selected_on = {
         "grid": {k: [float(v) for v in grid[k]] for k in sorted(grid)},
         "selection_metric": metric,
         "max_accuracy_loss": None if max_accuracy_loss is None else float(max_accuracy_loss),
     }
-    pooled = {name: sensitivities[name] for name in every}
-    in_network: dict[str, tuple[dict, str, list[str]]] = {
-        label: ({name: sensitivities[name]}, "per_layer", [name])
-        for label, name in stages.items()
-        if label != "fc"
-    }
-    in_network["global"] = (pooled, "global", every)
-    in_network["layerwise"] = (pooled, "layerwise", every)
-
     variants: dict[str, tuple[dict, dict]] = {
-        "none": ({}, {"parameters": [], VAL_ACCURACY_KEY: baseline_accuracy})
+        "none": ({}, {"parameters": [], VAL_ACCURACY_KEY: passes.baseline_accuracy})
     }
     grid_rows = []
     for label, (sens, mode, parameters) in in_network.items():
-        candidates = []
-        for setting in settings:
-            low, high = (float(setting.get(k, 0)) for k in ("weight_low", "weight_high"))
-            masks = layer_pruning_masks(sens, low, high, mode)
-            pruned = sum(int((~m).sum()) for m in masks.values())
-            # A setting that prunes nothing is the unpruned network: no second pass.
-            found = (
-                {**baseline, "params": setting, "val_rows": _relabel(baseline, setting, label)}
-                if pruned == 0
-                else validate(masks, setting, label)
-            )
-            candidates.append({**found, "n_pruned": pruned})
-        choice = select_layer_setting(
-            candidates,
-            baseline_accuracy=baseline_accuracy,
-            max_accuracy_loss=max_accuracy_loss,
-            metric=metric,
-        )
-        for candidate, ok in zip(candidates, choice["eligible"], strict=True):
-            # no OOD rows: screened out by its ID accuracy, the metrics were not computed
-            val = pd.DataFrame(candidate["val_rows"], columns=["fpr95", "auroc"])
-            grid_rows.append(
-                {
-                    "variant": label,
-                    **{k: float(candidate["params"].get(k, 0)) for k in grid},
-                    "n_pruned": candidate["n_pruned"],
-                    "fpr95": float(val["fpr95"].mean()) if len(val) else np.nan,
-                    "auroc": float(val["auroc"].mean()) if len(val) else np.nan,
-                    VAL_ACCURACY_KEY: candidate["val_id_accuracy"],
-                    "accuracy_loss": baseline_accuracy - candidate["val_id_accuracy"],
-                    "eligible": bool(ok),
-                    "selected": not choice["none_eligible"]
-                    and params_json(candidate["params"]) == params_json(choice["params"]),
-                }
-            )
+        choice, validated = _select_layer_row(passes, label, sens, mode, settings, grid, metric)
+        grid_rows += validated
         low, high = (float(choice["params"].get(k, 0)) for k in ("weight_low", "weight_high"))
         variants[label] = (
             layer_pruning_masks(sens, low, high, mode),
@@ -388,24 +429,61 @@ def layer_ablation(
                 low,
                 high,
                 choice["val_id_accuracy"],
-                baseline_accuracy,
+                passes.baseline_accuracy,
                 "; no setting within the accuracy limit, nothing pruned"
                 if choice["none_eligible"]
                 else "",
             )
-    fc_keep = torch.from_numpy(fc_opnp_keep_mask(fc_sensitivity, selected, statistic))
-    with pruning(model, {"fc.weight": fc_keep}):
-        fc_val_logits, fc_val_labels = network_logits(model, id_val, **kw)
-    variants["fc"] = (
-        {"fc.weight": fc_keep},
-        {
-            **dict(selected),
-            "sensitivity": "full training set",
-            "parameters": ["fc.weight"],
-            VAL_ACCURACY_KEY: accuracy(fc_val_logits, fc_val_labels),
-        },
-    )
+    return variants, grid_rows
 
+
+def _select_layer_row(passes, label, sens, mode, settings, grid, metric):
+    """One in-network row: every grid setting validated, the selection
+    (:func:`select_layer_setting`) and the row's ``val_grid`` rows."""
+    from opnp.nets.network import layer_pruning_masks
+
+    baseline, baseline_accuracy = passes.baseline, passes.baseline_accuracy
+    candidates = []
+    for setting in settings:
+        low, high = (float(setting.get(k, 0)) for k in ("weight_low", "weight_high"))
+        masks = layer_pruning_masks(sens, low, high, mode)
+        pruned = sum(int((~m).sum()) for m in masks.values())
+        # A setting that prunes nothing is the unpruned network: no second pass.
+        found = (
+            {**baseline, "params": setting, "val_rows": _relabel(baseline, setting, label)}
+            if pruned == 0
+            else passes.validate(masks, setting, label)
+        )
+        candidates.append({**found, "n_pruned": pruned})
+    choice = select_layer_setting(
+        candidates,
+        baseline_accuracy=baseline_accuracy,
+        max_accuracy_loss=passes.max_accuracy_loss,
+        metric=metric,
+    )
+    grid_rows = []
+    for candidate, ok in zip(candidates, choice["eligible"], strict=True):
+        # no OOD rows: screened out by its ID accuracy, the metrics were not computed
+        val = pd.DataFrame(candidate["val_rows"], columns=["fpr95", "auroc"])
+        grid_rows.append(
+            {
+                "variant": label,
+                **{k: float(candidate["params"].get(k, 0)) for k in grid},
+                "n_pruned": candidate["n_pruned"],
+                "fpr95": float(val["fpr95"].mean()) if len(val) else np.nan,
+                "auroc": float(val["auroc"].mean()) if len(val) else np.nan,
+                VAL_ACCURACY_KEY: candidate["val_id_accuracy"],
+                "accuracy_loss": baseline_accuracy - candidate["val_id_accuracy"],
+                "eligible": bool(ok),
+                "selected": not choice["none_eligible"]
+                and params_json(candidate["params"]) == params_json(choice["params"]),
+            }
+        )
+    return choice, grid_rows
+
+
+def _test_rows(passes, variants, uncertainty, log):
+    """Test result rows of every variant (its network pruned with its masks)."""
     rows = []
     unpruned = None
     for variant, (masks, params) in variants.items():
@@ -413,7 +491,7 @@ def layer_ablation(
         # rows that prune nothing (an in-network row whose selection kept every weight)
         # score the unpruned network: one test pass for all of them
         if pruned or unpruned is None:
-            id_logits, id_accuracy, ood_scores = run(masks, id_test, ood_test)
+            id_logits, id_accuracy, ood_scores = passes.run(masks, passes.id_test, passes.ood_test)
             if not pruned:
                 unpruned = id_logits, id_accuracy, ood_scores
         else:
@@ -438,7 +516,7 @@ def layer_ablation(
                 np.mean([r["fpr95"] for r in variant_rows]),
                 variant_rows[0]["id_accuracy"],
             )
-    return rows, layer_means, pd.DataFrame(grid_rows)
+    return rows
 
 
 def _relabel(found: Mapping[str, Any], params: Mapping[str, Any], variant: str) -> list[dict]:

@@ -30,17 +30,6 @@ def load_feature_set(manifest_path: str | Path, mmap: bool = True):
     return load_features(feature_stem(manifest_path), mmap=mmap)
 
 
-def load_feature_sets(
-    manifest_paths: Iterable[str | Path], names: Iterable[str], mmap: bool = True
-) -> dict:
-    """Name -> feature set, names in the given order (one per manifest)."""
-    paths = list(manifest_paths)
-    names = list(names)
-    if len(paths) != len(names):
-        raise ValueError(f"{len(paths)} feature manifests but {len(names)} names: {names}")
-    return {n: load_feature_set(p, mmap=mmap) for n, p in zip(names, paths, strict=True)}
-
-
 def load_fc(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """FC head (weight (C, D), bias (C,)) saved by the model rules."""
     with np.load(path) as data:

@@ -10,30 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from opnp.pipeline.selection import REACT_SELECTED, clips_at_react, react_percentile_source
+
 
 class ConfigError(ValueError):
     """A config value that the JSON schema cannot express is wrong."""
-
-
-# Methods that clip the features at ReAct's threshold before their own step (their class
-# sets ``clips_at_react``). Their ``react_percentile`` is, by default, the percentile ReAct
-# itself selected on the validation split (so that "X+ReAct" and "ReAct" clip alike); a
-# config may instead fix it (``fixed: {react_percentile: 90}``) or search it jointly
-# (``grid: {react_percentile: [...]}``). ``fixed: {react_percentile: selected}`` spells the
-# default out.
-REACT_SELECTED = "selected"
-
-
-def react_percentile_source(method: str, spec: dict) -> str | None:
-    """Where ``method``'s ReAct percentile comes from: ``"selected"`` (ReAct's
-    validation-selected percentile, the default), ``"fixed"`` or ``"grid"``; None for a
-    method that does not clip at ReAct's threshold."""
-    if not _clips_at_react(method):
-        return None
-    if "react_percentile" in spec.get("grid", {}):
-        return "grid"
-    fixed = spec.get("fixed", {}).get("react_percentile", REACT_SELECTED)
-    return "selected" if fixed == REACT_SELECTED else "fixed"
 
 
 def _check_unlabeled(cfg: dict, datasets: Mapping[str, Any]) -> None:
@@ -74,15 +55,33 @@ def _check_compare_protocols(cfg: dict) -> None:
             )
 
 
-def _clips_at_react(method: str) -> bool:
-    from opnp.detectors import available_detectors, detector_class
-
-    return method in available_detectors() and detector_class(method).clips_at_react
-
-
 def check_config(cfg: dict) -> None:
     """Cross-key checks run before any job: each error names the key and the allowed values."""
     datasets = {**cfg["datasets"], **replicate_parts(cfg)}
+    _check_id_and_ood(cfg, datasets)
+    _check_replicates(cfg)
+    _check_unlabeled(cfg, datasets)
+    _check_dataset_specs(cfg, datasets)
+    _check_synthetic_scale(cfg)
+    _check_synthetic(cfg)
+    _check_models(cfg)
+    _check_percentages(cfg)
+    for method, spec in cfg["methods"].items():
+        _check_react_percentile(method, spec, cfg["methods"])
+    _check_ablations(cfg)
+    check_method_values(cfg["methods"])
+    selection_groups(cfg)
+    _check_compare_protocols(cfg)
+    fig9 = cfg.get("ablations", {}).get("fig9_ood")
+    if fig9 is not None and fig9 not in cfg["ood"]["test"]:
+        raise ConfigError(
+            f"config key ablations.fig9_ood: {fig9!r} is not one of ood.test {cfg['ood']['test']}"
+        )
+
+
+def _check_id_and_ood(cfg: dict, datasets: Mapping[str, Any]) -> None:
+    """The ID and OOD sets are defined, validation OOD sets are not test sets, and the
+    ID training, validation and test sets stay apart (as far as the config says)."""
     for key in ("train", "val", "test"):
         name = cfg["id"][key]
         if name not in datasets:
@@ -118,8 +117,11 @@ def check_config(cfg: dict) -> None:
             f"config key id.train: {cfg['id']['train']!r} is also used as id.val or id.test; "
             "sensitivities and detectors must be fitted on data that is not evaluated"
         )
-    _check_replicates(cfg)
-    _check_unlabeled(cfg, datasets)
+
+
+def _check_dataset_specs(cfg: dict, datasets: Mapping[str, Any]) -> None:
+    """Each dataset spec has the keys its source needs and none it cannot use; the
+    datasets extracted in parts are defined."""
     for name, spec in cfg["datasets"].items():
         source = spec["source"]
         needed = {
@@ -157,8 +159,10 @@ def check_config(cfg: dict) -> None:
                 f"config key extraction.parts: dataset {name!r} is not defined under "
                 f"'datasets' (defined: {sorted(datasets)})"
             )
-    _check_synthetic_scale(cfg)
-    _check_synthetic(cfg)
+
+
+def _check_models(cfg: dict) -> None:
+    """Each model (but a synthetic one) is either trained here or loads weights."""
     for name, spec in cfg["models"].items():
         if is_synthetic_model(spec):
             continue
@@ -169,6 +173,11 @@ def check_config(cfg: dict) -> None:
                 f"config key models.{name}: give exactly one of 'train' (train it here) or "
                 f"'checkpoint' or 'pretrained' (load weights)"
             )
+
+
+def _check_percentages(cfg: dict) -> None:
+    """Each method's pruning percentages are in [0, 100) and no low + high pair prunes
+    everything."""
     for method, spec in cfg["methods"].items():
         values = {**spec.get("fixed", {}), **spec.get("grid", {})}
         for low, high in (("weight_low", "weight_high"), ("neuron_low", "neuron_high")):
@@ -186,8 +195,10 @@ def check_config(cfg: dict) -> None:
                     f"config keys methods.{method}.{low}/{high}: {max(lows)} + {max(highs)} "
                     ">= 100 would prune everything; the sum must stay below 100"
                 )
-    for method, spec in cfg["methods"].items():
-        _check_react_percentile(method, spec, cfg["methods"])
+
+
+def _check_ablations(cfg: dict) -> None:
+    """Table 7 needs OPNP; the readings ablation names readings of configured methods."""
     layers = cfg.get("ablations", {}).get("layers", {})
     if layers.get("enabled", False) and "opnp" not in cfg["methods"]:
         raise ConfigError(
@@ -203,14 +214,6 @@ def check_config(cfg: dict) -> None:
             check_readings(readings.get("run", []), cfg["methods"], "ablations.readings.run")
         except ValueError as error:
             raise ConfigError(str(error)) from None
-    check_method_values(cfg["methods"])
-    selection_groups(cfg)
-    _check_compare_protocols(cfg)
-    fig9 = cfg.get("ablations", {}).get("fig9_ood")
-    if fig9 is not None and fig9 not in cfg["ood"]["test"]:
-        raise ConfigError(
-            f"config key ablations.fig9_ood: {fig9!r} is not one of ood.test {cfg['ood']['test']}"
-        )
 
 
 #: ``models.<m>.arch`` of a synthetic model (opnp.synthetic): features from a seeded
@@ -250,6 +253,35 @@ def _check_synthetic(cfg: dict) -> None:
     the network on images (ODIN, the in-network ablation of Table 7 / Fig. 6) or splits
     images (extraction parts, replicates) can be configured with it."""
     models = synthetic_models(cfg)
+    _check_synthetic_models(cfg, models)
+    datasets = [d for d, spec in cfg["datasets"].items() if spec["source"] == "synthetic"]
+    for name, spec in cfg["datasets"].items():
+        if "synthetic" in spec and name not in datasets:
+            raise ConfigError(
+                f"config key datasets.{name}.synthetic needs datasets.{name}.source: "
+                f"'synthetic', got {spec['source']!r}"
+            )
+    if not models and not datasets:
+        return
+    if not models:
+        raise ConfigError(
+            f"config key datasets: {datasets} are synthetic (source: synthetic), but no model "
+            f"is (models.<name>.arch: {SYNTHETIC_ARCH!r}); synthetic rows come from a "
+            "synthetic model"
+        )
+    others = [m for m in cfg["models"] if m not in models]
+    if others:
+        raise ConfigError(
+            f"config key models: {models} are synthetic but {others} run a network; a "
+            "benchmark has either kind, not both"
+        )
+    _check_synthetic_roles(cfg, models)
+    _check_nothing_needs_images(cfg, models)
+
+
+def _check_synthetic_models(cfg: dict, models: list[str]) -> None:
+    """Only synthetic models (``models``) take ``synthetic`` settings; they need them and
+    a feature width, and take no weights."""
     for name, spec in cfg["models"].items():
         synthetic = name in models
         if "synthetic" in spec and not synthetic:
@@ -274,27 +306,11 @@ def _check_synthetic(cfg: dict) -> None:
             raise ConfigError(
                 f"config key models.{name}.feature_dim is required for arch {SYNTHETIC_ARCH!r}"
             )
-    datasets = [d for d, spec in cfg["datasets"].items() if spec["source"] == "synthetic"]
-    for name, spec in cfg["datasets"].items():
-        if "synthetic" in spec and name not in datasets:
-            raise ConfigError(
-                f"config key datasets.{name}.synthetic needs datasets.{name}.source: "
-                f"'synthetic', got {spec['source']!r}"
-            )
-    if not models and not datasets:
-        return
-    if not models:
-        raise ConfigError(
-            f"config key datasets: {datasets} are synthetic (source: synthetic), but no model "
-            f"is (models.<name>.arch: {SYNTHETIC_ARCH!r}); synthetic rows come from a "
-            "synthetic model"
-        )
-    others = [m for m in cfg["models"] if m not in models]
-    if others:
-        raise ConfigError(
-            f"config key models: {models} are synthetic but {others} run a network; a "
-            "benchmark has either kind, not both"
-        )
+
+
+def _check_synthetic_roles(cfg: dict, models: list[str]) -> None:
+    """With synthetic models, every dataset the benchmark uses is synthetic, of the
+    distribution (ID or OOD) of its role."""
     used = {cfg["id"][k]: f"id.{k}" for k in ("train", "val", "test")}
     for split in ("val", "test"):
         used.update({n: f"ood.{split}" for n in cfg["ood"][split]})
@@ -314,6 +330,11 @@ def _check_synthetic(cfg: dict) -> None:
                 f"config key datasets.{name}.synthetic.distribution: {name!r} is {role}, so "
                 f"its distribution must be {want!r}, got {spec['synthetic']['distribution']!r}"
             )
+
+
+def _check_nothing_needs_images(cfg: dict, models: list[str]) -> None:
+    """With synthetic models, no method or ablation runs the network on images and
+    nothing splits images (extraction parts, replicates)."""
     from opnp.detectors import available_detectors, detector_class
 
     known = [m for m in cfg["methods"] if m in available_detectors()]  # others: see below
@@ -526,7 +547,7 @@ def _check_react_percentile(method: str, spec: dict, methods: dict) -> None:
 
     grid = spec.get("grid", {})
     fixed = spec.get("fixed", {})
-    if not _clips_at_react(method):
+    if not clips_at_react(method):
         for where, values in (("grid", grid), ("fixed", fixed)):
             if "react_percentile" in values:
                 raise ConfigError(

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from opnp import bootstrap as _bootstrap
 from opnp import pooled_bootstrap as _pooled
 from opnp.bootstrap import check_settings
 from opnp.pipeline.replicates import pool_labels
@@ -110,7 +111,9 @@ def _paired(draws: Mapping[str, np.ndarray], estimates: Mapping[str, float], met
     best = methods[int(_BETTER[metric]([estimates[m] for m in methods]))]
     out = {}
     for m in methods:
-        low, high = _pooled.paired_difference_interval(draws[m], draws[best], confidence)
+        low, high = _bootstrap.paired_difference_interval(
+            draws[m], draws[best], confidence, drop_undefined=True
+        )
         out[m] = (best, low, high)
     return best, out
 
@@ -153,91 +156,120 @@ def pooled_frame(
     info: dict[tuple[str, str], dict[str, Any]] = {}
     for ood_set, clusters in ood_clusters.items():
         for method in methods:
-            per_replicate = [s if isinstance(s, list) else [s] for s in scores[method]]
-            n_seeds = {len(s) for s in per_replicate}
-            if len(n_seeds) != 1:
-                raise ValueError(
-                    f"model {model!r}: method {method!r} has scores of {sorted(n_seeds)} "
-                    "seeds in different replicates"
-                )
-            missing = [r for r, s in enumerate(per_replicate) if any(ood_set not in x for x in s)]
-            if missing:
-                raise ValueError(
-                    f"model {model!r}: the scores of {method!r} of replicates {missing} "
-                    f"lack OOD set {ood_set!r}"
-                )
-            # The same units, so the same draws for every seed: averaging them draw by
-            # draw is the bootstrap of the mean over seeds.
-            per_seed = [
-                _pooled.pooled_bootstrap(
-                    # the ID scores of the setting that scored this OOD set
-                    [s[i].get(f"ID@{ood_set}", s[i]["ID"]) for s in per_replicate],
-                    [s[i][ood_set] for s in per_replicate],
-                    clusters,
-                    id_units,
-                    n_resamples=settings["n_resamples"],
-                    seed=settings["seed"],
-                    ood_name=ood_set,
-                )
-                for i in range(n_seeds.pop())
-            ]
-            draws[method, ood_set] = {
-                m: 100.0 * np.mean([f[f"{m}_resamples"] for f in per_seed], axis=0)
-                for m in _pooled.METRICS
-            }
-            info[method, ood_set] = {
-                **{m: 100.0 * float(np.mean([f[m] for f in per_seed])) for m in _pooled.METRICS},
-                "n_partial": max(f["n_partial"] for f in per_seed),
-                "n_ood_clusters": len(np.unique(np.concatenate([np.asarray(c) for c in clusters]))),
-            }
+            draws[method, ood_set], info[method, ood_set] = _method_draws(
+                model, method, scores[method], ood_set, clusters, id_units, settings
+            )
     sets = list(ood_clusters)
     if average is not None and len(sets) > 1:
-        for method in methods:
-            draws[method, average] = {
-                m: np.mean([draws[method, s][m] for s in sets], axis=0) for m in _pooled.METRICS
-            }
-            info[method, average] = {
-                **{m: float(np.mean([info[method, s][m] for s in sets])) for m in _pooled.METRICS},
-                "n_partial": max(info[method, s]["n_partial"] for s in sets),
-                "n_ood_clusters": sum(info[methods[0], s]["n_ood_clusters"] for s in sets),
-            }
+        _average_over_sets(draws, info, methods, sets, average)
         sets.append(average)
     n_id_units = len(np.unique(np.concatenate([np.asarray(u) for u in id_units])))
-    rows = []
-    for ood_set in sets:
-        paired = {}
-        for metric in _pooled.METRICS:
-            _, paired[metric] = _paired(
-                {m: draws[m, ood_set][metric] for m in methods},
-                {m: info[m, ood_set][metric] for m in methods},
-                metric,
-                settings["confidence"],
-            )
-        for method in methods:
-            row = {"model": model, "method": method, "ood_set": ood_set, "n_replicates": k}
-            for metric in _pooled.METRICS:
-                low, high = _pooled.percentile_interval(
-                    draws[method, ood_set][metric], settings["confidence"]
-                )
-                best, diff_low, diff_high = paired[metric][method]
-                row |= {
-                    metric: info[method, ood_set][metric],
-                    f"{metric}_ci_low": low,
-                    f"{metric}_ci_high": high,
-                    f"{metric}_best": best,
-                    f"{metric}_diff_ci_low": diff_low,
-                    f"{metric}_diff_ci_high": diff_high,
-                    f"{metric}_within_noise": bool(diff_low <= 0.0 <= diff_high),
-                }
-            row |= {
-                "n_id_units": n_id_units,
-                "n_ood_clusters": info[method, ood_set]["n_ood_clusters"],
-                "n_resamples": settings["n_resamples"],
-                "n_partial": info[method, ood_set]["n_partial"],
-                "confidence": settings["confidence"],
-            }
-            rows.append(row)
+    rows = [
+        {
+            "model": model,
+            "method": method,
+            "ood_set": ood_set,
+            "n_replicates": k,
+            **row,
+            "n_id_units": n_id_units,
+            "n_ood_clusters": info[method, ood_set]["n_ood_clusters"],
+            "n_resamples": settings["n_resamples"],
+            "n_partial": info[method, ood_set]["n_partial"],
+            "confidence": settings["confidence"],
+        }
+        for ood_set in sets
+        for method, row in _metric_columns(methods, ood_set, draws, info, settings).items()
+    ]
     return pd.DataFrame(rows, columns=POOLED_COLUMNS), draws
+
+
+def _method_draws(model, method, method_scores, ood_set, clusters, id_units, settings):
+    """The draws (percent) of one method on one OOD set, each the mean over seeds, and
+    its estimates (the mean over seeds of each metric), ``n_partial`` and the number of
+    OOD clusters."""
+    per_replicate = [s if isinstance(s, list) else [s] for s in method_scores]
+    n_seeds = {len(s) for s in per_replicate}
+    if len(n_seeds) != 1:
+        raise ValueError(
+            f"model {model!r}: method {method!r} has scores of {sorted(n_seeds)} "
+            "seeds in different replicates"
+        )
+    missing = [r for r, s in enumerate(per_replicate) if any(ood_set not in x for x in s)]
+    if missing:
+        raise ValueError(
+            f"model {model!r}: the scores of {method!r} of replicates {missing} "
+            f"lack OOD set {ood_set!r}"
+        )
+    # The same units, so the same draws for every seed: averaging them draw by
+    # draw is the bootstrap of the mean over seeds.
+    per_seed = [
+        _pooled.pooled_bootstrap(
+            # the ID scores of the setting that scored this OOD set
+            [s[i].get(f"ID@{ood_set}", s[i]["ID"]) for s in per_replicate],
+            [s[i][ood_set] for s in per_replicate],
+            clusters,
+            id_units,
+            n_resamples=settings["n_resamples"],
+            seed=settings["seed"],
+            ood_name=ood_set,
+        )
+        for i in range(n_seeds.pop())
+    ]
+    draws = {
+        m: 100.0 * np.mean([f[f"{m}_resamples"] for f in per_seed], axis=0) for m in _pooled.METRICS
+    }
+    info = {
+        **{m: 100.0 * float(np.mean([f[m] for f in per_seed])) for m in _pooled.METRICS},
+        "n_partial": max(f["n_partial"] for f in per_seed),
+        "n_ood_clusters": len(np.unique(np.concatenate([np.asarray(c) for c in clusters]))),
+    }
+    return draws, info
+
+
+def _average_over_sets(draws, info, methods, sets, average) -> None:
+    """Add each method's draws and estimates averaged over the OOD sets ``sets``, draw
+    by draw, under the OOD set name ``average``."""
+    for method in methods:
+        draws[method, average] = {
+            m: np.mean([draws[method, s][m] for s in sets], axis=0) for m in _pooled.METRICS
+        }
+        info[method, average] = {
+            **{m: float(np.mean([info[method, s][m] for s in sets])) for m in _pooled.METRICS},
+            "n_partial": max(info[method, s]["n_partial"] for s in sets),
+            "n_ood_clusters": sum(info[methods[0], s]["n_ood_clusters"] for s in sets),
+        }
+
+
+def _metric_columns(methods, ood_set, draws, info, settings) -> dict[str, dict]:
+    """Per method, the metric columns of its row on ``ood_set``: estimate, interval,
+    the best method and the paired interval of the difference to it."""
+    paired = {}
+    for metric in _pooled.METRICS:
+        _, paired[metric] = _paired(
+            {m: draws[m, ood_set][metric] for m in methods},
+            {m: info[m, ood_set][metric] for m in methods},
+            metric,
+            settings["confidence"],
+        )
+    columns = {}
+    for method in methods:
+        row = {}
+        for metric in _pooled.METRICS:
+            low, high = _bootstrap.percentile_interval(
+                draws[method, ood_set][metric], settings["confidence"], drop_undefined=True
+            )
+            best, diff_low, diff_high = paired[metric][method]
+            row |= {
+                metric: info[method, ood_set][metric],
+                f"{metric}_ci_low": low,
+                f"{metric}_ci_high": high,
+                f"{metric}_best": best,
+                f"{metric}_diff_ci_low": diff_low,
+                f"{metric}_diff_ci_high": diff_high,
+                f"{metric}_within_noise": bool(diff_low <= 0.0 <= diff_high),
+            }
+        columns[method] = row
+    return columns
 
 
 #: Caption sentence of a pooled table whose bold rule uses :func:`apply_pooled_draws`.

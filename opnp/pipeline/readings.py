@@ -194,33 +194,55 @@ def readings_rows(
                 frame = mark_selected(pd.DataFrame(part_rows), metric, part.groups)
                 frames.append(frame)
             selection = pd.concat(frames, ignore_index=True)
-            for params, test_sets in settings_for_test_sets(selection, test_groups):
-                setting_fit = fit.replace(sensitivity=sensitivity_of(params))
-                test_rows, _ = evaluate_configs(
-                    method,
-                    [params],
-                    setting_fit,
-                    id_features=id_test,
-                    ood_features={s: ood_test[s] for s in test_sets},
-                    split="test",
-                    uncertainty=uncertainty,
-                    **keys,
-                )
-                detector = build_detector(method, params, setting_fit)
-                id_accuracy = accuracy(detector.logits(id_test), id_test_labels)
-                for row in test_rows:
-                    row["id_accuracy"] = id_accuracy
-                rows += test_rows
-                if log is not None:
-                    log(
-                        "%s %s: %s on %s, mean FPR95 %.2f, ID accuracy %.2f",
-                        method,
-                        variant,
-                        params,
-                        test_sets,
-                        np.mean([r["fpr95"] for r in test_rows]),
-                        id_accuracy,
-                    )
+            rows += _test_selected(
+                method,
+                selection,
+                test_groups,
+                fit,
+                sensitivity_of,
+                (id_test, id_test_labels, ood_test),
+                keys,
+                uncertainty,
+                log,
+            )
+    return rows
+
+
+def _test_selected(
+    method, selection, test_groups, fit, sensitivity_of, test_data, keys, uncertainty, log
+) -> list[dict]:
+    """Test rows of each setting ``selection`` (the validation rows, selected marked)
+    chose, for the test sets it was chosen for, with the ID test accuracy of the layer
+    that scores them. ``test_data``: (ID test features, their labels, OOD test sets)."""
+    id_test, id_test_labels, ood_test = test_data
+    rows: list[dict] = []
+    for params, test_sets in settings_for_test_sets(selection, test_groups):
+        setting_fit = fit.replace(sensitivity=sensitivity_of(params))
+        test_rows, _ = evaluate_configs(
+            method,
+            [params],
+            setting_fit,
+            id_features=id_test,
+            ood_features={s: ood_test[s] for s in test_sets},
+            split="test",
+            uncertainty=uncertainty,
+            **keys,
+        )
+        detector = build_detector(method, params, setting_fit)
+        id_accuracy = accuracy(detector.logits(id_test), id_test_labels)
+        for row in test_rows:
+            row["id_accuracy"] = id_accuracy
+        rows += test_rows
+        if log is not None:
+            log(
+                "%s %s: %s on %s, mean FPR95 %.2f, ID accuracy %.2f",
+                method,
+                keys["variant"],
+                params,
+                test_sets,
+                np.mean([r["fpr95"] for r in test_rows]),
+                id_accuracy,
+            )
     return rows
 
 

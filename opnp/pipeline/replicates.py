@@ -96,26 +96,36 @@ def check_split_spec(
         raise ValueError(f"pool {pool!r}: 'parts' must list at least one part")
     if len(set(names)) != len(names):
         raise ValueError(f"pool {pool!r}: part names must be unique, got {names}")
+    if by == "fold":
+        _check_fold_parts(pool, spec, parts, n_replicates, n_images)
+    else:
+        _check_sized_parts(pool, spec, parts, by, n_images)
+
+
+def _check_sized_parts(pool, spec, parts, by, n_images) -> None:
+    """A split by image or by class: parts of a positive size, no fold keys."""
     fold_keys = ("fold_offset", "rest")
-    if by != "fold":
-        for key in ("folds", "fold_seed"):
-            if key in spec:
-                raise ValueError(f"pool {pool!r}: {key!r} only applies to 'by: fold'")
-        for part in parts:
-            if any(k in part for k in fold_keys) or "size" not in part:
-                raise ValueError(
-                    f"pool {pool!r}, part {part.get('name')!r}: a 'by: {by}' part has a "
-                    "'size' and no 'fold_offset' or 'rest'"
-                )
-            if int(part["size"]) < 1:
-                raise ValueError(f"pool {pool!r}: part sizes must be positive, got {part}")
-        sizes = {str(p["name"]): int(p["size"]) for p in parts}
-        if by == "image" and n_images is not None and sum(sizes.values()) > n_images:
+    for key in ("folds", "fold_seed"):
+        if key in spec:
+            raise ValueError(f"pool {pool!r}: {key!r} only applies to 'by: fold'")
+    for part in parts:
+        if any(k in part for k in fold_keys) or "size" not in part:
             raise ValueError(
-                f"pool {pool!r} has {n_images} images but its parts {sizes} take "
-                f"{sum(sizes.values())}"
+                f"pool {pool!r}, part {part.get('name')!r}: a 'by: {by}' part has a "
+                "'size' and no 'fold_offset' or 'rest'"
             )
-        return
+        if int(part["size"]) < 1:
+            raise ValueError(f"pool {pool!r}: part sizes must be positive, got {part}")
+    sizes = {str(p["name"]): int(p["size"]) for p in parts}
+    if by == "image" and n_images is not None and sum(sizes.values()) > n_images:
+        raise ValueError(
+            f"pool {pool!r} has {n_images} images but its parts {sizes} take {sum(sizes.values())}"
+        )
+
+
+def _check_fold_parts(pool, spec, parts, n_replicates, n_images) -> None:
+    """A 'by: fold' split: a fold seed, enough folds, each part one fold (its offset
+    from the replicate's) or the one 'rest' part, and the sizes fit the pool."""
     if "fold_seed" not in spec:
         raise ValueError(
             f"pool {pool!r}: 'by: fold' needs a 'fold_seed' (the one permutation all "

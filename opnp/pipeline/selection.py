@@ -13,6 +13,33 @@ import pandas as pd
 
 from opnp.pipeline.results import params_json
 
+# Methods that clip the features at ReAct's threshold before their own step (their class
+# sets ``clips_at_react``). Their ``react_percentile`` is, by default, the percentile ReAct
+# itself selected on the validation split (so that "X+ReAct" and "ReAct" clip alike); a
+# config may instead fix it (``fixed: {react_percentile: 90}``) or search it jointly
+# (``grid: {react_percentile: [...]}``). ``fixed: {react_percentile: selected}`` spells the
+# default out.
+REACT_SELECTED = "selected"
+
+
+def react_percentile_source(method: str, spec: dict) -> str | None:
+    """Where ``method``'s ReAct percentile comes from: ``"selected"`` (ReAct's
+    validation-selected percentile, the default), ``"fixed"`` or ``"grid"``; None for a
+    method that does not clip at ReAct's threshold."""
+    if not clips_at_react(method):
+        return None
+    if "react_percentile" in spec.get("grid", {}):
+        return "grid"
+    fixed = spec.get("fixed", {}).get("react_percentile", REACT_SELECTED)
+    return "selected" if fixed == REACT_SELECTED else "fixed"
+
+
+def clips_at_react(method: str) -> bool:
+    """Whether ``method`` is a registered detector that clips at ReAct's threshold."""
+    from opnp.detectors import available_detectors, detector_class
+
+    return method in available_detectors() and detector_class(method).clips_at_react
+
 
 def expand_grid(grid: Mapping[str, Iterable] | None, fixed: Mapping[str, Any] | None = None):
     """Cartesian product of a grid, each config merged with the fixed values.
@@ -43,14 +70,12 @@ def resolve_react_percentile(
 ) -> dict:
     """``settings`` ({"grid": ..., "fixed": ...}) of ``method`` with ReAct's
     validation-selected percentile put in ``fixed["react_percentile"]`` where the config
-    leaves the percentile to ReAct's selection (:func:`opnp.pipeline.config.react_percentile_source`
+    leaves the percentile to ReAct's selection (:func:`react_percentile_source`
     is "selected"); ``react_selection`` is ReAct's selection table (its ``percentile``),
     read for test group ``group`` (None: ReAct's choice on every validation set), so that a
     combination clips as ReAct does for the same test family.
     Settings of other methods, or with the percentile fixed or searched, come back as given.
     """
-    from opnp.pipeline.config import REACT_SELECTED, react_percentile_source
-
     grid = dict(settings.get("grid", {}))
     fixed = dict(settings.get("fixed", {}))
     if react_percentile_source(method, {"grid": grid, "fixed": fixed}) != "selected":

@@ -1,4 +1,3 @@
-import hashlib
 import json
 import os
 import re
@@ -20,13 +19,13 @@ os.environ.update(
 sys.path.insert(0, workflow.basedir)
 from opnp.pipeline.config import (  # noqa: E402 - needs the path above
     check_config,
-    react_percentile_source,
     replicate_parts,
     selection_groups,
     synthetic_models,
 )
 from opnp.data import source_fingerprint  # noqa: E402
 from opnp.detectors import detector_class  # noqa: E402
+from opnp.io import config_hash  # noqa: E402
 from opnp.pipeline.experiments import (  # noqa: E402
     EXPERIMENTS,
     active_experiments,
@@ -36,6 +35,7 @@ from opnp.pipeline.experiments import (  # noqa: E402
 )
 from opnp.pipeline.readings import READING_ABLATIONS  # noqa: E402
 from opnp.pipeline.replicates import replicate_unit, resolve_split  # noqa: E402
+from opnp.pipeline.selection import react_percentile_source  # noqa: E402
 
 validate(config, schema="../schemas/config.schema.yaml")
 
@@ -172,14 +172,6 @@ wildcard_constraints:
     seed=r"\d+",
 
 
-def stable_hash(obj):
-    """Short hash of a JSON-serialisable object: recorded in every result row and used
-    as a param, so that changing one method's settings re-runs only that method's jobs.
-    """
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
 def result_keys(settings):
     """Input function of a results rule's ``params.results``: the benchmark, the job's
     model and the hash of ``settings`` (or of ``settings(wildcards)``), what every result
@@ -190,7 +182,7 @@ def result_keys(settings):
         return {
             "benchmark": BENCHMARK,
             "model": wildcards.model,
-            "config_hash": stable_hash(hashed),
+            "config_hash": config_hash(hashed),
         }
 
     return keys

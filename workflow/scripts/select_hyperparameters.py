@@ -19,7 +19,7 @@ ood_val = inputs.ood("ood_val")
 fit = inputs.fit_data(snakemake.params.statistic)
 id_val = inputs.features("id_val").features
 # A combination with ReAct clips at ReAct's own selected percentile for the same test
-# group unless the config fixes or searches it (opnp.pipeline.config.react_percentile_source).
+# group unless the config fixes or searches it (opnp.pipeline.selection.react_percentile_source).
 plan = search_plan(
     method, snakemake.params.settings, snakemake.params.groups, list(ood_val), react_selection
 )
