@@ -220,17 +220,18 @@ class ModelDetector(ModelHead):
 
         ``id_val``: ID validation inputs (tensor or loader); ``ood_val``: OOD validation
         inputs, or a dict name -> inputs (the selection uses the mean over the sets).
-        ``grid``: hyperparameter -> values (default :data:`DEFAULT_GRIDS`; the other
-        hyperparameters keep their values); ``metric``: ``fpr95`` or ``auroc``
-        (:func:`opnp.pipeline.selection.select_best`). The OPNP family is scored with the
-        vectorised grid of :func:`opnp.pipeline.evaluation.evaluate_configs`; statistics are those
-        of the last ``fit`` (no new pass over the training data). Returns the table of every
-        (config, OOD set) with metrics in percent and a ``selected`` column; ``self.params``
-        becomes the chosen setting.
+        ``grid``: hyperparameter -> values (default: the class's ``default_grid``, listed
+        in :data:`DEFAULT_GRIDS`; the other hyperparameters keep their values); ``metric``:
+        ``fpr95`` or ``auroc`` (:func:`opnp.selection_rule.select_best`, the workflow's
+        rule). The OPNP family is scored with the vectorised grid of its class's
+        ``grid_scorer``, as in the workflow's search; statistics are those of the last
+        ``fit`` (no new pass over the training data). Returns the table of every
+        (config, OOD set) with metrics in percent (:func:`opnp.result_rows.score_rows`)
+        and a ``selected`` column; ``self.params`` becomes the chosen setting.
         """
         import pandas as pd
 
-        from opnp.pipeline.selection import mark_selected
+        from opnp.selection_rule import mark_selected
 
         if not isinstance(ood_val, Mapping):
             ood_val = {"ood": ood_val}
@@ -256,7 +257,7 @@ class ModelDetector(ModelHead):
         """The configs ``tune`` searches: ``grid`` (default :data:`DEFAULT_GRIDS`) with
         the other hyperparameters fixed; every check that can fail does so here, before
         any forward pass."""
-        from opnp.pipeline.selection import expand_grid
+        from opnp.selection_rule import expand_grid
 
         cls = detector_class(self.method)
         grid = dict(cls.default_grid if grid is None else grid)
@@ -285,7 +286,7 @@ class ModelDetector(ModelHead):
 
     def _tune_rows_on_images(self, configs, id_val, ood_val: Mapping[str, Any]) -> list[dict]:
         """Validation rows of a network-level method: each config scores the images."""
-        from opnp.pipeline.results import score_rows
+        from opnp.result_rows import score_rows
 
         rows = []
         for params in self._progress(configs, configs, f"tune {self.method}"):
@@ -303,7 +304,7 @@ class ModelDetector(ModelHead):
 
     def _tune_rows_on_features(self, configs, id_h, ood_h: Mapping[str, Any]) -> list[dict]:
         """Validation rows of a feature-level method: one fitted detector per config."""
-        from opnp.pipeline.results import score_rows
+        from opnp.result_rows import score_rows
 
         rows = []
         for params in self._progress(configs, configs, f"tune {self.method}"):
@@ -318,9 +319,12 @@ class ModelDetector(ModelHead):
         return rows
 
     def _tune_rows_by_grid(self, configs, id_h, ood_h: Mapping[str, Any]) -> list[dict]:
-        """Validation rows of the OPNP family: the workflow's vectorised grid on the
-        sensitivity of the last ``fit`` (or the one given, or the fitted detector's)."""
-        from opnp.pipeline.evaluation import FitData, evaluate_configs
+        """Validation rows of the OPNP family, scored as the workflow's search scores them
+        (:func:`opnp.pipeline.evaluation.evaluate_configs`): the class's vectorised
+        ``grid_scorer``, or one detector per config where it declines (one config, or
+        more than the percentages varied), all on one sensitivity: that of the last
+        ``fit`` (or the one given, or the fitted detector's)."""
+        from opnp.result_rows import score_rows
 
         stats = self.statistics
         if stats is not None and "sensitivity" in self.needs:
@@ -329,16 +333,31 @@ class ModelDetector(ModelHead):
             sensitivity = self.params["param_sensitivity"]
         else:  # computed by the fitted detector itself (e.g. from clipped features)
             sensitivity = self._detector().param_sensitivity
-        fit = FitData(
-            self.weight,
-            self.bias,
-            train_features=stats.features if "features" in self.needs else None,
+        statistic = self.params.get("neuron_statistic", "mean")
+        train_features = stats.features if "features" in self.needs else None
+        grid_scores = detector_class(self.method).grid_scorer(
+            configs,
+            weight=self.weight,
+            bias=self.bias,
             sensitivity=sensitivity,
-            statistic=self.params.get("neuron_statistic", "mean"),
+            statistic=statistic,
+            train_features=train_features,
+            features={"ID": id_h, **ood_h},
         )
-        rows, _ = evaluate_configs(
-            self.method, configs, fit, id_features=id_h, ood_features=ood_h, split="val"
-        )
+        rows = []
+        for index, params in enumerate(configs):
+            if grid_scores is not None:
+                ood_scores = grid_scores(index)
+                id_scores = ood_scores.pop("ID")
+            else:
+                kwargs = {**params, "param_sensitivity": sensitivity, "neuron_statistic": statistic}
+                det = create_detector(self.method, weight=self.weight, bias=self.bias, **kwargs)
+                det.fit(train_features)
+                id_scores = det.score(id_h)
+                ood_scores = {name: det.score(h) for name, h in ood_h.items()}
+            rows += score_rows(
+                id_scores, ood_scores, method=self.method, params=params, split="val"
+            )
         return rows
 
     # -- export -----------------------------------------------------------------------
@@ -375,7 +394,7 @@ class ModelDetector(ModelHead):
 
 
 def _same(config: Mapping[str, Any], table) -> bool:
-    from opnp.pipeline.results import params_json
+    from opnp.result_rows import params_json
 
     chosen = table.loc[table["selected"], "params"].iloc[0]
     return params_json(config) == chosen
