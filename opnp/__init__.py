@@ -2,7 +2,7 @@
 (Chen et al., NeurIPS 2023), with the post-hoc baselines, metrics and the workflow glue.
 
 The numerical core (sensitivity, pruning, grid, metrics, detectors) needs only numpy and
-scipy; the network-level parts (:mod:`opnp.nets.network`, :mod:`opnp.nets.odin`) import torch when
+scipy; the network-level parts (:mod:`opnp.nets`, ODIN's ``score_batch``) import torch when
 they are used.
 """
 
@@ -20,7 +20,7 @@ from opnp.sensitivity import NEURON_STATISTICS, neuron_sensitivity, parameter_se
 _LAZY = {
     "from_model": ("nets.model_api", "from_model"),
     "ModelDetector": ("nets.model_api", "ModelDetector"),
-    "odin_scores": ("nets.odin", "odin_scores"),
+    "odin_scores": ("detectors.odin", "odin_scores"),
     "module_sensitivity": ("nets.network", "module_sensitivity"),
     "layer_pruning_masks": ("nets.network", "layer_pruning_masks"),
     "pruned_model": ("nets.network", "pruned_model"),

@@ -419,9 +419,3 @@ def load_features(
     if len(n) != 1:
         raise ValueError(f"{out_stem}: features, logits and labels have different lengths {n}")
     return FeatureSet(arrays["features"], arrays["logits"], arrays["labels"], manifest)
-
-
-# The old private names, for opnp/nets/extraction.py only: removed when branch
-# arch-network merges (it then imports feature_manifest and ArrayWriters).
-_manifest = feature_manifest
-_Writers = ArrayWriters

@@ -13,6 +13,8 @@ ANALYSIS_MODULES = [
     "opnp.grid",
     "opnp.metrics",
     "opnp.bootstrap",
+    "opnp.result_rows",
+    "opnp.selection_rule",
     "opnp.detectors",
     "opnp.scores",
     "opnp.pipeline.results",

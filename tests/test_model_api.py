@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -423,6 +424,29 @@ def test_tune_opnp_selects_on_validation_and_refits(model, data):
     )
     assert row["fpr95"] == pytest.approx(100 * expected["fpr95"], rel=1e-9)
     assert row["auroc"] == pytest.approx(100 * expected["auroc"], rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    "grid", [{"weight_low": [0, 20], "neuron_high": [0, 10]}, {"weight_low": [10]}]
+)
+def test_tune_scores_the_opnp_family_as_the_workflow_search(model, data, grid):
+    """tune's rows are evaluate_configs' on the same statistics: the vectorised grid, and
+    for one config (the grid scorer declines) one detector per config."""
+    from opnp.pipeline.evaluation import FitData, evaluate_configs
+
+    _, _, x_test, x_ood = data
+    md = fitted(model, data, "opnp")
+    fit = FitData(md.weight, md.bias, sensitivity=md.statistics.sensitivity, statistic="mean")
+    configs = expand_grid(grid, {k: v for k, v in md.params.items() if k not in grid})
+    ood = {"a": trunk_features(model, x_ood)}
+    rows, _ = evaluate_configs(
+        "opnp", configs, fit, id_features=trunk_features(model, x_test), ood_features=ood,
+        split="val",
+    )  # fmt: skip
+    table = md.tune(x_test, {"a": x_ood}, grid=grid)
+    columns = ["params", "ood_set", "fpr95", "auroc", "aupr_in", "aupr_out", "n_id", "n_ood"]
+    expected = pd.DataFrame(rows)[columns]
+    pd.testing.assert_frame_equal(table[columns], expected, check_exact=False, rtol=1e-12)
 
 
 @pytest.mark.parametrize("method", ["react", "odin"])

@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from opnp.nets.odin import odin_scores  # noqa: E402
+from opnp.detectors.odin import odin_scores  # noqa: E402
 
 
 def test_odin_hand_computed_linear_model():

@@ -404,7 +404,8 @@ def test_a_copy_of_a_test_set_as_validation_set_is_refused_by_the_workflow(tmp_p
     workdir.mkdir()
     plan = run_snakemake(workdir, "-n", configfile=configfile, timeout=300).stdout
     selection_inputs = [
-        line for line in _job_lines(plan, ("select_hyperparameters", "select_odin"), "input:")
+        line
+        for line in _job_lines(plan, ("select_hyperparameters", "select_network_method"), "input:")
     ]
     assert selection_inputs and all(
         "splits_check/smallcnn.json" in line for line in selection_inputs

@@ -276,7 +276,13 @@ def test_scale_config_dry_run_plans_the_cached_feature_dag(tmp_path):
     assert counts["synthetic_model"] == 1
     assert counts["synthetic_dataset"] == counts["synthetic_features"] == len(cfg["datasets"])
     assert counts["select_hyperparameters"] == counts["evaluate_method"] == len(cfg["methods"])
-    for rule in ("extract_features", "load_model", "select_odin", "layers", "train_model"):
+    for rule in (
+        "extract_features",
+        "load_model",
+        "select_network_method",
+        "layers",
+        "train_model",
+    ):
         assert rule not in counts, f"{rule} planned for a synthetic model: {counts}"
     for rule in ("check_splits", "compute_sensitivity", "sweep", "subsets", "make_table"):
         assert counts.get(rule, 0) >= 1, f"no {rule} job: {counts}"

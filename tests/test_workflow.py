@@ -60,7 +60,7 @@ def test_dry_run_plans_every_experiment(tmp_path):
     assert counts["train_model"] == n_units
     assert counts["select_hyperparameters"] == n_units * n_feature_methods
     assert counts["evaluate_method"] == n_units * n_feature_methods
-    assert counts["select_odin"] == counts["evaluate_odin"] == n_units
+    assert counts["select_network_method"] == counts["evaluate_network_method"] == n_units
     parts = {d: k for d, k in config["extraction"]["parts"].items() if k > 1}
     assert parts, "the default config should extract one dataset in parts (exercises the rules)"
     assert counts["extract_features"] == n_units * (len(config["datasets"]) - len(parts))
@@ -70,8 +70,8 @@ def test_dry_run_plans_every_experiment(tmp_path):
     for rule in [
         "train_model",
         "compute_sensitivity",
-        "select_odin",
-        "evaluate_odin",
+        "select_network_method",
+        "evaluate_network_method",
         "pruned_accuracy",
         "layers",
         "subsets",
@@ -122,7 +122,9 @@ def test_each_training_seed_is_its_own_model(tmp_path):
 def test_test_ood_sets_never_reach_hyperparameter_selection(tmp_path):
     config = load(REPO / "config" / "config.yaml")
     jobs = dry_run_job_files(tmp_path, REPO / "config" / "config.yaml")
-    selection_jobs = [(r, i) for r, i in jobs if r in ("select_hyperparameters", "select_odin")]
+    selection_jobs = [
+        (r, i) for r, i in jobs if r in ("select_hyperparameters", "select_network_method")
+    ]
     assert selection_jobs, "no selection jobs planned"
     for rule, inputs in selection_jobs:
         for name in config["ood"]["test"]:

@@ -34,7 +34,7 @@ def test_example_config_dry_run_on_a_tiny_tree(tmp_path):
     assert counts["link_dataset"] == len(config["datasets"])
     assert counts["load_model"] == 1
     # every method of the config is selected on validation and evaluated on test
-    assert counts["evaluate_method"] + counts["evaluate_odin"] == len(config["methods"])
+    assert counts["evaluate_method"] + counts["evaluate_network_method"] == len(config["methods"])
     assert counts["make_table"] >= 5 and counts["layers"] == 1
 
 

@@ -60,7 +60,10 @@ class Detector:
       masks (it takes ``param_sensitivity=``, the workflow passes the cached matrix);
     - ``seeded``: its result depends on a random draw (it takes ``seed=``; the workflow
       runs it once per configured seed);
-    - ``needs_network``: it runs the network on images (ODIN), not cached features;
+    - ``needs_network``: it runs the network on images, not cached features (ODIN; a
+      :class:`NetworkDetector`): the workflow gives it the network-method rules, the
+      model-level API and :func:`opnp.nets.export.detector_module` call its
+      ``score_batch(model, inputs, std)`` instead of ``score``;
     - ``clips_at_react``: it clips the features at ReAct's threshold first (its
       ``react_percentile`` is ReAct's validation-selected one unless the config fixes it);
     - ``fit_needs``: the training statistics ``fit`` uses (what the model-level API
@@ -233,6 +236,34 @@ class Detector:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
         return f"{type(self).__name__}({args})"
+
+
+class NetworkDetector(Detector):
+    """A detector that runs the network on the input images (``needs_network``): it
+    scores a batch with the model, ``score_batch(model, inputs, std)``, never cached
+    features. It has no FC head and nothing to fit; its hyperparameters are checked by
+    ``_check_params`` as for every detector, so a config is checked without torch.
+
+    The workflow runs every such method through the rules select_network_method and
+    evaluate_network_method, and :func:`opnp.from_model` scores with ``score_batch``:
+    a new network-level method is a subclass registered with ``@register_detector``.
+    """
+
+    needs_head: ClassVar[bool] = False
+    needs_network: ClassVar[bool] = True
+
+    def score(self, features) -> np.ndarray:
+        raise ValueError(
+            f"{self.name} runs the network on the input images, so it cannot score cached "
+            f"features: use score_batch(model, inputs, std) or "
+            f"opnp.from_model(model, {self.name!r})"
+        )
+
+    def score_batch(self, model, inputs, std=1.0) -> np.ndarray:  # pragma: no cover
+        """Scores (B,) float64 of a batch of images (B, C, ...) under ``model`` (a torch
+        module, in eval mode while scoring); ``std``: the per-channel standard deviation
+        of the input normalisation (a perturbation step in input units divides by it)."""
+        raise NotImplementedError
 
 
 class LinearDetector(Detector):

@@ -28,9 +28,10 @@ model). In eager mode and TorchScript the module raises for non-finite features 
 infinite input rows): ValueError (``torch.jit.Error`` from TorchScript) naming the first
 bad row. A traced graph (``torch.export``, ONNX) cannot raise on data: there a row with
 NaN features gets a NaN score; check ``torch.isfinite(score)`` (or the inputs) before
-trusting it. ODIN cannot be exported: its score needs a gradient step on the input. The
-backbone is a deep copy of the model with the head replaced by ``nn.Identity``, so the
-model's output must be the head's output (checked on the first batch).
+trusting it. A network-level detector (``needs_network``, e.g. ODIN: a gradient step on
+the input) cannot be exported: it runs the network itself. The backbone is a deep copy
+of the model with the head replaced by ``nn.Identity``, so the model's output must be
+the head's output (checked on the first batch).
 """
 
 # No "from __future__ import annotations": TorchScript reads the class annotations.
@@ -270,10 +271,11 @@ def score_head(detector, dtype=torch.float64) -> nn.Module:
 def detector_module(model_detector, score_dtype=None) -> DetectorModule:
     """:class:`DetectorModule` of a fitted :class:`opnp.nets.model_api.ModelDetector`."""
     md = model_detector
-    if md.method == "odin":
+    if md.needs_network:
         raise ValueError(
-            "odin cannot be exported as one forward pass: its score needs the gradient of the "
-            "loss with respect to the input; use ModelDetector.score"
+            f"{md.method} cannot be exported as one forward pass: it runs the network on the "
+            "input images itself (needs_network; ODIN: a gradient step on the input); use "
+            "ModelDetector.score"
         )
     if md._head is None or md.weight is None:
         raise ValueError("to_module needs the head: call fit(...) (or score a batch) first")

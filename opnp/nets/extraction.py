@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 from opnp._validation import check_positive_int
-from opnp.features import ARRAYS, FORMAT_VERSION, _manifest, _Writers, array_path
+from opnp.features import ARRAYS, FORMAT_VERSION, ArrayWriters, array_path, feature_manifest
 from opnp.io import save_npz_atomic, write_json_atomic
-from opnp.nets.training import _resolve_device, _seed_worker, portable_cpu
+from opnp.nets.training import portable_cpu, resolve_device, seed_worker
 
 __all__ = ["extract_features", "save_fc"]
 
@@ -100,7 +100,7 @@ class _Runner:
             shuffle=False,
             num_workers=self.num_workers,
             pin_memory=self.device.type == "cuda",
-            worker_init_fn=_seed_worker,
+            worker_init_fn=seed_worker,
             generator=torch.Generator().manual_seed(self.seed),
         )
         autocast = (
@@ -187,36 +187,21 @@ def extract_features(
     belong together). NaN or infinite features/logits raise ``ValueError`` naming the
     dataset and the count before any final file is written.
     """
-    batch_size = check_positive_int(batch_size, "batch_size")
-    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-        raise ValueError(f"num_workers must be an integer >= 0, got {num_workers!r}")
-    shard_size = check_positive_int(shard_size, "shard_size") if shard_size else None
-    if feature_dtype not in ("float32", "float16"):
-        raise ValueError(f"feature_dtype must be 'float32' or 'float16', got {feature_dtype!r}")
-    if not hasattr(model, "features_and_logits"):
-        raise ValueError(
-            "model must provide features_and_logits(x) (an "
-            f"opnp.nets.architectures.FeatureClassifier), got {type(model).__name__}"
-        )
+    batch_size, shard_size = _check_arguments(
+        model, batch_size, num_workers, shard_size, feature_dtype
+    )
     meta = dict(meta or {})
     out_stem = os.fspath(out_stem)
     name = meta.get("dataset") or getattr(dataset, "name", None) or Path(out_stem).name
-    total = len(dataset)
-    if total == 0:
-        raise ValueError(f"dataset {name} is empty: nothing to extract")
-    start, stop = (0, total) if rows is None else (int(rows[0]), int(rows[1]))
-    if not 0 <= start < stop <= total:
-        raise ValueError(f"rows {rows!r} are not a non-empty range of the {total} images of {name}")
+    start, stop, total = _row_range(dataset, rows, name)
     n = stop - start
     log = log or (lambda message: None)
-    device = _resolve_device(device)
+    device = resolve_device(device)
     amp_dtype = _resolve_amp(amp, device)
     if channels_last is None:
         channels_last = device.type == "cuda"
     was_training = model.training
-    model.eval().to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
+    _place_model(model, device, channels_last)
     start_time = time.perf_counter()
     runner = _Runner(
         model,
@@ -230,69 +215,126 @@ def extract_features(
         progress=progress,
         name=name,
     )
-    writers = _Writers(out_stem, n, np.dtype(feature_dtype))
+    writers = ArrayWriters(out_stem, n, np.dtype(feature_dtype))
     shards_dir = Path(f"{out_stem}.shards")
-    computed_shards = reused_shards = 0
     try:
-        # On CPU, ops that give the same bits on every x86-64 CPU (opnp.nets.training):
-        # the trained weights are portable, so are the cached features.
-        portable = portable_cpu(model) if device.type == "cpu" else contextlib.nullcontext(True)
-        with writers, portable as pinned:
-            if not pinned:
-                log("MKL's code path could not be pinned: features may differ by CPU")
-            with _torch_threads(torch_threads):
-                if shard_size is None:
-                    for row, h, logits, labels in runner.batches(start, stop):
-                        h = h.astype(feature_dtype, copy=False)
-                        writers.write(row - start, h, logits, labels)
-                else:
-                    computed_shards, reused_shards = _run_shards(
-                        runner,
-                        writers,
-                        shards_dir,
-                        (start, stop),
-                        shard_size,
-                        model,
-                        meta,
-                        feature_dtype,
-                        log,
-                    )
-            if writers.bad_rows:
-                raise ValueError(
-                    f"dataset {name}: {writers.nonfinite['features']} NaN or infinite feature "
-                    f"values and {writers.nonfinite['logits']} in the logits, in "
-                    f"{writers.bad_rows} of {n} images; no output was written. Check the "
-                    "model's weights and the input normalisation (or run without amp)"
-                )
-            records = writers.commit()
+        records, shards = _write_rows(
+            runner, writers, (start, stop), shard_size, shards_dir, meta, feature_dtype,
+            torch_threads, log,
+        )  # fmt: skip
     finally:
         runner.bar.close()
         model.train(was_training)
     seconds = time.perf_counter() - start_time
-    if shard_size is not None:
-        shutil.rmtree(shards_dir, ignore_errors=True)
-    manifest = _manifest(
-        records,
-        n,
-        meta.get("model"),
-        meta.get("dataset", name),
-        meta,
-        format_version=FORMAT_VERSION,
-        seed=seed,
-        device=str(device),
-        amp=None if amp_dtype is None else str(amp_dtype).replace("torch.", ""),
-        channels_last=bool(channels_last),
-        batch_size=batch_size,
-        num_workers=num_workers,
-        shard_size=shard_size,
-        shards={"computed": computed_shards, "reused": reused_shards},
+    manifest = _extraction_manifest(
+        records, runner, meta, n=n, shard_size=shard_size, shards=shards, seconds=seconds,
         rows=None if rows is None else {"start": start, "stop": stop, "of": total},
-        model_sha256=None if rows is None else _model_fingerprint(model),
-        timing={"seconds": seconds, "images_per_second": n / seconds if seconds > 0 else None},
-    )
+    )  # fmt: skip
     write_json_atomic(array_path(out_stem, "manifest"), manifest)
     log(f"extracted {n} images of {name} in {seconds:.1f} s")
     return manifest
+
+
+def _place_model(model, device, channels_last: bool) -> None:
+    """The model in eval mode on ``device``, in channels-last memory where asked."""
+    model.eval().to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+
+
+def _check_arguments(model, batch_size, num_workers, shard_size, feature_dtype):
+    """``(batch_size, shard_size)`` checked (None: no shards); ValueError naming a bad
+    argument."""
+    batch_size = check_positive_int(batch_size, "batch_size")
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+        raise ValueError(f"num_workers must be an integer >= 0, got {num_workers!r}")
+    shard_size = check_positive_int(shard_size, "shard_size") if shard_size else None
+    if feature_dtype not in ("float32", "float16"):
+        raise ValueError(f"feature_dtype must be 'float32' or 'float16', got {feature_dtype!r}")
+    if not hasattr(model, "features_and_logits"):
+        raise ValueError(
+            "model must provide features_and_logits(x) (an "
+            f"opnp.nets.architectures.FeatureClassifier), got {type(model).__name__}"
+        )
+    return batch_size, shard_size
+
+
+def _row_range(dataset, rows, name: str) -> tuple[int, int, int]:
+    """``(start, stop, total)``: the images of ``dataset`` to extract (all without
+    ``rows``) and its size; ValueError for an empty dataset or range."""
+    total = len(dataset)
+    if total == 0:
+        raise ValueError(f"dataset {name} is empty: nothing to extract")
+    start, stop = (0, total) if rows is None else (int(rows[0]), int(rows[1]))
+    if not 0 <= start < stop <= total:
+        raise ValueError(f"rows {rows!r} are not a non-empty range of the {total} images of {name}")
+    return start, stop, total
+
+
+def _write_rows(
+    runner, writers, rows, shard_size, shards_dir, meta, feature_dtype, torch_threads, log
+):
+    """Run the model over ``rows`` = (start, stop) into ``writers`` (straight, or through
+    resumable shards, removed once the final arrays are committed); returns
+    ``(records, shards)``: ``writers.commit()``'s records and the shards computed and
+    reused. Raises before any final file is written when a feature or logit is NaN or
+    infinite."""
+    start, stop = rows
+    computed_shards = reused_shards = 0
+    # On CPU, ops that give the same bits on every x86-64 CPU (opnp.nets.training):
+    # the trained weights are portable, so are the cached features.
+    device = runner.device
+    model = runner.model
+    portable = portable_cpu(model) if device.type == "cpu" else contextlib.nullcontext(True)
+    with writers, portable as pinned:
+        if not pinned:
+            log("MKL's code path could not be pinned: features may differ by CPU")
+        with _torch_threads(torch_threads):
+            if shard_size is None:
+                for row, h, logits, labels in runner.batches(start, stop):
+                    h = h.astype(feature_dtype, copy=False)
+                    writers.write(row - start, h, logits, labels)
+            else:
+                computed_shards, reused_shards = _run_shards(
+                    runner, writers, shards_dir, rows, shard_size, model, meta, feature_dtype,
+                    log,
+                )  # fmt: skip
+        if writers.bad_rows:
+            raise ValueError(
+                f"dataset {runner.name}: {writers.nonfinite['features']} NaN or infinite "
+                f"feature values and {writers.nonfinite['logits']} in the logits, in "
+                f"{writers.bad_rows} of {stop - start} images; no output was written. Check "
+                "the model's weights and the input normalisation (or run without amp)"
+            )
+        records = writers.commit()
+    if shard_size is not None:
+        shutil.rmtree(shards_dir, ignore_errors=True)
+    return records, {"computed": computed_shards, "reused": reused_shards}
+
+
+def _extraction_manifest(records, runner, meta, *, n, shard_size, shards, seconds, rows):
+    """The manifest of one extraction of ``n`` images: the arrays' records, the run's
+    settings (from ``runner``), ``rows`` (the range of a part, None for a whole dataset;
+    a part also records the model's SHA-256) and the timing."""
+    return feature_manifest(
+        records,
+        n,
+        meta.get("model"),
+        meta.get("dataset", runner.name),
+        meta,
+        format_version=FORMAT_VERSION,
+        seed=runner.seed,
+        device=str(runner.device),
+        amp=None if runner.amp is None else str(runner.amp).replace("torch.", ""),
+        channels_last=bool(runner.channels_last),
+        batch_size=runner.batch_size,
+        num_workers=runner.num_workers,
+        shard_size=shard_size,
+        shards=shards,
+        rows=rows,
+        model_sha256=None if rows is None else _model_fingerprint(runner.model),
+        timing={"seconds": seconds, "images_per_second": n / seconds if seconds > 0 else None},
+    )
 
 
 def _run_shards(runner, writers, shards_dir, rows, shard_size, model, meta, feature_dtype, log):

@@ -11,9 +11,9 @@ found by forward hooks, or ``head="fc"``). Scores are computed by the feature-le
 detectors (:func:`opnp.create_detector`) on the head's input, so
 ``ModelDetector(m, method).score(x)`` equals
 ``create_detector(method, weight=W, bias=b).fit(train_h).score(h)`` on the model's own
-features (tested). ODIN, which needs the network, uses :func:`opnp.odin_scores`. What
-``fit`` keeps from its one pass over the training data:
-:mod:`opnp.nets.fit_statistics`.
+features (tested). A network-level detector (``needs_network``, e.g. ODIN) scores the
+input images itself: its ``score_batch(model, inputs, std)``. What ``fit`` keeps from
+its one pass over the training data: :mod:`opnp.nets.fit_statistics`.
 """
 
 from __future__ import annotations
@@ -23,21 +23,18 @@ from typing import Any
 
 import numpy as np
 
-from opnp.detectors import available_detectors, create_detector, detector_class, methods_where
-from opnp.nets.fit_statistics import FIT_NEEDS, TrainingStatistics
+from opnp.detectors import available_detectors, create_detector, detector_class
+from opnp.nets.fit_statistics import TrainingStatistics
 from opnp.nets.model_head import ModelHead, to_numpy
-from opnp.nets.odin import check_odin_params, odin_scores
 
 __all__ = ["DEFAULT_GRIDS", "ModelDetector", "from_model"]
 
 
-# What each method needs is declared by its detector class (opnp.detectors.base.Detector).
-SENSITIVITY_METHODS = tuple(methods_where("uses_sensitivity"))
-LABELLED_METHODS = tuple(methods_where("needs_labels"))
-
 #: ``tune``'s grid when none is given: each detector class's ``default_grid`` (the
 #: paper's OPNP grid, section 4.1, for the OPNP family); methods without one have no
-#: hyperparameter to search.
+#: hyperparameter to search. (A listing of the built-in methods: ``tune`` reads the class,
+#: so a detector registered later has its grid too. What each method needs is declared
+#: by its detector class, opnp.detectors.base.Detector, and read from it here.)
 DEFAULT_GRIDS: dict[str, dict[str, list]] = {
     name: dict(detector_class(name).default_grid)
     for name in available_detectors()
@@ -50,8 +47,9 @@ def from_model(model, method: str = "opnp", head: str | None = None, **options) 
 
     ``head``: name of the final ``nn.Linear`` (``dict(model.named_modules())`` key); by
     default the last ``nn.Linear`` that runs in the forward pass. ``options``: the
-    method's hyperparameters, as for :func:`opnp.create_detector` (ODIN: ``temperature``,
-    ``epsilon``, and ``std`` = the per-channel std of the input normalisation), and
+    method's hyperparameters, as for :func:`opnp.create_detector` (and ``std``, the
+    per-channel std of the input normalisation, for a network-level method such as ODIN,
+    whose input step divides by it), and
     ``batch_size`` (default 256) that splits tensors passed whole, ``progress`` (default
     True) that shows a tqdm bar in ``fit``, ``score_loader`` and ``tune``.
     """
@@ -59,14 +57,15 @@ def from_model(model, method: str = "opnp", head: str | None = None, **options) 
 
 
 class ModelDetector(ModelHead):
-    """A detector of the registry (or ODIN) applied to a classifier ``nn.Module``.
+    """A detector of the registry applied to a classifier ``nn.Module``.
 
     Built by :func:`from_model`. Attributes after the first batch: ``head_name``,
     ``weight`` (C, D) and ``bias`` (C,) (float64 copies of the head, see
     :class:`~opnp.nets.model_head.ModelHead`); after ``fit``: ``statistics``
     (:class:`~opnp.nets.fit_statistics.TrainingStatistics`) and ``detector`` (the fitted
     feature-level detector). The model runs in eval mode inside every call (its training
-    flag is restored afterwards), without gradients except ODIN's input step.
+    flag is restored afterwards), without gradients except where a network-level
+    detector (``needs_network``, e.g. ODIN's input step) takes them.
     """
 
     def __init__(
@@ -81,38 +80,36 @@ class ModelDetector(ModelHead):
         **params,
     ):
         super().__init__(model, head, batch_size=batch_size, progress=progress)
-        if method != "odin" and method not in available_detectors():
+        if method not in available_detectors():
             raise ValueError(
-                f"unknown method {method!r}; available: odin, {', '.join(available_detectors())}"
+                f"unknown method {method!r}; available: {', '.join(available_detectors())}"
             )
         self.method = method
         self.std = std
-        if method == "odin":
-            params = check_odin_params(**params)
-        else:  # unknown or invalid hyperparameters fail here, not after a pass over the data
-            self._check_params(params)
-        self.params = dict(params)
+        # A network-level method scores images with the model: no head, nothing fitted.
+        self.needs_network = detector_class(method).needs_network
+        # unknown or invalid hyperparameters fail here, not after a pass over the data
+        checked = self._check_params(params)
+        self.params = dict(checked.params if self.needs_network else params)
         self.statistics: TrainingStatistics | None = None
         self.detector = None
 
-    def _check_params(self, params: Mapping[str, Any]) -> None:
-        """ValueError naming an unknown or invalid hyperparameter (no data touched)."""
-        if self.method == "odin":
-            check_odin_params(**params)
-            return
+    def _check_params(self, params: Mapping[str, Any]):
+        """The detector built from ``params`` (on a dummy head where it needs one):
+        ValueError naming an unknown or invalid hyperparameter (no data touched)."""
+        if self.needs_network:
+            return create_detector(self.method, **params)
         checked = {k: v for k, v in params.items() if k != "param_sensitivity"}
-        create_detector(self.method, weight=np.ones((2, 2)), bias=np.zeros(2), **checked)
+        return create_detector(self.method, weight=np.ones((2, 2)), bias=np.zeros(2), **checked)
 
     # -- fit / score ------------------------------------------------------------------
     @property
     def needs(self) -> tuple[str, ...]:
-        if self.method in FIT_NEEDS:
-            needs = detector_class(self.method).fit_needs_for(self.params)
-        else:
-            needs = ("features",)
+        cls = detector_class(self.method)
+        needs = cls.fit_needs_for(self.params)
         if self.method == "react" and self.params.get("threshold") is not None:
             return ()
-        if self.method in SENSITIVITY_METHODS and self.params.get("param_sensitivity") is not None:
+        if cls.uses_sensitivity and self.params.get("param_sensitivity") is not None:
             return tuple(n for n in needs if n != "sensitivity")
         return needs
 
@@ -153,9 +150,10 @@ class ModelDetector(ModelHead):
         return self
 
     def _build(self, params: Mapping[str, Any]):
-        """The feature-level detector with ``params``, fitted from ``self.statistics``."""
-        if self.method == "odin":
-            return None
+        """The detector with ``params``, fitted from ``self.statistics`` (a network-level
+        one has nothing to fit)."""
+        if self.needs_network:
+            return create_detector(self.method, **params)
         stats = self.statistics
         needs = self.needs
         kwargs = dict(params)
@@ -196,16 +194,11 @@ class ModelDetector(ModelHead):
         return self._score_batch(x, self.params)
 
     def _score_batch(self, x, params, row: int = 0) -> np.ndarray:
-        if self.method == "odin":
+        if self.needs_network:
             if self._head is None:
                 self._forward(x, row)  # head and weights, for predict / to_module errors
-            return odin_scores(
-                self.model,
-                self._prepare_input(x, row),
-                temperature=params["temperature"],
-                epsilon=params["epsilon"],
-                std=self.std,
-            )
+            detector = create_detector(self.method, **params)
+            return detector.score_batch(self.model, self._prepare_input(x, row), std=self.std)
         h, _ = self._forward(x, row)
         return self._detector().score(to_numpy(h))
 
@@ -227,23 +220,48 @@ class ModelDetector(ModelHead):
 
         ``id_val``: ID validation inputs (tensor or loader); ``ood_val``: OOD validation
         inputs, or a dict name -> inputs (the selection uses the mean over the sets).
-        ``grid``: hyperparameter -> values (default :data:`DEFAULT_GRIDS`; the other
-        hyperparameters keep their values); ``metric``: ``fpr95`` or ``auroc``
-        (:func:`opnp.pipeline.evaluation.select_best`). The OPNP family is scored with the
-        vectorised grid of :func:`opnp.pipeline.evaluation.evaluate_configs`; statistics are those
-        of the last ``fit`` (no new pass over the training data). Returns the table of every
-        (config, OOD set) with metrics in percent and a ``selected`` column; ``self.params``
-        becomes the chosen setting.
+        ``grid``: hyperparameter -> values (default: the class's ``default_grid``, listed
+        in :data:`DEFAULT_GRIDS`; the other hyperparameters keep their values); ``metric``:
+        ``fpr95`` or ``auroc`` (:func:`opnp.selection_rule.select_best`, the workflow's
+        rule). The OPNP family is scored with the vectorised grid of its class's
+        ``grid_scorer``, as in the workflow's search; statistics are those of the last
+        ``fit`` (no new pass over the training data). Returns the table of every
+        (config, OOD set) with metrics in percent (:func:`opnp.result_rows.score_rows`)
+        and a ``selected`` column; ``self.params`` becomes the chosen setting.
         """
         import pandas as pd
 
-        from opnp.pipeline.evaluation import FitData, evaluate_configs
-        from opnp.pipeline.results import score_rows
-        from opnp.pipeline.selection import expand_grid, mark_selected
+        from opnp.selection_rule import mark_selected
 
-        grid = dict(DEFAULT_GRIDS.get(self.method, {}) if grid is None else grid)
-        if self.method in SENSITIVITY_METHODS:
-            cls = detector_class(self.method)
+        if not isinstance(ood_val, Mapping):
+            ood_val = {"ood": ood_val}
+        configs = self._tune_configs(grid, ood_val)
+        if self.needs_network:
+            rows = self._tune_rows_on_images(configs, id_val, ood_val)
+        else:
+            id_h = self._all_features(id_val, "tune: ID features")
+            ood_h = {
+                name: self._all_features(d, f"tune: {name} features") for name, d in ood_val.items()
+            }
+            if detector_class(self.method).uses_sensitivity:
+                rows = self._tune_rows_by_grid(configs, id_h, ood_h)
+            else:
+                rows = self._tune_rows_on_features(configs, id_h, ood_h)
+        table = mark_selected(pd.DataFrame(rows), metric)
+        chosen = configs[[i for i, c in enumerate(configs) if _same(c, table)][0]]
+        self.params = {**self.params, **chosen}
+        self.detector = self._build(self.params)
+        return table
+
+    def _tune_configs(self, grid, ood_val: Mapping[str, Any]) -> list[dict]:
+        """The configs ``tune`` searches: ``grid`` (default :data:`DEFAULT_GRIDS`) with
+        the other hyperparameters fixed; every check that can fail does so here, before
+        any forward pass."""
+        from opnp.selection_rule import expand_grid
+
+        cls = detector_class(self.method)
+        grid = dict(cls.default_grid if grid is None else grid)
+        if cls.uses_sensitivity:
             varied = sorted(set(cls.sensitivity_depends_on(self.params)) & set(grid))
             if varied:
                 raise ValueError(
@@ -256,8 +274,6 @@ class ModelDetector(ModelHead):
             k: v for k, v in self.params.items()
             if k not in grid and not (isinstance(v, np.ndarray) or hasattr(v, "detach"))
         }  # fmt: skip
-        if not isinstance(ood_val, Mapping):
-            ood_val = {"ood": ood_val}
         if not ood_val:
             raise ValueError(
                 "tune needs OOD validation data: ood_val is an empty dict (pass inputs, or a "
@@ -266,58 +282,83 @@ class ModelDetector(ModelHead):
         configs = expand_grid(grid, fixed)
         for config in configs:  # a bad grid value fails here, before any forward pass
             self._check_params(config)
-        if self.method == "odin":
-            rows = []
-            for params in self._progress(configs, configs, "tune odin"):
-                id_scores = np.concatenate(
-                    [self._score_batch(x, params, r) for r, x, _ in self._rows(id_val)]
-                )
-                ood_scores = {
-                    name: np.concatenate(
-                        [self._score_batch(x, params, r) for r, x, _ in self._rows(d)]
-                    )
-                    for name, d in ood_val.items()
-                }
-                rows += score_rows(id_scores, ood_scores, method="odin", params=params, split="val")
-        else:
-            id_h = self._all_features(id_val, "tune: ID features")
-            ood_h = {
-                name: self._all_features(d, f"tune: {name} features") for name, d in ood_val.items()
+        return configs
+
+    def _tune_rows_on_images(self, configs, id_val, ood_val: Mapping[str, Any]) -> list[dict]:
+        """Validation rows of a network-level method: each config scores the images."""
+        from opnp.result_rows import score_rows
+
+        rows = []
+        for params in self._progress(configs, configs, f"tune {self.method}"):
+            id_scores = np.concatenate(
+                [self._score_batch(x, params, r) for r, x, _ in self._rows(id_val)]
+            )
+            ood_scores = {
+                name: np.concatenate([self._score_batch(x, params, r) for r, x, _ in self._rows(d)])
+                for name, d in ood_val.items()
             }
-            if self.method in SENSITIVITY_METHODS:
-                stats = self.statistics
-                if stats is not None and "sensitivity" in self.needs:
-                    sensitivity = stats.sensitivity
-                elif self.params.get("param_sensitivity") is not None:
-                    sensitivity = self.params["param_sensitivity"]
-                else:  # computed by the fitted detector itself (e.g. from clipped features)
-                    sensitivity = self._detector().param_sensitivity
-                fit = FitData(
-                    self.weight,
-                    self.bias,
-                    train_features=stats.features if "features" in self.needs else None,
-                    sensitivity=sensitivity,
-                    statistic=self.params.get("neuron_statistic", "mean"),
-                )
-                rows, _ = evaluate_configs(
-                    self.method, configs, fit, id_features=id_h, ood_features=ood_h, split="val"
-                )
+            rows += score_rows(
+                id_scores, ood_scores, method=self.method, params=params, split="val"
+            )
+        return rows
+
+    def _tune_rows_on_features(self, configs, id_h, ood_h: Mapping[str, Any]) -> list[dict]:
+        """Validation rows of a feature-level method: one fitted detector per config."""
+        from opnp.result_rows import score_rows
+
+        rows = []
+        for params in self._progress(configs, configs, f"tune {self.method}"):
+            det = self._build(params)
+            rows += score_rows(
+                det.score(id_h),
+                {name: det.score(h) for name, h in ood_h.items()},
+                method=self.method,
+                params=params,
+                split="val",
+            )
+        return rows
+
+    def _tune_rows_by_grid(self, configs, id_h, ood_h: Mapping[str, Any]) -> list[dict]:
+        """Validation rows of the OPNP family, scored as the workflow's search scores them
+        (:func:`opnp.pipeline.evaluation.evaluate_configs`): the class's vectorised
+        ``grid_scorer``, or one detector per config where it declines (one config, or
+        more than the percentages varied), all on one sensitivity: that of the last
+        ``fit`` (or the one given, or the fitted detector's)."""
+        from opnp.result_rows import score_rows
+
+        stats = self.statistics
+        if stats is not None and "sensitivity" in self.needs:
+            sensitivity = stats.sensitivity
+        elif self.params.get("param_sensitivity") is not None:
+            sensitivity = self.params["param_sensitivity"]
+        else:  # computed by the fitted detector itself (e.g. from clipped features)
+            sensitivity = self._detector().param_sensitivity
+        statistic = self.params.get("neuron_statistic", "mean")
+        train_features = stats.features if "features" in self.needs else None
+        grid_scores = detector_class(self.method).grid_scorer(
+            configs,
+            weight=self.weight,
+            bias=self.bias,
+            sensitivity=sensitivity,
+            statistic=statistic,
+            train_features=train_features,
+            features={"ID": id_h, **ood_h},
+        )
+        rows = []
+        for index, params in enumerate(configs):
+            if grid_scores is not None:
+                ood_scores = grid_scores(index)
+                id_scores = ood_scores.pop("ID")
             else:
-                rows = []
-                for params in self._progress(configs, configs, f"tune {self.method}"):
-                    det = self._build(params)
-                    rows += score_rows(
-                        det.score(id_h),
-                        {name: det.score(h) for name, h in ood_h.items()},
-                        method=self.method,
-                        params=params,
-                        split="val",
-                    )
-        table = mark_selected(pd.DataFrame(rows), metric)
-        chosen = configs[[i for i, c in enumerate(configs) if _same(c, table)][0]]
-        self.params = {**self.params, **chosen}
-        self.detector = self._build(self.params) if self.method != "odin" else None
-        return table
+                kwargs = {**params, "param_sensitivity": sensitivity, "neuron_statistic": statistic}
+                det = create_detector(self.method, weight=self.weight, bias=self.bias, **kwargs)
+                det.fit(train_features)
+                id_scores = det.score(id_h)
+                ood_scores = {name: det.score(h) for name, h in ood_h.items()}
+            rows += score_rows(
+                id_scores, ood_scores, method=self.method, params=params, split="val"
+            )
+        return rows
 
     # -- export -----------------------------------------------------------------------
     def to_module(self, score_dtype=None):
@@ -353,7 +394,7 @@ class ModelDetector(ModelHead):
 
 
 def _same(config: Mapping[str, Any], table) -> bool:
-    from opnp.pipeline.results import params_json
+    from opnp.result_rows import params_json
 
     chosen = table.loc[table["selected"], "params"].iloc[0]
     return params_json(config) == chosen

@@ -182,13 +182,13 @@ def _sgd_step(params, buffers, lr: float, momentum: float, weight_decay: float) 
         p.sub_(buffers[index] * lr)
 
 
-def _seed_worker(worker_id: int) -> None:
+def seed_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32  # set by the DataLoader from its generator
     np.random.seed(seed)  # noqa: NPY002 - transforms may use the legacy global RNG
     random.seed(seed)
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
+def resolve_device(device: str | torch.device) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
@@ -219,6 +219,53 @@ def train_classifier(
     ``train_accuracy`` (percent, on the augmented batches), ``lr`` (at the epoch's
     start), and ``seconds``.
     """
+    epochs, batch_size, augment = _check_training_arguments(
+        train_dataset, epochs, lr, batch_size, weight_decay, schedule, augment
+    )
+    device = resolve_device(device)
+    torch.manual_seed(seed)
+    loader = _shuffled_loader(train_dataset, batch_size, num_workers, seed, device)
+    augment_gen = torch.Generator().manual_seed(seed + 1)
+    model.to(device)
+    portable = device.type == "cpu"
+    sgd = _SGD(
+        [p for p in model.parameters() if p.requires_grad],
+        _learning_rate(schedule, lr, epochs * len(loader)),
+        momentum,
+        weight_decay,
+    )
+    history = {"epoch": [], "loss": [], "train_accuracy": [], "lr": [], "seconds": 0.0}
+    start = time.perf_counter()
+    with (
+        _deterministic(),
+        portable_cpu(model) if portable else contextlib.nullcontext(True) as pinned,
+    ):
+        if not pinned:
+            log("MKL's code path could not be pinned (MKL already ran): weights may differ by CPU")
+        for epoch in range(1, epochs + 1):
+            model.train()
+            epoch_lr = sgd.lr()
+            loss_sum, correct, seen = _train_epoch(
+                model, loader, sgd, augment, augment_gen, device, portable
+            )
+            history["epoch"].append(epoch)
+            history["loss"].append(loss_sum / seen)
+            history["train_accuracy"].append(100.0 * correct / seen)
+            history["lr"].append(epoch_lr)
+            log(
+                f"epoch {epoch}/{epochs}: loss {loss_sum / seen:.4f}, "
+                f"train accuracy {100.0 * correct / seen:.2f} %, lr {epoch_lr:.5f}"
+            )
+    model.eval()
+    history["seconds"] = time.perf_counter() - start
+    return history
+
+
+def _check_training_arguments(
+    train_dataset, epochs, lr, batch_size, weight_decay, schedule, augment
+):
+    """``(epochs, batch_size, augment)`` checked, ``augment`` resolved to a function (or
+    None); ValueError naming a bad argument."""
     epochs = check_positive_int(epochs, "epochs")
     batch_size = check_positive_int(batch_size, "batch_size")
     if not (isinstance(lr, int | float) and lr > 0 and math.isfinite(lr)):
@@ -233,71 +280,80 @@ def train_classifier(
         augment = AUGMENTATIONS[augment]
     if len(train_dataset) == 0:
         raise ValueError("train_dataset is empty")
-    device = _resolve_device(device)
-    torch.manual_seed(seed)
-    loader_gen = torch.Generator().manual_seed(seed)
-    augment_gen = torch.Generator().manual_seed(seed + 1)
-    loader = DataLoader(
+    return epochs, batch_size, augment
+
+
+def _shuffled_loader(train_dataset, batch_size: int, num_workers: int, seed: int, device):
+    """The training batches: shuffled by a generator seeded with ``seed``; the last
+    incomplete batch dropped unless the dataset is smaller than one batch."""
+    return DataLoader(
         train_dataset,
         batch_size=batch_size,
         shuffle=True,
         drop_last=len(train_dataset) >= batch_size,
         num_workers=num_workers,
-        generator=loader_gen,
-        worker_init_fn=_seed_worker,
+        generator=torch.Generator().manual_seed(seed),
+        worker_init_fn=seed_worker,
         pin_memory=device.type == "cuda",
         persistent_workers=num_workers > 0,
     )
-    model.to(device)
-    portable = device.type == "cpu"
-    params = [p for p in model.parameters() if p.requires_grad]
-    buffers: list[torch.Tensor | None] = [None] * len(params)
-    total_steps = epochs * len(loader)
+
+
+def _learning_rate(schedule: str, lr: float, total_steps: int) -> Callable[[int], float]:
+    """The learning rate at each step: constant, or cosine from ``lr`` to 0 over
+    ``total_steps``."""
 
     def lr_at(step: int) -> float:
         if schedule == "constant":
             return lr
         return lr * 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
 
-    history = {"epoch": [], "loss": [], "train_accuracy": [], "lr": [], "seconds": 0.0}
-    start = time.perf_counter()
-    step = 0
-    with (
-        _deterministic(),
-        portable_cpu(model) if portable else contextlib.nullcontext(True) as pinned,
-    ):
-        if not pinned:
-            log("MKL's code path could not be pinned (MKL already ran): weights may differ by CPU")
-        for epoch in range(1, epochs + 1):
-            model.train()
-            epoch_lr = lr_at(step)
-            loss_sum, correct, seen = 0.0, 0, 0
-            for images, labels in loader:
-                images = images.to(device, non_blocking=True)
-                labels = labels.to(device, non_blocking=True)
-                if augment is not None:
-                    images = augment(images, augment_gen)
-                logits = model(images)
-                loss = _cross_entropy(logits, labels, portable)
-                for p in params:
-                    p.grad = None
-                loss.backward()
-                _sgd_step(params, buffers, lr_at(step), momentum, weight_decay)
-                step += 1
-                loss_sum += float(loss.detach()) * len(labels)
-                correct += int((logits.argmax(1) == labels).sum())
-                seen += len(labels)
-            history["epoch"].append(epoch)
-            history["loss"].append(loss_sum / seen)
-            history["train_accuracy"].append(100.0 * correct / seen)
-            history["lr"].append(epoch_lr)
-            log(
-                f"epoch {epoch}/{epochs}: loss {loss_sum / seen:.4f}, "
-                f"train accuracy {100.0 * correct / seen:.2f} %, lr {epoch_lr:.5f}"
-            )
-    model.eval()
-    history["seconds"] = time.perf_counter() - start
-    return history
+    return lr_at
+
+
+class _SGD:
+    """SGD with momentum and weight decay (:func:`_sgd_step`) on ``params``, its
+    learning rate ``lr_at(step)`` of the step count it keeps."""
+
+    def __init__(self, params, lr_at: Callable[[int], float], momentum, weight_decay):
+        self.params = params
+        self.buffers: list[torch.Tensor | None] = [None] * len(params)
+        self.lr_at = lr_at
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.step_count = 0
+
+    def lr(self) -> float:
+        """The learning rate of the next step."""
+        return self.lr_at(self.step_count)
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    def step(self) -> None:
+        _sgd_step(self.params, self.buffers, self.lr(), self.momentum, self.weight_decay)
+        self.step_count += 1
+
+
+def _train_epoch(model, loader, sgd: _SGD, augment, augment_gen, device, portable: bool):
+    """One pass over ``loader``, one SGD step per batch; returns the summed loss (over
+    samples), the correct predictions and the samples seen (augmented batches)."""
+    loss_sum, correct, seen = 0.0, 0, 0
+    for images, labels in loader:
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        if augment is not None:
+            images = augment(images, augment_gen)
+        logits = model(images)
+        loss = _cross_entropy(logits, labels, portable)
+        sgd.zero_grad()
+        loss.backward()
+        sgd.step()
+        loss_sum += float(loss.detach()) * len(labels)
+        correct += int((logits.argmax(1) == labels).sum())
+        seen += len(labels)
+    return loss_sum, correct, seen
 
 
 @torch.inference_mode()
@@ -310,7 +366,7 @@ def evaluate_accuracy(
 ) -> float:
     """Top-1 accuracy in percent over the labelled items (label >= 0) of ``dataset``."""
     batch_size = check_positive_int(batch_size, "batch_size")
-    device = _resolve_device(device)
+    device = resolve_device(device)
     model.to(device).eval()
     loader = DataLoader(
         dataset,

@@ -1,9 +1,10 @@
-"""Hyperparameter grids and their selection on the validation split (paper section 4.1:
-the setting with the best mean validation FPR95 over the validation OOD sets)."""
+"""The workflow's selection on the validation split: the settings a method is tested
+with per test family, ReAct's selected percentile for the combinations, the search plan.
+The grids and the rule itself (paper section 4.1: the setting with the best mean
+validation FPR95 over the validation OOD sets) are :mod:`opnp.selection_rule`."""
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -12,6 +13,12 @@ from typing import Any
 import pandas as pd
 
 from opnp.pipeline.results import params_json
+from opnp.selection_rule import (  # noqa: F401 - re-exported: the workflow's modules import them here
+    ALL_GROUP,
+    expand_grid,
+    mark_selected,
+    select_best,
+)
 
 # Methods that clip the features at ReAct's threshold before their own step (their class
 # sets ``clips_at_react``). Their ``react_percentile`` is, by default, the percentile ReAct
@@ -39,27 +46,6 @@ def clips_at_react(method: str) -> bool:
     from opnp.detectors import available_detectors, detector_class
 
     return method in available_detectors() and detector_class(method).clips_at_react
-
-
-def expand_grid(grid: Mapping[str, Iterable] | None, fixed: Mapping[str, Any] | None = None):
-    """Cartesian product of a grid, each config merged with the fixed values.
-
-    The order is deterministic (keys sorted, values in the given order), so that ties in
-    the selection are broken the same way in every run.
-    """
-    grid = dict(grid or {})
-    fixed = dict(fixed or {})
-    overlap = set(grid) & set(fixed)
-    if overlap:
-        raise ValueError(f"hyperparameters {sorted(overlap)} appear in both grid and fixed")
-    keys = sorted(grid)
-    for key in keys:
-        if not isinstance(grid[key], list | tuple) or len(grid[key]) == 0:
-            raise ValueError(f"grid[{key!r}] must be a non-empty list, got {grid[key]!r}")
-    return [
-        {**fixed, **dict(zip(keys, values, strict=True))}
-        for values in itertools.product(*(grid[k] for k in keys))
-    ]
 
 
 def resolve_react_percentile(
@@ -93,72 +79,6 @@ def resolve_react_percentile(
         )
     fixed["react_percentile"] = react_params["percentile"]
     return {"grid": grid, "fixed": fixed}
-
-
-def select_best(val_results: pd.DataFrame, metric: str = "fpr95") -> dict:
-    """The hyperparameters with the best mean validation metric over OOD sets and seeds.
-
-    ``metric="fpr95"`` picks the lowest mean FPR95, ties broken by the highest mean
-    AUROC; ``metric="auroc"`` the highest AUROC, ties broken by the lowest FPR95. Remaining
-    ties go to the first config in grid order (``expand_grid`` is deterministic).
-    """
-    if metric not in ("fpr95", "auroc"):
-        raise ValueError(f"selection metric must be 'fpr95' or 'auroc', got {metric!r}")
-    val = val_results[val_results["split"] == "val"]
-    if val.empty:
-        raise ValueError("no validation rows to select hyperparameters from")
-    order = {p: i for i, p in enumerate(dict.fromkeys(val["params"]))}
-    means = val.groupby("params", sort=False)[["fpr95", "auroc"]].mean().reset_index()
-    means["order"] = means["params"].map(order)
-    if metric == "fpr95":
-        means = means.sort_values(["fpr95", "auroc", "order"], ascending=[True, False, True])
-    else:
-        means = means.sort_values(["auroc", "fpr95", "order"], ascending=[False, True, True])
-    return json.loads(means.iloc[0]["params"])
-
-
-def mark_selected(
-    val_results: pd.DataFrame,
-    metric: str = "fpr95",
-    groups: Mapping[str, Iterable[str]] | None = None,
-) -> pd.DataFrame:
-    """Add the selection columns to validation rows.
-
-    ``selected`` (bool) marks the params chosen on every validation OOD set (the one
-    setting that the single-setting ablations use). ``groups`` maps a test group (a
-    family of test OOD sets, :func:`opnp.pipeline.config.selection_groups`) to the
-    validation OOD sets its setting is chosen on; ``selected_for`` (JSON object) then
-    maps each group whose choice is the row's params to those validation sets, ``{}``
-    for other rows. Without ``groups``, every test set shares the ``selected`` setting
-    (one group ``"all"`` validated on every set).
-    """
-    chosen = params_json(select_best(val_results, metric))
-    out = val_results.copy()
-    out["selected"] = out["params"] == chosen
-    if groups is None:
-        groups = {ALL_GROUP: sorted(set(val_results["ood_set"]))}
-    groups = dict(groups)
-    choices = {}
-    for group, val_sets in groups.items():
-        val_sets = list(val_sets)
-        rows = val_results[val_results["ood_set"].isin(val_sets)]
-        missing = sorted(set(val_sets) - set(rows["ood_set"]))
-        if missing:
-            raise ValueError(
-                f"test group {group!r} is validated on {val_sets}, but there are no "
-                f"validation rows of {missing}"
-            )
-        choices[group] = (params_json(select_best(rows, metric)), val_sets)
-    out["selected_for"] = [
-        json.dumps({g: v for g, (p, v) in choices.items() if p == params}, sort_keys=True)
-        for params in out["params"]
-    ]
-    return out
-
-
-#: The one test group when every test set shares one setting (selection.validation:
-#: all_families, or a selection without groups).
-ALL_GROUP = "all"
 
 
 def selected_params(selection: pd.DataFrame, group: str | None = None) -> dict:

@@ -24,7 +24,7 @@ def test_registry_lists_every_method():
 def test_odin_refuses_cached_features_and_checks_its_values():
     det = create_detector("odin", temperature=10)
     assert det.params == {"temperature": 10.0, "epsilon": 0.0014}
-    with pytest.raises(ValueError, match="odin perturbs the input images"):
+    with pytest.raises(ValueError, match="odin runs the network on the input images"):
         det.score(np.ones((2, 3)))
     with pytest.raises(ValueError, match="epsilon must be a nonnegative number"):
         create_detector("odin", epsilon=-1)

@@ -108,7 +108,8 @@ ABLATIONS = canonical(config.get("ablations", {}))
 UNCERTAINTY = canonical(config["uncertainty"])
 # Threads of each compute job; torch and BLAS follow it (no oversubscription).
 THREADS_PER_JOB = config["resources"]["threads_per_job"]
-# GPUs requested by jobs that run the network (extraction, training, ODIN, Table 7):
+# GPUs requested by jobs that run the network (extraction, training, network-level
+# methods such as ODIN, Table 7):
 # 0 on CPU machines; 1 on a GPU cluster so SLURM schedules them on GPU nodes.
 GPUS_PER_NETWORK_JOB = config["resources"]["gpus_per_network_job"]
 # Under a cluster executor, the CPU steps on cached arrays run in the Snakemake process
@@ -117,9 +118,10 @@ GPUS_PER_NETWORK_JOB = config["resources"]["gpus_per_network_job"]
 LOCAL_CPU_JOBS = config["resources"]["local_cpu_jobs"]
 
 # What the DAG needs to know about a method comes from its detector class: whether it
-# runs the network (ODIN: its own rules on images) and whether it prunes by the OPNP
-# sensitivities (its jobs read the cached sensitivity matrix).
-NETWORK_METHODS = {m for m in METHODS if detector_class(m).needs_network}
+# runs the network (needs_network, e.g. ODIN: the rules select_network_method and
+# evaluate_network_method, on images) and whether it prunes by the OPNP sensitivities
+# (its jobs read the cached sensitivity matrix).
+NETWORK_METHODS = [m for m in METHODS if detector_class(m).needs_network]
 FEATURE_METHODS = [m for m in METHODS if m not in NETWORK_METHODS]
 SENSITIVITY_METHODS = {m for m in METHODS if detector_class(m).uses_sensitivity}
 # The experiment catalogue (opnp.pipeline.experiments) decides which tables, figures and
@@ -553,8 +555,9 @@ def final_outputs():
 
 
 # Methods pooled with cluster-bootstrap intervals: those whose evaluation saves its test
-# scores (results/<bench>/scores/<unit>/<method>.npz; a seeded method's of every seed).
-POOLED_METHODS = [m for m in METHODS if m in FEATURE_METHODS or m == "odin"]
+# scores (results/<bench>/scores/<unit>/<method>.npz; a seeded method's of every seed):
+# every evaluation job does, feature- or network-level.
+POOLED_METHODS = METHODS
 # Pooled tables built from main test rows only: their bold rule uses the pooled draws.
 POOLED_DRAW_EXPERIMENTS = {"main", "with_without", "pruning_methods"}
 

@@ -70,18 +70,25 @@ rule evaluate_method:
         "../scripts/evaluate_method.py"
 
 
-rule select_odin:
+# Methods that run the network on images (a detector class with needs_network, e.g.
+# ODIN) cannot score cached features: they select and score on the images themselves.
+# Same file names as the feature-level methods; the wildcard constraint picks the rule.
+
+
+rule select_network_method:
     input:
         splits=splits_check("{model}"),
         model=model_file,
         id_val=lambda wc: dataset_manifest(ID_VAL, wc.model),
         ood_val=unit_manifests(*OOD_VAL),
     output:
-        f"{RESULTS}/selection/{{model}}/odin.parquet",
+        f"{RESULTS}/selection/{{model}}/{{method}}.parquet",
     log:
-        f"{LOGS}/selection/{{model}}/odin.log",
+        f"{LOGS}/selection/{{model}}/{{method}}.log",
     benchmark:
-        f"{BENCHMARKS}/selection/{{model}}/odin.tsv"
+        f"{BENCHMARKS}/selection/{{model}}/{{method}}.tsv"
+    wildcard_constraints:
+        method=_names_regex(NETWORK_METHODS),
     conda:
         "../envs/pytorch.yaml"
     threads: THREADS_PER_JOB
@@ -89,32 +96,38 @@ rule select_odin:
         gpu=GPUS_PER_NETWORK_JOB,
     params:
         spec=lambda wc: model_spec(wc.model),
-        settings=lambda wc: method_settings("odin"),
+        settings=lambda wc: method_settings(wc.method),
         metric=config["selection"]["metric"],
         groups=VALIDATION_GROUPS,
         extraction=EXTRACTION_SETTINGS,
         results=result_keys(
-            lambda wc: [method_settings("odin"), config["selection"], SELECTION_GROUPS]
+            lambda wc: [
+                method_settings(wc.method),
+                config["selection"],
+                SELECTION_GROUPS,
+            ]
         ),
     script:
-        "../scripts/odin.py"
+        "../scripts/network_method.py"
 
 
-rule evaluate_odin:
+rule evaluate_network_method:
     input:
         model=model_file,
-        selection=f"{RESULTS}/selection/{{model}}/odin.parquet",
+        selection=f"{RESULTS}/selection/{{model}}/{{method}}.parquet",
         id_test=lambda wc: dataset_manifest(ID_TEST, wc.model),
         # cached logits of the unpruned network: the ID accuracy every method records
         id_test_features=features_of("{model}", ID_TEST)["manifest"],
         ood_test=unit_manifests(*OOD_TEST),
     output:
-        results=f"{RESULTS}/evaluation/{{model}}/odin.parquet",
-        scores=f"{RESULTS}/scores/{{model}}/odin.npz",
+        results=f"{RESULTS}/evaluation/{{model}}/{{method}}.parquet",
+        scores=f"{RESULTS}/scores/{{model}}/{{method}}.npz",
     log:
-        f"{LOGS}/evaluation/{{model}}/odin.log",
+        f"{LOGS}/evaluation/{{model}}/{{method}}.log",
     benchmark:
-        f"{BENCHMARKS}/evaluation/{{model}}/odin.tsv"
+        f"{BENCHMARKS}/evaluation/{{model}}/{{method}}.tsv"
+    wildcard_constraints:
+        method=_names_regex(NETWORK_METHODS),
     conda:
         "../envs/pytorch.yaml"
     threads: THREADS_PER_JOB
@@ -124,7 +137,7 @@ rule evaluate_odin:
         spec=lambda wc: model_spec(wc.model),
         extraction=EXTRACTION_SETTINGS,
         groups=TEST_GROUPS,
-        results=result_keys(lambda wc: [method_settings("odin"), SELECTION_GROUPS]),
+        results=result_keys(lambda wc: [method_settings(wc.method), SELECTION_GROUPS]),
         uncertainty=UNCERTAINTY,
     script:
-        "../scripts/odin.py"
+        "../scripts/network_method.py"

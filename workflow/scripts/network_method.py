@@ -1,6 +1,7 @@
-"""ODIN (input perturbation + temperature) needs the network: select T and epsilon on the
-validation split (rule select_odin) or score the selected values on the test sets
-(rule evaluate_odin)."""
+"""A method that runs the network on images (its detector class has needs_network, e.g.
+ODIN: input perturbation + temperature): select its hyperparameters on the validation
+split (rule select_network_method) or score the selected values on the test sets
+(rule evaluate_network_method), through the detector's score_batch."""
 
 import pandas as pd
 
@@ -28,7 +29,8 @@ num_workers = loader_workers(snakemake.params.extraction["num_workers"])
 device = torch_device()
 model = load_model(snakemake.input.model).to(device)
 transform, _, std = preprocessing(spec)
-selecting = snakemake.rule == "select_odin"
+method = snakemake.wildcards.method
+selecting = snakemake.rule == "select_network_method"
 if selecting:
     settings = snakemake.params.settings
     id_manifest, ood_manifests, split = snakemake.input.id_val, snakemake.input.ood_val, "val"
@@ -46,14 +48,14 @@ else:  # each test family with the setting chosen for it
 
 
 def scorer(params):
-    detector = create_detector("odin", **params)  # its class holds the defaults
+    detector = create_detector(method, **params)  # its class holds the defaults
     return lambda x: detector.score_batch(model, x.to(device), std=std)
 
 
 rows, scores = [], []
 for configs, batch_ood_sets in batches:
     setting_rows, setting_scores = evaluate_network_configs(
-        "odin",
+        method,
         configs,
         scorer,
         id_set,
@@ -70,7 +72,7 @@ if selecting:
     frame = mark_selected(frame, snakemake.params.metric, snakemake.params.groups)
     write_results(frame, snakemake.output[0])
 else:
-    # ODIN classifies with the unpruned, unperturbed network, like every other method:
+    # The method classifies with the unpruned, unperturbed network, like every other one:
     # its accuracy on the ID test set (from the cached logits).
     id_test = load_feature_set(snakemake.input.id_test_features)
     frame["id_accuracy"] = accuracy(id_test.logits, id_test.labels)
