@@ -70,8 +70,20 @@ def test_file_stems_keep_the_paper_ids(config):
         "table3_pruned_accuracy_m"
     )
     assert table_stem(experiment("selected"), config, "m", "m") == "selected_hyperparameters_m"
-    assert figure_stem(experiment("layers"), "m") == "fig6_layer_sensitivity_m"
-    assert figure_stem(experiment("sweep"), "m") == "fig3_percentage_sweep_m"
+    layers, sweep = experiment("layers"), experiment("sweep")
+    assert figure_stem(layers, layers.figures[0], config, "m") == "fig6_layer_sensitivity_m"
+    assert figure_stem(sweep, sweep.figures[0], config, "m") == "fig3_percentage_sweep_m"
+    readings = experiment("readings")  # no paper figure: the experiment's name
+    assert figure_stem(readings, readings.figures[0], config, "m") == (
+        "readings_average_fpr95_m"
+    )
+    # Figs. 1/7/8: one figure of every model, its id chosen by the config
+    distribution = experiment("sensitivity_distribution")
+    cfg = copy.deepcopy(config)
+    cfg["report"]["sensitivity_figure"] = "fig7"
+    assert figure_stem(distribution, distribution.figures[0], cfg) == (
+        "fig7_sensitivity_distribution"
+    )
     with pytest.raises(ValueError, match="unknown experiment 'table3'"):
         experiment("table3")
 

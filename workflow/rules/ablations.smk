@@ -204,3 +204,62 @@ rule layers:
         uncertainty=UNCERTAINTY,
     script:
         "../scripts/layers.py"
+
+
+# An ablation on cached features without a rule of its own: its catalogue entry names
+# the function computing its rows (Experiment.compute, opnp.pipeline.experiments.
+# AblationJob), which gets every cached input a feature-level ablation reads.
+FEATURE_ABLATIONS = [e.name for e in ACTIVE_EXPERIMENTS if e.compute]
+
+
+def feature_ablation_inputs(wildcards):
+    m = wildcards.model
+    return {
+        "splits": splits_check(m),
+        "fc": model_fc(wildcards),
+        "sensitivity": full_sensitivity(m),
+        "train": features_of(m, ID_TRAIN)["manifest"],
+        "id_val": features_of(m, ID_VAL)["manifest"],
+        "ood_val": feature_manifests(m, OOD_VAL),
+        "id_test": features_of(m, ID_TEST)["manifest"],
+        "ood_test": feature_manifests(m, OOD_TEST),
+        "selections": [
+            f"{RESULTS}/selection/{m}/{x}.parquet"
+            for x in EXPERIMENTS[wildcards.experiment].methods
+        ],
+    }
+
+
+def feature_ablation_settings(wildcards):
+    """What the rows of a feature ablation depend on besides its inputs' files."""
+    return {
+        "settings": ABLATIONS.get(wildcards.experiment, {}),
+        "statistic": config["sensitivity"]["statistic"],
+        "metric": config["selection"]["metric"],
+        "methods": {
+            x: method_settings(x) for x in EXPERIMENTS[wildcards.experiment].methods
+        },
+    }
+
+
+rule feature_ablation:
+    input:
+        unpack(feature_ablation_inputs),
+    output:
+        f"{RESULTS}/ablations/{{model}}/{{experiment}}.parquet",
+    log:
+        f"{LOGS}/ablations/{{model}}/{{experiment}}.log",
+    benchmark:
+        f"{BENCHMARKS}/ablations/{{model}}/{{experiment}}.tsv"
+    wildcard_constraints:
+        experiment=_names_regex(FEATURE_ABLATIONS),
+    localrule: LOCAL_CPU_JOBS
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        compute=lambda wc: EXPERIMENTS[wc.experiment].compute,
+        job=feature_ablation_settings,
+        results=result_keys(feature_ablation_settings),
+        uncertainty=UNCERTAINTY,
+    script:
+        "../scripts/feature_ablation.py"
