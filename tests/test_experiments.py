@@ -74,9 +74,7 @@ def test_file_stems_keep_the_paper_ids(config):
     assert figure_stem(layers, layers.figures[0], config, "m") == "fig6_layer_sensitivity_m"
     assert figure_stem(sweep, sweep.figures[0], config, "m") == "fig3_percentage_sweep_m"
     readings = experiment("readings")  # no paper figure: the experiment's name
-    assert figure_stem(readings, readings.figures[0], config, "m") == (
-        "readings_average_fpr95_m"
-    )
+    assert figure_stem(readings, readings.figures[0], config, "m") == "readings_average_fpr95_m"
     # Figs. 1/7/8: one figure of every model, its id chosen by the config
     distribution = experiment("sensitivity_distribution")
     cfg = copy.deepcopy(config)

@@ -1,7 +1,8 @@
 # Ablations of the paper (Tables 3, 7, 8, 9; data of Figs. 3, 4, 6) and the readings of
 # its ambiguous choices; each rule is named after its experiment in
 # opnp.pipeline.experiments, like its result file and rows. All but the in-network
-# ablation (Table 7) run on cached features.
+# ablation (Table 7) run on cached features. A new ablation on cached features needs no
+# rule: its catalogue entry names its compute function, run by rule feature_ablation.
 
 
 rule pruned_accuracy:
@@ -207,41 +208,7 @@ rule layers:
 
 
 # An ablation on cached features without a rule of its own: its catalogue entry names
-# the function computing its rows (Experiment.compute, opnp.pipeline.experiments.
-# AblationJob), which gets every cached input a feature-level ablation reads.
-FEATURE_ABLATIONS = [e.name for e in ACTIVE_EXPERIMENTS if e.compute]
-
-
-def feature_ablation_inputs(wildcards):
-    m = wildcards.model
-    return {
-        "splits": splits_check(m),
-        "fc": model_fc(wildcards),
-        "sensitivity": full_sensitivity(m),
-        "train": features_of(m, ID_TRAIN)["manifest"],
-        "id_val": features_of(m, ID_VAL)["manifest"],
-        "ood_val": feature_manifests(m, OOD_VAL),
-        "id_test": features_of(m, ID_TEST)["manifest"],
-        "ood_test": feature_manifests(m, OOD_TEST),
-        "selections": [
-            f"{RESULTS}/selection/{m}/{x}.parquet"
-            for x in EXPERIMENTS[wildcards.experiment].methods
-        ],
-    }
-
-
-def feature_ablation_settings(wildcards):
-    """What the rows of a feature ablation depend on besides its inputs' files."""
-    return {
-        "settings": ABLATIONS.get(wildcards.experiment, {}),
-        "statistic": config["sensitivity"]["statistic"],
-        "metric": config["selection"]["metric"],
-        "methods": {
-            x: method_settings(x) for x in EXPERIMENTS[wildcards.experiment].methods
-        },
-    }
-
-
+# the function computing its rows (feature_ablation_inputs in common.smk).
 rule feature_ablation:
     input:
         unpack(feature_ablation_inputs),

@@ -463,6 +463,43 @@ def readings_inputs(wildcards):
     return inputs
 
 
+# Ablations on cached features whose catalogue entry names the function computing their
+# rows (Experiment.compute, opnp.pipeline.experiments.AblationJob): the generic
+# feature_ablation job gives it every cached input a feature-level ablation reads.
+FEATURE_ABLATIONS = [e.name for e in ACTIVE_EXPERIMENTS if e.compute]
+
+
+def feature_ablation_inputs(wildcards):
+    """The inputs of a feature_ablation job (opnp.pipeline.experiments.AblationJob)."""
+    m = wildcards.model
+    return {
+        "splits": splits_check(m),
+        "fc": model_fc(wildcards),
+        "sensitivity": full_sensitivity(m),
+        "train": features_of(m, ID_TRAIN)["manifest"],
+        "id_val": features_of(m, ID_VAL)["manifest"],
+        "ood_val": feature_manifests(m, OOD_VAL),
+        "id_test": features_of(m, ID_TEST)["manifest"],
+        "ood_test": feature_manifests(m, OOD_TEST),
+        "selections": [
+            f"{RESULTS}/selection/{m}/{x}.parquet"
+            for x in EXPERIMENTS[wildcards.experiment].methods
+        ],
+    }
+
+
+def feature_ablation_settings(wildcards):
+    """What the rows of a feature ablation depend on besides its inputs' files."""
+    return {
+        "settings": ABLATIONS.get(wildcards.experiment, {}),
+        "statistic": config["sensitivity"]["statistic"],
+        "metric": config["selection"]["metric"],
+        "methods": {
+            x: method_settings(x) for x in EXPERIMENTS[wildcards.experiment].methods
+        },
+    }
+
+
 # ---------------------------------------------------------------- final targets
 
 

@@ -218,7 +218,9 @@ rule figure_pruned_weight_sensitivity:
         id_test=features_of("{model}", ID_TEST)["manifest"],
         ood=features_of("{model}", ABLATIONS.get("fig9_ood", OOD_TEST[0]))["manifest"],
     output:
-        **experiment_figure_files("pruned_weight_sensitivity", caption="../report/fig9.rst"),
+        **experiment_figure_files(
+            "pruned_weight_sensitivity", caption="../report/fig9.rst"
+        ),
     log:
         f"{LOGS}/figures/fig9_{{model}}.log",
     benchmark:
