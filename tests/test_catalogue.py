@@ -55,7 +55,7 @@ def test_gaps_name_the_experiment_and_what_is_missing():
     assert any("compute function 'opnp.pipeline.ablations.no_such_function'" in g for g in gaps)
 
 
-def test_every_figure_stem_is_unique(tmp_path):
+def test_every_figure_stem_is_unique():
     config = yaml.safe_load(TINY.read_text())
     config.setdefault("report", {})["sensitivity_figure"] = "fig8"
     stems = [figure_stem(e, f, config, "m") for e in active_experiments(config) for f in e.figures]
@@ -169,7 +169,7 @@ def toy_checkout(root: Path, *, layout: bool = True) -> tuple[Path, Path]:
         + TOY_SCHEMA,
     )
     # A small benchmark: the tiny one with two methods, no other ablation and one
-    # sensitivity fraction, so a real run of the toy table takes about a minute.
+    # sensitivity fraction, so a real run of the toy table skips most of the tiny run's jobs.
     config = yaml.safe_load(TINY.read_text())
     config["benchmark"] = "toy"
     config["methods"] = {"msp": {}, "energy": {}}

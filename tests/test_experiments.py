@@ -33,7 +33,9 @@ def test_names_are_unique_and_every_ablation_result_has_a_rule(config):
     rules = Path(__file__).resolve().parents[1] / "workflow" / "rules" / "ablations.smk"
     text = rules.read_text()
     for exp in CATALOGUE:
-        if exp.result:  # its rule, script and experiment column carry its name
+        # its rule, script and experiment column carry its name (an entry with a compute
+        # function runs in the generic feature_ablation rule instead)
+        if exp.result and not exp.compute:
             assert f"rule {exp.name}:" in text, exp.name
             assert f'ablation_result("{exp.name}")' in text, exp.name
 

@@ -10,6 +10,8 @@ other caption helpers state what its numbers rest on.
 - :mod:`~opnp.report.frames`: checks and row selection (the row and seed choices);
 - :mod:`~opnp.report.table_methods`: Tables 1, 2, 5, 6, 4, selected hyperparameters;
 - :mod:`~opnp.report.table_ablations`: Tables 3, 7, 8, 9;
+- :mod:`~opnp.report.table_layouts`: the registry of layouts that catalogue entries name
+  (:mod:`~opnp.report.paper_tables` registers the paper's and builds a table);
 - :mod:`~opnp.report.captions`: caption sentences from the rows and cells;
 - :mod:`~opnp.report.render`: the files and the bold rule;
 - :mod:`~opnp.report.labels`: metric, method and percentage names shared by all.
