@@ -11,19 +11,6 @@ from pathlib import Path
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent / "opnp"
 MAX_LINES = 80
 
-# Functions still longer, (path relative to opnp/, qualified name). Each is removed when
-# the branch that splits it merges; an entry that is no longer too long fails the test.
-KNOWN_LONG = {
-    # removed when branch arch-catalogue merges
-    ("report/figure_pruning.py", "plot_pruning_before_after"),
-    ("report/figure_pruning.py", "plot_percentage_sweep"),
-    ("report/figure_results.py", "plot_reliability"),
-    ("report/figure_results.py", "plot_score_distributions"),
-    ("report/figure_sensitivity.py", "plot_sensitivity_distribution"),
-    ("report/figure_sensitivity.py", "plot_pruned_weight_sensitivity"),
-    ("report/paper_tables.py", "build_table"),
-}
-
 
 def function_lengths(source: str) -> dict[str, int]:
     """Qualified name (``Class.method``, ``outer.inner``) -> length in lines."""
@@ -59,8 +46,5 @@ def test_lengths_are_measured_per_function():
 
 
 def test_no_function_is_too_long():
-    found = long_functions()
-    new = sorted(found - KNOWN_LONG)
-    assert not new, f"functions over {MAX_LINES} lines (split them into named steps): {new}"
-    stale = sorted(KNOWN_LONG - found)
-    assert not stale, f"no longer too long, remove from KNOWN_LONG: {stale}"
+    found = sorted(long_functions())
+    assert not found, f"functions over {MAX_LINES} lines (split them into named steps): {found}"

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from opnp import report as tables
+from opnp.pipeline.experiments import PRUNING_METHODS
 from opnp.report import CombinedCell, SeedStat
 
 OOD_SETS = ["iNaturalist", "SUN", "Places", "Textures"]
@@ -327,7 +328,7 @@ def test_pruned_accuracy_table():
 def table4_frame():
     rng = np.random.default_rng(4)
     rows = []
-    for method in tables.TABLE4_METHODS:
+    for method in PRUNING_METHODS:
         seeds = SEEDS if method in ("rpp", "rnp") else [0]
         params = json.dumps({"percentage": 10})
         for ood in OOD_SETS:

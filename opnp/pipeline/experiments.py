@@ -10,13 +10,21 @@ decided by :func:`experiment_status` alone, and an experiment that is switched o
 cannot run with the configured methods is reported with the reason
 (:func:`skipped_experiments`), never dropped silently.
 
+An entry names everything that makes its outputs, so the workflow can check them before
+any job runs (:func:`catalogue_gaps`, called when the workflow is parsed): its table
+``layout`` (a key of ``opnp.report.paper_tables.TABLE_LAYOUTS``), its ``figures`` (file
+stems and the plot function of each) and, for an ablation on cached features without a
+rule of its own, its ``compute`` function (run by the workflow's generic
+``feature_ablation`` rule, see :class:`AblationJob`).
+
 Table captions are templates here (``{model}``); the numbers a caption states (n, seeds,
 the bold rule) are appended by the report layer from the rows shown.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import importlib
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +32,22 @@ from typing import Any
 WITH_WITHOUT_METHODS = ("msp", "opnp+msp", "energy", "opnp", "react", "opnp+react")
 #: Methods of the pruning-method ablation (paper Table 4), in row order.
 PRUNING_METHODS = ("rpp", "tpp", "opp", "rnp", "tnp", "onp")
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One figure of an experiment. Its file stem is ``<id>_<name>_<model>`` (``<id>_<name>``
+    for a figure of all models), ``<id>`` being ``paper`` as a file prefix (``fig4``), else
+    the experiment's paper id, else the experiment's name."""
+
+    #: the paper's id (``Fig. 4``); None: the experiment's (from the config for Figs. 1/7/8)
+    paper: str | None
+    #: descriptive part of the file name
+    name: str
+    #: the function that draws it, ``module.function`` (checked at parse time)
+    plot: str
+    #: one figure per model; False: one figure of every model's first unit
+    per_model: bool = True
 
 
 @dataclass(frozen=True)
@@ -41,14 +65,16 @@ class Experiment:
     switched: bool = False
     #: it writes ``ablations/<model>/<name>.parquet`` (rows with experiment = name)
     result: bool = False
-    #: descriptive part of its table / figure file names (default: its name)
+    #: descriptive part of its table file names (default: its name)
     stem: str = ""
-    #: it renders a table (one per model)
-    table: bool = False
-    #: its figure's paper id (one figure per model), if any
-    figure: str | None = None
-    #: descriptive part of the figure's file name when it differs from ``stem``
-    figure_name: str = ""
+    #: its table layout (one table per model): a key of
+    #: ``opnp.report.paper_tables.TABLE_LAYOUTS``; None: no table
+    layout: str | None = None
+    #: its figures
+    figures: tuple[Figure, ...] = ()
+    #: ``module.function`` computing its result rows from cached features in the generic
+    #: ``feature_ablation`` rule (:class:`AblationJob`); "": it has a rule of its own
+    compute: str = ""
     caption: str = ""
     #: where the paper id comes from when the config chooses it (e.g. Table 5 or 6)
     paper_key: tuple[str, ...] = field(default_factory=tuple)
@@ -58,13 +84,36 @@ class Experiment:
         return self.stem or self.name
 
 
+@dataclass(frozen=True)
+class AblationJob:
+    """What the generic ``feature_ablation`` rule hands an experiment's ``compute``
+    function, which returns the result rows (dicts as for
+    ``opnp.pipeline.results.results_frame``, ``experiment`` = ``experiment``).
+
+    ``inputs`` is an ``opnp.pipeline.artifacts.JobInputs`` of ``fc``, ``sensitivity``
+    (the full training set's), ``train``, ``id_val``, ``ood_val``, ``id_test``,
+    ``ood_test`` and ``selections`` (the validation selection file of each of the
+    experiment's ``methods``, in that order)."""
+
+    experiment: str
+    inputs: Any
+    #: the experiment's config block, ``ablations.<name>`` ({} when absent)
+    settings: Mapping[str, Any]
+    #: ``sensitivity.statistic`` of the config
+    statistic: str
+    #: ``selection.metric`` of the config
+    metric: str
+    #: ``uncertainty`` of the config: the bootstrap settings of test rows
+    uncertainty: Mapping[str, Any]
+
+
 CATALOGUE: tuple[Experiment, ...] = (
     Experiment(
         "main",
         None,
         "main results: every method at its validation-selected setting",
         stem="main_results",
-        table=True,
+        layout="main",
         paper_key=("models", "<model>", "main_table"),
         caption="Main results ({model}): FPR95 (lower is better) and AUROC (higher is "
         "better) per OOD set; hyperparameters chosen on the validation split.",
@@ -74,7 +123,7 @@ CATALOGUE: tuple[Experiment, ...] = (
         None,
         "hyperparameters chosen on the validation split",
         stem="selected_hyperparameters",
-        table=True,
+        layout="selected",
         caption="Hyperparameters chosen on the validation split ({model}), with their mean "
         "validation FPR95/AUROC.",
     ),
@@ -83,7 +132,7 @@ CATALOGUE: tuple[Experiment, ...] = (
         None,
         "test results of the same methods under both selection protocols",
         stem="selection_protocols",
-        table=True,
+        layout="protocols",
         caption="Selection protocols ({model}): each method of selection.compare_protocols "
         "tested with the setting chosen on the validation sets of the other OOD families "
         "(held-out family, the main tables' protocol) and with the one chosen on every "
@@ -95,7 +144,7 @@ CATALOGUE: tuple[Experiment, ...] = (
         "MSP, Energy and ReAct with and without OPNP",
         methods=WITH_WITHOUT_METHODS,
         stem="with_without_opnp",
-        table=True,
+        layout="with_without",
         paper_key=("report", "with_without_table"),
         caption="Post-hoc scores with and without OPNP ({model}), cells FPR95/AUROC "
         "(paper Tables 5/6).",
@@ -106,7 +155,7 @@ CATALOGUE: tuple[Experiment, ...] = (
         "ID accuracy of the OPNP-pruned FC layer",
         switched=True,
         result=True,
-        table=True,
+        layout="pruned_accuracy",
         caption="ID accuracy of the OPNP-pruned FC layer for single pruning percentages "
         "({model}, paper Table 3).",
     ),
@@ -115,7 +164,7 @@ CATALOGUE: tuple[Experiment, ...] = (
         "Table 4",
         "random, magnitude and sensitivity-guided pruning",
         methods=PRUNING_METHODS,
-        table=True,
+        layout="pruning_methods",
         caption="Random (RPP/RNP), magnitude (TPP/TNP) and sensitivity-guided (OPP/ONP) "
         "pruning, each at its validation-selected percentage; FPR95 ({model}, paper "
         "Table 4).",
@@ -127,9 +176,14 @@ CATALOGUE: tuple[Experiment, ...] = (
         methods=("opnp",),
         switched=True,
         result=True,
-        table=True,
-        figure="Fig. 6",
-        figure_name="layer_sensitivity",
+        layout="layers",
+        figures=(
+            Figure(
+                "Fig. 6",
+                "layer_sensitivity",
+                "opnp.report.figure_sensitivity.plot_layer_sensitivity",
+            ),
+        ),
     ),
     Experiment(
         "subsets",
@@ -137,7 +191,7 @@ CATALOGUE: tuple[Experiment, ...] = (
         "OPP with sensitivities from 1-100 % of the training set",
         methods=("opp", "energy"),
         result=True,
-        table=True,
+        layout="subsets",
         caption="OPP with sensitivities estimated on 1-100 % of the training set ({model}, "
         "paper Table 8), cells FPR95/AUROC, mean ± std over subset seeds.",
     ),
@@ -148,7 +202,7 @@ CATALOGUE: tuple[Experiment, ...] = (
         methods=("onp",),
         switched=True,
         result=True,
-        table=True,
+        layout="statistics",
         caption="ONP with different neuron statistics ({model}, paper Table 9), cells FPR95/AUROC.",
     ),
     Experiment(
@@ -157,10 +211,9 @@ CATALOGUE: tuple[Experiment, ...] = (
         "readings of the paper's ambiguous choices",
         switched=True,
         result=True,
-        table=True,
-        # not a paper figure: its id is the experiment's own name
-        figure="readings",
-        figure_name="average_fpr95",
+        layout="readings",
+        # not a paper figure: its file prefix is the experiment's own name
+        figures=(Figure(None, "average_fpr95", "opnp.report.figure_readings.plot_readings"),),
         caption="Readings of the paper's ambiguous choices ({model}): each value of each "
         "reading selected like the main results (each family of test OOD sets tested with "
         "the setting chosen on the validation sets of the other families), the first value "
@@ -176,8 +229,9 @@ CATALOGUE: tuple[Experiment, ...] = (
         "OPNP's metrics against each pruning percentage",
         switched=True,
         result=True,
-        stem="percentage_sweep",
-        figure="Fig. 3",
+        figures=(
+            Figure(None, "percentage_sweep", "opnp.report.figure_pruning.plot_percentage_sweep"),
+        ),
     ),
     Experiment(
         "calibration",
@@ -185,29 +239,58 @@ CATALOGUE: tuple[Experiment, ...] = (
         "reliability diagrams of the original and the OPNP-pruned FC layer",
         methods=("opnp",),
         result=True,
-        stem="reliability",
-        figure="Fig. 4",
+        figures=(Figure(None, "reliability", "opnp.report.figure_results.plot_reliability"),),
+    ),
+    Experiment(
+        "sensitivity_distribution",
+        None,
+        "FC-layer parameter and neuron sensitivity distributions of every model",
+        # one figure of all models; the paper shows it for ImageNet (Fig. 1), CIFAR-10
+        # (Fig. 7) and CIFAR-100 (Fig. 8), so the config says which one a run reproduces
+        figures=(
+            Figure(
+                None,
+                "sensitivity_distribution",
+                "opnp.report.figure_sensitivity.plot_sensitivity_distribution",
+                per_model=False,
+            ),
+        ),
+        paper_key=("report", "sensitivity_figure"),
     ),
     Experiment(
         "pruning_before_after",
         "Fig. 2",
         "sensitivity distributions before and after OPNP's pruning",
         methods=("opnp",),
-        figure="Fig. 2",
+        figures=(
+            Figure(
+                None, "pruning_before_after", "opnp.report.figure_pruning.plot_pruning_before_after"
+            ),
+        ),
     ),
     Experiment(
         "score_distributions",
         "Fig. 5",
         "Energy and OPNP score distributions of ID and OOD",
         methods=("opnp",),
-        figure="Fig. 5",
+        figures=(
+            Figure(
+                None, "score_distributions", "opnp.report.figure_results.plot_score_distributions"
+            ),
+        ),
     ),
     Experiment(
         "pruned_weight_sensitivity",
         "Fig. 9",
         "sensitivities of the weights OPNP prunes on the low side",
         methods=("opnp",),
-        figure="Fig. 9",
+        figures=(
+            Figure(
+                None,
+                "pruned_weight_sensitivity",
+                "opnp.report.figure_sensitivity.plot_pruned_weight_sensitivity",
+            ),
+        ),
     ),
 )
 
@@ -266,13 +349,12 @@ def paper_id(exp: Experiment, config: Mapping[str, Any], model: str | None = Non
         for key in exp.paper_key:
             value = value[model if key == "<model>" else key]
         return str(value)
-    text = exp.paper if exp.table or not exp.figure else exp.figure
-    return "" if text is None else _file_prefix(text)
+    return "" if exp.paper is None else _file_prefix(exp.paper)
 
 
 def label(exp: Experiment, config: Mapping[str, Any] | None = None) -> str:
     """``"Table 3 (pruned_accuracy)"``: how messages name an experiment."""
-    paper = exp.paper or exp.figure
+    paper = exp.paper or next((f.paper for f in exp.figures if f.paper), None)
     per_model = "<model>" in exp.paper_key  # no single id without a model
     if paper is None and exp.paper_key and config is not None and not per_model:
         paper = paper_id(exp, config)
@@ -285,10 +367,54 @@ def table_stem(exp: Experiment, config: Mapping[str, Any], model: str, base: str
     return f"{prefix}_{exp.file_stem}_{model}" if prefix else f"{exp.file_stem}_{model}"
 
 
-def figure_stem(exp: Experiment, model: str) -> str:
-    """File stem of ``exp``'s figure for ``model`` (``fig3_percentage_sweep_<model>``)."""
-    assert exp.figure is not None, exp.name
-    return f"{_file_prefix(exp.figure)}_{exp.figure_name or exp.file_stem}_{model}"
+def figure_id(exp: Experiment, figure: Figure, config: Mapping[str, Any]) -> str:
+    """The file prefix of ``figure`` of ``exp`` (``fig4``; see :class:`Figure`)."""
+    if figure.paper is not None:
+        return _file_prefix(figure.paper)
+    return paper_id(exp, config) or exp.name
+
+
+def figure_stem(
+    exp: Experiment, figure: Figure, config: Mapping[str, Any], model: str | None = None
+) -> str:
+    """File stem of ``figure`` of ``exp``: ``fig3_percentage_sweep_<model>``, without the
+    model for a figure of all models (``fig1_sensitivity_distribution``)."""
+    stem = f"{figure_id(exp, figure, config)}_{figure.name}"
+    if figure.per_model:
+        assert model is not None, f"{exp.name}: a figure per model needs the model"
+        return f"{stem}_{model}"
+    return stem
+
+
+def function_at(path: str) -> Callable[..., Any]:
+    """The function ``module.function`` (ImportError / AttributeError when absent)."""
+    module, _, name = path.rpartition(".")
+    function = getattr(importlib.import_module(module), name)
+    if not callable(function):
+        raise TypeError(f"{path} is not a function")
+    return function
+
+
+def catalogue_gaps(experiments: Iterable[Experiment], layouts: Container[str]) -> list[str]:
+    """One message per thing an entry of ``experiments`` names that does not exist: a
+    table layout not in ``layouts``, a plot or compute function that does not import.
+    The workflow calls it on the active experiments when it is parsed, so a dry run,
+    not a late job, names the gap."""
+    gaps = []
+    for exp in experiments:
+        if exp.layout is not None and exp.layout not in layouts:
+            gaps.append(
+                f"{exp.name}: table layout {exp.layout!r} is not registered "
+                "(opnp.report.paper_tables.TABLE_LAYOUTS, the @table_layout decorator)"
+            )
+        named = [("plot", f.plot) for f in exp.figures]
+        named += [("compute", exp.compute)] if exp.compute else []
+        for kind, path in named:
+            try:
+                function_at(path)
+            except (ImportError, AttributeError, TypeError, ValueError) as error:
+                gaps.append(f"{exp.name}: {kind} function {path!r} not found ({error})")
+    return gaps
 
 
 def _file_prefix(paper: str) -> str:

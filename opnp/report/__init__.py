@@ -10,6 +10,8 @@ other caption helpers state what its numbers rest on.
 - :mod:`~opnp.report.frames`: checks and row selection (the row and seed choices);
 - :mod:`~opnp.report.table_methods`: Tables 1, 2, 5, 6, 4, selected hyperparameters;
 - :mod:`~opnp.report.table_ablations`: Tables 3, 7, 8, 9;
+- :mod:`~opnp.report.table_layouts`: the registry of layouts that catalogue entries name
+  (:mod:`~opnp.report.paper_tables` registers the paper's and builds a table);
 - :mod:`~opnp.report.captions`: caption sentences from the rows and cells;
 - :mod:`~opnp.report.render`: the files and the bold rule;
 - :mod:`~opnp.report.labels`: metric, method and percentage names shared by all.
@@ -66,7 +68,6 @@ from opnp.report.table_ablations import (
 )
 from opnp.report.table_methods import (
     REACT_PERCENTILE_SOURCES,
-    TABLE4_METHODS,
     WITH_WITHOUT_LABELS,
     main_results_table,
     pruning_methods_table,
@@ -90,7 +91,6 @@ __all__ = [
     "STATISTIC_LABELS",
     "SUBSET_SAMPLES_KEY",
     "SYMLOG_MIN_SPAN",
-    "TABLE4_METHODS",
     "WITH_WITHOUT_LABELS",
     "CombinedCell",
     "SeedStat",

@@ -69,6 +69,36 @@ def plot_pruning_before_after(
     the maximum before pruning); ``nothing_pruned``; ``setting``."""
     path = png_path(out_path)
     bins = bin_count(bins)
+    param, neuron, wmask, nmask = _checked_before_after(
+        param_sensitivity, neuron_sensitivity, weight_mask, neuron_mask
+    )
+    setting = _setting(setting)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    rows = [("Parameter", param, wmask), ("Neuron", neuron, nmask)]
+    facts: dict[str, Any] = {
+        "figure": "pruning_before_after",
+        "setting": setting,
+        "nothing_pruned": bool(wmask.all() and nmask.all()),
+    }
+    with seaborn_style() as sns:
+        fig, axes = new_figure(2, 2, panel_size=(5.0, 3.6), sharey="row")
+        palette = sns.color_palette("deep")
+        for r, (kind, values, keep) in enumerate(rows):
+            colours = (palette[0], palette[2])
+            facts[f"{kind.lower()}s"] = _before_after_row(
+                axes[r], kind, values, keep, edges, colours
+            )
+        if setting is not None:
+            title += "\n" + _setting_text(setting)
+        fig.suptitle(title)
+        facts["summary"] = _pruning_summary(facts)
+        return save_figure(fig, path, facts)
+
+
+def _checked_before_after(
+    param_sensitivity: Any, neuron_sensitivity: Any, weight_mask: Any, neuron_mask: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Fig. 2(b)'s arrays checked: shapes that match, masks that keep something."""
     param = sensitivity_array(param_sensitivity, "param_sensitivity")
     neuron = sensitivity_array(neuron_sensitivity, "neuron_sensitivity", ndim=1)
     if param.ndim == 2 and param.shape[1] != neuron.shape[0]:
@@ -83,52 +113,44 @@ def plot_pruning_before_after(
             raise ValueError(
                 f"{name} prunes everything ({m.size} of {m.size}): nothing left to plot"
             )
-    setting = _setting(setting)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    rows = [("Parameter", param, wmask), ("Neuron", neuron, nmask)]
-    facts: dict[str, Any] = {
-        "figure": "pruning_before_after",
-        "setting": setting,
-        "nothing_pruned": bool(wmask.all() and nmask.all()),
+    return param, neuron, wmask, nmask
+
+
+def _before_after_row(
+    axes_row, kind: str, values: np.ndarray, keep: np.ndarray, edges: np.ndarray, colours
+) -> dict[str, Any]:
+    """One row of Fig. 2(b): ``values`` (over their maximum) before and the kept ones
+    after pruning; returns the row's facts."""
+    normalised = values / values.max()
+    kept = normalised[keep]
+    facts = {
+        "n": int(values.size),
+        "kept": int(keep.sum()),
+        "max_over_mean_before": float(1 / normalised.mean()),
+        "max_over_mean_after": float(kept.max() / kept.mean()),
+        "kept_min": float(kept.min()),
+        "kept_max": float(kept.max()),
     }
-    with seaborn_style() as sns:
-        fig, axes = new_figure(2, 2, panel_size=(5.0, 3.6), sharey="row")
-        palette = sns.color_palette("deep")
-        for r, (kind, values, keep) in enumerate(rows):
-            normalised = values / values.max()
-            kept = normalised[keep]
-            facts[f"{kind.lower()}s"] = {
-                "n": int(values.size),
-                "kept": int(keep.sum()),
-                "max_over_mean_before": float(1 / normalised.mean()),
-                "max_over_mean_after": float(kept.max() / kept.mean()),
-                "kept_min": float(kept.min()),
-                "kept_max": float(kept.max()),
-            }
-            histogram(axes[r, 0], normalised.ravel(), edges, log=True, color=palette[0])
-            histogram(axes[r, 1], kept.ravel(), edges, log=True, color=palette[2])
-            axes[r, 0].set_title(f"{kind} sensitivity, before pruning\n(n = {values.size:,})")
-            axes[r, 1].set_title(
-                f"{kind} sensitivity, after pruning\n"
-                + (
-                    f"(nothing pruned: all {keep.size:,} kept, same as before)"
-                    if keep.all()
-                    else f"(kept {keep.sum():,} = {100 * keep.mean():.1f} %)"
-                )
-            )
-            for c in range(2):
-                axes[r, c].set_xlim(0, 1)
-                axes[r, c].set_xlabel(f"{kind.lower()} sensitivity / max before pruning")
-                axes[r, c].set_ylabel("count (log scale)")
-            if not keep.all():
-                # The kept range: everything outside it was pruned.
-                for x in (kept.min(), kept.max()):
-                    axes[r, 1].axvline(x, color="0.3", ls=":", lw=1)
-        if setting is not None:
-            title += "\n" + _setting_text(setting)
-        fig.suptitle(title)
-        facts["summary"] = _pruning_summary(facts)
-        return save_figure(fig, path, facts)
+    histogram(axes_row[0], normalised.ravel(), edges, log=True, color=colours[0])
+    histogram(axes_row[1], kept.ravel(), edges, log=True, color=colours[1])
+    axes_row[0].set_title(f"{kind} sensitivity, before pruning\n(n = {values.size:,})")
+    axes_row[1].set_title(
+        f"{kind} sensitivity, after pruning\n"
+        + (
+            f"(nothing pruned: all {keep.size:,} kept, same as before)"
+            if keep.all()
+            else f"(kept {keep.sum():,} = {100 * keep.mean():.1f} %)"
+        )
+    )
+    for c in range(2):
+        axes_row[c].set_xlim(0, 1)
+        axes_row[c].set_xlabel(f"{kind.lower()} sensitivity / max before pruning")
+        axes_row[c].set_ylabel("count (log scale)")
+    if not keep.all():
+        # The kept range: everything outside it was pruned.
+        for x in (kept.min(), kept.max()):
+            axes_row[1].axvline(x, color="0.3", ls=":", lw=1)
+    return facts
 
 
 def _setting(setting: Any) -> dict[str, float] | None:
@@ -230,6 +252,39 @@ def plot_percentage_sweep(
     unknown = [m for m in metrics if m not in METRIC_LABELS]
     if not metrics or unknown:
         raise ValueError(f"metrics must be some of {sorted(METRIC_LABELS)}, got {metrics}")
+    frame = _sweep_frame(_sweep_rows(results, metrics, split, experiment), metrics)
+    names, oods, per_ood, average = _sweep_means(frame, metrics)
+    with seaborn_style() as sns:
+        fig, axes = new_figure(len(metrics), len(names), panel_size=(4.0, 3.2))
+        palette = dict(zip(oods, sns.color_palette("deep", len(oods)), strict=True))
+        for c, name in enumerate(names):
+            for r, metric in enumerate(metrics):
+                _sweep_panel(
+                    sns,
+                    axes[r, c],
+                    per_ood[per_ood["variant"] == name],
+                    average[average["variant"] == name].sort_values("x"),
+                    name,
+                    metric,
+                    oods,
+                    palette,
+                    legend=(r == 0 and c == 0),
+                    title=f"({PANEL_LETTERS[c]}) {name}" if r == 0 else None,
+                )
+        handles, labels = axes[0, 0].get_legend_handles_labels()
+        if axes[0, 0].get_legend() is not None:
+            axes[0, 0].get_legend().remove()
+        fig.legend(handles, labels, title="OOD set", loc="outside right center")
+        fig.suptitle(title)
+        facts = _sweep_facts(average, names, metrics, oods, frame["seed"].nunique())
+        facts["x_scales"] = {name: axes[0, c].get_xscale() for c, name in enumerate(names)}
+        return save_figure(fig, path, facts)
+
+
+def _sweep_rows(
+    results: pd.DataFrame, metrics: Sequence[str], split: str | None, experiment: str | None
+) -> pd.DataFrame:
+    """The rows of ``split`` and ``experiment`` (None: all); ValueError when none."""
     frame = figure_frame(results, "results", ["variant", "params", "ood_set", "seed", *metrics])
     if split is not None:
         frame = frame[frame["split"] == split] if "split" in frame.columns else frame
@@ -239,7 +294,15 @@ def plot_percentage_sweep(
         raise ValueError(
             f"results has no rows with split == {split!r} and experiment == {experiment!r}"
         )
-    frame = _sweep_frame(frame, metrics)
+    return frame
+
+
+def _sweep_means(
+    frame: pd.DataFrame, metrics: Sequence[str]
+) -> tuple[list[str], list[str], pd.DataFrame, pd.DataFrame]:
+    """``(swept percentages in PERCENTAGE_ORDER, OOD sets, seed mean per (variant, x,
+    OOD set), average over OOD sets per (variant, x))`` of the sweep rows."""
+    metrics = list(metrics)
     present = list(dict.fromkeys(frame["variant"]))
     names = [n for n in PERCENTAGE_ORDER if n in present] + [
         n for n in present if n not in PERCENTAGE_ORDER
@@ -260,42 +323,45 @@ def plot_percentage_sweep(
         .groupby(["variant", "x"], as_index=False)[metrics]
         .mean()
     )
-    with seaborn_style() as sns:
-        fig, axes = new_figure(len(metrics), len(names), panel_size=(4.0, 3.2))
-        palette = dict(zip(oods, sns.color_palette("deep", len(oods)), strict=True))
-        for c, name in enumerate(names):
-            for r, metric in enumerate(metrics):
-                ax = axes[r, c]
-                sns.lineplot(
-                    data=per_ood[per_ood["variant"] == name],
-                    x="x",
-                    y=metric,
-                    hue="ood_set",
-                    hue_order=oods,
-                    palette=palette,
-                    marker="o",
-                    ax=ax,
-                    legend=(r == 0 and c == 0),
-                )
-                avg = average[average["variant"] == name].sort_values("x")
-                ax.plot(
-                    avg["x"], avg[metric], color="black", ls="--", lw=2, marker="s", label="Average"
-                )
-                xlabel = PERCENTAGE_LABELS.get(name, f"{name} (%)")
-                if _percentage_axis(ax, avg["x"].to_numpy()) == "symlog":
-                    xlabel += ", symlog scale"
-                ax.set_xlabel(xlabel)
-                ax.set_ylabel(METRIC_LABELS[metric])
-                if r == 0:
-                    ax.set_title(f"({PANEL_LETTERS[c]}) {name}")
-        handles, labels = axes[0, 0].get_legend_handles_labels()
-        if axes[0, 0].get_legend() is not None:
-            axes[0, 0].get_legend().remove()
-        fig.legend(handles, labels, title="OOD set", loc="outside right center")
-        fig.suptitle(title)
-        facts = _sweep_facts(average, names, metrics, oods, frame["seed"].nunique())
-        facts["x_scales"] = {name: axes[0, c].get_xscale() for c, name in enumerate(names)}
-        return save_figure(fig, path, facts)
+    return names, oods, per_ood, average
+
+
+def _sweep_panel(
+    sns,
+    ax,
+    per_ood: pd.DataFrame,
+    average: pd.DataFrame,
+    name: str,
+    metric: str,
+    oods: Sequence[str],
+    palette: Mapping[str, Any],
+    *,
+    legend: bool,
+    title: str | None,
+) -> None:
+    """One panel of Fig. 3: ``metric`` against percentage ``name``, a line per OOD set
+    and, dashed black, their average (``average``: sorted by x)."""
+    sns.lineplot(
+        data=per_ood,
+        x="x",
+        y=metric,
+        hue="ood_set",
+        hue_order=oods,
+        palette=palette,
+        marker="o",
+        ax=ax,
+        legend=legend,
+    )
+    ax.plot(
+        average["x"], average[metric], color="black", ls="--", lw=2, marker="s", label="Average"
+    )
+    xlabel = PERCENTAGE_LABELS.get(name, f"{name} (%)")
+    if _percentage_axis(ax, average["x"].to_numpy()) == "symlog":
+        xlabel += ", symlog scale"
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(METRIC_LABELS[metric])
+    if title is not None:
+        ax.set_title(title)
 
 
 def _percentage_axis(ax, values: np.ndarray) -> str:

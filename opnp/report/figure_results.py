@@ -113,100 +113,123 @@ def plot_reliability(
     with seaborn_style() as sns:
         fig, axes = new_figure(1, 1 + len(methods), panel_size=(4.0, 3.8))
         palette = sns.color_palette("deep", len(methods))
-        ax = axes[0, 0]
-        for i, method in enumerate(methods):
-            rows, ece = checked[method]
-            width = (rows["bin_upper"] - rows["bin_lower"]).to_numpy() / len(methods)
-            count = rows["count"].to_numpy(dtype=np.float64)
-            share = count / count.sum()
-            ax.bar(
-                rows["bin_lower"].to_numpy() + i * width,
-                share,
-                width=width,
-                align="edge",
-                color=palette[i],
-                label=labels.get(method, method),
-            )
-            filled = count > 0
-            mean_conf = float(np.average(rows["confidence"][filled], weights=count[filled]))
-            accuracy = float(np.average(rows["accuracy"][filled], weights=count[filled]))
-            ax.axvline(mean_conf, color=palette[i], ls="--", lw=1.2)
-            facts["methods"][method] = {
-                "label": labels.get(method, method),
-                "ece": ece,
-                "n": int(count.sum()),
-                "accuracy": accuracy,
-                "mean_confidence": mean_conf,
-                "filled_bins": int(filled.sum()),
-                "sparse_bins": int(((count > 0) & (count < min_bin_count)).sum()),
-            }
-        ax.set_xlim(0, 1)
-        ax.set_xlabel("confidence (max softmax)")
-        ax.set_ylabel("fraction of samples")
-        ax.set_title("(a) Confidence histogram")
-        ax.legend(loc="upper left", fontsize="small")
+        facts["methods"] = _confidence_histogram(
+            axes[0, 0], checked, labels, palette, min_bin_count
+        )
         for i, method in enumerate(methods, start=1):
             rows, ece = checked[method]
-            rows = rows[rows["count"] > 0]
-            ax = axes[0, i]
-            sparse = (rows["count"] < min_bin_count).to_numpy()
-            for subset, alpha, label in (
-                (~sparse, 1.0, "accuracy"),
-                (sparse, 0.3, f"accuracy, bin with < {min_bin_count} samples"),
-            ):
-                if not subset.any():
-                    continue
-                part = rows[subset]
-                lower = part["bin_lower"].to_numpy()
-                width = (part["bin_upper"] - part["bin_lower"]).to_numpy()
-                accuracy = part["accuracy"].to_numpy()
-                confidence = part["confidence"].to_numpy()
-                ax.bar(
-                    lower,
-                    accuracy,
-                    width=width,
-                    align="edge",
-                    color=palette[i - 1],
-                    edgecolor="0.25",
-                    alpha=alpha,
-                    label=label,
-                )
-                ax.bar(
-                    lower,
-                    confidence - accuracy,
-                    bottom=accuracy,
-                    width=width,
-                    align="edge",
-                    color="tab:red",
-                    alpha=0.3 * alpha,
-                    hatch="//",
-                    edgecolor="tab:red",
-                    label="gap to confidence" if alpha == 1.0 else None,
-                )
-            # The sample count of each bin, at the foot of its bar.
-            centres = ((rows["bin_lower"] + rows["bin_upper"]) / 2).to_numpy()
-            for x, n in zip(centres, rows["count"].to_numpy(), strict=True):
-                ax.text(
-                    x,
-                    0.02,
-                    f"{int(n):,}",
-                    rotation=90,
-                    ha="center",
-                    va="bottom",
-                    fontsize="xx-small",
-                    color="0.1",
-                )
-            ax.plot([0, 1], [0, 1], color="0.3", ls="--", lw=1, label="perfect calibration")
-            ax.set_xlim(0, 1)
-            ax.set_ylim(0, 1)
-            ax.set_xlabel("confidence (max softmax)\nnumber on a bar: samples in its bin")
-            ax.set_ylabel("accuracy")
-            ax.set_title(f"({PANEL_LETTERS[i]}) {labels.get(method, method)}\nECE = {ece:.2f} %")
-            # Below the panel: inside it would cover bars near accuracy 1.
-            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncols=2, fontsize="x-small")
+            panel_title = f"({PANEL_LETTERS[i]}) {labels.get(method, method)}\nECE = {ece:.2f} %"
+            _reliability_diagram(axes[0, i], rows, palette[i - 1], min_bin_count, panel_title)
         fig.suptitle(title)
         facts["summary"] = _reliability_summary(facts)
         return save_figure(fig, path, facts)
+
+
+def _confidence_histogram(
+    ax,
+    checked: Mapping[str, tuple[pd.DataFrame, float]],
+    labels: Mapping[str, str],
+    palette,
+    min_bin_count: int,
+) -> dict[str, dict[str, Any]]:
+    """Fig. 4 (a): each method's share of samples per confidence bin (bars side by side),
+    dashed at its mean confidence; returns each method's facts."""
+    facts = {}
+    for i, (method, (rows, ece)) in enumerate(checked.items()):
+        width = (rows["bin_upper"] - rows["bin_lower"]).to_numpy() / len(checked)
+        count = rows["count"].to_numpy(dtype=np.float64)
+        share = count / count.sum()
+        ax.bar(
+            rows["bin_lower"].to_numpy() + i * width,
+            share,
+            width=width,
+            align="edge",
+            color=palette[i],
+            label=labels.get(method, method),
+        )
+        filled = count > 0
+        mean_conf = float(np.average(rows["confidence"][filled], weights=count[filled]))
+        accuracy = float(np.average(rows["accuracy"][filled], weights=count[filled]))
+        ax.axvline(mean_conf, color=palette[i], ls="--", lw=1.2)
+        facts[method] = {
+            "label": labels.get(method, method),
+            "ece": ece,
+            "n": int(count.sum()),
+            "accuracy": accuracy,
+            "mean_confidence": mean_conf,
+            "filled_bins": int(filled.sum()),
+            "sparse_bins": int(((count > 0) & (count < min_bin_count)).sum()),
+        }
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("confidence (max softmax)")
+    ax.set_ylabel("fraction of samples")
+    ax.set_title("(a) Confidence histogram")
+    ax.legend(loc="upper left", fontsize="small")
+    return facts
+
+
+def _reliability_diagram(ax, rows: pd.DataFrame, colour, min_bin_count: int, title: str) -> None:
+    """One method's reliability diagram: accuracy bars of its non-empty bins (faded where
+    sparse), the gap to the confidence hatched, each bin's count, the diagonal."""
+    rows = rows[rows["count"] > 0]
+    sparse = (rows["count"] < min_bin_count).to_numpy()
+    for subset, alpha, label in (
+        (~sparse, 1.0, "accuracy"),
+        (sparse, 0.3, f"accuracy, bin with < {min_bin_count} samples"),
+    ):
+        if subset.any():
+            _accuracy_bars(ax, rows[subset], colour, alpha, label)
+    # The sample count of each bin, at the foot of its bar.
+    centres = ((rows["bin_lower"] + rows["bin_upper"]) / 2).to_numpy()
+    for x, n in zip(centres, rows["count"].to_numpy(), strict=True):
+        ax.text(
+            x,
+            0.02,
+            f"{int(n):,}",
+            rotation=90,
+            ha="center",
+            va="bottom",
+            fontsize="xx-small",
+            color="0.1",
+        )
+    ax.plot([0, 1], [0, 1], color="0.3", ls="--", lw=1, label="perfect calibration")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence (max softmax)\nnumber on a bar: samples in its bin")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title)
+    # Below the panel: inside it would cover bars near accuracy 1.
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncols=2, fontsize="x-small")
+
+
+def _accuracy_bars(ax, part: pd.DataFrame, colour, alpha: float, label: str) -> None:
+    """Accuracy bars of the bins ``part`` and, hatched on top, their gap to confidence."""
+    lower = part["bin_lower"].to_numpy()
+    width = (part["bin_upper"] - part["bin_lower"]).to_numpy()
+    accuracy = part["accuracy"].to_numpy()
+    confidence = part["confidence"].to_numpy()
+    ax.bar(
+        lower,
+        accuracy,
+        width=width,
+        align="edge",
+        color=colour,
+        edgecolor="0.25",
+        alpha=alpha,
+        label=label,
+    )
+    ax.bar(
+        lower,
+        confidence - accuracy,
+        bottom=accuracy,
+        width=width,
+        align="edge",
+        color="tab:red",
+        alpha=0.3 * alpha,
+        hatch="//",
+        edgecolor="tab:red",
+        label="gap to confidence" if alpha == 1.0 else None,
+    )
 
 
 def _reliability_summary(facts: Mapping[str, Any]) -> str:
@@ -247,10 +270,31 @@ def plot_score_distributions(
 
     Facts (caption): ``n_id``, per method and OOD set ``n_ood``, ``auroc``, ``fpr95``
     (percent)."""
-    from opnp.metrics import auroc, fpr_at_95_tpr
-
     path = png_path(out_path)
     bins = bin_count(bins)
+    oods, arrays = _checked_scores(scores)
+    facts: dict[str, Any] = {
+        "figure": "score_distributions",
+        "n_id": {m: int(sets["ID"].size) for m, sets in arrays.items()},
+        "methods": {m: {} for m in arrays},
+    }
+    with seaborn_style() as sns:
+        fig, axes = new_figure(len(oods), len(arrays), panel_size=(4.2, 3.0), sharex="row")
+        palette = sns.color_palette("deep")
+        for r, ood in enumerate(oods):
+            row_facts = _score_row(axes[r], arrays, ood, bins, palette)
+            for method, ood_facts in row_facts.items():
+                facts["methods"][method][ood] = ood_facts
+        fig.suptitle(title)
+        facts["summary"] = _score_summary(facts, oods)
+        return save_figure(fig, path, facts)
+
+
+def _checked_scores(
+    scores: Mapping[str, Mapping[str, Any]],
+) -> tuple[list[str], dict[str, dict[str, np.ndarray]]]:
+    """``(OOD set names, {method: {name: finite 1-D array}})`` of Fig. 5's ``scores``
+    (ValueError unless every method has ``ID`` and the same OOD sets)."""
     methods = named_arrays(scores, "scores")
     oods: list[str] | None = None
     arrays: dict[str, dict[str, np.ndarray]] = {}
@@ -270,69 +314,75 @@ def plot_score_distributions(
             n: finite_array(sets[n], f"scores[{method!r}][{n!r}]", ndim=1)
             for n in ["ID", *oods, *(f"ID@{o}" for o in oods if f"ID@{o}" in sets)]
         }
-    facts: dict[str, Any] = {
-        "figure": "score_distributions",
-        "n_id": {m: int(sets["ID"].size) for m, sets in arrays.items()},
-        "methods": {m: {} for m in arrays},
-    }
-    with seaborn_style() as sns:
-        fig, axes = new_figure(len(oods), len(methods), panel_size=(4.2, 3.0), sharex="row")
-        palette = sns.color_palette("deep")
-        for r, ood in enumerate(oods):
-            # the ID scores of the setting that scored this OOD set
-            ids = {m: sets.get(f"ID@{ood}", sets["ID"]) for m, sets in arrays.items()}
-            row = [a for m, sets in arrays.items() for a in (ids[m], sets[ood])]
-            low = min(float(a.min()) for a in row)
-            high = max(float(a.max()) for a in row)
-            if high == low:  # constant scores: a unit-wide range around them
-                low, high = low - 0.5, high + 0.5
-            edges = np.linspace(low, high, bins + 1)
-            for c, (method, sets) in enumerate(arrays.items()):
-                ax = axes[r, c]
-                for values, label, colour in (
-                    (ids[method], "ID", palette[0]),
-                    (sets[ood], ood, palette[3]),
-                ):
-                    histogram(
-                        ax,
-                        values,
-                        edges,
-                        log=False,
-                        stat="density",
-                        element="step",
-                        alpha=0.35,
-                        color=colour,
-                        label=f"{label} (n = {values.size:,})",
-                    )
-                area = 100 * auroc(ids[method], sets[ood])
-                fpr = 100 * fpr_at_95_tpr(ids[method], sets[ood])
-                facts["methods"][method][ood] = {
-                    "n_ood": int(sets[ood].size),
-                    "auroc": float(area),
-                    "fpr95": float(fpr),
-                }
-                ax.set_title(
-                    f"{method}: ID vs {ood}\nAUROC {area:.2f} %, FPR95 {fpr:.2f} %",
-                    fontsize="medium",
-                )
-                ax.set_xlabel(f"{method} score (higher = ID)")
-                ax.set_ylabel("density")
-                ax.set_xlim(low, high)
-            axes[r, -1].legend(
-                loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, fontsize="small"
+    assert oods is not None  # named_arrays refuses an empty mapping
+    return oods, arrays
+
+
+def _score_row(
+    axes_row, arrays: Mapping[str, Mapping[str, np.ndarray]], ood: str, bins: int, palette
+) -> dict[str, dict[str, Any]]:
+    """One row of Fig. 5 (OOD set ``ood``): per method, ID and ``ood`` density
+    histograms on the row's shared bins; returns per method ``n_ood``, ``auroc``,
+    ``fpr95``."""
+    from opnp.metrics import auroc, fpr_at_95_tpr
+
+    # the ID scores of the setting that scored this OOD set
+    ids = {m: sets.get(f"ID@{ood}", sets["ID"]) for m, sets in arrays.items()}
+    row = [a for m, sets in arrays.items() for a in (ids[m], sets[ood])]
+    low = min(float(a.min()) for a in row)
+    high = max(float(a.max()) for a in row)
+    if high == low:  # constant scores: a unit-wide range around them
+        low, high = low - 0.5, high + 0.5
+    edges = np.linspace(low, high, bins + 1)
+    facts = {}
+    for c, (method, sets) in enumerate(arrays.items()):
+        ax = axes_row[c]
+        for values, label, colour in (
+            (ids[method], "ID", palette[0]),
+            (sets[ood], ood, palette[3]),
+        ):
+            histogram(
+                ax,
+                values,
+                edges,
+                log=False,
+                stat="density",
+                element="step",
+                alpha=0.35,
+                color=colour,
+                label=f"{label} (n = {values.size:,})",
             )
-        fig.suptitle(title)
-        parts = []
-        for ood in oods:
-            values = "; ".join(
-                f"{method} {facts['methods'][method][ood]['auroc']:.2f} / "
-                f"{facts['methods'][method][ood]['fpr95']:.2f}"
-                for method in arrays
-            )
-            parts.append(f"{ood}: {values}")
-        n_id = sorted(set(facts["n_id"].values()))
-        facts["summary"] = (
-            f"AUROC / FPR95 (%) on each OOD test set ({' or '.join(f'{n:,}' for n in n_id)} "
-            "ID test scores): " + ". ".join(parts) + "."
+        area = 100 * auroc(ids[method], sets[ood])
+        fpr = 100 * fpr_at_95_tpr(ids[method], sets[ood])
+        facts[method] = {
+            "n_ood": int(sets[ood].size),
+            "auroc": float(area),
+            "fpr95": float(fpr),
+        }
+        ax.set_title(
+            f"{method}: ID vs {ood}\nAUROC {area:.2f} %, FPR95 {fpr:.2f} %",
+            fontsize="medium",
         )
-        return save_figure(fig, path, facts)
+        ax.set_xlabel(f"{method} score (higher = ID)")
+        ax.set_ylabel("density")
+        ax.set_xlim(low, high)
+    axes_row[-1].legend(
+        loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, fontsize="small"
+    )
+    return facts
+
+
+def _score_summary(facts: Mapping[str, Any], oods: list[str]) -> str:
+    parts = []
+    for ood in oods:
+        values = "; ".join(
+            f"{method} {facts['methods'][method][ood]['auroc']:.2f} / "
+            f"{facts['methods'][method][ood]['fpr95']:.2f}"
+            for method in facts["methods"]
+        )
+        parts.append(f"{ood}: {values}")
+    n_id = sorted(set(facts["n_id"].values()))
+    return (
+        f"AUROC / FPR95 (%) on each OOD test set ({' or '.join(f'{n:,}' for n in n_id)} "
+        "ID test scores): " + ". ".join(parts) + "."
+    )

@@ -46,6 +46,32 @@ def plot_sensitivity_distribution(
     ``share_below_1pct`` (fraction of values below 1 % of the maximum)."""
     path = png_path(out_path)
     bins = bin_count(bins)
+    rows = _distribution_rows(sensitivities, neuron_sensitivities)
+    if title is None:
+        title = (
+            "FC-layer sensitivities:\nparameters (top row), neurons (bottom row)"
+            if len(rows) == 2
+            else "FC-layer parameter sensitivities"
+        )
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    facts: dict[str, Any] = {"figure": "sensitivity_distribution", "labels": {}}
+    with seaborn_style() as sns:
+        fig, axes = new_figure(len(rows), len(rows[0][1]), panel_size=(4.2, 3.5))
+        palette = sns.color_palette("deep")
+        for r, (kind, data) in enumerate(rows):
+            for c, (label, values) in enumerate(data.items()):
+                stats = _distribution_panel(axes[r, c], label, kind, values, edges, palette[r])
+                facts["labels"].setdefault(label, {})[kind] = stats
+        facts["summary"] = _distribution_summary(facts["labels"])
+        fig.suptitle(title)
+        return save_figure(fig, path, facts)
+
+
+def _distribution_rows(
+    sensitivities: Mapping[str, Any], neuron_sensitivities: Mapping[str, Any] | None
+) -> list[tuple[str, dict[str, np.ndarray]]]:
+    """``[(kind, {label: checked array})]``: the parameters' row and, when given, the
+    neurons' (ValueError unless their labels match the parameters', in order)."""
     params = named_arrays(sensitivities, "sensitivities")
     arrays = {
         label: sensitivity_array(v, f"sensitivities[{label!r}]") for label, v in params.items()
@@ -67,50 +93,45 @@ def plot_sensitivity_distribution(
                 },
             )
         )
-    if title is None:
-        title = (
-            "FC-layer sensitivities:\nparameters (top row), neurons (bottom row)"
-            if len(rows) == 2
-            else "FC-layer parameter sensitivities"
-        )
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    facts: dict[str, Any] = {"figure": "sensitivity_distribution", "labels": {}}
+    return rows
+
+
+def _distribution_panel(
+    ax, label: str, kind: str, values: np.ndarray, edges: np.ndarray, colour
+) -> dict[str, Any]:
+    """One panel of Figs. 1/7/8: ``values`` over their maximum, the mean dashed; returns
+    ``n``, ``max_over_mean``, ``share_below_1pct``."""
+    normalised = values.ravel() / values.max()
+    mean = float(normalised.mean())
+    stats = {
+        "n": int(normalised.size),
+        "max_over_mean": 1 / mean,
+        "share_below_1pct": float(np.mean(normalised < 0.01)),
+    }
+    histogram(ax, normalised, edges, log=True, color=colour, edgecolor=None)
+    ax.axvline(mean, color="0.2", ls="--", lw=1)
+    ax.set_title(
+        f"{label}: {kind} (n = {normalised.size:,})\n"
+        f"max / mean = {1 / mean:.1f}×, dashed: mean = {mean:.3g}",
+        fontsize="medium",
+    )
+    ax.set_xlabel(f"{kind[:-1]} sensitivity / max")
+    ax.set_ylabel("count (log scale)")
+    ax.set_xlim(0, 1)
+    return stats
+
+
+def _distribution_summary(labels: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
     sentences = []
-    with seaborn_style() as sns:
-        fig, axes = new_figure(len(rows), len(params), panel_size=(4.2, 3.5))
-        palette = sns.color_palette("deep")
-        for r, (kind, data) in enumerate(rows):
-            for c, (label, values) in enumerate(data.items()):
-                ax = axes[r, c]
-                normalised = values.ravel() / values.max()
-                mean = float(normalised.mean())
-                stats = {
-                    "n": int(normalised.size),
-                    "max_over_mean": 1 / mean,
-                    "share_below_1pct": float(np.mean(normalised < 0.01)),
-                }
-                facts["labels"].setdefault(label, {})[kind] = stats
-                histogram(ax, normalised, edges, log=True, color=palette[r], edgecolor=None)
-                ax.axvline(mean, color="0.2", ls="--", lw=1)
-                ax.set_title(
-                    f"{label}: {kind} (n = {normalised.size:,})\n"
-                    f"max / mean = {1 / mean:.1f}×, dashed: mean = {mean:.3g}",
-                    fontsize="medium",
-                )
-                ax.set_xlabel(f"{kind[:-1]} sensitivity / max")
-                ax.set_ylabel("count (log scale)")
-                ax.set_xlim(0, 1)
-        for label, kinds in facts["labels"].items():
-            parts = [
-                f"the largest of the {s['n']:,} {kind[:-1]} sensitivities is "
-                f"{s['max_over_mean']:.1f}× their mean and {100 * s['share_below_1pct']:.1f} % "
-                "are below 1 % of the largest"
-                for kind, s in kinds.items()
-            ]
-            sentences.append(f"{label}: " + "; ".join(parts) + ".")
-        facts["summary"] = " ".join(sentences)
-        fig.suptitle(title)
-        return save_figure(fig, path, facts)
+    for label, kinds in labels.items():
+        parts = [
+            f"the largest of the {s['n']:,} {kind[:-1]} sensitivities is "
+            f"{s['max_over_mean']:.1f}× their mean and {100 * s['share_below_1pct']:.1f} % "
+            "are below 1 % of the largest"
+            for kind, s in kinds.items()
+        ]
+        sentences.append(f"{label}: " + "; ".join(parts) + ".")
+    return " ".join(sentences)
 
 
 def plot_layer_sensitivity(
@@ -237,49 +258,24 @@ def plot_pruned_weight_sensitivity(
     bins = bin_count(bins)
     if not isinstance(ood_name, str) or not ood_name:
         raise ValueError(f"ood_name must be a non-empty string, got {ood_name!r}")
-    ids = finite_array(id_sensitivity, "id_sensitivity", nonnegative=True)
-    oods = finite_array(ood_sensitivity, "ood_sensitivity", nonnegative=True)
-    if ids.shape != oods.shape:
-        raise ValueError(
-            f"id_sensitivity has shape {ids.shape} but ood_sensitivity has {oods.shape}"
-        )
-    keep = keep_mask(weight_mask, "weight_mask", ids.shape)
-    if keep.all():
-        raise ValueError("weight_mask prunes no weight (all True): nothing to plot")
-    pruned_id, pruned_ood = ids[~keep], oods[~keep]
+    n_weights, pruned_id, pruned_ood = _pruned_sensitivities(
+        id_sensitivity, ood_sensitivity, weight_mask
+    )
     high = max(float(pruned_id.max()), float(pruned_ood.max()))
     edges = np.linspace(0.0, high if high > 0 else 1.0, bins + 1)
-    means = {}
     eq11 = None if relative is None else _eq11_facts(relative, random_ratios, pruned_id.size)
     with seaborn_style() as sns:
         fig, axes = new_figure(1, 1, panel_size=(6.5, 4.2))
         ax = axes[0, 0]
         palette = sns.color_palette("deep")
+        means = {}
         for values, label, colour in (
             (pruned_id, "ID", palette[0]),
             (pruned_ood, ood_name, palette[3]),
         ):
-            mean = float(values.mean())
-            means[label] = mean
-            histogram(
-                ax,
-                values,
-                edges,
-                log=True,
-                element="step",
-                alpha=0.35,
-                color=colour,
-                label=f"{label} (mean {mean:.3g})",
-            )
-            ax.axvline(mean, color=colour, ls="--", lw=1.2)
+            means[label] = _mean_histogram(ax, values, label, edges, colour)
         ratio = means[ood_name] / means["ID"] if means["ID"] > 0 else float("inf")
-        panel = f"mean {ood_name} / mean ID = {ratio:.3g}"
-        if eq11 is not None:
-            low, high_ = eq11["relative_ratio_ci"]
-            panel += (
-                f"\nsame ratio over all weights: {eq11['ratio_all']:.3g}"
-                f"\nrelative ratio: {eq11['relative_ratio']:.3g} [{low:.3g}, {high_:.3g}]"
-            )
+        panel = _ratio_text(ood_name, ratio, eq11)
         ax.text(0.98, 0.62, panel, transform=ax.transAxes, ha="right", va="top", fontsize="small")
         ax.set_xlabel("parameter sensitivity of the pruned weights")
         ax.set_ylabel("count (log scale)")
@@ -291,7 +287,7 @@ def plot_pruned_weight_sensitivity(
         facts = {
             "figure": "pruned_weight_sensitivity",
             "n_pruned": int(pruned_id.size),
-            "n_weights": int(ids.size),
+            "n_weights": n_weights,
             "id_name": id_name,
             "ood_name": ood_name,
             "sensitivity": sensitivity_source,
@@ -300,21 +296,72 @@ def plot_pruned_weight_sensitivity(
             "ratio": ratio if np.isfinite(ratio) else None,
             "pruned_what": pruned_what,
         }
-        head = (
-            f"{pruned_id.size:,} pruned weights ({pruned_what or 'weight mask'}); mean "
-            f"sensitivity on {id_name} {means['ID']:.3g}, on {ood_name} "
-            f"{means[ood_name]:.3g}: ratio {ratio:.3g}."
-        )
-        if eq11 is None:
-            facts["summary"] = (
-                f"{head} No baseline was computed: the ratio alone does not test Eq. 11 "
-                "(over all weights it differs from 1 too)."
-            )
-        else:
-            text = eq11.pop("text")
-            facts.update(eq11)
-            facts["summary"] = f"{head} {text}"
+        _add_eq11_summary(facts, eq11, ratio)
         return save_figure(fig, path, facts)
+
+
+def _pruned_sensitivities(
+    id_sensitivity: Any, ood_sensitivity: Any, weight_mask: Any
+) -> tuple[int, np.ndarray, np.ndarray]:
+    """``(number of weights, ID and OOD sensitivities of the pruned ones)`` of Fig. 9,
+    checked (same shapes, a mask that prunes something)."""
+    ids = finite_array(id_sensitivity, "id_sensitivity", nonnegative=True)
+    oods = finite_array(ood_sensitivity, "ood_sensitivity", nonnegative=True)
+    if ids.shape != oods.shape:
+        raise ValueError(
+            f"id_sensitivity has shape {ids.shape} but ood_sensitivity has {oods.shape}"
+        )
+    keep = keep_mask(weight_mask, "weight_mask", ids.shape)
+    if keep.all():
+        raise ValueError("weight_mask prunes no weight (all True): nothing to plot")
+    return int(ids.size), ids[~keep], oods[~keep]
+
+
+def _ratio_text(ood_name: str, ratio: float, eq11: Mapping[str, Any] | None) -> str:
+    """Fig. 9's panel text: the ratio of the means and, with a baseline, the relative one."""
+    text = f"mean {ood_name} / mean ID = {ratio:.3g}"
+    if eq11 is not None:
+        low, high = eq11["relative_ratio_ci"]
+        text += (
+            f"\nsame ratio over all weights: {eq11['ratio_all']:.3g}"
+            f"\nrelative ratio: {eq11['relative_ratio']:.3g} [{low:.3g}, {high:.3g}]"
+        )
+    return text
+
+
+def _mean_histogram(ax, values: np.ndarray, label: str, edges: np.ndarray, colour) -> float:
+    """A step histogram of ``values`` with its mean dashed and in the legend; the mean."""
+    mean = float(values.mean())
+    histogram(
+        ax,
+        values,
+        edges,
+        log=True,
+        element="step",
+        alpha=0.35,
+        color=colour,
+        label=f"{label} (mean {mean:.3g})",
+    )
+    ax.axvline(mean, color=colour, ls="--", lw=1.2)
+    return mean
+
+
+def _add_eq11_summary(facts: dict[str, Any], eq11: dict[str, Any] | None, ratio: float) -> None:
+    """Fig. 9's summary into ``facts`` and, with a baseline (``eq11``), its facts."""
+    head = (
+        f"{facts['n_pruned']:,} pruned weights ({facts['pruned_what'] or 'weight mask'}); "
+        f"mean sensitivity on {facts['id_name']} {facts['mean_id']:.3g}, on "
+        f"{facts['ood_name']} {facts['mean_ood']:.3g}: ratio {ratio:.3g}."
+    )
+    if eq11 is None:
+        facts["summary"] = (
+            f"{head} No baseline was computed: the ratio alone does not test Eq. 11 "
+            "(over all weights it differs from 1 too)."
+        )
+    else:
+        text = eq11.pop("text")
+        facts.update(eq11)
+        facts["summary"] = f"{head} {text}"
 
 
 def _eq11_facts(relative: Mapping[str, Any], random_ratios: Any, n_pruned: int) -> dict:

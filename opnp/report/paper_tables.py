@@ -1,9 +1,11 @@
 """One paper table of one model from the aggregated results: the layout of each
 experiment of the catalogue (:mod:`opnp.pipeline.experiments`) with its caption.
 
-:func:`build_table` is what the workflow's ``make_table`` job calls; the caption
-template comes from the catalogue, the numbers it states (n, seeds, ±, the bold rule)
-from the rows shown.
+:func:`build_table` is what the workflow's ``make_table`` job calls: it looks up the
+layout the catalogue entry names in :data:`TABLE_LAYOUTS` (this module registers the
+layouts of the paper's tables and imports every module that registers others); the
+caption template comes from the catalogue, the numbers it states (n, seeds, ±, the bold
+rule) from the rows shown.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from opnp.report.table_ablations import (
     statistic_table,
     subset_table,
 )
+from opnp.report.table_layouts import TABLE_LAYOUTS, LaidOut, TableRows, table_layout
 from opnp.report.table_methods import (
     WITH_WITHOUT_LABELS,
     main_results_table,
@@ -42,10 +45,6 @@ from opnp.report.table_methods import (
 
 #: Key of ``DataFrame.attrs`` of a built table: its small-sample caution ("" if none).
 SMALL_SAMPLE_ATTR = "opnp_small_sample"
-
-
-def _test_rows(results: pd.DataFrame, name: str) -> pd.DataFrame:
-    return results[(results["experiment"] == name) & (results["split"] == "test")]
 
 
 def _selected_rows(results: pd.DataFrame) -> pd.DataFrame:
@@ -100,6 +99,83 @@ def protocols_table(rows: pd.DataFrame, ood_sets: Sequence[str]) -> pd.DataFrame
     return main_results_table(rows, list(entities), ood_sets, method_labels=entities)
 
 
+@table_layout("main")
+def _main_results(rows: TableRows, caption: str) -> LaidOut:
+    shown_methods = [m for m in rows.methods if m in set(rows.main["method"])]
+    table = main_results_table(rows.main, shown_methods, rows.ood_sets)
+    return LaidOut(table, caption + sensitivity_set_note(**rows.sensitivity))
+
+
+@table_layout("with_without")
+def _with_without(rows: TableRows, caption: str) -> LaidOut:
+    table = main_results_table(
+        rows.main,
+        list(WITH_WITHOUT_METHODS),
+        rows.ood_sets,
+        method_labels=WITH_WITHOUT_LABELS,
+        combined_cells=True,
+    )
+    return LaidOut(table, caption)
+
+
+@table_layout("protocols")
+def _protocols(rows: TableRows, caption: str) -> LaidOut:
+    return LaidOut(protocols_table(rows.test(), rows.ood_sets), caption)
+
+
+@table_layout("selected", notes=False)
+def _selected(rows: TableRows, caption: str) -> LaidOut:
+    table = selected_params_table(_selected_rows(rows.results), react_sources=rows.react_sources)
+    return LaidOut(table, caption)
+
+
+# ID accuracy without hyperparameter selection: no OOD set, nothing chosen per replicate
+@table_layout("pruned_accuracy", per_ood_set=False, selects=False)
+def _pruned_accuracy(rows: TableRows, caption: str) -> LaidOut:
+    every_row = rows.results[rows.results["experiment"] == rows.experiment]
+    table = pruned_accuracy_table(every_row, experiment=rows.experiment)
+    return LaidOut(table, caption + sensitivity_set_note(**rows.sensitivity))
+
+
+@table_layout("pruning_methods")
+def _pruning_methods(rows: TableRows, caption: str) -> LaidOut:
+    main = rows.main
+    table = pruning_methods_table(main[main["method"].isin(PRUNING_METHODS)], rows.ood_sets)
+    return LaidOut(table, caption + onp_low_side_note(**rows.sensitivity))
+
+
+@table_layout("layers")
+def _layers(rows: TableRows, caption: str) -> LaidOut:
+    # the caption names the layers the run pruned: written from the rows, not a template
+    table = layer_ablation_table(rows.test(), rows.ood_sets, experiment=rows.experiment)
+    return LaidOut(table, layer_ablation_caption(rows.test(), rows.model))
+
+
+@table_layout("subsets")
+def _subsets(rows: TableRows, caption: str) -> LaidOut:
+    table = subset_table(rows.test(), rows.ood_sets, experiment=rows.experiment)
+    return LaidOut(table, caption, subset_sizes_text(rows.test(), experiment=rows.experiment))
+
+
+@table_layout("statistics")
+def _statistics(rows: TableRows, caption: str) -> LaidOut:
+    table = statistic_table(rows.test(), rows.ood_sets, experiment=rows.experiment)
+    closing = (
+        f"Row {SELECTED_LABEL}: the hyperparameters selected on the validation "
+        "split for each statistic."
+    )
+    return LaidOut(table, caption, closing)
+
+
+@table_layout("readings")
+def _readings(rows: TableRows, caption: str) -> LaidOut:
+    table = readings_table(rows.test(), rows.main, rows.ood_sets)
+    caption += sensitivity_set_note(**rows.sensitivity) + readings_sensitivity_note(
+        rows.test(), rows.sensitivity["reduction"]
+    )
+    return LaidOut(table, caption)
+
+
 def build_table(
     name: str,
     results: pd.DataFrame,
@@ -115,74 +191,42 @@ def build_table(
 ) -> tuple[pd.DataFrame, str]:
     """``(table, caption)`` of experiment ``name`` for ``model`` (``results``: that
     model's rows, pooled over replicates where ``replicate_seeds`` are given; what they
-    varied, ``replicate_vary``: ``split`` or ``training``)."""
+    varied, ``replicate_vary``: ``split`` or ``training``) in the layout its catalogue
+    entry names (ValueError when it names none or one that is not registered)."""
     exp = experiment(name)
-    caption = exp.caption.format(model=model)
-    main = _test_rows(results, "main")
-    if name == "main":
-        shown_methods = [m for m in methods if m in set(main["method"])]
-        table = main_results_table(main, shown_methods, ood_sets)
-        caption += sensitivity_set_note(**sensitivity)
-    elif name == "with_without":
-        table = main_results_table(
-            main,
-            list(WITH_WITHOUT_METHODS),
-            ood_sets,
-            method_labels=WITH_WITHOUT_LABELS,
-            combined_cells=True,
+    if exp.layout not in TABLE_LAYOUTS:
+        raise ValueError(
+            f"experiment {name!r} has no table: its layout {exp.layout!r} is not one of "
+            f"{sorted(TABLE_LAYOUTS)}"
         )
-    elif name == "protocols":
-        table = protocols_table(_test_rows(results, name), ood_sets)
-    elif name == "selected":
-        table = selected_params_table(_selected_rows(results), react_sources=react_sources)
-    elif name == "pruned_accuracy":
-        table = pruned_accuracy_table(results[results["experiment"] == name], experiment=name)
-        caption += sensitivity_set_note(**sensitivity)
-    elif name == "pruning_methods":
-        table = pruning_methods_table(main[main["method"].isin(PRUNING_METHODS)], ood_sets)
-        caption += onp_low_side_note(**sensitivity)
-    elif name == "layers":
-        table = layer_ablation_table(_test_rows(results, name), ood_sets, experiment=name)
-        caption = layer_ablation_caption(_test_rows(results, name), model)
-    elif name == "subsets":
-        table = subset_table(_test_rows(results, name), ood_sets, experiment=name)
-    elif name == "statistics":
-        table = statistic_table(_test_rows(results, name), ood_sets, experiment=name)
-    elif name == "readings":
-        table = readings_table(_test_rows(results, name), main, ood_sets)
-        caption += sensitivity_set_note(**sensitivity) + readings_sensitivity_note(
-            _test_rows(results, name), sensitivity["reduction"]
-        )
-    else:
-        raise ValueError(f"experiment {name!r} has no table")
-    if name != "selected":
+    layout = TABLE_LAYOUTS[exp.layout]
+    rows = TableRows(name, results, model, ood_sets, methods, sensitivity, react_sources)
+    laid_out = layout.build(rows, exp.caption.format(model=model))
+    table, caption = laid_out.table, laid_out.caption
+    if layout.notes:
         # n, seeds, what ± means and the bold rule, from the test rows of this table's
-        # experiment (every row of one experiment scores the same test sets).
-        rows_of = name if exp.result else "main"
-        shown = _test_rows(results, rows_of)
-        sets = None if name == "pruned_accuracy" else ood_sets
+        # experiment (every row of one experiment scores the same test sets); a table of
+        # the main results' methods rests on the main rows.
+        shown = rows.test(name if exp.result else "main")
+        sets = ood_sets if layout.per_ood_set else None
         notes = caption_notes(table, shown, confidence=confidence, ood_sets=sets)
         caption = f"{caption} {notes}"
         # the caption's caution, for the job's log (workflow/scripts/make_table.py)
         table.attrs[SMALL_SAMPLE_ATTR] = small_sample_text(shown, sets)
-        if name == "subsets":
-            caption = f"{caption} {subset_sizes_text(shown, experiment=name)}"
-    if name == "statistics":
-        caption += (
-            f" Row {SELECTED_LABEL}: the hyperparameters selected on the validation "
-            "split for each statistic."
-        )
+    if laid_out.closing:
+        caption = f"{caption} {laid_out.closing}"
     if replicate_seeds is not None:
-        seeds = sorted(replicate_seeds)
-        chosen = (
-            ""
-            if name == "pruned_accuracy"
-            else " (hyperparameters chosen on each replicate's own validation split)"
-        )
-        kind = "training" if replicate_vary == "training" else "split"
-        caption += (
-            f" Pooled over {len(seeds)} replicates ({kind} seeds {seeds}): the seeds above are "
-            f"these {kind} seeds; each cell is the mean ± std over replicates of one "
-            f"replicate's result{chosen}."
-        )
+        caption += _pooled_text(replicate_seeds, replicate_vary, selects=layout.selects)
     return table, caption
+
+
+def _pooled_text(replicate_seeds: Sequence[int], vary: str, *, selects: bool) -> str:
+    """The caption's sentence on the replicates a pooled table averages."""
+    seeds = sorted(replicate_seeds)
+    chosen = " (hyperparameters chosen on each replicate's own validation split)" if selects else ""
+    kind = "training" if vary == "training" else "split"
+    return (
+        f" Pooled over {len(seeds)} replicates ({kind} seeds {seeds}): the seeds above are "
+        f"these {kind} seeds; each cell is the mean ± std over replicates of one "
+        f"replicate's result{chosen}."
+    )

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
+from opnp.pipeline.experiments import PRUNING_METHODS  # Table 4's columns, in order
 from opnp.report.cells import BOLD_ATTR, SeedStat
 from opnp.report.frames import (
     check_frame,
@@ -39,10 +40,6 @@ WITH_WITHOUT_LABELS: dict[str, str] = {
     "react": "ReAct",
     "opnp+react": "ReAct+OPNP",
 }
-
-
-#: Table 4's columns, in the paper's order.
-TABLE4_METHODS = ("rpp", "tpp", "opp", "rnp", "tnp", "onp")
 
 
 #: Where a ReAct combination's clip percentile came from (:func:`opnp.pipeline.config.
@@ -117,7 +114,7 @@ def pruning_methods_table(
     results: pd.DataFrame,
     ood_sets: Sequence[str],
     *,
-    methods: Sequence[str] = TABLE4_METHODS,
+    methods: Sequence[str] = PRUNING_METHODS,
     metric: str | Sequence[str] = "fpr95",
     average: bool = True,
     method_labels: Mapping[str, str] | None = None,

@@ -1,7 +1,8 @@
 # Ablations of the paper (Tables 3, 7, 8, 9; data of Figs. 3, 4, 6) and the readings of
 # its ambiguous choices; each rule is named after its experiment in
 # opnp.pipeline.experiments, like its result file and rows. All but the in-network
-# ablation (Table 7) run on cached features.
+# ablation (Table 7) run on cached features. A new ablation on cached features needs no
+# rule: its catalogue entry names its compute function, run by rule feature_ablation.
 
 
 rule pruned_accuracy:
@@ -204,3 +205,28 @@ rule layers:
         uncertainty=UNCERTAINTY,
     script:
         "../scripts/layers.py"
+
+
+# An ablation on cached features without a rule of its own: its catalogue entry names
+# the function computing its rows (feature_ablation_inputs in common.smk).
+rule feature_ablation:
+    input:
+        unpack(feature_ablation_inputs),
+    output:
+        f"{RESULTS}/ablations/{{model}}/{{experiment}}.parquet",
+    log:
+        f"{LOGS}/ablations/{{model}}/{{experiment}}.log",
+    benchmark:
+        f"{BENCHMARKS}/ablations/{{model}}/{{experiment}}.tsv"
+    wildcard_constraints:
+        experiment=_names_regex(FEATURE_ABLATIONS),
+    localrule: LOCAL_CPU_JOBS
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        compute=lambda wc: EXPERIMENTS[wc.experiment].compute,
+        job=feature_ablation_settings,
+        results=result_keys(feature_ablation_settings),
+        uncertainty=UNCERTAINTY,
+    script:
+        "../scripts/feature_ablation.py"

@@ -29,10 +29,13 @@ from opnp.io import config_hash  # noqa: E402
 from opnp.pipeline.experiments import (  # noqa: E402
     EXPERIMENTS,
     active_experiments,
+    catalogue_gaps,
+    figure_id,
     figure_stem,
     skipped_experiments,
     table_stem,
 )
+from opnp.report.paper_tables import TABLE_LAYOUTS  # noqa: E402
 from opnp.pipeline.readings import READING_ABLATIONS  # noqa: E402
 from opnp.pipeline.replicates import replicate_unit, resolve_split  # noqa: E402
 from opnp.pipeline.selection import react_percentile_source  # noqa: E402
@@ -127,6 +130,13 @@ SENSITIVITY_METHODS = {m for m in METHODS if detector_class(m).uses_sensitivity}
 # The experiment catalogue (opnp.pipeline.experiments) decides which tables, figures and
 # ablations run; the ones that do not are named, with the reason, on every invocation.
 ACTIVE_EXPERIMENTS = active_experiments(config)
+# What an active experiment's entry names must exist (table layout, plot and compute
+# functions): checked here, so the dry run names the gap, not a failing job at the end.
+_gaps = catalogue_gaps(ACTIVE_EXPERIMENTS, TABLE_LAYOUTS)
+if _gaps:
+    raise ValueError(
+        "experiment catalogue (opnp.pipeline.experiments): " + "; ".join(_gaps)
+    )
 # Which validation OOD sets choose each test family's setting (selection.validation).
 SELECTION_GROUPS = selection_groups(config)
 VALIDATION_GROUPS = {g: sets["val"] for g, sets in SELECTION_GROUPS.items()}
@@ -250,7 +260,7 @@ def unit_experiments(name):
     the methods' selection and test rows (Table 1 ...): the ablations and figures, each a
     network job or a sweep per unit, run on each model's first unit only (time)."""
     if TRAINED_UNITS and name not in first_units():
-        return [e for e in ACTIVE_EXPERIMENTS if not e.result and not e.figure]
+        return [e for e in ACTIVE_EXPERIMENTS if not e.result and not e.figures]
     return ACTIVE_EXPERIMENTS
 
 
@@ -447,6 +457,43 @@ def readings_inputs(wildcards):
     return inputs
 
 
+# Ablations on cached features whose catalogue entry names the function computing their
+# rows (Experiment.compute, opnp.pipeline.experiments.AblationJob): the generic
+# feature_ablation job gives it every cached input a feature-level ablation reads.
+FEATURE_ABLATIONS = [e.name for e in ACTIVE_EXPERIMENTS if e.compute]
+
+
+def feature_ablation_inputs(wildcards):
+    """The inputs of a feature_ablation job (opnp.pipeline.experiments.AblationJob)."""
+    m = wildcards.model
+    return {
+        "splits": splits_check(m),
+        "fc": model_fc(wildcards),
+        "sensitivity": full_sensitivity(m),
+        "train": features_of(m, ID_TRAIN)["manifest"],
+        "id_val": features_of(m, ID_VAL)["manifest"],
+        "ood_val": feature_manifests(m, OOD_VAL),
+        "id_test": features_of(m, ID_TEST)["manifest"],
+        "ood_test": feature_manifests(m, OOD_TEST),
+        "selections": [
+            f"{RESULTS}/selection/{m}/{x}.parquet"
+            for x in EXPERIMENTS[wildcards.experiment].methods
+        ],
+    }
+
+
+def feature_ablation_settings(wildcards):
+    """What the rows of a feature ablation depend on besides its inputs' files."""
+    return {
+        "settings": ABLATIONS.get(wildcards.experiment, {}),
+        "statistic": config["sensitivity"]["statistic"],
+        "metric": config["selection"]["metric"],
+        "methods": {
+            x: method_settings(x) for x in EXPERIMENTS[wildcards.experiment].methods
+        },
+    }
+
+
 # ---------------------------------------------------------------- final targets
 
 
@@ -470,7 +517,7 @@ def table_specs():
     specs = {}
     for m in MODELS:
         for exp in unit_experiments(m):
-            if exp.table:
+            if exp.layout is not None:
                 stem = table_stem(exp, config, m, model_base(m))
                 specs[stem] = {"experiment": exp.name, "model": m}
     for base in BASE_MODELS if UNITS else []:
@@ -500,7 +547,13 @@ TABLE_SPECS = table_specs()
 
 
 def figure_ids(model):
-    return [figure_stem(exp, model) for exp in unit_experiments(model) if exp.figure]
+    """The stems of ``model``'s figures (one per model)."""
+    return [
+        figure_stem(exp, fig, config, model)
+        for exp in unit_experiments(model)
+        for fig in exp.figures
+        if fig.per_model
+    ]
 
 
 def final_tables():
@@ -512,8 +565,11 @@ def final_tables():
 
 
 def final_figures():
-    figures = [
-        f"{RESULTS}/figures/{config['report']['sensitivity_figure']}_sensitivity_distribution.png"
+    figures = [  # the figures of every model (Fig. 1), then each model's
+        f"{RESULTS}/figures/{figure_stem(exp, fig, config)}.png"
+        for exp in ACTIVE_EXPERIMENTS
+        for fig in exp.figures
+        if not fig.per_model
     ]
     figures += [f"{RESULTS}/figures/{f}.png" for m in MODELS for f in figure_ids(m)]
     return figures
@@ -543,6 +599,18 @@ def figure_files(stem, caption, labels):
         "pdf": f"{RESULTS}/figures/{stem}.pdf",
         "facts": f"{RESULTS}/figures/{stem}.facts.json",
     }
+
+
+def experiment_figure_files(name, caption):
+    """figure_files of experiment ``name``'s figure (its only one), the stem and report
+    labels from the catalogue; a figure per model has a ``{model}`` wildcard."""
+    exp = EXPERIMENTS[name]
+    (fig,) = exp.figures
+    labels = {"figure": figure_id(exp, fig, config)}
+    if fig.per_model:
+        labels["model"] = "{model}"
+    stem = figure_stem(exp, fig, config, "{model}" if fig.per_model else None)
+    return figure_files(stem, caption, labels)
 
 
 def final_outputs():

@@ -104,17 +104,14 @@ rule figure_sensitivity_distribution:
     input:
         sensitivities=[full_sensitivity(m) for m in first_units()],
     output:
-        **figure_files(
-            "{fig}_sensitivity_distribution",
+        **experiment_figure_files(
+            "sensitivity_distribution",
             caption="../report/fig_sensitivity_distribution.rst",
-            labels={"figure": "{fig} sensitivity distribution"},
         ),
     log:
-        f"{LOGS}/figures/{{fig}}_sensitivity_distribution.log",
+        f"{LOGS}/figures/sensitivity_distribution.log",
     benchmark:
-        f"{BENCHMARKS}/figures/{{fig}}_sensitivity_distribution.tsv"
-    wildcard_constraints:
-        fig="fig1|fig7|fig8",
+        f"{BENCHMARKS}/figures/sensitivity_distribution.tsv"
     conda:
         "../envs/analysis.yaml"
     params:
@@ -129,11 +126,7 @@ rule figure_pruning_before_after:
         sensitivity=full_sensitivity("{model}"),
         selection=f"{RESULTS}/selection/{{model}}/opnp.parquet",
     output:
-        **figure_files(
-            "fig2_pruning_before_after_{model}",
-            caption="../report/fig2.rst",
-            labels={"figure": "fig2", "model": "{model}"},
-        ),
+        **experiment_figure_files("pruning_before_after", caption="../report/fig2.rst"),
     log:
         f"{LOGS}/figures/fig2_{{model}}.log",
     benchmark:
@@ -151,11 +144,7 @@ rule figure_percentage_sweep:
     input:
         ablation_result("sweep"),
     output:
-        **figure_files(
-            "fig3_percentage_sweep_{model}",
-            caption="../report/fig3.rst",
-            labels={"figure": "fig3", "model": "{model}"},
-        ),
+        **experiment_figure_files("sweep", caption="../report/fig3.rst"),
     log:
         f"{LOGS}/figures/fig3_{{model}}.log",
     benchmark:
@@ -172,11 +161,7 @@ rule figure_reliability:
     input:
         ablation_result("calibration"),
     output:
-        **figure_files(
-            "fig4_reliability_{model}",
-            caption="../report/fig4.rst",
-            labels={"figure": "fig4", "model": "{model}"},
-        ),
+        **experiment_figure_files("calibration", caption="../report/fig4.rst"),
     log:
         f"{LOGS}/figures/fig4_{{model}}.log",
     benchmark:
@@ -195,11 +180,7 @@ rule figure_score_distributions:
         energy=f"{RESULTS}/scores/{{model}}/energy.npz",
         opnp=f"{RESULTS}/scores/{{model}}/opnp.npz",
     output:
-        **figure_files(
-            "fig5_score_distributions_{model}",
-            caption="../report/fig5.rst",
-            labels={"figure": "fig5", "model": "{model}"},
-        ),
+        **experiment_figure_files("score_distributions", caption="../report/fig5.rst"),
     log:
         f"{LOGS}/figures/fig5_{{model}}.log",
     benchmark:
@@ -216,11 +197,7 @@ rule figure_layer_sensitivity:
     input:
         f"{RESULTS}/ablations/{{model}}/layers_sensitivity.parquet",
     output:
-        **figure_files(
-            "fig6_layer_sensitivity_{model}",
-            caption="../report/fig6.rst",
-            labels={"figure": "fig6", "model": "{model}"},
-        ),
+        **experiment_figure_files("layers", caption="../report/fig6.rst"),
     log:
         f"{LOGS}/figures/fig6_{{model}}.log",
     benchmark:
@@ -241,10 +218,8 @@ rule figure_pruned_weight_sensitivity:
         id_test=features_of("{model}", ID_TEST)["manifest"],
         ood=features_of("{model}", ABLATIONS.get("fig9_ood", OOD_TEST[0]))["manifest"],
     output:
-        **figure_files(
-            "fig9_pruned_weight_sensitivity_{model}",
-            caption="../report/fig9.rst",
-            labels={"figure": "fig9", "model": "{model}"},
+        **experiment_figure_files(
+            "pruned_weight_sensitivity", caption="../report/fig9.rst"
         ),
     log:
         f"{LOGS}/figures/fig9_{{model}}.log",
@@ -271,11 +246,7 @@ rule figure_readings:
     input:
         ablation_result("readings"),
     output:
-        **figure_files(
-            "readings_average_fpr95_{model}",
-            caption="../report/fig_readings.rst",
-            labels={"figure": "readings", "model": "{model}"},
-        ),
+        **experiment_figure_files("readings", caption="../report/fig_readings.rst"),
     log:
         f"{LOGS}/figures/readings_{{model}}.log",
     benchmark:
