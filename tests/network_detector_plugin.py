@@ -2,7 +2,7 @@
 (directly, or through ``OPNP_DETECTOR_PLUGINS=network_detector_plugin`` for a workflow
 run): temperature-scaled MSP of the inputs moved by ``shift`` standard deviations of the
 input normalisation. Nothing in the rules, opnp.nets.model_api or opnp.nets.export names
-it: ``needs_network`` alone decides how it runs (tests/test_network_methods.py)."""
+it: ``needs_network`` alone decides how it runs (tests/detectors/test_network_methods.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Stopping the local SLURM cluster of tests/test_slurm.py however the test ends.
+"""Stopping the local SLURM cluster of tests/workflow/test_slurm.py however the test ends.
 
 A fixture's ``finally`` does not run when pytest is killed by SIGTERM (an outer timeout,
 a CI runner cancelling the job): the daemons (munged, mysqld, slurmdbd, slurmctld,

@@ -223,3 +223,13 @@ def test_no_private_names_imported_across_modules():
     )
     stale = sorted(KNOWN_PRIVATE_IMPORTS - found)
     assert not stale, f"fixed, remove from KNOWN_PRIVATE_IMPORTS: {stale}"
+
+
+def test_tests_mirror_the_package_folders():
+    """Each sub-package of opnp/ has its test folder (tests/<name>/), and every test folder
+    but the workflow's end-to-end tests (tests/workflow/) names a sub-package."""
+    packages = {p.parent.name for p in PACKAGE_ROOT.glob("*/__init__.py")}
+    tests = PACKAGE_ROOT.parent / "tests"
+    folders = {p.parent.name for p in tests.glob("*/test_*.py")}
+    assert packages <= folders, f"sub-packages without a test folder: {sorted(packages - folders)}"
+    assert folders - packages <= {"workflow"}, sorted(folders - packages - {"workflow"})

@@ -27,7 +27,7 @@ CPU; distances then carry that rounding, relative ~1e-7 / d^2).
 faiss) searches the same float32 bank with an exact flat inner-product index
 (``faiss.IndexFlatIP``, no approximation), which is faster for large banks (1.28M
 ImageNet training features); its inner products are float32 sums, so the scores equal
-the numpy path's to float32 rounding (tests/test_knn_faiss.py). The default
+the numpy path's to float32 rounding (tests/detectors/test_knn_faiss.py). The default
 (``backend=None``) is the numpy path.
 """
 

@@ -18,7 +18,7 @@ one UserWarning saying why; ``exporter="script"`` / ``"torchscript"`` asks for t
 
 The score head runs in ``score_dtype`` (default float64, the precision of the
 feature-level detectors, so the scores equal :meth:`ModelDetector.score` to 1e-10
-relative, KNN included, tests/test_model_api.py; ``torch.float32`` for runtimes without
+relative, KNN included, tests/nets/test_model_api.py; ``torch.float32`` for runtimes without
 double support, scores then agree to float32 rounding). An ONNX runtime runs the
 backbone's float32 layers with its own kernels, so its features, and the scores, agree
 to float32 rounding (1e-6 relative, tested with onnxruntime).

@@ -11,7 +11,7 @@ workers are seeded from the base seed and their worker id.
 Across CPUs. PyTorch compiles its CPU kernels once per instruction set (``default``,
 ``avx2``, ``avx512``; ``ATEN_CPU_CAPABILITY`` picks one) and oneDNN and MKL pick theirs at
 run time, so the same seed used to give different weights on different x86-64 machines.
-Measured with torch 2.14 (tests/test_training.py runs each capability in a subprocess),
+Measured with torch 2.14 (tests/nets/test_training.py runs each capability in a subprocess),
 per training step: oneDNN convolutions differ; the ATen BatchNorm kernel reduces in
 vector-width order; ``exp``/``log`` of (log-)softmax are vectorised approximations; and
 the AVX2 builds fuse ``a + alpha * b`` (SGD's update, weight decay) and the uniform

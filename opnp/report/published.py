@@ -5,7 +5,7 @@
 come from into ``docs/results/<benchmark>/``: the tables (Markdown), every test row's
 metrics and intervals (``numbers.csv``), the paired intervals of the differences that the
 text compares (``differences.csv``), the pooled replicate intervals and the class coverage
-of the sensitivity set. ``tests/test_results_doc.py`` checks that every decimal number in
+of the sensitivity set. ``tests/report/test_results_doc.py`` checks that every decimal number in
 ``docs/results.md`` is one of these values, so a number typed by hand or left from an old
 run fails the suite.
 

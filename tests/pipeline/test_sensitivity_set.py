@@ -61,7 +61,7 @@ def _config():
     import yaml
 
     return yaml.safe_load(
-        (Path(__file__).resolve().parents[1] / "config" / "config.yaml").read_text()
+        (Path(__file__).resolve().parents[2] / "config" / "config.yaml").read_text()
     )
 
 

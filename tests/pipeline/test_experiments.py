@@ -30,7 +30,7 @@ def test_names_are_unique_and_every_ablation_result_has_a_rule(config):
     from pathlib import Path
 
     assert len(EXPERIMENTS) == len(CATALOGUE)
-    rules = Path(__file__).resolve().parents[1] / "workflow" / "rules" / "ablations.smk"
+    rules = Path(__file__).resolve().parents[2] / "workflow" / "rules" / "ablations.smk"
     text = rules.read_text()
     for exp in CATALOGUE:
         # its rule, script and experiment column carry its name (an entry with a compute

@@ -25,7 +25,7 @@ from opnp.pipeline.selection import (
     settings_for_test_sets,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _config(**selection):

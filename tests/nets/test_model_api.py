@@ -21,7 +21,7 @@ from opnp.nets.fit_statistics import FIT_NEEDS, TrainingStatistics
 from opnp.nets.model_api import DEFAULT_GRIDS
 from opnp.pipeline.selection import expand_grid, select_best
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 D, C = 24, 5
 
 from detector_params import METHODS, PARAMS  # noqa: E402 - tests/ is on sys.path

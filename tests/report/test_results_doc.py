@@ -16,7 +16,7 @@ from opnp.report.published import (
     unpublished_numbers,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_number_in_results_md_is_published():

@@ -17,7 +17,7 @@ from torch.utils.data import TensorDataset
 from opnp.nets.architectures import small_cnn
 from opnp.nets.training import evaluate_accuracy, random_crop_flip, train_classifier
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _toy_images(n=96, seed=0):

@@ -49,6 +49,6 @@ def test_files_the_example_and_its_docs_name_exist():
         named |= set(
             re.findall(r"\b((?:tests|config|docs)/[\w./-]+\.(?:py|yaml|md))", doc.read_text())
         )
-    assert "tests/test_your_model_example.py" in named
+    assert "tests/workflow/test_your_model_example.py" in named
     missing = sorted(path for path in named if not (REPO / path).is_file())
     assert not missing, f"named but missing: {missing}"

@@ -18,7 +18,7 @@ from opnp.nets.training import evaluate_accuracy
 
 pytestmark = pytest.mark.real_data
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-real"
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cifar10-real"
 RESNET20 = {
     "arch": "cifar_resnet20",
     "num_classes": 10,
