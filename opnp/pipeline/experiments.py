@@ -72,6 +72,9 @@ class Experiment:
     layout: str | None = None
     #: its figures
     figures: tuple[Figure, ...] = ()
+    #: its table is built from main test rows only, so a pooled (replicated) table takes
+    #: its bold rule's draws from the cluster bootstrap (rule ``pooled_intervals``)
+    pooled_draws: bool = False
     #: ``module.function`` computing its result rows from cached features in the generic
     #: ``feature_ablation`` rule (:class:`AblationJob`); "": it has a rule of its own
     compute: str = ""
@@ -114,6 +117,7 @@ CATALOGUE: tuple[Experiment, ...] = (
         "main results: every method at its validation-selected setting",
         stem="main_results",
         layout="main",
+        pooled_draws=True,
         paper_key=("models", "<model>", "main_table"),
         caption="Main results ({model}): FPR95 (lower is better) and AUROC (higher is "
         "better) per OOD set; hyperparameters chosen on the validation split.",
@@ -145,6 +149,7 @@ CATALOGUE: tuple[Experiment, ...] = (
         methods=WITH_WITHOUT_METHODS,
         stem="with_without_opnp",
         layout="with_without",
+        pooled_draws=True,
         paper_key=("report", "with_without_table"),
         caption="Post-hoc scores with and without OPNP ({model}), cells FPR95/AUROC "
         "(paper Tables 5/6).",
@@ -165,6 +170,7 @@ CATALOGUE: tuple[Experiment, ...] = (
         "random, magnitude and sensitivity-guided pruning",
         methods=PRUNING_METHODS,
         layout="pruning_methods",
+        pooled_draws=True,
         caption="Random (RPP/RNP), magnitude (TPP/TNP) and sensitivity-guided (OPP/ONP) "
         "pruning, each at its validation-selected percentage; FPR95 ({model}, paper "
         "Table 4).",

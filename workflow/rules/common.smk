@@ -626,8 +626,6 @@ def final_outputs():
 # scores (results/<bench>/scores/<unit>/<method>.npz; a seeded method's of every seed):
 # every evaluation job does, feature- or network-level.
 POOLED_METHODS = METHODS
-# Pooled tables built from main test rows only: their bold rule uses the pooled draws.
-POOLED_DRAW_EXPERIMENTS = {"main", "with_without", "pruning_methods"}
 
 
 def base_units(model):
@@ -638,7 +636,7 @@ def base_units(model):
 def pooled_draws(wildcards):
     """A pooled table's cluster-bootstrap draws (rule pooled_intervals); none otherwise."""
     spec = TABLE_SPECS[wildcards.table]
-    if "replicates" in spec and spec["experiment"] in POOLED_DRAW_EXPERIMENTS:
+    if "replicates" in spec and EXPERIMENTS[spec["experiment"]].pooled_draws:
         return [f"{RESULTS}/pooled/{spec['model']}.parquet"]
     return []
 
