@@ -4,8 +4,8 @@
 (``results/`` is not tracked). :func:`publish_run` copies the small outputs those numbers
 come from into ``docs/results/<benchmark>/``: the tables (Markdown), every test row's
 metrics and intervals (``numbers.csv``), the paired intervals of the differences that the
-text compares (``differences.csv``), the pooled replicate intervals and the class coverage
-of the sensitivity set. ``tests/report/test_results_doc.py`` checks that every decimal number in
+text compares (``differences.csv``), the pooled replicate intervals, the class coverage
+of the sensitivity set and each figure's caption sentence (``figures.csv``). ``tests/report/test_results_doc.py`` checks that every decimal number in
 ``docs/results.md`` is one of these values, so a number typed by hand or left from an old
 run fails the suite.
 
@@ -178,6 +178,15 @@ def publish_run(results_dir: str | Path, out_dir: str | Path, confidence: float 
     if coverage:
         written.append(out_dir / "coverage.csv")
         pd.DataFrame(coverage).to_csv(written[-1], index=False, float_format="%.4f")
+    # the sentence each figure's caption states (its numbers included; e.g. Fig. 9's ratio)
+    figures = [
+        {"figure": path.name.removesuffix(".facts.json"), "summary": facts["summary"]}
+        for path in sorted((results_dir / "figures").glob("*.facts.json"))
+        if "summary" in (facts := json.loads(path.read_text()))
+    ]
+    if figures:
+        written.append(out_dir / "figures.csv")
+        pd.DataFrame(figures).to_csv(written[-1], index=False)
     return written
 
 

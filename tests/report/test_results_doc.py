@@ -57,6 +57,8 @@ def test_publish_run_writes_numbers_and_differences(tmp_path):
     res = tmp_path / "run"
     (res / "tables").mkdir(parents=True)
     (res / "tables" / "t.md").write_text("| a | 1.50 |\n")
+    (res / "figures").mkdir()
+    (res / "figures" / "fig9_x_m.facts.json").write_text('{"summary": "ratio 0.894 [0.8, 1.1]"}')
     rows = []
     rng = np.random.default_rng(1)
     for method, shift in (("energy", 0.0), ("opnp", -3.0)):
@@ -83,3 +85,7 @@ def test_publish_run_writes_numbers_and_differences(tmp_path):
     avg = diff[(diff["a"] == "opnp") & (diff["b"] == "energy") & (diff["ood_set"] == "Average")]
     assert avg["fpr95_diff"].iloc[0] == pytest.approx(-3.0)
     assert 1.5 in published_values(tmp_path / "out")
+    # a figure's caption sentence is published with its numbers
+    figures = pd.read_csv(tmp_path / "out" / "figures.csv")
+    assert figures["figure"].tolist() == ["fig9_x_m"]
+    assert 0.894 in published_values(tmp_path / "out")
