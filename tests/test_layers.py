@@ -34,15 +34,6 @@ LAYERS = {
 }
 LAYER_NAMES = ["core", "detectors", "data", "nets", "evaluation", "pipeline", "report", "facade"]
 
-# Imports allowed for now, (importer, imported): upward, or closing a circle. Each is
-# removed when the branch that fixes it merges; an entry whose import no longer exists
-# fails the test, so the list only shrinks.
-KNOWN_VIOLATIONS: set[tuple[str, str]] = set()
-
-
-# Private names (a leading underscore) one module takes from another, (importer, name).
-KNOWN_PRIVATE_IMPORTS: set[tuple[str, str]] = set()
-
 
 def module_name(path: Path) -> str:
     parts = path.relative_to(PACKAGE_ROOT.parent).with_suffix("").parts
@@ -189,40 +180,26 @@ def test_the_checks_catch_a_violation():
 
 
 def test_no_module_imports_a_higher_layer():
-    upward = upward_imports(import_graph())
-    new = sorted(upward - KNOWN_VIOLATIONS)
-    assert not new, "upward imports:\n" + "\n".join(map(describe, new))
-
-
-def test_known_violations_still_exist():
-    graph = import_graph()
-    stale = sorted((a, b) for a, b in KNOWN_VIOLATIONS if b not in graph.get(a, ()))
-    assert not stale, f"fixed, remove from KNOWN_VIOLATIONS: {stale}"
+    upward = sorted(upward_imports(import_graph()))
+    assert not upward, "upward imports:\n" + "\n".join(map(describe, upward))
 
 
 def test_no_import_cycles():
-    graph = {
-        module: frozenset(t for t in targets if (module, t) not in KNOWN_VIOLATIONS)
-        for module, targets in import_graph().items()
-    }
-    cycles = import_cycles(graph)
+    cycles = import_cycles(import_graph())
     assert not cycles, "modules importing each other in a circle:\n" + "\n".join(
         " <-> ".join(cycle) for cycle in cycles
     )
 
 
 def test_no_private_names_imported_across_modules():
-    found = {
+    found = sorted(
         (module, name)
         for module, path in package_modules().items()
         for name in private_imports(module, path)
-    }
-    new = sorted(found - KNOWN_PRIVATE_IMPORTS)
-    assert not new, "private names imported from another module (make public or move):\n" + (
-        "\n".join(f"{module} imports {name}" for module, name in new)
     )
-    stale = sorted(KNOWN_PRIVATE_IMPORTS - found)
-    assert not stale, f"fixed, remove from KNOWN_PRIVATE_IMPORTS: {stale}"
+    assert not found, "private names imported from another module (make public or move):\n" + (
+        "\n".join(f"{module} imports {name}" for module, name in found)
+    )
 
 
 def test_tests_mirror_the_package_folders():

@@ -20,7 +20,6 @@ import importlib.metadata
 import importlib.util
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -28,7 +27,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
-from workflow_helpers import REPO
+from workflow_helpers import DEFAULT, REPO, snakemake_command
 
 try:  # Python >= 3.11
     import tomllib
@@ -225,18 +224,7 @@ def test_snakemake_lint_is_clean(tmp_path):
     if importlib.util.find_spec("snakemake") is None:
         pytest.skip("snakemake is not installed (pip install -e '.[workflow]')")
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "--snakefile",
-            str(REPO / "Snakefile"),
-            "--directory",
-            str(tmp_path),
-            "--configfile",
-            str(REPO / "config" / "config.yaml"),
-            "--lint",
-        ],
+        snakemake_command(tmp_path, "--lint", configfile=DEFAULT),
         capture_output=True,
         text=True,
         timeout=300,
