@@ -1,4 +1,5 @@
-"""KNN's bank streamed from the float16 feature store against the whole bank held in memory.
+"""KNN's bank streamed from the float16 feature store against the whole bank held in memory,
+and its search (float32 screen + float64 recomputation) against a plain float64 scan.
 
 The numpy KNN scorer (opnp.detectors.knn) reads the training features block by block
 from their memory map and normalises each block while scanning; before issue 28 it held
@@ -8,10 +9,15 @@ generator) and Q x D query rows to a temporary folder, then in two child process
 that each has its own peak RSS, the kernel's VmHWM) fits KNN on the memory map and
 scores the queries: ``stream`` (the scorer as it is) and ``held`` (the bank built and
 held first via ``train_bank``, what the scorer did before). Both must give identical
-scores (checked); it prints wall seconds and peak RSS of each and
+scores (checked). A third child, ``float64_scan``, scores the same queries with the
+search the scorer used before opnp.nearest (a float64 product of every bank block and a
+running ``np.partition``, still its fallback); its scores must equal the scorer's to
+1e-12. It prints wall seconds and peak RSS of each and
 
     RESULT knn_bank_stream_peak_rss_mib, RESULT knn_bank_held_peak_rss_mib,
     RESULT knn_bank_rss_ratio (held / stream), RESULT knn_bank_time_ratio (stream / held)
+    RESULT knn_search_speedup_vs_float64_scan (float64_scan seconds / stream seconds)
+    RESULT knn_search_max_abs_diff_vs_float64_scan
 
     python perf/bench_knn_bank.py [--n 320000 --queries 4096 --dim 2048 --k 1000]
     python perf/bench_knn_bank.py --quick    # 40,000 x 2048, 1,024 queries
@@ -61,10 +67,26 @@ def child(folder: Path, mode: str, k: int) -> None:
     det = create_detector("knn", k=k).fit(train)
     if mode == "held":
         det.train_bank  # noqa: B018 - build and hold the whole bank (the former fit)
-    scores = det.score(queries)
+    if mode == "float64_scan":
+        scores = float64_scan_scores(det, queries)
+    else:
+        scores = det.score(queries)
     seconds = time.perf_counter() - t0
     np.save(folder / f"scores_{mode}.npy", scores)
     print_child_report(seconds)
+
+
+def float64_scan_scores(det, queries) -> np.ndarray:
+    """KNN scores by the previous search: a float64 scan of the streamed bank."""
+    from opnp.detectors.knn import l2_normalise
+    from opnp.nearest import _plain_float64_scan
+
+    k, out = det.params["k"], np.empty(len(queries))
+    for start in range(0, len(queries), det.chunk_size):
+        z = l2_normalise(np.asarray(queries[start : start + det.chunk_size], np.float64))
+        kth = _plain_float64_scan(z, k, det._n_bank, det._exact_bank_rows, det.similarity_block)
+        out[start : start + len(z)] = -np.sqrt(np.maximum(2.0 - 2.0 * kth, 0.0))
+    return out
 
 
 def main() -> None:
@@ -90,7 +112,7 @@ def main() -> None:
             f"memory-mapped), {args.queries:,} queries; float32 bank would be {2 * size:.0f} MiB"
         )
         runs = {}
-        for mode in ("stream", "held"):
+        for mode in ("stream", "held", "float64_scan"):
             proc = subprocess.run(
                 [sys.executable, __file__, "--k", str(args.k), "--child", str(folder), mode],
                 capture_output=True,
@@ -107,11 +129,22 @@ def main() -> None:
         print(f"  scores identical: {same}")
         if not same:
             raise SystemExit("the streamed and held banks give different scores")
+        diff = np.max(
+            np.abs(
+                np.load(folder / "scores_stream.npy") - np.load(folder / "scores_float64_scan.npy")
+            )
+        )
+        print(f"  max |scorer - float64 scan|: {diff:.3g}")
+        if not diff <= 1e-12:
+            raise SystemExit("the scorer differs from the float64 scan")
         stream, held = runs["stream"], runs["held"]
         print(f"RESULT knn_bank_stream_peak_rss_mib {stream['peak_rss_mib']:.0f}")
         print(f"RESULT knn_bank_held_peak_rss_mib {held['peak_rss_mib']:.0f}")
         print(f"RESULT knn_bank_rss_ratio {held['peak_rss_mib'] / stream['peak_rss_mib']:.2f}")
         print(f"RESULT knn_bank_time_ratio {stream['seconds'] / held['seconds']:.2f}")
+        scan = runs["float64_scan"]["seconds"]
+        print(f"RESULT knn_search_speedup_vs_float64_scan {scan / stream['seconds']:.2f}")
+        print(f"RESULT knn_search_max_abs_diff_vs_float64_scan {diff:.3g}")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -33,10 +33,13 @@ the numpy path's to float32 rounding (tests/detectors/test_knn_faiss.py). The de
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from opnp.detectors.base import Detector
 from opnp.detectors.registry import register_detector
+from opnp.nearest import kth_largest_inner_product
 
 
 def _import_faiss():
@@ -102,6 +105,8 @@ class KNN(Detector):
         # feature store stays one) and normalises one bank block at a time when scoring:
         # memory is one block, not the whole bank (1.28M x 2048 float32 = 10 GB).
         self._train = train_features
+        for cached in ("_norms", "_inverse_norms"):  # a re-fit's bank has its own norms
+            self.__dict__.pop(cached, None)
         self._rows = None if len(rows) == n else rows
         self._n_bank = len(rows)
         self._bank = None
@@ -171,18 +176,52 @@ class KNN(Detector):
         if self._index is not None:
             sims, _ = self._index.search(np.ascontiguousarray(z, dtype=np.float32), k)
             kth = sims[:, k - 1].astype(np.float64)
-            return -np.sqrt(np.maximum(2.0 - 2.0 * kth, 0.0))
-        n_bank = self._n_bank
-        # Keep the k largest inner products so far; the bank is scanned in blocks so the
-        # (chunk, block) similarity matrix stays small whatever the bank size.
-        dtype = np.float32 if self.compute_dtype == "float32" else np.float64
-        z = z.astype(dtype, copy=False)
-        best = np.full((len(z), 0), -np.inf, dtype=dtype)
-        block = max(k, self.similarity_block // max(len(z), 1))  # <= 128 MiB float64
-        for start in range(0, n_bank, block):
-            sims = z @ self._bank_rows(start, start + block).astype(dtype, copy=False).T
-            cand = np.concatenate([best, sims], axis=1)
-            keep = min(k, cand.shape[1])
-            best = -np.partition(-cand, keep - 1, axis=1)[:, :keep]
-        kth = np.min(best, axis=1).astype(np.float64)
+        else:
+            kth = kth_largest_inner_product(
+                z,
+                k,
+                self._n_bank,
+                screen_rows=self._screen_rows,
+                exact_rows=self._exact_bank_rows,
+                block_entries=self.similarity_block,
+                exact=self.compute_dtype != "float32",
+            )
         return -np.sqrt(np.maximum(2.0 - 2.0 * kth, 0.0))
+
+    def _screen_rows(self, start: int, stop: int) -> np.ndarray:
+        """Bank rows ``start:stop`` for the float32 screen (:mod:`opnp.nearest`): the
+        training features in float32 times their float32 inverse norms, one pass over the
+        block instead of the bank's float64 normalisation."""
+        rows = slice(start, stop) if self._rows is None else self._rows[start:stop]
+        block = self._train[rows].astype(np.float32)  # a copy, even of float32 features
+        block *= self._inverse_norms[start:stop, None]
+        return block
+
+    def _exact_bank_rows(self, indices: np.ndarray) -> np.ndarray:
+        """Bank rows ``indices`` (sorted, unique) in float64: exactly the stored bank's
+        values (:meth:`_bank_rows`)."""
+        if self._bank is not None:
+            return self._bank[indices].astype(np.float64)
+        rows = indices if self._rows is None else self._rows[indices]
+        norms = self._norms[indices]
+        h = np.asarray(self._train[rows], dtype=np.float64)
+        h /= np.where(norms > 0, norms, 1.0)[:, None]  # = l2_normalise(h), its norms cached
+        return h.astype(np.float32).astype(np.float64)
+
+    @functools.cached_property
+    def _norms(self) -> np.ndarray:
+        """||h|| of every bank row in float64, computed as :func:`l2_normalise` does (the
+        same bits), one pass over the training features on first use."""
+        out = np.empty(self._n_bank, dtype=np.float64)
+        for start in range(0, self._n_bank, 65536):
+            stop = min(start + 65536, self._n_bank)
+            rows = slice(start, stop) if self._rows is None else self._rows[start:stop]
+            h = np.asarray(self._train[rows], dtype=np.float64)
+            out[start:stop] = np.linalg.norm(h, axis=1)
+        return out
+
+    @functools.cached_property
+    def _inverse_norms(self) -> np.ndarray:
+        """1 / ||h|| of every bank row as float32 (0 for a zero row), for the screen."""
+        norms = self._norms
+        return np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0).astype(np.float32)

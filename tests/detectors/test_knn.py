@@ -57,3 +57,22 @@ def test_knn_streams_the_bank_from_the_memory_map_with_the_held_banks_scores(
     zq = l2_normalise(test)
     kth = -np.sort(-(zq @ expected_bank.astype(np.float64).T), axis=1)[:, 4]
     np.testing.assert_allclose(scores, -np.sqrt(np.maximum(2 - 2 * kth, 0)), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("k", [3, 100])
+def test_knn_leaves_the_training_features_untouched_and_equals_float64_search(dtype, k):
+    """The float32 screen scales a block of training rows by their inverse norms: it
+    must be a copy (a float32 array's block used to be a view), and the recomputed k-th
+    inner product must equal a float64 brute-force search of the stored bank."""
+    from opnp.detectors.knn import l2_normalise
+
+    rng = np.random.default_rng(k)
+    train = np.maximum(rng.normal(size=(700, 24)), 0).astype(dtype)
+    before = train.copy()
+    test = rng.normal(size=(30, 24))
+    scores = create_detector("knn", k=k, chunk_size=8).fit(train).score(test)
+    np.testing.assert_array_equal(train, before)
+    bank = l2_normalise(train.astype(np.float64)).astype(np.float32).astype(np.float64)
+    kth = -np.sort(-(l2_normalise(test) @ bank.T), axis=1)[:, k - 1]
+    np.testing.assert_allclose(scores, -np.sqrt(np.maximum(2 - 2 * kth, 0)), rtol=1e-13)

@@ -97,3 +97,24 @@ def test_unlabeled_sets_must_share_no_image_with_validation_or_test():
     assert {("un", "va"), ("un", "te"), ("un", "ov"), ("un", "ot")} <= pairs
     assert ("un", "tr") not in pairs  # joining the training images is what it is for
     assert not any("un" in p for p in split_pairs(roles))
+
+
+def test_predicted_class_counts_read_the_logits_chunk_by_chunk():
+    """All 1.28M ImageNet rows at once would copy 5 GB of logits: the rows are read in
+    chunks of DEFAULT_CHUNK_ROWS, with the same counts."""
+    from opnp._validation import DEFAULT_CHUNK_ROWS
+
+    class Recording(np.ndarray):
+        largest = 0
+
+        def __getitem__(self, key):
+            if isinstance(key, np.ndarray):
+                Recording.largest = max(Recording.largest, len(key))
+            return np.asarray(self).__getitem__(key)
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(3 * DEFAULT_CHUNK_ROWS + 5, 4))
+    rows = np.arange(1, len(logits), 1)
+    counts = predicted_class_counts([logits.view(Recording)], rows, 4)
+    assert counts.tolist() == np.bincount(logits[rows].argmax(1), minlength=4).tolist()
+    assert 0 < Recording.largest <= DEFAULT_CHUNK_ROWS
