@@ -16,6 +16,19 @@ log N between the two largest scales), the heaviest jobs at the largest scale, a
     RESULT imagenet_scale_growth_exponent E     (slope of log total job seconds vs log N
                                                  over all scales, least squares)
 
+Each job's ``cpu_time`` is read too: on a machine that other work shares, a job's wall
+seconds grow with the contention and its CPU seconds much less, so the script also prints
+each stage's CPU seconds and ``RESULT imagenet_scale_growth_exponent_cpu`` (the same slope
+on total CPU seconds), and ``RESULT imagenet_scale_snakemake_wall_seconds`` (the whole
+DAG's wall time at the largest scale, which the 2-hour target is about).
+
+``--reuse SCALE=DIR`` takes a scale's jobs from a kept run folder instead of running it
+(e.g. the full scale run on its own, in parts, or a folder kept with ``--keep``); its
+Snakemake wall time is read from ``DIR/snakemake_wall_seconds`` (written by this script;
+for a folder run by hand, write the sum of its Snakemake invocations' wall seconds
+there). ``--csv`` writes every (scale, stage) row, ``--figure`` draws the growth curve
+(seconds against training rows, log-log, with a slope-1 line for reference).
+
 Scales (fractions of the paper's N): 1/16, 1/4 and 1 by default (the full scale targets
 at most 2 h on 2 quiet cores); ``--quick``: 1/256, 1/64, 1/16. Jobs run with
 ``--cores`` (default 2) and ``resources.threads_per_job`` = ``--threads`` (default: the
@@ -26,6 +39,8 @@ Per-job start-up (Python, numpy, pandas imports: about 2 s a job) is part of eac
 
     python perf/bench_imagenet_scale.py [--scales 0.0625 0.25 1] [--cores 2] [--keep]
     python perf/bench_imagenet_scale.py --quick
+    python perf/bench_imagenet_scale.py --scales 0.0625 0.25 --reuse 1=RUN_DIR \
+        --csv docs/scaling/imagenet_scale.csv --figure docs/scaling/imagenet_scale_growth.png
 """
 
 from __future__ import annotations
@@ -40,7 +55,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import yaml
@@ -58,7 +72,8 @@ def derive_config(base: dict, scale: float, threads: int) -> dict:
 
 
 def job_benchmarks(workdir: Path, benchmark: str) -> list[dict]:
-    """Every job's benchmark file under ``workdir``: ``{"rule", "job", "s", "max_rss"}``.
+    """Every job's benchmark file under ``workdir``: ``{"rule", "job", "s", "cpu",
+    "max_rss"}``.
     The rule is read from Snakemake's own job records, by benchmark path."""
     root = workdir / "benchmarks" / benchmark
     rules = rule_of_benchmark(workdir)
@@ -73,10 +88,16 @@ def job_benchmarks(workdir: Path, benchmark: str) -> list[dict]:
                 "rule": rules.get(rel, "?"),
                 "job": str(path.relative_to(root).with_suffix("")),
                 "s": float(record["s"]),
-                "max_rss": float(rss) if rss not in ("NA", "-", "") else 0.0,
+                "cpu": number(record.get("cpu_time")),
+                "max_rss": number(rss),
             }
         )
     return rows
+
+
+def number(text) -> float:
+    """A benchmark file's number; 0 for Snakemake's "NA" / "-" (not measured)."""
+    return float(text) if text not in (None, "NA", "-", "") else 0.0
 
 
 def rule_of_benchmark(workdir: Path) -> dict[str, str]:
@@ -126,7 +147,18 @@ def run_scale(base: dict, scale: float, args) -> tuple[float, list[dict], Path]:
     if proc.returncode != 0:
         tail = (workdir / "snakemake.log").read_text()[-4000:]
         raise SystemExit(f"scale {scale:g}: Snakemake failed (work dir {workdir}):\n{tail}")
+    (workdir / "snakemake_wall_seconds").write_text(f"{wall:.1f}\n")
     return wall, job_benchmarks(workdir, cfg["benchmark"]), workdir
+
+
+def reuse_scale(workdir: Path, benchmark: str) -> tuple[float, list[dict]]:
+    """A kept run folder's (Snakemake wall seconds or nan, job benchmark records)."""
+    wall_file = workdir / "snakemake_wall_seconds"
+    wall = float(wall_file.read_text()) if wall_file.exists() else float("nan")
+    jobs = job_benchmarks(workdir, benchmark)
+    if not jobs:
+        raise SystemExit(f"{workdir}: no benchmark files under benchmarks/{benchmark}")
+    return wall, jobs
 
 
 def slope(xs, ys) -> float:
@@ -140,6 +172,135 @@ def slope(xs, ys) -> float:
     return sum((p[0] - mx) * (p[1] - my) for p in pts) / sxx if sxx else float("nan")
 
 
+def per_stage(runs: dict) -> dict:
+    """scale -> rule -> {"s", "cpu", "max_rss", "jobs"} summed (max for max_rss)."""
+    table = {}
+    for scale, jobs in runs.items():
+        rules = table.setdefault(scale, {})
+        for job in jobs:
+            entry = rules.setdefault(job["rule"], {"s": 0.0, "cpu": 0.0, "max_rss": 0.0, "jobs": 0})
+            entry["s"] += job["s"]
+            entry["cpu"] += job["cpu"]
+            entry["max_rss"] = max(entry["max_rss"], job["max_rss"])
+            entry["jobs"] += 1
+    return table
+
+
+def print_report(scales, walls, runs, stages, top_jobs: int) -> None:
+    top = scales[-1]
+    rules = sorted(stages[top], key=lambda r: -stages[top][r]["s"])
+    head = "".join(f"{'s @ ' + format(s, 'g'):>14}" for s in scales)
+    print(f"\nper stage (rule): summed job seconds (wall, and CPU at {top:g}), largest max_rss MiB")
+    print(
+        f"  {'rule':<34}{'jobs':>5}{head}{'cpu s':>10}{'max_rss':>9}{'exp wall':>9}{'exp cpu':>8}"
+    )
+    for rule in rules:
+        secs = [stages[s].get(rule, {}).get("s", 0.0) for s in scales]
+        cpus = [stages[s].get(rule, {}).get("cpu", 0.0) for s in scales]
+        entry = stages[top][rule]
+        print(
+            f"  {rule:<34}{entry['jobs']:>5}" + "".join(f"{v:>14.1f}" for v in secs)
+            + f"{entry['cpu']:>10.1f}{entry['max_rss']:>9.0f}"
+            + f"{slope(scales[-2:], secs[-2:]):>9.2f}{slope(scales[-2:], cpus[-2:]):>8.2f}"
+        )  # fmt: skip
+    totals = [sum(j["s"] for j in runs[s]) for s in scales]
+    cpu_totals = [sum(j["cpu"] for j in runs[s]) for s in scales]
+    print(
+        f"  {'total job seconds':<34}{len(runs[top]):>5}" + "".join(f"{v:>14.1f}" for v in totals)
+    )
+    print(f"  {'total CPU seconds':<34}{'':>5}" + "".join(f"{v:>14.1f}" for v in cpu_totals))
+    print(f"  {'Snakemake wall':<34}{'':>5}" + "".join(f"{walls[s]:>14.1f}" for s in scales))
+    print(f"\nheaviest jobs at scale {top:g} (s, cpu s, max_rss MiB):")
+    for job in sorted(runs[top], key=lambda j: -j["s"])[:top_jobs]:
+        print(
+            f"  {job['s']:8.1f} {job['cpu']:8.1f} {job['max_rss']:8.0f}  {job['rule']}: {job['job']}"
+        )
+    print(f"largest max_rss at scale {top:g}:")
+    for job in sorted(runs[top], key=lambda j: -j["max_rss"])[:5]:
+        print(f"  {job['max_rss']:8.0f} MiB {job['s']:8.1f} s  {job['rule']}: {job['job']}")
+    print()
+    for rule in rules:
+        print(f"RESULT imagenet_scale_{rule}_seconds {stages[top][rule]['s']:.1f}")
+    print(f"RESULT imagenet_scale_peak_rss_mib {max(j['max_rss'] for j in runs[top]):.0f}")
+    print(f"RESULT imagenet_scale_snakemake_wall_seconds {walls[top]:.0f}")
+    print(f"RESULT imagenet_scale_total_cpu_seconds {cpu_totals[-1]:.0f}")
+    print(f"RESULT imagenet_scale_growth_exponent {slope(scales, totals):.2f}")
+    print(f"RESULT imagenet_scale_growth_exponent_cpu {slope(scales, cpu_totals):.2f}")
+
+
+def write_csv(path: Path, scales, n_train: int, stages) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        out = csv.writer(handle)
+        out.writerow(
+            ["scale", "train_rows", "rule", "jobs", "seconds", "cpu_seconds", "max_rss_mib"]
+        )
+        for scale in scales:
+            for rule, e in sorted(stages[scale].items()):
+                rows = max(1, round(n_train * scale))
+                out.writerow(
+                    [
+                        scale,
+                        rows,
+                        rule,
+                        e["jobs"],
+                        round(e["s"], 2),
+                        round(e["cpu"], 2),
+                        round(e["max_rss"]),
+                    ]
+                )
+
+
+def draw_growth(path: Path, scales, n_train: int, stages, n_stages: int = 5) -> None:
+    """Seconds against training rows, log-log: total job (wall) and CPU seconds, the
+    ``n_stages`` costliest stages' CPU seconds, and a slope-1 line through the smallest
+    total for reference."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    rows = [max(1, round(n_train * s)) for s in scales]
+    top = scales[-1]
+    heavy = sorted(stages[top], key=lambda r: -stages[top][r]["cpu"])[:n_stages]
+    sns.set_theme(style="whitegrid", context="paper")
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    total = [sum(e["s"] for e in stages[s].values()) for s in scales]
+    cpu = [sum(e["cpu"] for e in stages[s].values()) for s in scales]
+    ax.plot(rows, total, "o-", color="black", label="all jobs, wall s")
+    ax.plot(rows, cpu, "s--", color="black", label="all jobs, CPU s")
+    for rule in heavy:
+        ax.plot(
+            rows,
+            [stages[s].get(rule, {}).get("cpu", float("nan")) for s in scales],
+            ".-",
+            label=f"{rule}, CPU s",
+        )
+    ax.plot(
+        rows, [total[0] * r / rows[0] for r in rows], ":", color="grey", label="slope 1 (linear)"
+    )
+    ax.set(
+        xscale="log", yscale="log", xlabel="training rows N", ylabel="seconds (summed over jobs)"
+    )
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title("config/imagenet_scale.yaml: cost of the cached-feature DAG against N", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+def parse_reuse(items) -> dict[float, Path]:
+    out = {}
+    for item in items or []:
+        scale, _, folder = item.partition("=")
+        if not folder or not Path(folder).is_dir():
+            raise SystemExit(f"--reuse {item!r}: expected SCALE=DIR with an existing DIR")
+        out[float(scale)] = Path(folder)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scales", type=float, nargs="+", default=[1 / 16, 1 / 4, 1.0])
@@ -149,8 +310,13 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=12, help="heaviest jobs shown")
     ap.add_argument("--workdir", type=Path, default=None, help="parent of the run folders")
     ap.add_argument("--keep", action="store_true", help="keep the run folders")
+    ap.add_argument("--reuse", action="append", metavar="SCALE=DIR", help="a kept run folder")
+    ap.add_argument("--csv", type=Path, default=None, help="write (scale, stage) rows here")
+    ap.add_argument("--figure", type=Path, default=None, help="draw the growth curve here")
     args = ap.parse_args()
-    scales = [1 / 256, 1 / 64, 1 / 16] if args.quick else sorted(args.scales)
+    reuse = parse_reuse(args.reuse)
+    scales = [1 / 256, 1 / 64, 1 / 16] if args.quick else list(args.scales)
+    scales = sorted(set(scales) | set(reuse))
     with open(CONFIG) as handle:
         base = yaml.safe_load(handle)
     n_train = base["datasets"][base["id"]["train"]]["synthetic"]["rows"]
@@ -163,47 +329,27 @@ def main() -> None:
     walls, runs, dirs = {}, {}, []
     try:
         for scale in scales:
-            wall, jobs, workdir = run_scale(base, scale, args)
-            dirs.append(workdir)
-            walls[scale], runs[scale] = wall, jobs
+            if scale in reuse:
+                walls[scale], runs[scale] = reuse_scale(reuse[scale], base["benchmark"])
+                how = f"reused {reuse[scale]}"
+            else:
+                walls[scale], runs[scale], workdir = run_scale(base, scale, args)
+                dirs.append(workdir)
+                how = "ran"
+            jobs = runs[scale]
             print(
-                f"  scale {scale:g}: {len(jobs)} jobs, Snakemake wall {wall:.0f} s, job seconds "
-                f"{sum(j['s'] for j in jobs):.0f}, load average {os.getloadavg()[0]:.2f}"
+                f"  scale {scale:g} ({how}): {len(jobs)} jobs, Snakemake wall {walls[scale]:.0f} s, "
+                f"job seconds {sum(j['s'] for j in jobs):.0f}, CPU seconds "
+                f"{sum(j['cpu'] for j in jobs):.0f}, load average {os.getloadavg()[0]:.2f}"
             )
-        per_rule = {s: defaultdict(lambda: [0.0, 0.0, 0]) for s in scales}
-        for s in scales:
-            for job in runs[s]:
-                entry = per_rule[s][job["rule"]]
-                entry[0] += job["s"]
-                entry[1] = max(entry[1], job["max_rss"])
-                entry[2] += 1
-        top = scales[-1]
-        rules = sorted(per_rule[top], key=lambda r: -per_rule[top][r][0])
-        head = "".join(f"{'s @ ' + format(s, 'g'):>16}" for s in scales)
-        print(f"\nper stage (rule): summed job wall seconds, largest max_rss MiB at scale {top:g}")
-        print(f"  {'rule':<34}{'jobs':>5}{head}{'max_rss MiB':>13}{'exponent':>10}")
-        for rule in rules:
-            secs = [per_rule[s][rule][0] for s in scales]
-            cells = "".join(f"{v:>16.1f}" for v in secs)
-            exp = slope(scales[-2:], secs[-2:])
-            print(
-                f"  {rule:<34}{per_rule[top][rule][2]:>5}{cells}{per_rule[top][rule][1]:>13.0f}"
-                f"{exp:>10.2f}"
-            )
-        totals = [sum(j["s"] for j in runs[s]) for s in scales]
-        print(f"  {'total':<34}{len(runs[top]):>5}" + "".join(f"{v:>16.1f}" for v in totals))
-        print(f"  {'Snakemake wall':<34}{'':>5}" + "".join(f"{walls[s]:>16.1f}" for s in scales))
-        print(f"\nheaviest jobs at scale {top:g} (s, max_rss MiB):")
-        for job in sorted(runs[top], key=lambda j: -j["s"])[: args.top]:
-            print(f"  {job['s']:8.1f} {job['max_rss']:8.0f}  {job['rule']}: {job['job']}")
-        print(f"largest max_rss at scale {top:g}:")
-        for job in sorted(runs[top], key=lambda j: -j["max_rss"])[:5]:
-            print(f"  {job['max_rss']:8.0f} MiB {job['s']:8.1f} s  {job['rule']}: {job['job']}")
-        print()
-        for rule in rules:
-            print(f"RESULT imagenet_scale_{rule}_seconds {per_rule[top][rule][0]:.1f}")
-        print(f"RESULT imagenet_scale_peak_rss_mib {max(j['max_rss'] for j in runs[top]):.0f}")
-        print(f"RESULT imagenet_scale_growth_exponent {slope(scales, totals):.2f}")
+        stages = per_stage(runs)
+        print_report(scales, walls, runs, stages, args.top)
+        if args.csv:
+            write_csv(args.csv, scales, n_train, stages)
+            print(f"wrote {args.csv}")
+        if args.figure:
+            draw_growth(args.figure, scales, n_train, stages)
+            print(f"wrote {args.figure}")
     finally:
         for workdir in dirs:
             if args.keep:

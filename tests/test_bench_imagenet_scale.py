@@ -1,0 +1,66 @@
+"""perf/bench_imagenet_scale.py's report: stages summed per scale, growth exponents,
+the CSV and the growth figure, from job records made here (no Snakemake run)."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+PERF = Path(__file__).resolve().parents[1] / "perf" / "bench_imagenet_scale.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_imagenet_scale", PERF)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_imagenet_scale"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def jobs(scale):
+    """A linear stage (knn grows as N^2 here) and a constant one."""
+    return [
+        {"rule": "select_hyperparameters", "job": "a", "s": 100 * scale, "cpu": 180 * scale, "max_rss": 900},
+        {"rule": "select_hyperparameters", "job": "b", "s": 50 * scale**2, "cpu": 90 * scale**2, "max_rss": 2000 * scale},
+        {"rule": "make_table", "job": "t", "s": 3.0, "cpu": 2.5, "max_rss": 200},
+    ]  # fmt: skip
+
+
+def test_stages_exponents_csv_and_figure(bench, tmp_path, capsys):
+    scales = [1 / 16, 1 / 4, 1.0]
+    runs = {s: jobs(s) for s in scales}
+    stages = bench.per_stage(runs)
+    assert stages[1.0]["select_hyperparameters"] == {
+        "s": 150.0,
+        "cpu": 270.0,
+        "max_rss": 2000,
+        "jobs": 2,
+    }
+    assert bench.slope([1, 2, 4], [3, 6, 12]) == pytest.approx(1.0)
+    assert bench.slope([1, 2, 4], [1, 4, 16]) == pytest.approx(2.0)
+    bench.print_report(scales, {s: 10.0 * s for s in scales}, runs, stages, top_jobs=2)
+    out = capsys.readouterr().out
+    assert "RESULT imagenet_scale_select_hyperparameters_seconds 150.0" in out
+    assert "RESULT imagenet_scale_peak_rss_mib 2000" in out
+    assert "RESULT imagenet_scale_snakemake_wall_seconds 10" in out
+    totals = [sum(j["s"] for j in runs[s]) for s in scales]
+    expected = bench.slope(scales, totals)
+    assert f"RESULT imagenet_scale_growth_exponent {expected:.2f}" in out
+    assert 1.0 < expected < 2.0
+    bench.write_csv(tmp_path / "stages.csv", scales, 1281167, stages)
+    with open(tmp_path / "stages.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 6 and rows[-1]["train_rows"] == "1281167"
+    bench.draw_growth(tmp_path / "growth.png", scales, 1281167, stages)
+    assert (tmp_path / "growth.png").stat().st_size > 10_000
+
+
+def test_reuse_names_a_missing_folder(bench, tmp_path):
+    assert bench.parse_reuse([f"1={tmp_path}"]) == {1.0: tmp_path}
+    with pytest.raises(SystemExit, match="expected SCALE=DIR with an existing DIR"):
+        bench.parse_reuse([f"1={tmp_path / 'nope'}"])
