@@ -243,7 +243,8 @@ def test_tune_with_no_ood_sets_is_a_clear_error_before_any_forward_pass(net, dat
 @pytest.mark.parametrize(
     ("method", "name"),
     [("react", "percentile"), ("dice", "percentile"), ("ash", "percentile"),
-     ("dice+react", "react_percentile"), ("opnp+react", "react_percentile")],
+     ("dice+react", "react_percentile"), ("opnp+react", "react_percentile"),
+     ("line", "p_w"), ("line", "p_a")],
 )  # fmt: skip
 def test_percentile_below_one_warns_that_the_unit_is_percent(method, name):
     w, b = np.ones((2, 4)), np.zeros(2)

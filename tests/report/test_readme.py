@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -93,3 +96,26 @@ def test_check_fails_on_a_readme_that_was_not_regenerated(tmp_path, monkeypatch)
     text = readme.read_text()
     assert "| 1 |" in text and "stale" not in text and text.endswith(f"{END}\nrest\n")
     assert "mean over 2 training seeds" in text
+
+
+REPO = Path(__file__).resolve().parents[2]
+# "915 passed", "2 skipped", "657 of the 661 tests": a suite count is stale as soon as a
+# test is added (issue 27); `python -m pytest --collect-only -q` prints today's.
+TEST_COUNT = re.compile(
+    r"\b\d[\d,]*\s+(?:passed|failed|skipped|deselected|xfailed|xpassed|tests)\b", re.IGNORECASE
+)
+
+
+def test_prose_states_no_test_suite_counts():
+    docs = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    docs += sorted(REPO.glob("*/README.md")) + sorted(REPO.glob("profiles/*/README.md"))
+    assert len(docs) > 3
+    found = [
+        f"{path.relative_to(REPO)}: {match.group(0)!r}"
+        for path in docs
+        for match in TEST_COUNT.finditer(path.read_text(encoding="utf-8"))
+    ]
+    assert not found, f"test counts in prose go stale; say how to count instead: {found}"
+    assert "--collect-only -q" in (REPO / "README.md").read_text(encoding="utf-8")
+    assert TEST_COUNT.search("CI: 915 passed and 2 skipped") and TEST_COUNT.search("of 661 tests")
+    assert not TEST_COUNT.search("on 10,000 test images; 20,000 test images")

@@ -844,6 +844,46 @@ def test_small_samples_are_flagged_in_the_caption_and_the_log(scored_results):
     assert "99 ID test images" in tables.small_sample_text(small.assign(n_id=99, n_ood=100))
 
 
+@pytest.mark.parametrize("n", [30, 100])
+def test_make_table_logs_the_small_sample_caution(tmp_path, monkeypatch, n):
+    """workflow/scripts/make_table.py (the workflow's job) writes the caption's caution to
+    its log as a WARNING, below SMALL_SAMPLE test images only."""
+    import runpy
+    import sys
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(sys, "stdout", sys.stdout)  # setup_job redirects them to the log
+    monkeypatch.setattr(sys, "stderr", sys.stderr)
+    frame = pd.DataFrame(
+        [row(m, "SUN", 0, f, 100 - f, n_id=n, n_ood=n) for m, f in (("msp", 0), ("energy", 100))]
+    )
+    frame.to_parquet(tmp_path / "results.parquet")
+    stem = tmp_path / "tables" / "table1_main_results_resnet50"
+    fake = SimpleNamespace(
+        input=SimpleNamespace(results=str(tmp_path / "results.parquet"), pooled=[]),
+        output=SimpleNamespace(md=f"{stem}.md", tex=f"{stem}.tex", csv=f"{stem}.csv"),
+        params=SimpleNamespace(
+            spec={"experiment": "main", "model": "resnet50"},
+            ood_names=["SUN"],
+            methods=["msp", "energy"],
+            uncertainty={"confidence": 95},
+            sensitivity={},
+            react_sources={},
+        ),
+        log=[str(tmp_path / "make_table.log")],
+    )
+    script = Path(__file__).parents[2] / "workflow" / "scripts" / "make_table.py"
+    runpy.run_path(str(script), init_globals={"snakemake": fake})
+    log = (tmp_path / "make_table.log").read_text()
+    caption = Path(f"{stem}.md").read_text()
+    if n < 100:
+        assert f"WARNING {stem}: Small sample: only {n} ID test images" in log, log
+        assert f"Small sample: only {n} ID test images" in caption
+    else:
+        assert "Small sample" not in log + caption and "WARNING" not in log, log
+
+
 # --------------------------------------------------------------------------------------
 # Readings ablation
 

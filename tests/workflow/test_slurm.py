@@ -410,11 +410,14 @@ def run_holder(base: Path) -> subprocess.Popen:
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
 def test_cluster_is_stopped_when_the_test_process_gets_sigterm(tmp_path, signum):
     daemon = start_dummy_daemon(tmp_path)
-    holder = run_holder(tmp_path)
-    holder.send_signal(signum)
-    assert holder.wait(timeout=30) == -signum  # still dies of the signal
-    assert daemon.wait(timeout=30) == -signal.SIGKILL  # the stop callback killed it
-    assert (tmp_path / "stopped").read_text() == "stopped\n"  # once
+    try:
+        holder = run_holder(tmp_path)
+        holder.send_signal(signum)
+        assert holder.wait(timeout=30) == -signum  # still dies of the signal
+        assert daemon.wait(timeout=30) == -signal.SIGKILL  # the stop callback killed it
+        assert (tmp_path / "stopped").read_text() == "stopped\n"  # once
+    finally:  # a failed run must not leave its dummy daemon behind either
+        daemon.kill()
 
 
 def test_a_cluster_left_by_a_killed_run_is_detected(tmp_path):
