@@ -215,7 +215,7 @@ def iter_chunks(
     a time, and ``start`` counts positions in ``rows``.
     """
     n = features.shape[0] if rows is None else len(rows)
-    release = _page_releaser(features)
+    release = page_releaser(features)
     for start in range(0, n, chunk_size):
         stop = min(start + chunk_size, n)
         if rows is None:
@@ -232,7 +232,7 @@ def iter_chunks(
         release(first, last)
 
 
-def _page_releaser(features: np.ndarray):
+def page_releaser(features: np.ndarray):
     """For a memory map opened directly on a file (``np.load(mmap_mode="r")``), a function
     that drops the pages of rows already processed from this process (madvise
     MADV_DONTNEED): without it every page read stays resident and the RSS grows to the

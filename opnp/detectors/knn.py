@@ -37,6 +37,7 @@ import functools
 
 import numpy as np
 
+from opnp._validation import page_releaser
 from opnp.detectors.base import Detector
 from opnp.detectors.registry import register_detector
 from opnp.nearest import kth_largest_inner_product
@@ -195,7 +196,20 @@ class KNN(Detector):
         rows = slice(start, stop) if self._rows is None else self._rows[start:stop]
         block = self._train[rows].astype(np.float32)  # a copy, even of float32 features
         block *= self._inverse_norms[start:stop, None]
+        self._release_rows(rows)
         return block
+
+    def _release_rows(self, rows) -> None:
+        """Drop the memory map's pages of the training rows just read from this process
+        (:func:`opnp._validation.page_releaser`): a scan would otherwise keep the whole
+        float16 store resident in its RSS (4.9 GiB at ImageNet scale)."""
+        if isinstance(rows, slice):
+            first, last = rows.start, rows.stop
+        elif len(rows):
+            first, last = int(rows.min()), int(rows.max()) + 1
+        else:
+            return
+        page_releaser(self._train)(first, last)
 
     def _exact_bank_rows(self, indices: np.ndarray) -> np.ndarray:
         """Bank rows ``indices`` (sorted, unique) in float64: exactly the stored bank's
@@ -205,6 +219,7 @@ class KNN(Detector):
         rows = indices if self._rows is None else self._rows[indices]
         norms = self._norms[indices]
         h = np.asarray(self._train[rows], dtype=np.float64)
+        self._release_rows(rows)
         h /= np.where(norms > 0, norms, 1.0)[:, None]  # = l2_normalise(h), its norms cached
         return h.astype(np.float32).astype(np.float64)
 
@@ -217,6 +232,7 @@ class KNN(Detector):
             stop = min(start + 65536, self._n_bank)
             rows = slice(start, stop) if self._rows is None else self._rows[start:stop]
             h = np.asarray(self._train[rows], dtype=np.float64)
+            self._release_rows(rows)
             out[start:stop] = np.linalg.norm(h, axis=1)
         return out
 
