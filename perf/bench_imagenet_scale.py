@@ -251,6 +251,52 @@ def write_csv(path: Path, scales, n_train: int, stages) -> None:
                 )
 
 
+def read_csv(path: Path) -> tuple[list[float], dict]:
+    """The scales and the per-stage table of a CSV written by :func:`write_csv`."""
+    stages: dict = {}
+    with open(path) as handle:
+        for row in csv.DictReader(handle):
+            stages.setdefault(float(row["scale"]), {})[row["rule"]] = {
+                "s": float(row["seconds"]),
+                "cpu": float(row["cpu_seconds"]),
+                "max_rss": float(row["max_rss_mib"]),
+                "jobs": int(row["jobs"]),
+            }
+    return sorted(stages), stages
+
+
+def markdown_table(scales, stages) -> str:
+    """docs/scaling.md's stage table, a function of the CSV alone (a test rebuilds it):
+    per stage, summed job wall seconds at each scale, CPU seconds, the largest max_rss
+    and the CPU-seconds growth exponent at the largest scale, costliest first; totals."""
+    top = scales[-1]
+    names = [f"N/{round(1 / s)}" if s < 1 else ("N" if s == 1 else f"{s:g} N") for s in scales]
+    head = " | ".join(f"wall s @ {n}" for n in names)
+    lines = [
+        f"| stage (rule) | jobs | {head} | CPU s @ {names[-1]} | max RSS MiB @ {names[-1]} "
+        f"| exponent (CPU s, {names[-2]} -> {names[-1]}) |",
+        "| --- | ---: |" + " ---: |" * (len(scales) + 3),
+    ]
+    for rule in sorted(stages[top], key=lambda r: -stages[top][r]["s"]):
+        cells = " | ".join(f"{stages[s].get(rule, {}).get('s', 0.0):,.1f}" for s in scales)
+        cpus = [stages[s].get(rule, {}).get("cpu", 0.0) for s in scales]
+        e = stages[top][rule]
+        lines.append(
+            f"| {rule} | {e['jobs']} | {cells} | {e['cpu']:,.1f} | {e['max_rss']:,.0f} "
+            f"| {slope(scales[-2:], cpus[-2:]):.2f} |"
+        )
+    totals = [sum(e["s"] for e in stages[s].values()) for s in scales]
+    cpu_totals = [sum(e["cpu"] for e in stages[s].values()) for s in scales]
+    peak = max(e["max_rss"] for e in stages[top].values())
+    jobs = sum(e["jobs"] for e in stages[top].values())
+    lines.append(
+        f"| **all stages** | {jobs} | " + " | ".join(f"**{v:,.1f}**" for v in totals)
+        + f" | **{cpu_totals[-1]:,.1f}** | **{peak:,.0f}** "
+        + f"| **{slope(scales[-2:], cpu_totals[-2:]):.2f}** |"
+    )  # fmt: skip
+    return "\n".join(lines)
+
+
 def draw_growth(path: Path, scales, n_train: int, stages, n_stages: int = 5) -> None:
     """Seconds against training rows, log-log: total job (wall) and CPU seconds, the
     ``n_stages`` costliest stages' CPU seconds, and a slope-1 line through the smallest
@@ -346,7 +392,8 @@ def main() -> None:
         print_report(scales, walls, runs, stages, args.top)
         if args.csv:
             write_csv(args.csv, scales, n_train, stages)
-            print(f"wrote {args.csv}")
+            print(f"wrote {args.csv}; its table for docs/scaling.md:\n")
+            print(markdown_table(*read_csv(args.csv)))
         if args.figure:
             draw_growth(args.figure, scales, n_train, stages)
             print(f"wrote {args.figure}")
