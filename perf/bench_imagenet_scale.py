@@ -22,6 +22,10 @@ each stage's CPU seconds and ``RESULT imagenet_scale_growth_exponent_cpu`` (the 
 on total CPU seconds), and ``RESULT imagenet_scale_snakemake_wall_seconds`` (the whole
 DAG's wall time at the largest scale, which the 2-hour target is about).
 
+``--exclude TEXT`` leaves out, at every scale, the jobs whose benchmark path contains
+TEXT (compare like with like when a kept folder lacks some jobs, e.g. ``--exclude /knn``
+for a full-scale run whose KNN jobs were sized by perf/bench_knn_chunk.py instead).
+
 ``--reuse SCALE=DIR`` takes a scale's jobs from a kept run folder instead of running it
 (e.g. the full scale run on its own, in parts, or a folder kept with ``--keep``); its
 Snakemake wall time is read from ``DIR/snakemake_wall_seconds`` (written by this script;
@@ -359,6 +363,13 @@ def main() -> None:
     ap.add_argument("--reuse", action="append", metavar="SCALE=DIR", help="a kept run folder")
     ap.add_argument("--csv", type=Path, default=None, help="write (scale, stage) rows here")
     ap.add_argument("--figure", type=Path, default=None, help="draw the growth curve here")
+    ap.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="leave out jobs whose benchmark path contains TEXT (e.g. /knn), at every scale",
+    )
     args = ap.parse_args()
     reuse = parse_reuse(args.reuse)
     scales = [1 / 256, 1 / 64, 1 / 16] if args.quick else list(args.scales)
@@ -382,6 +393,7 @@ def main() -> None:
                 walls[scale], runs[scale], workdir = run_scale(base, scale, args)
                 dirs.append(workdir)
                 how = "ran"
+            runs[scale] = [j for j in runs[scale] if not any(t in j["job"] for t in args.exclude)]
             jobs = runs[scale]
             print(
                 f"  scale {scale:g} ({how}): {len(jobs)} jobs, Snakemake wall {walls[scale]:.0f} s, "

@@ -56,6 +56,12 @@ def test_stages_exponents_csv_and_figure(bench, tmp_path, capsys):
     with open(tmp_path / "stages.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 6 and rows[-1]["train_rows"] == "1281167"
+    read_scales, read_stages = bench.read_csv(tmp_path / "stages.csv")
+    assert read_scales == scales and read_stages[1.0]["make_table"]["cpu"] == 2.5
+    table = bench.markdown_table(read_scales, read_stages)
+    row = next(line for line in table.splitlines() if line.startswith("| select_hyper"))
+    assert row.startswith("| select_hyperparameters | 2 | 6.")  # 6.45 s at N/16
+    assert row.endswith("| 150.0 | 270.0 | 2,000 | 1.21 |")  # log2(270 / 45.6) / log2(4)
     bench.draw_growth(tmp_path / "growth.png", scales, 1281167, stages)
     assert (tmp_path / "growth.png").stat().st_size > 10_000
 
@@ -64,3 +70,11 @@ def test_reuse_names_a_missing_folder(bench, tmp_path):
     assert bench.parse_reuse([f"1={tmp_path}"]) == {1.0: tmp_path}
     with pytest.raises(SystemExit, match="expected SCALE=DIR with an existing DIR"):
         bench.parse_reuse([f"1={tmp_path / 'nope'}"])
+
+
+def test_docs_stage_table_is_the_committed_measurement(bench):
+    """docs/scaling.md's full-scale stage table is what markdown_table makes of the
+    committed CSV of the measured run (docs/scaling/imagenet_scale.csv)."""
+    docs = PERF.parents[1] / "docs"
+    table = bench.markdown_table(*bench.read_csv(docs / "scaling" / "imagenet_scale.csv"))
+    assert table in (docs / "scaling.md").read_text()

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
+from memory_helpers import resident_pages  # tests/ is on sys.path
 
 from opnp.detectors import create_detector
 
@@ -78,21 +81,7 @@ def test_knn_leaves_the_training_features_untouched_and_equals_float64_search(dt
     np.testing.assert_allclose(scores, -np.sqrt(np.maximum(2 - 2 * kth, 0)), rtol=1e-13)
 
 
-def _resident_pages(array: np.memmap) -> int:
-    """Pages of ``array``'s memory map resident in this process (mincore is not in the
-    standard library; /proc/self/smaps names the mapping's Rss)."""
-    path = str(array.filename)
-    rss_kib, in_mapping = 0, False
-    with open("/proc/self/smaps") as handle:
-        for line in handle:
-            if line[0] in "0123456789abcdef" and " " in line:
-                in_mapping = line.rstrip().endswith(path)
-            elif in_mapping and line.startswith("Rss:"):
-                rss_kib += int(line.split()[1])
-    return rss_kib // 4
-
-
-@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="Linux /proc")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
 def test_knn_scan_does_not_keep_the_memory_mapped_bank_resident(tmp_path):
     """A scan of a memory-mapped bank drops each block's pages after reading it (the
     whole float16 store would otherwise stay in the job's RSS: 4.9 GiB on ImageNet)."""
@@ -104,4 +93,4 @@ def test_knn_scan_does_not_keep_the_memory_mapped_bank_resident(tmp_path):
     det.similarity_block = 64 * 512  # bank blocks of 512 rows for the 64 queries
     det.score(rng.normal(size=(64, 1024)))
     file_pages = train.nbytes // 4096
-    assert _resident_pages(memmap) < file_pages // 4, (_resident_pages(memmap), file_pages)
+    assert resident_pages(memmap) < file_pages // 4, (resident_pages(memmap), file_pages)

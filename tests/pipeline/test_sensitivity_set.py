@@ -3,6 +3,8 @@ Eq. 6, and how well the set covers the tested classes."""
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -118,3 +120,18 @@ def test_predicted_class_counts_read_the_logits_chunk_by_chunk():
     counts = predicted_class_counts([logits.view(Recording)], rows, 4)
     assert counts.tolist() == np.bincount(logits[rows].argmax(1), minlength=4).tolist()
     assert 0 < Recording.largest <= DEFAULT_CHUNK_ROWS
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
+def test_predicted_class_counts_drop_the_logits_pages_they_read(tmp_path):
+    """The logits' memory-map pages of each chunk are dropped after it: counting a 1 %
+    sample of ImageNet's 5 GB of logits kept 1.7 GB resident in the job before."""
+    from memory_helpers import resident_pages
+
+    logits = np.random.default_rng(0).normal(size=(16384, 256)).astype(np.float32)  # 16 MiB
+    np.save(tmp_path / "logits.npy", logits)
+    memmap = np.load(tmp_path / "logits.npy", mmap_mode="r")
+    rows = np.arange(0, len(logits), 3)
+    counts = predicted_class_counts([memmap], rows, 256)
+    assert counts.sum() == len(rows)
+    assert resident_pages(memmap) < logits.nbytes // 4096 // 4
