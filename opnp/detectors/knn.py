@@ -11,17 +11,20 @@ bank's. The torch scorer, the faiss index and ``to_module`` build the whole bank
 to its ``k``-th nearest stored training feature), k default 50 (the KNN-OOD paper, Sun et al. 2022, uses 1000 on ImageNet).
 
 Exact search: for unit vectors ||a - b||^2 = 2 - 2 a.b, so the k-th nearest neighbour is
-the k-th largest inner product, found by chunked matrix products and ``np.partition``
-(no approximate index); a zero feature vector is left at zero (distance sqrt(2) to all).
+the k-th largest inner product, found by :func:`opnp.nearest.kth_largest_inner_product`
+(no approximate index): a float32 screen of the bank, block by block, then the float64
+recomputation of the few candidates near the k-th; a zero feature vector is left at
+zero (distance sqrt(2) to all).
 
 Precision: 2 - 2 a.b cancels when the neighbours are close (a.b near 1): a float32 inner
 product, rounded to ~6e-8, puts an error of ~6e-8 / d^2 on d^2, which is 1 % at a distance
 d of 0.01 (features of a small random CNN are that close; ``to_module``'s float64 score
-head then differed from ``score`` by 1.1 %). So the inner products are float64 (the
-normalised test features times the float32 bank, converted one block at a time; the
-bank stays float32 in memory) and the distances are exact to float64 rounding of the
-stored bank. ``compute_dtype="float32"`` uses float32 products (about twice as fast on
-CPU; distances then carry that rounding, relative ~1e-7 / d^2).
+head then differed from ``score`` by 1.1 %). So the k-th inner product is the float64
+one (the normalised test features times the float32 bank) and the distances are exact
+to float64 rounding of the stored bank; the float32 screen only chooses which products
+to recompute, within a proven error bound (:mod:`opnp.nearest`).
+``compute_dtype="float32"`` returns the screen's own k-th value (distances then carry
+float32 rounding, relative ~1e-7 / d^2).
 
 ``backend="faiss"`` (optional, ``pip install faiss-cpu``; the official KNN-OOD code uses
 faiss) searches the same float32 bank with an exact flat inner-product index
@@ -37,7 +40,7 @@ import functools
 
 import numpy as np
 
-from opnp._validation import page_releaser
+from opnp._validation import iter_chunks, page_releaser
 from opnp.detectors.base import Detector
 from opnp.detectors.registry import register_detector
 from opnp.nearest import kth_largest_inner_product
@@ -66,8 +69,8 @@ class KNN(Detector):
     defaults = {"k": 50, "max_train": None, "seed": 0, "backend": None}
     needs_head = False
     needs_fit = True
-    #: Entries of the (chunk, bank block) similarity matrix of the numpy scorer: sets the
-    #: bank block's rows (at least k).
+    #: Entries of the (chunk, bank block) float32 similarity matrix of the numpy scorer:
+    #: sets the bank block's rows.
     similarity_block = 1 << 24
 
     def _check_params(self) -> None:
@@ -228,12 +231,9 @@ class KNN(Detector):
         """||h|| of every bank row in float64, computed as :func:`l2_normalise` does (the
         same bits), one pass over the training features on first use."""
         out = np.empty(self._n_bank, dtype=np.float64)
-        for start in range(0, self._n_bank, 65536):
-            stop = min(start + 65536, self._n_bank)
-            rows = slice(start, stop) if self._rows is None else self._rows[start:stop]
-            h = np.asarray(self._train[rows], dtype=np.float64)
-            self._release_rows(rows)
-            out[start:stop] = np.linalg.norm(h, axis=1)
+        chunks = iter_chunks(self._train, 65536, "train_features", np.float64, self._rows)
+        for start, h in chunks:  # iter_chunks drops a memory map's pages after each chunk
+            out[start : start + len(h)] = np.linalg.norm(h, axis=1)
         return out
 
     @functools.cached_property

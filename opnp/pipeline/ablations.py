@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from opnp import metrics as _metrics
-from opnp._validation import DEFAULT_CHUNK_ROWS, page_releaser
+from opnp._validation import DEFAULT_CHUNK_ROWS, iter_chunks
 from opnp.pipeline.evaluation import FitData, build_detector
 from opnp.pipeline.results import METRIC_COLUMNS, accuracy, params_json, score_rows
 from opnp.pruning import PERCENTAGE_NAMES
@@ -534,14 +534,11 @@ def predicted_class_counts(logits: Sequence[Any], rows: Any, num_classes: int) -
     start = 0
     for block in logits:
         own = rows[(rows >= start) & (rows < start + len(block))] - start
-        # chunks of rows: all 1.28M ImageNet rows at once would copy 5 GB of logits; the
-        # memory map's pages of each chunk are dropped after it (page_releaser)
-        release = page_releaser(block)
-        for chunk in np.array_split(own, -(-len(own) // DEFAULT_CHUNK_ROWS) or 1):
-            if len(chunk):
-                predicted = np.argmax(np.asarray(block[chunk]), axis=1)
-                counts += np.bincount(predicted, minlength=num_classes)
-                release(int(chunk[0]), int(chunk[-1]) + 1)
+        if len(own):
+            # chunk by chunk: all 1.28M ImageNet rows at once would copy 5 GB of logits
+            # (iter_chunks also drops a memory map's pages after each chunk)
+            for _, chunk in iter_chunks(block, DEFAULT_CHUNK_ROWS, "logits", rows=own):
+                counts += np.bincount(np.argmax(chunk, axis=1), minlength=num_classes)
         start += len(block)
     return counts
 
