@@ -26,6 +26,10 @@ DAG's wall time at the largest scale, which the 2-hour target is about).
 TEXT (compare like with like when a kept folder lacks some jobs, e.g. ``--exclude /knn``
 for a full-scale run whose KNN jobs were sized by perf/bench_knn_chunk.py instead).
 
+``--separate TEXT`` makes the jobs whose benchmark path contains TEXT a stage of their
+own, ``<rule> (<TEXT>)`` (e.g. ``--separate /knn``: KNN's two jobs, whose work grows as
+N^2 here, beside the stages that grow linearly), still counted in the totals.
+
 ``--reuse SCALE=DIR`` takes a scale's jobs from a kept run folder instead of running it
 (e.g. the full scale run on its own, in parts, or a folder kept with ``--keep``); its
 Snakemake wall time is read from ``DIR/snakemake_wall_seconds`` (written by this script;
@@ -59,6 +63,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
@@ -176,13 +181,20 @@ def slope(xs, ys) -> float:
     return sum((p[0] - mx) * (p[1] - my) for p in pts) / sxx if sxx else float("nan")
 
 
-def per_stage(runs: dict) -> dict:
-    """scale -> rule -> {"s", "cpu", "max_rss", "jobs"} summed (max for max_rss)."""
+def per_stage(runs: dict, separate: Sequence[str] = ()) -> dict:
+    """scale -> stage -> {"s", "cpu", "max_rss", "jobs"} summed (max for max_rss). A
+    stage is a rule, or ``"<rule> (<text>)"`` for the jobs whose benchmark path contains
+    one of the ``separate`` texts."""
     table = {}
     for scale, jobs in runs.items():
         rules = table.setdefault(scale, {})
         for job in jobs:
-            entry = rules.setdefault(job["rule"], {"s": 0.0, "cpu": 0.0, "max_rss": 0.0, "jobs": 0})
+            stage = job["rule"]
+            for text in separate:
+                if text in job["job"]:
+                    stage = f"{job['rule']} ({text.strip('/')})"
+                    break
+            entry = rules.setdefault(stage, {"s": 0.0, "cpu": 0.0, "max_rss": 0.0, "jobs": 0})
             entry["s"] += job["s"]
             entry["cpu"] += job["cpu"]
             entry["max_rss"] = max(entry["max_rss"], job["max_rss"])
@@ -224,12 +236,17 @@ def print_report(scales, walls, runs, stages, top_jobs: int) -> None:
         print(f"  {job['max_rss']:8.0f} MiB {job['s']:8.1f} s  {job['rule']}: {job['job']}")
     print()
     for rule in rules:
-        print(f"RESULT imagenet_scale_{rule}_seconds {stages[top][rule]['s']:.1f}")
+        print(f"RESULT imagenet_scale_{result_name(rule)}_seconds {stages[top][rule]['s']:.1f}")
     print(f"RESULT imagenet_scale_peak_rss_mib {max(j['max_rss'] for j in runs[top]):.0f}")
     print(f"RESULT imagenet_scale_snakemake_wall_seconds {walls[top]:.0f}")
     print(f"RESULT imagenet_scale_total_cpu_seconds {cpu_totals[-1]:.0f}")
     print(f"RESULT imagenet_scale_growth_exponent {slope(scales, totals):.2f}")
     print(f"RESULT imagenet_scale_growth_exponent_cpu {slope(scales, cpu_totals):.2f}")
+
+
+def result_name(stage: str) -> str:
+    """A stage's name in a RESULT line: ``evaluate_method (knn)`` -> ``evaluate_method_knn``."""
+    return stage.replace(" (", "_").replace(")", "").replace("/", "_")
 
 
 def write_csv(path: Path, scales, n_train: int, stages) -> None:
@@ -370,6 +387,13 @@ def main() -> None:
         metavar="TEXT",
         help="leave out jobs whose benchmark path contains TEXT (e.g. /knn), at every scale",
     )
+    ap.add_argument(
+        "--separate",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="the jobs whose benchmark path contains TEXT form their own stage (e.g. /knn)",
+    )
     args = ap.parse_args()
     reuse = parse_reuse(args.reuse)
     scales = [1 / 256, 1 / 64, 1 / 16] if args.quick else list(args.scales)
@@ -400,7 +424,7 @@ def main() -> None:
                 f"job seconds {sum(j['s'] for j in jobs):.0f}, CPU seconds "
                 f"{sum(j['cpu'] for j in jobs):.0f}, load average {os.getloadavg()[0]:.2f}"
             )
-        stages = per_stage(runs)
+        stages = per_stage(runs, args.separate)
         print_report(scales, walls, runs, stages, args.top)
         if args.csv:
             write_csv(args.csv, scales, n_train, stages)

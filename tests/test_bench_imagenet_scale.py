@@ -66,6 +66,31 @@ def test_stages_exponents_csv_and_figure(bench, tmp_path, capsys):
     assert (tmp_path / "growth.png").stat().st_size > 10_000
 
 
+def test_separated_jobs_form_their_own_stage_and_stay_in_the_totals(bench, capsys):
+    """--separate /knn: KNN's jobs (an N^2 stage) apart from their rule's other jobs."""
+    scales = [1 / 4, 1.0]
+    runs = {s: jobs(s) for s in scales}
+    for s in scales:
+        runs[s][1]["job"] = "selection/resnet50-synthetic/knn"
+    stages = bench.per_stage(runs, ["/knn"])
+    assert stages[1.0]["select_hyperparameters"]["s"] == 100.0
+    assert stages[1.0]["select_hyperparameters (knn)"] == {
+        "s": 50.0,
+        "cpu": 90.0,
+        "max_rss": 2000,
+        "jobs": 1,
+    }
+    table = bench.markdown_table(scales, stages)
+    row = next(
+        line for line in table.splitlines() if line.startswith("| select_hyperparameters (knn)")
+    )
+    assert row.endswith("| 2.00 |")  # N^2
+    assert "| **all stages** | 3 | **31.1** | **153.0** |" in table
+    bench.print_report(scales, {s: 1.0 for s in scales}, runs, stages, top_jobs=1)
+    out = capsys.readouterr().out
+    assert "RESULT imagenet_scale_select_hyperparameters_knn_seconds 50.0" in out
+
+
 def test_reuse_names_a_missing_folder(bench, tmp_path):
     assert bench.parse_reuse([f"1={tmp_path}"]) == {1.0: tmp_path}
     with pytest.raises(SystemExit, match="expected SCALE=DIR with an existing DIR"):
