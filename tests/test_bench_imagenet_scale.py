@@ -105,32 +105,21 @@ def test_docs_stage_table_is_the_committed_measurement(bench):
     assert table in (docs / "scaling.md").read_text()
 
 
-def test_docs_knn_numbers_are_the_committed_measurements():
-    """Every number of docs/scaling.md's KNN table is in docs/scaling/knn_jobs.csv (the
-    jobs' benchmark files and perf/bench_knn_chunk.py's projections), and the chunk's
-    figures quoted under it are in that run's output (docs/scaling/knn_chunk.txt)."""
+def test_docs_result_lines_are_the_committed_report():
+    """docs/scaling.md's RESULT lines (its block, and those quoted in its prose) are lines
+    of the committed output of the measured run (docs/scaling/imagenet_scale_report.txt),
+    and the KNN chunk's figures quoted there are in that run's output (knn_chunk.txt)."""
     import re
 
     docs = PERF.parents[1] / "docs"
-    values = set()
-    with open(docs / "scaling" / "knn_jobs.csv") as handle:
-        for row in csv.DictReader(handle):
-            for key in ("seconds", "cpu_seconds", "max_rss_mib"):
-                if row[key]:
-                    v = float(row[key])
-                    values.update({f"{v:,.1f}", f"{v:,.0f}"})
     text = (docs / "scaling.md").read_text()
-    table = [
-        line
-        for line in text.splitlines()
-        if line.startswith(("| select_hyperparameters (", "| evaluate_method ("))
-    ]
-    assert len(table) == 2
-    for line in table:
-        cells = line.split("|")[2:]  # the job's query rows are not a measurement
-        for number in re.findall(r"\d{1,3}(?:,\d{3})*(?:\.\d+)?", "|".join(cells)):
-            assert number in values, (number, line)
+    report = set((docs / "scaling" / "imagenet_scale_report.txt").read_text().splitlines())
+    block = [line for line in text.splitlines() if line.startswith("RESULT imagenet_scale_")]
+    quoted = re.findall(r"`(RESULT imagenet_scale_\S+ [-\d.]+)`", text)
+    assert len(block) > 10 and quoted
+    for line in block + quoted:
+        assert line in report, line
     chunk = (docs / "scaling" / "knn_chunk.txt").read_text()
-    quoted = text[text.index("(N/16 and N/4: the jobs' benchmark files") :][:900]
-    for number in ("1598", "2381", "30.4", "0.02612", "283.0", "107.0", "2.65", "6.66e-16"):
-        assert number in quoted and number in chunk, number
+    paragraph = text[text.index("**KNN's floor.**") :][:1500]
+    for number in ("30.4", "0.02612", "283.0", "107.0", "2.65", "6.66e-16"):
+        assert number in paragraph and number in chunk, number
