@@ -125,7 +125,8 @@ def test_predicted_class_counts_read_the_logits_chunk_by_chunk():
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
 def test_predicted_class_counts_drop_the_logits_pages_they_read(tmp_path):
     """The logits' memory-map pages of each chunk are dropped after it: counting a 1 %
-    sample of ImageNet's 5 GB of logits kept 1.7 GB resident in the job before."""
+    sample of ImageNet's 5 GB of logits kept the pages it read resident in the job before
+    (docs/scaling.md)."""
     from memory_helpers import resident_pages
 
     logits = np.random.default_rng(0).normal(size=(16384, 256)).astype(np.float32)  # 16 MiB
