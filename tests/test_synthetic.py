@@ -4,6 +4,7 @@ and the imagenet_scale benchmark's DAG (config/imagenet_scale.yaml)."""
 from __future__ import annotations
 
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -286,3 +287,37 @@ def test_scale_config_dry_run_plans_the_cached_feature_dag(tmp_path):
         assert rule not in counts, f"{rule} planned for a synthetic model: {counts}"
     for rule in ("check_splits", "compute_sensitivity", "sweep", "subsets", "make_table"):
         assert counts.get(rule, 0) >= 1, f"no {rule} job: {counts}"
+
+
+def test_evaluation_reuses_the_selection_id_scores_when_id_val_is_id_test(tmp_path, scale_config):
+    """The scale config tests on its ID validation set (id.val = id.test): KNN's and
+    Mahalanobis' evaluation jobs take the selection's ID scores of the chosen setting
+    instead of scoring the ID rows again, and those are the scores the detector gives."""
+    from threadpoolctl import threadpool_limits
+
+    from opnp.pipeline.artifacts import load_fc, load_feature_set, load_id_scores
+    from opnp.pipeline.evaluation import FitData, build_detector
+
+    model, methods = "resnet50-synthetic", ["knn", "mahalanobis"]
+    evaluations = [f"results/imagenet_scale/evaluation/{model}/{m}.parquet" for m in methods]
+    run_snakemake(
+        tmp_path, "--cores", str(scale_config["resources"]["threads_per_job"]), *evaluations, "--quiet", "--config",
+        "synthetic={scale: 0.002}", configfile=SCALE_CONFIG, timeout=600,
+    )  # fmt: skip
+    features = tmp_path / "results/imagenet_scale/features" / model
+    manifest = next(features.glob("imagenet-val*.manifest.json"))
+    id_set = load_feature_set(manifest)
+    train = load_feature_set(next(features.glob("imagenet-train*.manifest.json")))
+    weight, bias = load_fc(tmp_path / f"results/imagenet_scale/models/{model}/fc.npz")
+    fit = FitData(weight, bias, train.features, train.labels)
+    for method in methods:
+        log = tmp_path / f"logs/imagenet_scale/evaluation/{model}/{method}.log"
+        assert "ID scores of 1 chosen setting(s) from the selection" in log.read_text()
+        selection = tmp_path / f"results/imagenet_scale/selection/{model}/{method}"
+        [(params, seed)] = load_id_scores(f"{selection}.id_val_scores.npz", dataset="imagenet-val")
+        # as many BLAS threads as the jobs had (Mahalanobis' fit rounds by thread count)
+        with threadpool_limits(scale_config["resources"]["threads_per_job"]):
+            detector = build_detector(method, json.loads(params), fit, seed=seed)
+            expected = detector.score(id_set.features)
+        with np.load(tmp_path / f"results/imagenet_scale/scores/{model}/{method}.npz") as saved:
+            np.testing.assert_array_equal(saved["ID"], expected)

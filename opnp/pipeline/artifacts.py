@@ -56,6 +56,37 @@ def load_sensitivity(path: str | Path, statistic: str | None = None):
         return param, np.asarray(data[key])
 
 
+def save_id_scores(
+    path: str | Path, scores: Mapping[tuple[str, int], np.ndarray], *, dataset: str
+) -> None:
+    """A selection job's ID validation scores, ``(params_json, seed) -> (N,)``, of the
+    ID set named ``dataset``: the evaluation job reuses them when that set is also its ID
+    test set (:func:`opnp.pipeline.evaluation.evaluate_configs`'s ``known_id_scores``)."""
+    keys = sorted(scores)
+    save_npz_atomic(
+        path,
+        dataset=np.array(dataset),
+        keys=np.array([json.dumps([text, int(seed)]) for text, seed in keys], dtype=str),
+        **{f"scores_{i}": np.asarray(scores[key]) for i, key in enumerate(keys)},
+    )
+
+
+def load_id_scores(path: str | Path, *, dataset: str) -> dict[tuple[str, int], np.ndarray]:
+    """The scores :func:`save_id_scores` wrote, refused unless they are of ``dataset``."""
+    with np.load(path) as data:
+        scored = str(data["dataset"])
+        if scored != dataset:
+            raise ValueError(
+                f"{path} holds ID scores of dataset {scored!r}, not of {dataset!r}: "
+                "they cannot stand for its scores"
+            )
+        out = {}
+        for i, text in enumerate(data["keys"]):
+            params, seed = json.loads(str(text))
+            out[(params, int(seed))] = np.asarray(data[f"scores_{i}"])
+        return out
+
+
 def read_json(path: str | Path) -> dict:
     with open(path) as handle:
         return json.load(handle)

@@ -62,12 +62,21 @@ def evaluate_configs(
     variant: str = "",
     keep_scores: bool = False,
     uncertainty: Mapping[str, Any] | None = None,
+    known_id_scores: Mapping[tuple[str, int], Any] | None = None,
+    detector_id_scores: dict | None = None,
 ):
     """Score every config (and seed, for seeded methods) on ID and each OOD set.
 
     Returns ``(rows, scores)``: result rows in the schema (with bootstrap intervals when
     ``uncertainty`` settings are given, see :func:`score_rows`), and when ``keep_scores``
     a dict ``(params_json, seed) -> {"ID": scores, <ood name>: scores}``.
+
+    Reusing ID scores across jobs (when the ID validation set is the ID test set, a
+    selection job has already scored it): ``detector_id_scores``, a dict, receives the
+    ID scores of the configs scored one fitted detector at a time, keyed
+    ``(params_json, seed)``; ``known_id_scores`` holds such scores, and a config found
+    there is not scored on ID again. Only the one-detector path fills and reads them: it
+    is the path a single config takes, so a reused array is the one scoring would give.
     """
     cls = detector_class(method)
     seeds = list(seeds) if cls.seeded else [0]
@@ -92,7 +101,13 @@ def evaluate_configs(
                 ood_scores = scores
             else:
                 detector = build_detector(method, params, fit, seed=seed)
-                id_scores = detector.score(id_features)
+                key = (params_json(params), int(seed))
+                if known_id_scores is not None and key in known_id_scores:
+                    id_scores = known_scores(known_id_scores[key], id_features, key)
+                else:
+                    id_scores = detector.score(id_features)
+                if detector_id_scores is not None:
+                    detector_id_scores[key] = np.asarray(id_scores)
                 ood_scores = {name: detector.score(f) for name, f in ood_features.items()}
             rows += score_rows(
                 id_scores,
@@ -111,6 +126,17 @@ def evaluate_configs(
                     **{k: np.asarray(v) for k, v in ood_scores.items()},
                 }
     return rows, kept
+
+
+def known_scores(scores, features, key) -> np.ndarray:
+    """Reused ID scores, checked against the features they stand for (one per row)."""
+    scores = np.asarray(scores)
+    if scores.shape != (len(features),):
+        raise ValueError(
+            f"reused ID scores of {key} have shape {scores.shape}, but the ID set has "
+            f"{len(features)} rows: not the scores of these features"
+        )
+    return scores
 
 
 def dataset_scores(

@@ -204,3 +204,59 @@ def test_evaluate_configs_names_the_detector_whose_scores_are_nan():
             "energy", [{}], FitData(w, b, train_features=train),
             id_features=train, ood_features={"bad": bad}, split="test",
         )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "method, configs, seeds",
+    [
+        ("knn", [{"k": 3}, {"k": 5}], [0]),
+        ("mahalanobis", [{}], [0]),
+        ("rpp", [{"percentage": 10}], [0, 1]),  # seeded: one array per seed
+    ],
+)
+def test_selection_id_scores_stand_for_the_evaluation_ones(
+    method, configs, seeds, tmp_path, monkeypatch
+):
+    """ID validation = ID test (selection.id_val_may_be_id_test): the selection's ID
+    scores, saved and loaded, replace the evaluation's ID scoring with the same rows and
+    scores, and the evaluation's detector never scores the ID set."""
+    from opnp.detectors import detector_class
+    from opnp.pipeline.artifacts import load_id_scores, save_id_scores
+
+    rng = np.random.default_rng(1)
+    w, b = rng.normal(size=(4, 6)), rng.normal(size=4)
+    train = np.abs(rng.normal(size=(40, 6)))
+    fit = FitData(w, b, train_features=train, train_labels=rng.integers(0, 4, 40))
+    ids, ood = np.abs(rng.normal(size=(15, 6))), 1.5 * np.abs(rng.normal(size=(9, 6)))
+    common = dict(id_features=ids, seeds=seeds, keep_scores=True)
+    sink = {}
+    evaluate_configs(
+        method, configs, fit, ood_features={"val": ood[::2]}, split="val",
+        detector_id_scores=sink, **common,
+    )  # fmt: skip
+    assert set(sink) == {(params_json(c), s) for c in configs for s in seeds}
+    save_id_scores(tmp_path / "ids.npz", sink, dataset="in")
+    known = load_id_scores(tmp_path / "ids.npz", dataset="in")
+    fresh_rows, fresh = evaluate_configs(
+        method, configs[-1:], fit, ood_features={"test": ood}, split="test", **common
+    )
+    cls = detector_class(method)
+    scored = []
+    original = cls.score
+    monkeypatch.setattr(cls, "score", lambda self, x: scored.append(len(x)) or original(self, x))
+    rows, reused = evaluate_configs(
+        method, configs[-1:], fit, ood_features={"test": ood}, split="test",
+        known_id_scores=known, **common,
+    )  # fmt: skip
+    assert scored == [len(ood)] * len(seeds)  # the OOD set only
+    assert rows == fresh_rows
+    for key in fresh:
+        for name in fresh[key]:
+            np.testing.assert_array_equal(reused[key][name], fresh[key][name])
+    with pytest.raises(ValueError, match="dataset 'in', not of 'other'"):
+        load_id_scores(tmp_path / "ids.npz", dataset="other")
+    with pytest.raises(ValueError, match="the ID set has 14 rows"):
+        evaluate_configs(
+            method, configs[-1:], fit, ood_features={}, split="test",
+            known_id_scores=known, **{**common, "id_features": ids[1:]},
+        )  # fmt: skip

@@ -424,6 +424,11 @@ def evaluation_inputs(wildcards):
     }
     if wildcards.method in SENSITIVITY_METHODS:
         inputs["sensitivity"] = full_sensitivity(m)
+    if inputs["id_test"] == features_of(m, ID_VAL)["manifest"]:
+        # The selection scored these ID rows already (selection.id_val_may_be_id_test).
+        inputs["id_val_scores"] = (
+            f"{RESULTS}/selection/{m}/{wildcards.method}.id_val_scores.npz"
+        )
     return inputs
 
 

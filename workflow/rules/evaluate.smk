@@ -7,7 +7,10 @@ rule select_hyperparameters:
     input:
         unpack(selection_inputs),
     output:
-        f"{RESULTS}/selection/{{model}}/{{method}}.parquet",
+        selection=f"{RESULTS}/selection/{{model}}/{{method}}.parquet",
+        # the chosen settings' ID validation scores: reused by the evaluation when the
+        # ID validation set is the ID test set (common.smk: evaluation_inputs)
+        id_val_scores=f"{RESULTS}/selection/{{model}}/{{method}}.id_val_scores.npz",
     log:
         f"{LOGS}/selection/{{model}}/{{method}}.log",
     benchmark:

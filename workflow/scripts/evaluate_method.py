@@ -4,7 +4,7 @@ it on validation (config selection.validation)."""
 import pandas as pd
 
 from opnp.io import save_npz_atomic
-from opnp.pipeline.artifacts import JobInputs, write_job_results
+from opnp.pipeline.artifacts import JobInputs, load_id_scores, write_job_results
 from opnp.pipeline.evaluation import evaluate_configs, merge_setting_scores
 from opnp.pipeline.results import accuracy
 from opnp.pipeline.runtime import setup_job
@@ -18,6 +18,15 @@ inputs = JobInputs(snakemake.input.items())
 id_test = inputs.features("id_test")
 ood_test = inputs.ood("ood_test")
 fit = inputs.fit_data(snakemake.params.statistic)
+# When the ID test set is the ID validation set, the selection's scores of the chosen
+# settings stand for their ID test scores (scored by the same detector on the same rows).
+known_id_scores = (
+    load_id_scores(snakemake.input.id_val_scores, dataset=id_test.manifest["dataset"])
+    if "id_val_scores" in snakemake.input.keys()
+    else None
+)
+if known_id_scores is not None:
+    log.info("ID scores of %d chosen setting(s) from the selection", len(known_id_scores))
 rows, per_setting, per_setting_seeds = [], [], []
 for params, test_sets in settings:
     log.info("%s with %s on %s", method, params, test_sets)
@@ -31,6 +40,7 @@ for params, test_sets in settings:
         seeds=snakemake.params.seeds,
         keep_scores=True,
         uncertainty=snakemake.params.uncertainty,
+        known_id_scores=known_id_scores,
     )
     rows += setting_rows
     per_setting.append(scores[sorted(scores)[0]])
@@ -49,6 +59,7 @@ if method in snakemake.params.compare_protocols:
         experiment="protocols",
         variant="all_families",
         uncertainty=snakemake.params.uncertainty,
+        known_id_scores=known_id_scores,
     )
     rows += every_rows + [
         {**row, "experiment": "protocols", "variant": "held_out_family"}

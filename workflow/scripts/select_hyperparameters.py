@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from opnp.pipeline.artifacts import JobInputs, job_results, write_results
+from opnp.pipeline.artifacts import JobInputs, job_results, save_id_scores, write_results
 from opnp.pipeline.evaluation import evaluate_configs
 from opnp.pipeline.runtime import setup_job
 from opnp.pipeline.selection import mark_selected, search_plan
@@ -17,13 +17,15 @@ react_selection = (
 inputs = JobInputs(snakemake.input.items())
 ood_val = inputs.ood("ood_val")
 fit = inputs.fit_data(snakemake.params.statistic)
-id_val = inputs.features("id_val").features
+id_val_set = inputs.features("id_val")
+id_val = id_val_set.features
 # A combination with ReAct clips at ReAct's own selected percentile for the same test
 # group unless the config fixes or searches it (opnp.pipeline.selection.react_percentile_source).
 plan = search_plan(
     method, snakemake.params.settings, snakemake.params.groups, list(ood_val), react_selection
 )
 frames = []
+id_scores = {}  # of the configs scored one detector at a time: the evaluation may reuse them
 for part in plan:
     log.info(
         "%s: %d configs on validation OOD sets %s (test groups %s)",
@@ -40,6 +42,7 @@ for part in plan:
         ood_features={name: ood_val[name] for name in part.val_sets},
         split="val",
         seeds=snakemake.params.seeds,
+        detector_id_scores=id_scores,
     )
     frame = job_results(rows, **snakemake.params.results)
     frame = mark_selected(frame, snakemake.params.metric, part.groups)
@@ -51,4 +54,10 @@ for text in frame["selected_for"].unique():
     if text != "{}":
         params = frame.loc[frame["selected_for"] == text, "params"].iloc[0]
         log.info("selected for test groups %s: %s", text, params)
-write_results(frame, snakemake.output[0])
+chosen = set(frame.loc[frame["selected"] | (frame["selected_for"] != "{}"), "params"])
+write_results(frame, snakemake.output.selection)
+save_id_scores(
+    snakemake.output.id_val_scores,
+    {key: scores for key, scores in id_scores.items() if key[0] in chosen},
+    dataset=id_val_set.manifest["dataset"],
+)
