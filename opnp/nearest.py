@@ -186,9 +186,12 @@ def _exact_products(q, which, bank_rows, exact_rows, pairs: int = 8192):
 
 
 def _plain_float64_scan(q, k, n_bank, exact_rows, block_entries):
-    """The k-th largest inner product by a float64 scan of the exact bank."""
+    """The k-th largest inner product by a float64 scan of the exact bank. ``block_entries``
+    bounds both the (Q, block) products and the (block, D) float64 bank block: with a few
+    overflowing queries the bank block alone would otherwise be the whole bank (21 GB in
+    float64 at ImageNet's 1.28M x 2048)."""
     best = np.full((len(q), 0), -np.inf)
-    block = max(k, block_entries // max(len(q), 1))
+    block = max(1, block_entries // max(len(q), q.shape[1], 1))
     for start in range(0, n_bank, block):
         sims = q @ exact_rows(np.arange(start, min(start + block, n_bank))).T
         cand = np.concatenate([best, sims], axis=1)

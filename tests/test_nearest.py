@@ -75,3 +75,23 @@ def test_zero_queries_and_bad_k():
     assert search(np.zeros((3, 8)), bank, 5).tolist() == [0.0, 0.0, 0.0]
     with pytest.raises(ValueError, match="k=101 must be between 1 and the bank's 100 rows"):
         search(np.zeros((1, 8)), bank, 101)
+
+
+def test_the_float64_fallback_reads_the_bank_in_bounded_blocks():
+    """A query whose band overflows is scanned in float64 block by block: each block of
+    exact bank rows holds at most ``block_entries`` values, however few queries overflow."""
+    from opnp.nearest import _plain_float64_scan
+
+    rng = np.random.default_rng(3)
+    bank, queries = unit(rng.normal(size=(1000, 16))), unit(rng.normal(size=(2, 16)))
+    requested = []
+
+    def exact_rows(idx):
+        requested.append(len(idx))
+        return bank[idx]
+
+    got = _plain_float64_scan(queries, 50, len(bank), exact_rows, block_entries=16 * 100)
+    assert max(requested) == 100 and sum(requested) == len(bank)
+    np.testing.assert_allclose(
+        got, -np.sort(-(queries @ bank.T), axis=1)[:, 49], rtol=0, atol=1e-15
+    )
