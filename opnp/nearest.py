@@ -101,7 +101,7 @@ def kth_largest_inner_product(
 def _screen(q32, keep, n_bank, screen_rows, block_entries):
     """Each query's ``keep`` largest screened values (float32) and their bank rows."""
     n_q = len(q32)
-    block = max(GROUP, (block_entries // max(n_q, 1)) // GROUP * GROUP)
+    block = bank_block_rows(block_entries, n_q, q32.shape[1], multiple=GROUP)
     values = np.empty((n_q, 0), dtype=np.float32)
     rows = np.empty((n_q, 0), dtype=np.int64)
     threshold = np.full(n_q, -np.inf, dtype=np.float32)
@@ -185,13 +185,20 @@ def _exact_products(q, which, bank_rows, exact_rows, pairs: int = 8192):
     return out
 
 
+def bank_block_rows(block_entries: int, n_queries: int, dim: int, multiple: int = 1) -> int:
+    """Bank rows per block of a scan: neither the (queries, block) products nor the
+    (block, dim) bank block holds more than ``block_entries`` values (at least ``multiple``
+    rows, a multiple of it). Bounding the products alone would make the bank block the
+    whole bank for a few queries (21 GB in float64 at ImageNet's 1.28M x 2048)."""
+    rows = block_entries // max(n_queries, dim, 1)
+    return max(multiple, rows // multiple * multiple)
+
+
 def _plain_float64_scan(q, k, n_bank, exact_rows, block_entries):
-    """The k-th largest inner product by a float64 scan of the exact bank. ``block_entries``
-    bounds both the (Q, block) products and the (block, D) float64 bank block: with a few
-    overflowing queries the bank block alone would otherwise be the whole bank (21 GB in
-    float64 at ImageNet's 1.28M x 2048)."""
+    """The k-th largest inner product by a float64 scan of the exact bank, in blocks of
+    :func:`bank_block_rows`."""
     best = np.full((len(q), 0), -np.inf)
-    block = max(1, block_entries // max(len(q), q.shape[1], 1))
+    block = bank_block_rows(block_entries, len(q), q.shape[1])
     for start in range(0, n_bank, block):
         sims = q @ exact_rows(np.arange(start, min(start + block, n_bank))).T
         cand = np.concatenate([best, sims], axis=1)

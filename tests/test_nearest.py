@@ -77,10 +77,11 @@ def test_zero_queries_and_bad_k():
         search(np.zeros((1, 8)), bank, 101)
 
 
-def test_the_float64_fallback_reads_the_bank_in_bounded_blocks():
-    """A query whose band overflows is scanned in float64 block by block: each block of
-    exact bank rows holds at most ``block_entries`` values, however few queries overflow."""
-    from opnp.nearest import _plain_float64_scan
+def test_the_scans_read_the_bank_in_bounded_blocks():
+    """However few the queries, each block of bank rows holds at most ``block_entries``
+    values: the float32 screen's (in multiples of GROUP rows) and the float64 scan's of
+    queries whose band overflows."""
+    from opnp.nearest import GROUP, _plain_float64_scan
 
     rng = np.random.default_rng(3)
     bank, queries = unit(rng.normal(size=(1000, 16))), unit(rng.normal(size=(2, 16)))
@@ -92,6 +93,16 @@ def test_the_float64_fallback_reads_the_bank_in_bounded_blocks():
 
     got = _plain_float64_scan(queries, 50, len(bank), exact_rows, block_entries=16 * 100)
     assert max(requested) == 100 and sum(requested) == len(bank)
-    np.testing.assert_allclose(
-        got, -np.sort(-(queries @ bank.T), axis=1)[:, 49], rtol=0, atol=1e-15
+    want = -np.sort(-(queries @ bank.T), axis=1)[:, 49]
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-15)
+    screened = []
+
+    def screen_rows(start, stop):
+        screened.append(stop - start)
+        return bank[start:stop].astype(np.float32)
+
+    got = kth_largest_inner_product(
+        queries, 50, len(bank), screen_rows, exact_rows, block_entries=16 * 2 * GROUP
     )
+    assert max(screened) == 2 * GROUP and sum(screened) == len(bank)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-15)

@@ -43,7 +43,7 @@ import numpy as np
 from opnp._validation import iter_chunks, page_releaser
 from opnp.detectors.base import Detector
 from opnp.detectors.registry import register_detector
-from opnp.nearest import kth_largest_inner_product
+from opnp.nearest import bank_block_rows, kth_largest_inner_product
 
 
 def _import_faiss():
@@ -166,7 +166,7 @@ class KNN(Detector):
             bank = torch.as_tensor(self.train_bank, device=h.device)
             self._device_cache[("bank", str(h.device))] = bank
         best = None
-        block = max(k, (1 << 24) // max(len(z), 1))
+        block = bank_block_rows(self.similarity_block, len(z), z.shape[1])
         for start in range(0, bank.shape[0], block):
             sims = z @ bank[start : start + block].to(dtype).T
             cand = sims if best is None else torch.cat([best, sims], dim=1)

@@ -26,7 +26,8 @@ known_id_scores = (
     else None
 )
 if known_id_scores is not None:
-    log.info("ID scores of %d chosen setting(s) from the selection", len(known_id_scores))
+    chosen = {params for params, _ in known_id_scores}  # keys are (params, seed)
+    log.info("ID scores of %d chosen setting(s) from the selection", len(chosen))
 rows, per_setting, per_setting_seeds = [], [], []
 for params, test_sets in settings:
     log.info("%s with %s on %s", method, params, test_sets)
